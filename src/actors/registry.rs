@@ -1,0 +1,144 @@
+//! Routes every request for a session id to that id's one [`SessionActor`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::session::{Attempt, SessionActor};
+use crate::domain::{Outcome, SessionId};
+use crate::fulfillment::{Engine, FulfillError, Trigger};
+
+/// Lookups the registry holds before senders wait for room.
+const MAILBOX_CAPACITY: usize = 4096;
+/// How often a sender asks again when the actor it was given stopped under it.
+const MAX_ROUTING_TRIES: usize = 5;
+
+/// Which actor serves a session id, started on demand.
+#[derive(Message)]
+#[rtype(result = "Addr<SessionActor>")]
+pub struct Lookup(pub SessionId);
+
+/// Sent by a session actor as it stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Passivated {
+    pub id: SessionId,
+    pub generation: u64,
+}
+
+pub struct SessionRegistry {
+    engine: Arc<Engine>,
+    idle_after: Duration,
+    sessions: HashMap<SessionId, (Addr<SessionActor>, u64)>,
+    next_generation: u64,
+}
+
+impl Actor for SessionRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+impl Handler<Lookup> for SessionRegistry {
+    type Result = MessageResult<Lookup>;
+
+    fn handle(&mut self, Lookup(id): Lookup, ctx: &mut Self::Context) -> Self::Result {
+        if let Some((addr, _)) = self.sessions.get(&id)
+            && addr.connected()
+        {
+            return MessageResult(addr.clone());
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let actor = SessionActor::new(
+            id.clone(),
+            generation,
+            Arc::clone(&self.engine),
+            ctx.address(),
+            self.idle_after,
+        );
+        let addr = actor.start();
+        self.sessions.insert(id, (addr.clone(), generation));
+        MessageResult(addr)
+    }
+}
+
+impl Handler<Passivated> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, stopped: Passivated, _ctx: &mut Self::Context) {
+        // Remove only the entry that actor was handed: a newer actor for the same id may
+        // already have taken its place.
+        if self
+            .sessions
+            .get(&stopped.id)
+            .is_some_and(|(_, generation)| *generation == stopped.generation)
+        {
+            self.sessions.remove(&stopped.id);
+        }
+    }
+}
+
+/// The engine's front door: every webhook, landing-page visit and CLI request for a
+/// session goes through here to that session's actor.
+#[derive(Clone)]
+pub struct Sessions {
+    registry: Addr<SessionRegistry>,
+}
+
+impl Sessions {
+    /// Starts the registry on the current arbiter.
+    pub fn start(engine: Arc<Engine>, idle_after: Duration) -> Self {
+        let registry = SessionRegistry {
+            engine,
+            idle_after,
+            sessions: HashMap::new(),
+            next_generation: 0,
+        }
+        .start();
+        Self { registry }
+    }
+
+    /// Hands `trigger` to the actor for `id` and waits for the outcome.
+    pub async fn handle(
+        &self,
+        id: &SessionId,
+        trigger: Trigger,
+    ) -> Result<Arc<Outcome>, FulfillError> {
+        for _ in 0..MAX_ROUTING_TRIES {
+            let actor = self
+                .registry
+                .send(Lookup(id.clone()))
+                .await
+                .map_err(|_| FulfillError::ShuttingDown)?;
+            match actor.send(Attempt(trigger.clone())).await {
+                Ok(result) => return result,
+                // The actor passivated between lookup and delivery: ask again.
+                Err(MailboxError::Closed) => continue,
+                Err(MailboxError::Timeout) => return Err(FulfillError::ShuttingDown),
+            }
+        }
+        Err(FulfillError::ShuttingDown)
+    }
+
+    /// How many session actors are live, for metrics and tests of passivation.
+    pub async fn live_actors(&self) -> usize {
+        self.registry.send(CountLive).await.unwrap_or(0)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct CountLive;
+
+impl Handler<CountLive> for SessionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountLive, _ctx: &mut Self::Context) -> usize {
+        self.sessions.len()
+    }
+}

@@ -1,0 +1,101 @@
+//! One actor per live Checkout Session id: attempts run one at a time, and duplicates that
+//! arrive meanwhile wait in the mailbox and are answered from the settled outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::registry::{Passivated, SessionRegistry};
+use crate::domain::{Outcome, SessionId};
+use crate::fulfillment::{Engine, FulfillError, Trigger, fulfill_checkout};
+
+/// Messages a session actor holds before senders wait for room. A storm of duplicate
+/// deliveries queues here and each is answered from memory once the first attempt settles.
+const MAILBOX_CAPACITY: usize = 1024;
+
+/// Ask the session's actor to act on a trigger; answers with the session's outcome.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<Outcome>, FulfillError>")]
+pub struct Attempt(pub Trigger);
+
+pub struct SessionActor {
+    id: SessionId,
+    generation: u64,
+    engine: Arc<Engine>,
+    registry: Addr<SessionRegistry>,
+    idle_after: Duration,
+    last_active: Instant,
+    /// A terminal outcome: it never changes, so later requests cost no I/O.
+    settled: Option<Arc<Outcome>>,
+}
+
+impl SessionActor {
+    pub fn new(
+        id: SessionId,
+        generation: u64,
+        engine: Arc<Engine>,
+        registry: Addr<SessionRegistry>,
+        idle_after: Duration,
+    ) -> Self {
+        Self {
+            id,
+            generation,
+            engine,
+            registry,
+            idle_after,
+            last_active: Instant::now(),
+            settled: None,
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let tick = (self.idle_after / 2).max(Duration::from_millis(100));
+        ctx.run_interval(tick, |actor, ctx| {
+            if actor.last_active.elapsed() >= actor.idle_after {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // `stopped` cannot wait for mailbox room; the registry's bound is for senders of
+        // lookups, and this message is one per actor lifetime.
+        self.registry.do_send(Passivated {
+            id: self.id.clone(),
+            generation: self.generation,
+        });
+    }
+}
+
+impl Handler<Attempt> for SessionActor {
+    // `AtomicResponse` holds the mailbox until the attempt settles, so attempts never
+    // interleave across their awaits.
+    type Result = AtomicResponse<Self, Result<Arc<Outcome>, FulfillError>>;
+
+    fn handle(&mut self, Attempt(trigger): Attempt, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        if let Some(outcome) = &self.settled {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(Arc::clone(outcome)))));
+        }
+        let engine = Arc::clone(&self.engine);
+        let id = self.id.clone();
+        let attempt = async move { fulfill_checkout(&engine, &id, trigger).await.map(Arc::new) };
+        AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
+            |result, actor, _ctx| {
+                actor.last_active = Instant::now();
+                if let Ok(outcome) = &result
+                    && outcome.status.is_terminal()
+                {
+                    actor.settled = Some(Arc::clone(outcome));
+                }
+                result
+            },
+        )))
+    }
+}

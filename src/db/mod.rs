@@ -1,0 +1,205 @@
+//! Persistence: one schema, two backends.
+//!
+//! SQLite (bundled, WAL) is the embedded default; PostgreSQL is for production and for
+//! several replicas sharing one database. The backend is chosen at run time from the URL
+//! scheme. Queries are written once and expanded for each backend by [`with_connection!`],
+//! so each is type-checked against both.
+//!
+//! All SQLite work goes through one connection behind an async mutex: writes are
+//! serialized inside the process, so "database is locked" never reaches a caller, and the
+//! busy timeout covers other processes (the CLI) touching the same file.
+
+pub mod inbox;
+pub mod schema;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use diesel::sqlite::SqliteConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// How long a SQLite statement waits for another process's write lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+/// Connections per process to PostgreSQL.
+const POSTGRES_POOL_SIZE: usize = 16;
+
+/// The SQLite connection shared by the whole process.
+pub type SqliteHandle = Arc<tokio::sync::Mutex<SyncConnectionWrapper<SqliteConnection>>>;
+
+/// Where the data lives, parsed from `DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`: a file, created if missing.
+    Sqlite(String),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite://PATH`, `postgres://…` and `postgresql://…`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, as in sqlite://fulfilld.db".into());
+            }
+            Ok(Self::Sqlite(path.to_owned()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else {
+            Err("expected sqlite://PATH or postgres://USER@HOST/DATABASE".into())
+        }
+    }
+
+    /// The backend's name, for logs (never the URL: it may hold a password).
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(SqliteHandle),
+    Postgres(Pool<AsyncPgConnection>),
+}
+
+/// Runs `$body` with `$conn` bound to a connection of whichever backend `$db` holds.
+/// The body is compiled once per backend, so it must type-check against both.
+macro_rules! with_connection {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite(sqlite) => {
+                let mut guard = sqlite.lock().await;
+                let $conn = &mut *guard;
+                $body
+            }
+            $crate::db::Database::Postgres(pool) => {
+                let mut pooled = pool
+                    .get()
+                    .await
+                    .map_err(|e| ::anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_connection;
+
+impl Database {
+    /// Applies pending migrations, then opens the handle the engine uses.
+    pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<Self> {
+        migrate(url).await?;
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.clone();
+                let connection = tokio::task::spawn_blocking(move || open_sqlite(&path))
+                    .await
+                    .context("SQLite start-up task failed")??;
+                Ok(Self::Sqlite(Arc::new(tokio::sync::Mutex::new(
+                    SyncConnectionWrapper::new(connection),
+                ))))
+            }
+            DatabaseUrl::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                let pool = Pool::builder(manager)
+                    .max_size(POSTGRES_POOL_SIZE)
+                    .wait_timeout(Some(Duration::from_secs(5)))
+                    .create_timeout(Some(Duration::from_secs(5)))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .context("could not build the PostgreSQL pool")?;
+                let database = Self::Postgres(pool);
+                database.ping().await?;
+                Ok(database)
+            }
+        }
+    }
+
+    /// Checks that the database answers a query.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        with_connection!(self, |conn| {
+            diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .await
+                .context("the database did not answer")?;
+        });
+        Ok(())
+    }
+
+    /// The backend's name, for logs and reports.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Applies the embedded migrations of the URL's backend.
+pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
+    let url = url.clone();
+    // Diesel's migration harness is synchronous; keep it off the async workers.
+    tokio::task::spawn_blocking(move || match &url {
+        DatabaseUrl::Sqlite(path) => {
+            let mut conn = open_sqlite(path)?;
+            run_migrations(&mut conn, SQLITE_MIGRATIONS)
+        }
+        DatabaseUrl::Postgres(url) => {
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)
+                .context("could not connect to PostgreSQL")?;
+            run_migrations(&mut conn, POSTGRES_MIGRATIONS)
+        }
+    })
+    .await
+    .context("migration task failed")?
+}
+
+fn run_migrations<C>(conn: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<()>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    let applied = conn
+        .run_pending_migrations(migrations)
+        .map_err(|e| anyhow!("database migration failed: {e}"))?;
+    for version in applied {
+        tracing::info!(migration = %version, "applied migration");
+    }
+    Ok(())
+}
+
+fn open_sqlite(path: &str) -> anyhow::Result<SqliteConnection> {
+    let mut conn = SqliteConnection::establish(path)
+        .with_context(|| format!("could not open SQLite database {path}"))?;
+    conn.batch_execute(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"
+    ))
+    .context("could not configure SQLite")?;
+    Ok(conn)
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

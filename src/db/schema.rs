@@ -1,0 +1,66 @@
+//! The tables both backends share. Each backend's migrations create exactly these columns.
+
+diesel::table! {
+    checkout_sessions (id) {
+        id -> Text,
+        status -> Text,
+        livemode -> Bool,
+        currency -> Nullable<Text>,
+        amount_total -> Nullable<BigInt>,
+        customer_email -> Nullable<Text>,
+        fulfilled_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    line_items (session_id, line_number) {
+        session_id -> Text,
+        line_number -> Integer,
+        id -> Text,
+        price_id -> Nullable<Text>,
+        product_id -> Nullable<Text>,
+        description -> Text,
+        quantity -> BigInt,
+        currency -> Text,
+        unit_amount -> Nullable<BigInt>,
+        amount_subtotal -> BigInt,
+        amount_total -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> Text,
+        event_type -> Text,
+        session_id -> Text,
+        livemode -> Bool,
+        payload -> Text,
+        received_at -> BigInt,
+        processed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    effects (id) {
+        id -> BigInt,
+        session_id -> Text,
+        kind -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(line_items -> checkout_sessions (session_id));
+diesel::joinable!(effects -> checkout_sessions (session_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    checkout_sessions,
+    line_items,
+    webhook_events,
+    effects
+);

@@ -1,0 +1,111 @@
+use serde::Serialize;
+
+use super::SessionId;
+
+/// What fulfilld has made of a Checkout Session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Paid (or free) and fulfilled: recorded exactly once.
+    Fulfilled,
+    /// Complete but paid by a delayed method that has not cleared yet.
+    AwaitingPayment,
+    /// The delayed payment failed; nothing was fulfilled.
+    PaymentFailed,
+    /// The session expired before it was paid.
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fulfilled => "fulfilled",
+            Self::AwaitingPayment => "awaiting_payment",
+            Self::PaymentFailed => "payment_failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Fulfilled,
+            Self::AwaitingPayment,
+            Self::PaymentFailed,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == raw)
+    }
+
+    /// A terminal status never changes again, so it can be answered from memory.
+    pub fn is_terminal(self) -> bool {
+        self != Self::AwaitingPayment
+    }
+}
+
+/// `payment_status` of a Checkout Session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Paid,
+    Unpaid,
+    NoPaymentRequired,
+}
+
+impl PaymentStatus {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "paid" => Some(Self::Paid),
+            "unpaid" => Some(Self::Unpaid),
+            "no_payment_required" => Some(Self::NoPaymentRequired),
+            _ => None,
+        }
+    }
+}
+
+/// `status` of a Checkout Session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Open,
+    Complete,
+    Expired,
+}
+
+/// What fulfilld knows about a session apart from its line items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub livemode: bool,
+    pub state: SessionState,
+    pub payment_status: PaymentStatus,
+    pub currency: Option<String>,
+    pub amount_total: Option<i64>,
+    /// Where receipts go. Never logged.
+    pub customer_email: Option<String>,
+}
+
+/// One line of the cart, as Stripe listed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineItem {
+    pub id: String,
+    pub price_id: Option<String>,
+    pub product_id: Option<String>,
+    pub description: String,
+    pub quantity: i64,
+    pub currency: String,
+    pub unit_amount: Option<i64>,
+    pub amount_subtotal: i64,
+    pub amount_total: i64,
+}
+
+/// The answer to every request about a session: its status and what was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub session_id: String,
+    pub status: Status,
+    pub livemode: bool,
+    pub currency: Option<String>,
+    pub amount_total: Option<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub fulfilled_at: Option<i64>,
+    pub line_items: Vec<LineItem>,
+}

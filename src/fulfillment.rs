@@ -1,0 +1,164 @@
+//! `fulfill_checkout`: what one attempt on a session does, whoever asked for it.
+//!
+//! The session actor calls this one attempt at a time; the database decides races between
+//! processes. Stripe is asked only what the trigger does not already prove: a signed
+//! `completed`/`async_payment_succeeded` event proves payment, so only the line items are
+//! fetched; a customer or operator proves nothing, so the session itself is retrieved.
+
+use crate::db::Database;
+use crate::db::sessions::Record;
+use crate::domain::{
+    LineItem, Outcome, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
+};
+use crate::stripe::event::CheckoutEvent;
+use crate::stripe::{GatewayError, Priority, StripeGateway};
+
+/// What the engine needs to fulfil a session.
+pub struct Engine {
+    pub db: Database,
+    pub stripe: StripeGateway,
+}
+
+/// Who asks for a fulfillment, and with what proof.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A signed event that proves the session is paid (or needs no payment).
+    PaidEvent(SessionSummary),
+    /// The customer's browser on the landing page: answered first, from the database
+    /// when a signed event has already told us the state.
+    Customer,
+    /// The operator (CLI, reconcile): always checks Stripe unless the session is settled.
+    Operator,
+}
+
+/// Why a session is being looked at.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Fulfill(Source),
+    /// `checkout.session.completed` with `payment_status = unpaid`.
+    AwaitPayment(SessionSummary),
+    /// `checkout.session.async_payment_failed`.
+    PaymentFailed(SessionSummary),
+    /// `checkout.session.expired`.
+    Expired(SessionSummary),
+}
+
+impl Trigger {
+    /// What a verified Checkout event asks for.
+    pub fn from_event(kind: CheckoutEvent, summary: SessionSummary) -> Self {
+        match kind {
+            CheckoutEvent::Completed if summary.payment_status == PaymentStatus::Unpaid => {
+                Self::AwaitPayment(summary)
+            }
+            CheckoutEvent::Completed | CheckoutEvent::AsyncPaymentSucceeded => {
+                Self::Fulfill(Source::PaidEvent(summary))
+            }
+            CheckoutEvent::AsyncPaymentFailed => Self::PaymentFailed(summary),
+            CheckoutEvent::Expired => Self::Expired(summary),
+        }
+    }
+}
+
+/// Why an attempt did not produce an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum FulfillError {
+    #[error("Stripe does not know this Checkout Session")]
+    UnknownSession,
+    #[error("Stripe's API is unavailable: {0}")]
+    StripeUnavailable(String),
+    #[error("the database is unavailable: {0:#}")]
+    Database(#[from] anyhow::Error),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+impl From<GatewayError> for FulfillError {
+    fn from(error: GatewayError) -> Self {
+        match error {
+            GatewayError::UnknownSession => Self::UnknownSession,
+            GatewayError::Unavailable(reason) => Self::StripeUnavailable(reason),
+        }
+    }
+}
+
+/// One attempt on session `id`: reads what is stored, asks Stripe what is not proven,
+/// and records the result in one transaction.
+#[tracing::instrument(skip_all, fields(session.id = %id))]
+pub async fn fulfill_checkout(
+    engine: &Engine,
+    id: &SessionId,
+    trigger: Trigger,
+) -> Result<Outcome, FulfillError> {
+    if let Some(stored) = engine.db.outcome(id).await? {
+        let answer_from_store = stored.status.is_terminal()
+            || matches!(
+                trigger,
+                Trigger::Fulfill(Source::Customer) | Trigger::AwaitPayment(_)
+            );
+        if answer_from_store {
+            return Ok(stored);
+        }
+    }
+    let (summary, status, items) = match trigger {
+        Trigger::Fulfill(Source::PaidEvent(summary)) => {
+            let items = engine.stripe.line_items(id, Priority::Background).await?;
+            (summary, Status::Fulfilled, items)
+        }
+        Trigger::Fulfill(source) => {
+            let priority = match source {
+                Source::Customer => Priority::Interactive,
+                _ => Priority::Background,
+            };
+            let (summary, items) = engine.stripe.checkout_session(id, priority).await?;
+            let status = match (summary.state, summary.payment_status) {
+                // Not paid yet, and nothing to record: the customer is still at checkout.
+                (SessionState::Open, _) => return Ok(unrecorded(&summary, items)),
+                (SessionState::Expired, _) => Status::Expired,
+                (SessionState::Complete, PaymentStatus::Unpaid) => Status::AwaitingPayment,
+                (SessionState::Complete, _) => Status::Fulfilled,
+            };
+            (summary, status, items)
+        }
+        Trigger::AwaitPayment(summary) => (summary, Status::AwaitingPayment, Vec::new()),
+        Trigger::PaymentFailed(summary) => (summary, Status::PaymentFailed, Vec::new()),
+        Trigger::Expired(summary) => (summary, Status::Expired, Vec::new()),
+    };
+    let recorded = engine
+        .db
+        .record(Record {
+            summary: &summary,
+            status,
+            line_items: &items,
+        })
+        .await?;
+    let mut outcome = recorded.outcome;
+    if recorded.claimed {
+        tracing::info!(
+            status = outcome.status.as_str(),
+            line_items = outcome.line_items.len(),
+            "session {}",
+            outcome.status.as_str().replace('_', " ")
+        );
+    } else {
+        tracing::debug!(status = outcome.status.as_str(), "session already recorded");
+    }
+    // Items are stored only with a fulfillment; a customer waiting on a delayed payment
+    // still sees what was bought.
+    if outcome.line_items.is_empty() {
+        outcome.line_items = items;
+    }
+    Ok(outcome)
+}
+
+/// The outcome shown for a session that is still open at Stripe.
+fn unrecorded(summary: &SessionSummary, line_items: Vec<LineItem>) -> Outcome {
+    Outcome {
+        session_id: summary.id.to_string(),
+        status: Status::AwaitingPayment,
+        livemode: summary.livemode,
+        currency: summary.currency.clone(),
+        amount_total: summary.amount_total,
+        fulfilled_at: None,
+        line_items,
+    }
+}

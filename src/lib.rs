@@ -1,0 +1,15 @@
+//! fulfilld: exactly-once fulfillment for Stripe Checkout.
+
+pub mod actors;
+pub mod cli;
+pub mod commands;
+pub mod configuration;
+pub mod db;
+pub mod domain;
+pub mod fulfillment;
+pub mod inbox;
+pub mod sandbox;
+pub mod startup;
+pub mod stripe;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,107 @@
+//! Wires the engine together: database, Stripe gateway, actors, inbox and HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::actors::Sessions;
+use crate::configuration::Config;
+use crate::db::Database;
+use crate::fulfillment::Engine;
+use crate::inbox::{self, Inbox};
+use crate::stripe::{Pacer, StripeGateway};
+use crate::web::{AppState, routes};
+
+/// How often events left unprocessed by an outage are tried again.
+const REPLAY_EVERY: Duration = Duration::from_secs(30);
+/// How long a customer's page waits for the outcome before showing "still confirming".
+const LANDING_WAIT: Duration = Duration::from_secs(8);
+
+/// The engine without its HTTP server: what the CLI's commands use.
+pub struct Core {
+    pub db: Database,
+    pub sessions: Sessions,
+}
+
+impl Core {
+    /// Connects to the database (applying migrations) and starts the actors. Must run
+    /// inside an actix system.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let db = Database::connect(&config.database_url).await?;
+        let pacer = Pacer::start(config.stripe.max_rps);
+        let stripe = StripeGateway::new(&config.stripe.secret_key, &config.stripe.api_base, pacer)?;
+        let engine = Arc::new(Engine {
+            db: db.clone(),
+            stripe,
+        });
+        let sessions = Sessions::start(engine, config.session_idle);
+        Ok(Self { db, sessions })
+    }
+}
+
+/// A running fulfilld: the HTTP server plus the engine behind it.
+pub struct Application {
+    port: u16,
+    server: Server,
+    core: Core,
+}
+
+impl Application {
+    /// Builds everything and binds the listener; the server runs once awaited.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let core = Core::start(&config).await?;
+        let listener = TcpListener::bind(config.bind)
+            .with_context(|| format!("could not listen on {}", config.bind))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            sessions: core.sessions.clone(),
+            db: core.db.clone(),
+            inbox: Inbox::start(core.db.clone()),
+            webhook_secrets: config.stripe.webhook_secrets.clone(),
+            landing_wait: LANDING_WAIT,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(routes)
+        })
+        .listen(listener)?
+        .run();
+        inbox::spawn_replayer(core.sessions.clone(), core.db.clone(), REPLAY_EVERY);
+        tracing::info!(
+            address = %format!("http://{}:{port}", config.bind.ip()),
+            database = config.database_url.backend(),
+            stripe_max_rps = config.stripe.max_rps,
+            "fulfilld is listening"
+        );
+        Ok(Self { port, server, core })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.core.db
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.core.sessions
+    }
+
+    /// A handle that stops the server.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,184 @@
+//! The few fields fulfilld reads from a webhook event.
+//!
+//! Only `id`, `type`, `livemode`, `data.object.id` and `data.object.payment_status` decide
+//! anything. A handful of optional session fields (currency, total, the customer's email)
+//! are read leniently, as untyped JSON, so a new Stripe API version that reshapes them
+//! costs those details, never the event.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::{PaymentStatus, SessionId, SessionState, SessionSummary};
+
+/// The Checkout events fulfilld acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutEvent {
+    Completed,
+    AsyncPaymentSucceeded,
+    AsyncPaymentFailed,
+    Expired,
+}
+
+impl CheckoutEvent {
+    fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "checkout.session.completed" => Some(Self::Completed),
+            "checkout.session.async_payment_succeeded" => Some(Self::AsyncPaymentSucceeded),
+            "checkout.session.async_payment_failed" => Some(Self::AsyncPaymentFailed),
+            "checkout.session.expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed delivery.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A Checkout event about one session.
+    Checkout {
+        id: String,
+        kind: CheckoutEvent,
+        type_name: String,
+        summary: SessionSummary,
+    },
+    /// Any other event type: acknowledged and ignored.
+    Ignored { id: String, type_name: String },
+}
+
+/// Why a body is not an event fulfilld can read.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("the body is not a Stripe event: {0}")]
+    Shape(#[from] serde_json::Error),
+    #[error("the event's data.object.id is not a Checkout Session id: {0}")]
+    SessionId(String),
+    #[error("the event's data.object.payment_status is missing or unknown")]
+    PaymentStatus,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    id: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    livemode: bool,
+    data: Data,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    object: Object,
+}
+
+#[derive(Deserialize)]
+struct Object {
+    id: Option<String>,
+    payment_status: Option<String>,
+    currency: Option<Value>,
+    amount_total: Option<Value>,
+    customer_details: Option<Value>,
+}
+
+/// Parses a verified webhook body.
+pub fn parse(body: &[u8]) -> Result<Event, EventError> {
+    let envelope: Envelope = serde_json::from_slice(body)?;
+    let Some(kind) = CheckoutEvent::parse(&envelope.type_name) else {
+        return Ok(Event::Ignored {
+            id: envelope.id,
+            type_name: envelope.type_name,
+        });
+    };
+    let object = envelope.data.object;
+    let raw_id = object.id.unwrap_or_default();
+    let id = SessionId::parse(&raw_id).map_err(EventError::SessionId)?;
+    let payment_status = match (kind, object.payment_status.as_deref()) {
+        (_, Some(raw)) => PaymentStatus::parse(raw).ok_or(EventError::PaymentStatus)?,
+        // Older API versions omit it on these; their meaning is not in doubt.
+        (CheckoutEvent::AsyncPaymentSucceeded, None) => PaymentStatus::Paid,
+        (CheckoutEvent::AsyncPaymentFailed | CheckoutEvent::Expired, None) => PaymentStatus::Unpaid,
+        (CheckoutEvent::Completed, None) => return Err(EventError::PaymentStatus),
+    };
+    let state = match kind {
+        CheckoutEvent::Expired => SessionState::Expired,
+        _ => SessionState::Complete,
+    };
+    let summary = SessionSummary {
+        id,
+        livemode: envelope.livemode,
+        state,
+        payment_status,
+        currency: object.currency.and_then(|v| v.as_str().map(str::to_owned)),
+        amount_total: object.amount_total.and_then(|v| v.as_i64()),
+        customer_email: object
+            .customer_details
+            .and_then(|v| v.get("email").and_then(Value::as_str).map(str::to_owned)),
+    };
+    Ok(Event::Checkout {
+        id: envelope.id,
+        kind,
+        type_name: envelope.type_name,
+        summary,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, object: Value) -> Vec<u8> {
+        serde_json::json!({
+            "id": "evt_1", "object": "event", "type": kind, "livemode": false,
+            "api_version": "2099-01-01.future", "data": { "object": object }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_completed_event_yields_its_session_and_payment_status() {
+        let mut object: Value =
+            serde_json::from_str(include_str!("../sandbox/fixtures/checkout.session.json"))
+                .unwrap();
+        object["payment_status"] = "paid".into();
+        object["amount_total"] = 2500.into();
+        object["currency"] = "usd".into();
+        let Event::Checkout { kind, summary, .. } =
+            parse(&event("checkout.session.completed", object)).unwrap()
+        else {
+            panic!("not a checkout event");
+        };
+        assert_eq!(kind, CheckoutEvent::Completed);
+        assert_eq!(summary.payment_status, PaymentStatus::Paid);
+        assert_eq!(summary.amount_total, Some(2500));
+        assert_eq!(
+            summary.customer_email.as_deref(),
+            Some("example@example.com")
+        );
+    }
+
+    #[test]
+    fn reshaped_optional_fields_do_not_break_parsing() {
+        let object = serde_json::json!({
+            "id": "cs_test_1", "payment_status": "paid",
+            "amount_total": {"value": 1}, "currency": 5, "customer_details": "hidden"
+        });
+        let Event::Checkout { summary, .. } =
+            parse(&event("checkout.session.completed", object)).unwrap()
+        else {
+            panic!("not a checkout event");
+        };
+        assert_eq!((summary.amount_total, summary.currency), (None, None));
+    }
+
+    #[test]
+    fn other_event_types_are_ignored_and_bad_ids_refused() {
+        let ignored = parse(&event("charge.refunded", serde_json::json!({"id": "ch_1"})));
+        assert!(matches!(ignored, Ok(Event::Ignored { .. })));
+        let bad = parse(&event(
+            "checkout.session.completed",
+            serde_json::json!({"id": "pi_1"}),
+        ));
+        assert!(matches!(bad, Err(EventError::SessionId(_))));
+        assert!(matches!(parse(b"not json"), Err(EventError::Shape(_))));
+    }
+}

@@ -1,0 +1,213 @@
+//! Reads Checkout Sessions and their line items from Stripe's API through async-stripe.
+//!
+//! Every call is paced (see [`super::pacer`]), retried on 429, 5xx and network faults with
+//! exponential backoff and jitter (these are GETs, safe to repeat), and bounded in time.
+//! A 404 means Stripe does not know the session: an answer, not a fault.
+
+use std::future::Future;
+use std::time::Duration;
+
+use stripe::{Client, ClientBuilder, StripeError};
+use stripe_checkout::checkout_session::{ListLineItemsCheckoutSession, RetrieveCheckoutSession};
+use stripe_checkout::{CheckoutSession, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
+use stripe_shared::CheckoutSessionItem;
+
+use super::pacer::{Pacer, Priority};
+use crate::configuration::Secret;
+use crate::domain::{LineItem, PaymentStatus, SessionId, SessionState, SessionSummary};
+
+/// Line items per page, Stripe's maximum.
+const PAGE_SIZE: i64 = 100;
+/// Attempts per call before Stripe is reported unavailable.
+const MAX_ATTEMPTS: u32 = 5;
+/// Time allowed for one HTTP attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Why Stripe could not tell us about a session.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum GatewayError {
+    #[error("Stripe does not know this Checkout Session")]
+    UnknownSession,
+    #[error("Stripe's API is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The engine's way to Stripe's API.
+#[derive(Clone)]
+pub struct StripeGateway {
+    client: Client,
+    pacer: Pacer,
+}
+
+impl StripeGateway {
+    /// A gateway to the API at `api_base` (Stripe's, the simulator's or a test double's).
+    pub fn new(secret: &Secret, api_base: &str, pacer: Pacer) -> anyhow::Result<Self> {
+        let base = format!("{}/", api_base.trim_end_matches('/'));
+        let client = ClientBuilder::new(secret.expose())
+            .url(base)
+            .timeout(ATTEMPT_TIMEOUT)
+            .app_info("fulfilld", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
+            .build()
+            .map_err(|e| anyhow::anyhow!("could not build the Stripe client: {e}"))?;
+        Ok(Self { client, pacer })
+    }
+
+    /// The session and all its line items: one call for carts whose items fit in the
+    /// embedded first page, one more per further page of 100.
+    #[tracing::instrument(skip_all, fields(session.id = %id))]
+    pub async fn checkout_session(
+        &self,
+        id: &SessionId,
+        priority: Priority,
+    ) -> Result<(SessionSummary, Vec<LineItem>), GatewayError> {
+        let request = RetrieveCheckoutSession::new(id.as_str()).expand(["line_items".to_owned()]);
+        let mut session = self.call(priority, || request.send(&self.client)).await?;
+        // A session without an embedded list (an older API version, a double) is listed
+        // from the start.
+        let (mut items, has_more) = match session.line_items.take() {
+            Some(list) => (
+                list.data.into_iter().map(to_line_item).collect::<Vec<_>>(),
+                list.has_more,
+            ),
+            None => (Vec::new(), true),
+        };
+        if has_more {
+            let last = items.last().map(|item| item.id.clone());
+            items.extend(self.list_line_items(id, last, priority).await?);
+        }
+        Ok((to_summary(id, session), items))
+    }
+
+    /// All line items of a session, 100 per call.
+    #[tracing::instrument(skip_all, fields(session.id = %id))]
+    pub async fn line_items(
+        &self,
+        id: &SessionId,
+        priority: Priority,
+    ) -> Result<Vec<LineItem>, GatewayError> {
+        self.list_line_items(id, None, priority).await
+    }
+
+    async fn list_line_items(
+        &self,
+        id: &SessionId,
+        mut starting_after: Option<String>,
+        priority: Priority,
+    ) -> Result<Vec<LineItem>, GatewayError> {
+        let mut items = Vec::new();
+        loop {
+            let mut request = ListLineItemsCheckoutSession::new(id.as_str()).limit(PAGE_SIZE);
+            if let Some(after) = &starting_after {
+                request = request.starting_after(after.clone());
+            }
+            let page = self.call(priority, || request.send(&self.client)).await?;
+            let has_more = page.has_more;
+            items.extend(page.data.into_iter().map(to_line_item));
+            starting_after = items.last().map(|item| item.id.clone());
+            if !has_more || starting_after.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    async fn call<T, F, Fut>(&self, priority: Priority, mut send: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StripeError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            self.pacer.acquire(priority).await;
+            let error = match send().await {
+                Ok(value) => return Ok(value),
+                Err(StripeError::Stripe(_, 404)) => return Err(GatewayError::UnknownSession),
+                Err(error) => error,
+            };
+            let description = describe(&error);
+            if !is_transient(&error) || attempt >= MAX_ATTEMPTS {
+                tracing::warn!(attempts = attempt, error = %description, "Stripe call failed");
+                return Err(GatewayError::Unavailable(description));
+            }
+            let delay = backoff(attempt);
+            tracing::info!(
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %description,
+                "Stripe call failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+fn is_transient(error: &StripeError) -> bool {
+    match error {
+        StripeError::Stripe(_, status) => *status == 429 || *status == 409 || *status >= 500,
+        // A proxy's HTML error page or a cut-off body: worth another try.
+        StripeError::JSONDeserialize(_) | StripeError::ClientError(_) | StripeError::Timeout => {
+            true
+        }
+        StripeError::ConfigError(_) => false,
+    }
+}
+
+fn describe(error: &StripeError) -> String {
+    match error {
+        StripeError::Stripe(details, status) => format!(
+            "status {status}: {}",
+            details.message.as_deref().unwrap_or("no message")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Exponential backoff with jitter: a random delay in the upper half of the window.
+fn backoff(attempt: u32) -> Duration {
+    let window = BACKOFF_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    window.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn to_summary(id: &SessionId, session: CheckoutSession) -> SessionSummary {
+    let payment_status = match session.payment_status {
+        CheckoutSessionPaymentStatus::Paid => PaymentStatus::Paid,
+        CheckoutSessionPaymentStatus::NoPaymentRequired => PaymentStatus::NoPaymentRequired,
+        // Unpaid, or a status newer than this build: never fulfil on a guess.
+        _ => PaymentStatus::Unpaid,
+    };
+    let state = match session.status {
+        Some(CheckoutSessionStatus::Complete) => SessionState::Complete,
+        Some(CheckoutSessionStatus::Expired) => SessionState::Expired,
+        _ => SessionState::Open,
+    };
+    SessionSummary {
+        id: id.clone(),
+        livemode: session.livemode,
+        state,
+        payment_status,
+        currency: session.currency.map(|c| c.to_string()),
+        amount_total: session.amount_total,
+        customer_email: session.customer_details.and_then(|d| d.email),
+    }
+}
+
+fn to_line_item(item: CheckoutSessionItem) -> LineItem {
+    let price = item.price.as_ref();
+    LineItem {
+        id: item.id.to_string(),
+        price_id: price.map(|p| p.id.to_string()),
+        product_id: price.map(|p| p.product.id().to_string()),
+        description: item.description.unwrap_or_default(),
+        quantity: item
+            .quantity
+            .map_or(1, |q| i64::try_from(q).unwrap_or(i64::MAX)),
+        currency: item.currency.to_string(),
+        unit_amount: price.and_then(|p| p.unit_amount),
+        amount_subtotal: item.amount_subtotal,
+        amount_total: item.amount_total,
+    }
+}

@@ -1,0 +1,9 @@
+//! Everything that speaks to or hears from Stripe.
+
+pub mod event;
+pub mod gateway;
+pub mod pacer;
+pub mod signature;
+
+pub use gateway::{GatewayError, StripeGateway};
+pub use pacer::{Pacer, Priority};

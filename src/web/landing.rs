@@ -1,0 +1,138 @@
+//! `GET /after-checkout` (HTML) and `GET /api/checkout-sessions/{id}` (JSON).
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::outcome::{LookupError, lookup};
+use crate::domain::{Outcome, Status, format_amount};
+
+/// Seconds before a page that is still waiting reloads itself.
+const REFRESH_SECS: u32 = 5;
+
+#[derive(Deserialize)]
+struct LandingQuery {
+    session_id: Option<String>,
+}
+
+struct ItemView {
+    description: String,
+    quantity: i64,
+    amount: String,
+}
+
+#[derive(Template)]
+#[template(path = "landing.html")]
+struct LandingPage {
+    status: &'static str,
+    refresh: Option<u32>,
+    items: Vec<ItemView>,
+    total: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "problem.html")]
+struct ProblemPage {
+    title: &'static str,
+    message: String,
+    refresh: Option<u32>,
+}
+
+/// The customer's landing page after Checkout.
+pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let session_id = web::Query::<LandingQuery>::from_query(request.query_string())
+        .ok()
+        .and_then(|query| query.into_inner().session_id);
+    match lookup(&state, session_id.as_deref()).await {
+        Ok(outcome) => render(landing_page(&outcome), actix_web::http::StatusCode::OK),
+        Err(error) => render(problem_page(&error), error.status()),
+    }
+}
+
+/// The same outcome as JSON, for embedded checkouts and single-page apps.
+pub async fn outcome_json(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    match lookup(&state, Some(path.as_str())).await {
+        Ok(outcome) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(&*outcome),
+        Err(error) => HttpResponse::build(error.status()).json(json!({
+            "error": { "status": error.status().as_u16(), "message": error.to_string() }
+        })),
+    }
+}
+
+fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
+    let items = outcome
+        .line_items
+        .iter()
+        .map(|item| ItemView {
+            description: item.description.clone(),
+            quantity: item.quantity,
+            amount: format_amount(item.amount_total, &item.currency),
+        })
+        .collect();
+    let total = outcome
+        .amount_total
+        .zip(outcome.currency.as_deref())
+        .map(|(amount, currency)| format_amount(amount, currency));
+    LandingPage {
+        status: outcome.status.as_str(),
+        refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
+        items,
+        total,
+    }
+    .render()
+}
+
+fn problem_page(error: &LookupError) -> Result<String, askama::Error> {
+    let (title, message, refresh) = match error {
+        LookupError::MissingId | LookupError::MalformedId(_) => (
+            "That link is not complete",
+            "This page needs the session_id that Checkout adds to the link. Please use the \
+             link from your checkout, or contact the shop."
+                .to_owned(),
+            None,
+        ),
+        LookupError::UnknownSession => (
+            "We could not find that order",
+            "No checkout matches this link. If you have paid, your receipt has the details; \
+             otherwise please contact the shop."
+                .to_owned(),
+            None,
+        ),
+        LookupError::Unavailable => (
+            "We are confirming your order",
+            "Your payment is safe. We could not reach our payment provider just now; this \
+             page will try again in a few seconds."
+                .to_owned(),
+            Some(REFRESH_SECS),
+        ),
+    };
+    ProblemPage {
+        title,
+        message,
+        refresh,
+    }
+    .render()
+}
+
+fn render(
+    page: Result<String, askama::Error>,
+    status: actix_web::http::StatusCode,
+) -> HttpResponse {
+    match page {
+        Ok(body) => HttpResponse::build(status)
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .content_type("text/html; charset=utf-8")
+            .body(body),
+        Err(error) => {
+            tracing::error!(error = %error, "could not render a page");
+            HttpResponse::InternalServerError()
+                .content_type("text/plain; charset=utf-8")
+                .body("Something went wrong on our side. Please reload this page.")
+        }
+    }
+}

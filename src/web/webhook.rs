@@ -1,0 +1,103 @@
+//! `POST /webhook`: verify, store, acknowledge, then process.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde_json::json;
+
+use super::AppState;
+use crate::db::inbox::{Stored, StoredEvent};
+use crate::db::now_ms;
+use crate::fulfillment::Trigger;
+use crate::inbox;
+use crate::stripe::event::{self, Event, EventError};
+use crate::stripe::signature::{self, SignatureError};
+
+/// Why a delivery was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("the event could not be stored; Stripe will retry")]
+    Store(#[source] anyhow::Error),
+}
+
+impl ResponseError for WebhookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Signature(_) | Self::Event(_) => StatusCode::BAD_REQUEST,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+    }
+}
+
+/// Verifies the raw body, stores the event and answers 200 before any slow work; the
+/// event is then carried out in the background through its session's actor.
+#[tracing::instrument(skip_all, fields(event.id, session.id))]
+pub async fn receive(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let header = request
+        .headers()
+        .get("Stripe-Signature")
+        .and_then(|value| value.to_str().ok());
+    let now = now_ms() / 1000;
+    if let Err(error) = signature::verify(header, &body, &state.webhook_secrets, now) {
+        tracing::warn!(reason = %error, "webhook refused");
+        return Err(error.into());
+    }
+    let (event_id, kind, type_name, summary) = match event::parse(&body) {
+        Ok(Event::Checkout {
+            id,
+            kind,
+            type_name,
+            summary,
+        }) => (id, kind, type_name, summary),
+        Ok(Event::Ignored { id, type_name }) => {
+            tracing::debug!(event.id = %id, event.type = %type_name, "event type ignored");
+            return Ok(HttpResponse::Ok().json(json!({ "received": true, "ignored": true })));
+        }
+        Err(error) => {
+            tracing::warn!(reason = %error, "webhook body refused");
+            return Err(error.into());
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("event.id", event_id.as_str());
+    span.record("session.id", summary.id.as_str());
+    // The signature check proved the body is what Stripe sent, and parsing proved it is
+    // JSON, hence UTF-8.
+    let payload = String::from_utf8_lossy(&body).into_owned();
+    let stored = state
+        .inbox
+        .store(StoredEvent {
+            id: event_id.clone(),
+            event_type: type_name,
+            session_id: summary.id.to_string(),
+            livemode: summary.livemode,
+            payload,
+            received_at: now_ms(),
+            processed_at: None,
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(error = %format!("{error:#}"), "webhook not stored; answering 503 so Stripe retries");
+            WebhookError::Store(error)
+        })?;
+    if stored != (Stored::Duplicate { processed: true }) {
+        let state = state.into_inner();
+        let session_id = summary.id.clone();
+        let trigger = Trigger::from_event(kind, summary);
+        actix_web::rt::spawn(async move {
+            inbox::process(&state.sessions, &state.db, &event_id, &session_id, trigger).await;
+        });
+    }
+    Ok(HttpResponse::Ok().json(json!({ "received": true })))
+}

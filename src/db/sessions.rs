@@ -276,3 +276,18 @@ fn to_outcome(session: StoredSession, items: Vec<LineItemRow>) -> anyhow::Result
             .collect(),
     })
 }
+
+impl Database {
+    /// The effects enqueued for a session, as (kind, status), oldest first.
+    pub async fn effects_of(&self, id: &SessionId) -> anyhow::Result<Vec<(String, String)>> {
+        with_connection!(self, |conn| {
+            effects::table
+                .filter(effects::session_id.eq(id.as_str()))
+                .order(effects::id)
+                .select((effects::kind, effects::status))
+                .load::<(String, String)>(conn)
+                .await
+                .context("could not read the session's effects")
+        })
+    }
+}

@@ -1,0 +1,268 @@
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use fulfilld::actors::Sessions;
+use fulfilld::configuration::Settings;
+use fulfilld::db::Database;
+use fulfilld::domain::{Outcome, SessionId, Status};
+use fulfilld::sandbox::StripeDouble;
+use fulfilld::startup::Application;
+use fulfilld::stripe::signature::signature_header;
+use tempfile::TempDir;
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_fulfilld";
+
+/// A database backend the suite runs against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The server in `TEST_DATABASE_URL`; each test creates its own database there.
+    Postgres(String),
+}
+
+/// SQLite always; PostgreSQL too when `TEST_DATABASE_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if let Ok(url) = std::env::var("TEST_DATABASE_URL")
+        && !url.is_empty()
+    {
+        backends.push(Backend::Postgres(url));
+    }
+    backends
+}
+
+/// A fresh, empty database for one test; a SQLite file lives as long as this value.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+impl Backend {
+    pub async fn fresh_database(&self) -> TestDatabase {
+        match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("fulfilld.db").display());
+                TestDatabase {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres(server) => {
+                let name = format!("fulfilld_test_{:016x}", fastrand::u64(..));
+                let mut admin = AsyncPgConnection::establish(server)
+                    .await
+                    .expect("TEST_DATABASE_URL accepts connections");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("test database created");
+                let base = server.split('?').next().unwrap_or(server);
+                let (prefix, _) = base.rsplit_once('/').expect("URL has a path");
+                TestDatabase {
+                    url: format!("{prefix}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// Settings for a fulfilld pointed at `stripe` and `database_url`.
+pub fn settings(database_url: &str, stripe: &str) -> Settings {
+    Settings {
+        bind: "127.0.0.1:0".into(),
+        public_url: "http://localhost:4242".into(),
+        database_url: database_url.into(),
+        stripe_secret_key: Some("sk_test_fulfilld".into()),
+        stripe_webhook_secret: Some(WEBHOOK_SECRET.into()),
+        stripe_api_base: stripe.into(),
+        stripe_max_rps: Some("1000".into()),
+        log_format: "text".into(),
+        session_idle_secs: "60".into(),
+    }
+}
+
+/// fulfilld running in this process, with its Stripe double.
+pub struct TestApp {
+    pub address: String,
+    pub stripe: StripeDouble,
+    pub db: Database,
+    pub sessions: Sessions,
+    pub client: reqwest::Client,
+    pub backend: &'static str,
+    _database: TestDatabase,
+}
+
+pub async fn spawn_app(backend: &Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    fulfilld::telemetry::init(fulfilld::configuration::LogFormat::Text);
+    let stripe = StripeDouble::start().expect("Stripe double starts");
+    let database = backend.fresh_database().await;
+    let mut settings = settings(&database.url, stripe.url());
+    customize(&mut settings);
+    let config = settings.validate().expect("valid test configuration");
+    let app = Application::build(config).await.expect("fulfilld starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let db = app.database().clone();
+    let sessions = app.sessions().clone();
+    let backend = db.backend();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        stripe,
+        db,
+        sessions,
+        client: reqwest::Client::new(),
+        backend,
+        _database: database,
+    }
+}
+
+pub fn unix_now() -> i64 {
+    fulfilld::db::now_ms() / 1000
+}
+
+pub fn sign(body: &str) -> String {
+    signature_header(WEBHOOK_SECRET, unix_now(), body.as_bytes())
+}
+
+/// POSTs `body` to `/webhook` at `address` with `signature` as `Stripe-Signature`.
+pub async fn post_webhook(
+    client: &reqwest::Client,
+    address: &str,
+    body: String,
+    signature: Option<String>,
+) -> reqwest::Response {
+    let mut request = client
+        .post(format!("{address}/webhook"))
+        .header("Content-Type", "application/json")
+        .body(body);
+    if let Some(signature) = signature {
+        request = request.header("Stripe-Signature", signature);
+    }
+    request.send().await.expect("webhook request sent")
+}
+
+impl TestApp {
+    pub async fn post_webhook(&self, body: String, signature: Option<String>) -> reqwest::Response {
+        post_webhook(&self.client, &self.address, body, signature).await
+    }
+
+    /// Delivers a correctly signed event of `event_type` about `session`.
+    pub async fn deliver(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        session: &str,
+    ) -> reqwest::Response {
+        let body = self.stripe.event_payload(event_id, event_type, session);
+        let signature = sign(&body);
+        self.post_webhook(body, Some(signature)).await
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn outcome(&self, session: &str) -> Option<Outcome> {
+        let id = SessionId::parse(session).expect("valid id");
+        self.db.outcome(&id).await.expect("database answers")
+    }
+
+    pub async fn effects(&self, session: &str) -> Vec<(String, String)> {
+        let id = SessionId::parse(session).expect("valid id");
+        self.db.effects_of(&id).await.expect("database answers")
+    }
+
+    /// Waits until `session` has `status` in the database.
+    pub async fn wait_for(&self, session: &str, status: Status) -> Outcome {
+        wait_for_status(&self.db, session, status).await
+    }
+}
+
+pub async fn wait_for_status(db: &Database, session: &str, status: Status) -> Outcome {
+    let id = SessionId::parse(session).expect("valid id");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = db.outcome(&id).await.expect("database answers");
+        match outcome {
+            Some(outcome) if outcome.status == status => return outcome,
+            other if Instant::now() > deadline => {
+                panic!(
+                    "{session} did not reach {status:?} on {}: {other:?}",
+                    db.backend()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A fulfilld process started from the built binary.
+pub struct Process {
+    pub address: String,
+    child: Child,
+}
+
+impl Process {
+    pub async fn start(database_url: &str, stripe: &str) -> Process {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", database_url)
+            .env("STRIPE_SECRET_KEY", "sk_test_fulfilld")
+            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("STRIPE_API_BASE", stripe)
+            .env("STRIPE_MAX_RPS", "1000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("fulfilld binary starts");
+        let process = Process {
+            address: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        process.wait_ready().await;
+        process
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("{}/readyz", self.address)).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fulfilld at {} did not become ready", self.address);
+    }
+
+    /// SIGKILL: no shutdown, no flush, no goodbye.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("process killed");
+        self.child.wait().expect("process reaped");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

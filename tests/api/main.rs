@@ -1,0 +1,8 @@
+//! End-to-end tests: real HTTP to fulfilld and to a Stripe API double, on SQLite and,
+//! when `TEST_DATABASE_URL` names a PostgreSQL server, on PostgreSQL too.
+
+mod concurrency;
+mod helpers;
+mod landing;
+mod processes;
+mod webhook;

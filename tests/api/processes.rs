@@ -1,0 +1,115 @@
+use std::time::Duration;
+
+use fulfilld::db::{Database, DatabaseUrl};
+use fulfilld::domain::{SessionId, Status};
+use fulfilld::sandbox::{SessionSpec, StripeDouble};
+use futures_util::future::join_all;
+
+use crate::helpers::{Process, backends, post_webhook, sign, wait_for_status};
+
+#[actix_web::test]
+async fn two_processes_on_one_database_fulfil_each_session_once() {
+    for backend in backends() {
+        let stripe = StripeDouble::start().expect("Stripe double starts");
+        let database = backend.fresh_database().await;
+        let first = Process::start(&database.url, stripe.url()).await;
+        let second = Process::start(&database.url, stripe.url()).await;
+        let sessions: Vec<String> = (0..10)
+            .map(|n| stripe.add_session(SessionSpec::paid(&[("Book", 1000 + n, 1)])))
+            .collect();
+        let client = reqwest::Client::new();
+
+        let deliveries = sessions.iter().enumerate().flat_map(|(n, session)| {
+            let body = stripe.event_payload(
+                &format!("evt_two_{n}"),
+                "checkout.session.completed",
+                session,
+            );
+            [&first, &second, &first, &second].map(|process| {
+                let (client, body) = (&client, body.clone());
+                async move {
+                    let signature = sign(&body);
+                    post_webhook(client, &process.address, body, Some(signature))
+                        .await
+                        .status()
+                        .as_u16()
+                }
+            })
+        });
+        let statuses = join_all(deliveries).await;
+
+        assert!(
+            statuses.iter().all(|status| *status == 200),
+            "{statuses:?} on {backend:?}"
+        );
+        let db = Database::connect(&DatabaseUrl::parse(&database.url).expect("url"))
+            .await
+            .expect("db");
+        for session in &sessions {
+            wait_for_status(&db, session, Status::Fulfilled).await;
+            let effects = db
+                .effects_of(&SessionId::parse(session).expect("id"))
+                .await
+                .expect("db");
+            assert_eq!(
+                effects,
+                [("receipt".into(), "pending".into())],
+                "{backend:?}"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn acknowledged_events_are_fulfilled_after_a_kill_9() {
+    for backend in backends() {
+        let stripe = StripeDouble::start().expect("Stripe double starts");
+        let database = backend.fresh_database().await;
+        let process = Process::start(&database.url, stripe.url()).await;
+        // Stripe hangs: every acknowledged event is still unprocessed when the process dies.
+        stripe.set_delay(Duration::from_secs(60));
+        let sessions: Vec<String> = (0..20)
+            .map(|n| stripe.add_session(SessionSpec::paid(&[("Print", 500 + n, 1)])))
+            .collect();
+        let client = reqwest::Client::new();
+        for (n, session) in sessions.iter().enumerate() {
+            let body = stripe.event_payload(
+                &format!("evt_crash_{n}"),
+                "checkout.session.completed",
+                session,
+            );
+            let signature = sign(&body);
+            let status = post_webhook(&client, &process.address, body, Some(signature))
+                .await
+                .status();
+            assert_eq!(status, 200, "{backend:?}");
+        }
+        let db = Database::connect(&DatabaseUrl::parse(&database.url).expect("url"))
+            .await
+            .expect("db");
+        for session in &sessions {
+            let outcome = db
+                .outcome(&SessionId::parse(session).expect("id"))
+                .await
+                .expect("db");
+            assert_eq!(outcome, None, "fulfilled before the kill on {backend:?}");
+        }
+
+        process.kill_9();
+        stripe.set_delay(Duration::ZERO);
+        let _restarted = Process::start(&database.url, stripe.url()).await;
+
+        for session in &sessions {
+            wait_for_status(&db, session, Status::Fulfilled).await;
+            let effects = db
+                .effects_of(&SessionId::parse(session).expect("id"))
+                .await
+                .expect("db");
+            assert_eq!(
+                effects,
+                [("receipt".into(), "pending".into())],
+                "{backend:?}"
+            );
+        }
+    }
+}

@@ -101,7 +101,10 @@ pub async fn spawn_app(backend: &Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
-    fulfilld::telemetry::init(fulfilld::configuration::LogFormat::Text);
+    // Logs only when asked for: `TEST_LOG=1 cargo test`.
+    if std::env::var_os("TEST_LOG").is_some() {
+        fulfilld::telemetry::init(fulfilld::configuration::LogFormat::Text);
+    }
     let stripe = StripeDouble::start().expect("Stripe double starts");
     let database = backend.fresh_database().await;
     let mut settings = settings(&database.url, stripe.url());

@@ -13,6 +13,7 @@ use fulfilld::stripe::signature::signature_header;
 use tempfile::TempDir;
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_fulfilld";
+pub const STRIPE_SECRET_KEY: &str = "sk_test_fulfilld_secret";
 
 /// A database backend the suite runs against.
 #[derive(Debug, Clone)]
@@ -76,7 +77,7 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         bind: "127.0.0.1:0".into(),
         public_url: "http://localhost:4242".into(),
         database_url: database_url.into(),
-        stripe_secret_key: Some("sk_test_fulfilld".into()),
+        stripe_secret_key: Some(STRIPE_SECRET_KEY.into()),
         stripe_webhook_secret: Some(WEBHOOK_SECRET.into()),
         stripe_api_base: stripe.into(),
         stripe_max_rps: Some("1000".into()),
@@ -211,6 +212,23 @@ pub async fn wait_for_status(db: &Database, session: &str, status: Status) -> Ou
     }
 }
 
+/// Asserts that each session is fulfilled with exactly one receipt enqueued.
+pub async fn assert_each_fulfilled_once(database_url: &str, sessions: &[String]) {
+    let url = fulfilld::db::DatabaseUrl::parse(database_url).expect("database URL");
+    let db = Database::connect(&url).await.expect("database answers");
+    for session in sessions {
+        wait_for_status(&db, session, Status::Fulfilled).await;
+        let id = SessionId::parse(session).expect("valid id");
+        let effects = db.effects_of(&id).await.expect("database answers");
+        assert_eq!(
+            effects,
+            [("receipt".into(), "pending".into())],
+            "{session} on {}",
+            db.backend()
+        );
+    }
+}
+
 /// A fulfilld process started from the built binary.
 pub struct Process {
     pub address: String,
@@ -219,6 +237,20 @@ pub struct Process {
 
 impl Process {
     pub async fn start(database_url: &str, stripe: &str) -> Process {
+        let (stderr, filter) = match std::env::var_os("TEST_LOG") {
+            Some(_) => (Stdio::inherit(), "info"),
+            None => (Stdio::null(), "warn"),
+        };
+        Self::spawn(database_url, stripe, stderr, filter).await
+    }
+
+    /// Starts a process that logs everything, down to debug, into `log`.
+    pub async fn start_logging(database_url: &str, stripe: &str, log: &std::path::Path) -> Process {
+        let file = std::fs::File::create(log).expect("log file created");
+        Self::spawn(database_url, stripe, Stdio::from(file), "debug").await
+    }
+
+    async fn spawn(database_url: &str, stripe: &str, stderr: Stdio, filter: &str) -> Process {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("free port")
@@ -226,12 +258,13 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_fulfilld"))
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", database_url)
-            .env("STRIPE_SECRET_KEY", "sk_test_fulfilld")
+            .env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
             .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("STRIPE_API_BASE", stripe)
             .env("STRIPE_MAX_RPS", "1000")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("fulfilld binary starts");
         let process = Process {

@@ -1,11 +1,14 @@
 use std::time::Duration;
 
 use fulfilld::db::{Database, DatabaseUrl};
-use fulfilld::domain::{SessionId, Status};
+use fulfilld::domain::SessionId;
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use futures_util::future::join_all;
 
-use crate::helpers::{Process, backends, post_webhook, sign, wait_for_status};
+use crate::helpers::{
+    Process, STRIPE_SECRET_KEY, WEBHOOK_SECRET, assert_each_fulfilled_once, backends, post_webhook,
+    sign,
+};
 
 #[actix_web::test]
 async fn two_processes_on_one_database_fulfil_each_session_once() {
@@ -42,21 +45,7 @@ async fn two_processes_on_one_database_fulfil_each_session_once() {
             statuses.iter().all(|status| *status == 200),
             "{statuses:?} on {backend:?}"
         );
-        let db = Database::connect(&DatabaseUrl::parse(&database.url).expect("url"))
-            .await
-            .expect("db");
-        for session in &sessions {
-            wait_for_status(&db, session, Status::Fulfilled).await;
-            let effects = db
-                .effects_of(&SessionId::parse(session).expect("id"))
-                .await
-                .expect("db");
-            assert_eq!(
-                effects,
-                [("receipt".into(), "pending".into())],
-                "{backend:?}"
-            );
-        }
+        assert_each_fulfilled_once(&database.url, &sessions).await;
     }
 }
 
@@ -99,16 +88,57 @@ async fn acknowledged_events_are_fulfilled_after_a_kill_9() {
         stripe.set_delay(Duration::ZERO);
         let _restarted = Process::start(&database.url, stripe.url()).await;
 
-        for session in &sessions {
-            wait_for_status(&db, session, Status::Fulfilled).await;
-            let effects = db
-                .effects_of(&SessionId::parse(session).expect("id"))
+        assert_each_fulfilled_once(&database.url, &sessions).await;
+    }
+}
+
+#[actix_web::test]
+async fn logs_never_show_secrets_or_customer_emails() {
+    for backend in backends() {
+        let stripe = StripeDouble::start().expect("Stripe double starts");
+        let database = backend.fresh_database().await;
+        let log_dir = tempfile::tempdir().expect("temporary directory");
+        let log = log_dir.path().join("fulfilld.log");
+        let process = Process::start_logging(&database.url, stripe.url(), &log).await;
+        let session = stripe.add_session(SessionSpec::paid(&[("Scarf", 2200, 1)]));
+        let client = reqwest::Client::new();
+
+        let body = stripe.event_payload("evt_logged", "checkout.session.completed", &session);
+        let signature = sign(&body);
+        let forged = signature.replace("v1=", "v1=00");
+        assert_eq!(
+            post_webhook(&client, &process.address, body.clone(), Some(forged))
                 .await
-                .expect("db");
-            assert_eq!(
-                effects,
-                [("receipt".into(), "pending".into())],
-                "{backend:?}"
+                .status(),
+            400
+        );
+        assert_eq!(
+            post_webhook(&client, &process.address, body, Some(signature))
+                .await
+                .status(),
+            200
+        );
+        assert_each_fulfilled_once(&database.url, std::slice::from_ref(&session)).await;
+        let page = client
+            .get(format!(
+                "{}/after-checkout?session_id={session}",
+                process.address
+            ))
+            .send()
+            .await
+            .expect("landing page");
+        assert_eq!(page.status(), 200);
+        process.kill_9();
+
+        let logged = std::fs::read_to_string(&log).expect("log written");
+        assert!(
+            logged.contains(&session),
+            "the log shows the work: {logged}"
+        );
+        for secret in [STRIPE_SECRET_KEY, WEBHOOK_SECRET, "customer@example.com"] {
+            assert!(
+                !logged.contains(secret),
+                "{secret} appears in the log on {backend:?}"
             );
         }
     }

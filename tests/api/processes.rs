@@ -143,3 +143,47 @@ async fn logs_never_show_secrets_or_customer_emails() {
         }
     }
 }
+
+#[actix_web::test]
+async fn the_cli_migrates_and_fulfils_one_session_through_the_actor_path() {
+    for backend in backends() {
+        let stripe = StripeDouble::start().expect("Stripe double starts");
+        let database = backend.fresh_database().await;
+        let session =
+            stripe.add_session(SessionSpec::paid(&[("Tent", 25000, 1), ("Pegs", 500, 4)]));
+        let cli = |args: &[&str]| {
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"));
+            command
+                .args(args)
+                .env("DATABASE_URL", &database.url)
+                .env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
+                .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+                .env("STRIPE_API_BASE", stripe.url())
+                .env("RUST_LOG", "off");
+            command
+        };
+
+        let migrated = cli(&["migrate"]).output().await.expect("migrate runs");
+        assert!(migrated.status.success(), "{migrated:?}");
+        let fulfilled = cli(&["fulfill", &session])
+            .output()
+            .await
+            .expect("fulfill runs");
+        let refused = cli(&["fulfill", "pi_123"])
+            .output()
+            .await
+            .expect("fulfill runs");
+
+        assert!(fulfilled.status.success(), "{fulfilled:?}");
+        let printed = String::from_utf8_lossy(&fulfilled.stdout);
+        assert_eq!(
+            printed.trim(),
+            format!("{session}: fulfilled (2 line items, USD 270.00)")
+        );
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("starts with cs_test_ or cs_live_")
+        );
+        assert_each_fulfilled_once(&database.url, std::slice::from_ref(&session)).await;
+    }
+}

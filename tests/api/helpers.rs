@@ -94,6 +94,7 @@ pub struct TestApp {
     pub sessions: Sessions,
     pub client: reqwest::Client,
     pub backend: &'static str,
+    backend_url: String,
     _database: TestDatabase,
 }
 
@@ -124,6 +125,7 @@ pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Setti
         sessions,
         client: reqwest::Client::new(),
         backend,
+        backend_url: database.url.clone(),
         _database: database,
     }
 }
@@ -181,6 +183,30 @@ impl TestApp {
     pub async fn outcome(&self, session: &str) -> Option<Outcome> {
         let id = SessionId::parse(session).expect("valid id");
         self.db.outcome(&id).await.expect("database answers")
+    }
+
+    /// Drops `table` behind the engine's back, so every query that needs it fails: an
+    /// outage of the database, as far as those queries can tell.
+    pub async fn drop_table(&self, table: &str) {
+        let statement = format!("DROP TABLE {table}");
+        match &self.backend_url {
+            url if url.starts_with("sqlite://") => {
+                use diesel::Connection;
+                let path = url.trim_start_matches("sqlite://");
+                let mut conn = diesel::SqliteConnection::establish(path).expect("SQLite opens");
+                diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
+                    .expect("table dropped");
+            }
+            url => {
+                let mut conn = AsyncPgConnection::establish(url)
+                    .await
+                    .expect("PostgreSQL answers");
+                diesel::sql_query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .expect("table dropped");
+            }
+        }
     }
 
     pub async fn effects(&self, session: &str) -> Vec<(String, String)> {

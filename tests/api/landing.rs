@@ -161,3 +161,38 @@ async fn a_150_item_cart_is_recorded_and_shown_in_full() {
         assert_eq!(app.stripe.calls(&session), 3);
     }
 }
+
+#[actix_web::test]
+async fn a_database_outage_gives_503s_and_never_a_false_acknowledgement() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let session = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Lamp", 4000, 1)]));
+        app.drop_table("webhook_events").await;
+        app.drop_table("line_items").await;
+
+        let delivery = app
+            .deliver("evt_outage", "checkout.session.completed", &session)
+            .await;
+        let page = app
+            .get(&format!("/after-checkout?session_id={session}"))
+            .await;
+        let api = app.get(&format!("/api/checkout-sessions/{session}")).await;
+
+        assert_eq!(
+            delivery.status(),
+            503,
+            "Stripe must retry on {}",
+            app.backend
+        );
+        assert_eq!(page.status(), 503, "{}", app.backend);
+        let html = page.text().await.expect("body");
+        assert!(html.contains("We are confirming your order"), "{html}");
+        assert!(
+            !html.contains("line_items") && !html.contains("no such table"),
+            "{html}"
+        );
+        assert_eq!(api.status(), 503);
+    }
+}

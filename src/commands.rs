@@ -4,7 +4,7 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command};
 use crate::db::{self, DatabaseUrl};
-use crate::domain::{SessionId, format_amount};
+use crate::domain::SessionId;
 use crate::fulfillment::{Source, Trigger};
 use crate::startup::{Application, Core};
 
@@ -35,9 +35,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("could not fulfil {id}"))?;
             let total = outcome
-                .amount_total
-                .zip(outcome.currency.as_deref())
-                .map(|(amount, currency)| format!(", {}", format_amount(amount, currency)))
+                .formatted_total()
+                .map(|total| format!(", {total}"))
                 .unwrap_or_default();
             println!(
                 "{id}: {} ({} line items{total})",

@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use super::SessionId;
+use super::{SessionId, format_amount};
 
 /// What fulfilld has made of a Checkout Session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,4 +108,13 @@ pub struct Outcome {
     /// Milliseconds since the Unix epoch.
     pub fulfilled_at: Option<i64>,
     pub line_items: Vec<LineItem>,
+}
+
+impl Outcome {
+    /// The session's total in its currency, e.g. `USD 25.00`, when Stripe gave both.
+    pub fn formatted_total(&self) -> Option<String> {
+        self.amount_total
+            .zip(self.currency.as_deref())
+            .map(|(amount, currency)| format_amount(amount, currency))
+    }
 }

@@ -74,15 +74,11 @@ fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
             amount: format_amount(item.amount_total, &item.currency),
         })
         .collect();
-    let total = outcome
-        .amount_total
-        .zip(outcome.currency.as_deref())
-        .map(|(amount, currency)| format_amount(amount, currency));
     LandingPage {
         status: outcome.status.as_str(),
         refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
         items,
-        total,
+        total: outcome.formatted_total(),
     }
     .render()
 }

@@ -189,17 +189,18 @@ fn session_json(id: &str, spec: &SessionSpec) -> Value {
 async fn prepare(
     request: &HttpRequest,
     state: &Mutex<State>,
-    id: &str,
-) -> Result<SessionSpec, HttpResponse> {
+    path: web::Path<String>,
+) -> Result<(String, SessionSpec), HttpResponse> {
+    let id = path.into_inner();
     let (delay, fault, session) = {
         let mut state = state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *state.calls.entry(id.to_owned()).or_default() += 1;
+        *state.calls.entry(id.clone()).or_default() += 1;
         (
             state.delay,
             state.faults.pop_front(),
-            state.sessions.get(id).cloned(),
+            state.sessions.get(&id).cloned(),
         )
     };
     if !delay.is_zero() {
@@ -232,13 +233,14 @@ async fn prepare(
             .insert_header(("Stripe-Should-Retry", "true"))
             .json(body));
     }
-    session.ok_or_else(|| {
-        HttpResponse::NotFound().json(objects::error(
+    match session {
+        Some(spec) => Ok((id, spec)),
+        None => Err(HttpResponse::NotFound().json(objects::error(
             "invalid_request_error",
             Some("resource_missing"),
             &format!("No such checkout.session: '{id}'"),
-        ))
-    })
+        ))),
+    }
 }
 
 async fn retrieve(
@@ -247,9 +249,8 @@ async fn retrieve(
     query: web::Query<Vec<(String, String)>>,
     state: web::Data<Mutex<State>>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    let spec = match prepare(&request, &state, &id).await {
-        Ok(spec) => spec,
+    let (id, spec) = match prepare(&request, &state, path).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let mut session = session_json(&id, &spec);
@@ -268,9 +269,8 @@ async fn line_items(
     query: web::Query<Vec<(String, String)>>,
     state: web::Data<Mutex<State>>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    let spec = match prepare(&request, &state, &id).await {
-        Ok(spec) => spec,
+    let (id, spec) = match prepare(&request, &state, path).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let param = |name: &str| {

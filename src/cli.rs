@@ -1,4 +1,4 @@
-//! The command line: `fulfilld [serve]`, `migrate`, `fulfill <SESSION_ID>`.
+//! The command line: `fulfilld [serve]`, `migrate`, `fulfill <SESSION_ID>`, `effects …`.
 
 use clap::{Parser, Subcommand};
 
@@ -25,5 +25,28 @@ pub enum Command {
     Fulfill {
         /// The Checkout Session id (cs_test_… or cs_live_…).
         session_id: String,
+    },
+    /// Inspect the side effects (emails, stock, shipments) and retry dead ones.
+    Effects {
+        #[command(subcommand)]
+        command: EffectsCommand,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum EffectsCommand {
+    /// List effects, newest first.
+    List {
+        /// Only the dead ones: failed for good, waiting for an operator.
+        #[arg(long)]
+        dead: bool,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Make a dead effect pending again; a serving fulfilld carries it out.
+    Retry {
+        /// The effect's id, as `effects list` shows it.
+        id: i64,
     },
 }

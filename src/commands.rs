@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command};
-use crate::db::{self, DatabaseUrl};
+use crate::cli::{Cli, Command, EffectsCommand};
+use crate::configuration::Settings;
+use crate::db::{self, Database, DatabaseUrl};
 use crate::domain::SessionId;
 use crate::fulfillment::{Source, Trigger};
 use crate::startup::{Application, Core};
@@ -19,9 +20,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
         }
         Command::Migrate => {
-            let url = DatabaseUrl::parse(&cli.settings.database_url).map_err(|problem| {
-                anyhow::anyhow!("configuration error: DATABASE_URL: {problem}")
-            })?;
+            let url = database_url(&cli.settings)?;
             db::migrate(&url).await?;
             println!("migrations applied ({})", url.backend());
         }
@@ -44,6 +43,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.line_items.len()
             );
         }
+        Command::Effects { command } => effects(&cli.settings, command).await?,
     }
     Ok(())
+}
+
+async fn effects(settings: &Settings, command: EffectsCommand) -> anyhow::Result<()> {
+    let url = database_url(settings)?;
+    let db = Database::connect(&url).await?;
+    match command {
+        EffectsCommand::List { dead, limit } => {
+            let effects = db
+                .list_effects(dead.then_some("dead"), limit.max(1))
+                .await?;
+            println!(
+                "{:>8}  {:<40}  {:<20}  {:<7}  {:>8}  LAST ERROR",
+                "ID", "SESSION", "KIND", "STATUS", "ATTEMPTS"
+            );
+            for effect in effects {
+                println!(
+                    "{:>8}  {:<40}  {:<20}  {:<7}  {:>8}  {}",
+                    effect.id,
+                    effect.session_id,
+                    effect.kind,
+                    effect.status,
+                    effect.attempts,
+                    effect.last_error.unwrap_or_default()
+                );
+            }
+        }
+        EffectsCommand::Retry { id } => {
+            if !db.revive_effect(id).await? {
+                anyhow::bail!("no dead effect has id {id} (see `fulfilld effects list --dead`)");
+            }
+            println!("effect {id} will be retried by the serving fulfilld");
+        }
+    }
+    Ok(())
+}
+
+fn database_url(settings: &Settings) -> anyhow::Result<DatabaseUrl> {
+    DatabaseUrl::parse(&settings.database_url)
+        .map_err(|problem| anyhow::anyhow!("configuration error: DATABASE_URL: {problem}"))
 }

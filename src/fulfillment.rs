@@ -5,11 +5,15 @@
 //! `completed`/`async_payment_succeeded` event proves payment, so only the line items are
 //! fetched; a customer or operator proves nothing, so the session itself is retrieved.
 
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, Plan};
 use crate::db::Database;
 use crate::db::sessions::Record;
 use crate::domain::{
     LineItem, Outcome, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
 };
+use crate::effects::Outbox;
 use crate::stripe::event::CheckoutEvent;
 use crate::stripe::{GatewayError, Priority, StripeGateway};
 
@@ -17,6 +21,10 @@ use crate::stripe::{GatewayError, Priority, StripeGateway};
 pub struct Engine {
     pub db: Database,
     pub stripe: StripeGateway,
+    pub catalog: Arc<Catalog>,
+    /// Woken when a transaction enqueues effects.
+    pub outbox: Outbox,
+    pub send_receipts: bool,
 }
 
 /// Who asks for a fulfillment, and with what proof.
@@ -123,14 +131,23 @@ pub async fn fulfill_checkout(
         Trigger::PaymentFailed(summary) => (summary, Status::PaymentFailed, Vec::new()),
         Trigger::Expired(summary) => (summary, Status::Expired, Vec::new()),
     };
+    let plan = match status {
+        Status::Fulfilled => engine.catalog.plan(id, &items),
+        _ => Plan::default(),
+    };
     let recorded = engine
         .db
         .record(Record {
             summary: &summary,
             status,
             line_items: &items,
+            plan: &plan,
+            send_receipt: engine.send_receipts,
         })
         .await?;
+    if recorded.effects > 0 {
+        engine.outbox.wake();
+    }
     let mut outcome = recorded.outcome;
     if recorded.claimed {
         tracing::info!(
@@ -160,5 +177,7 @@ fn unrecorded(summary: &SessionSummary, line_items: Vec<LineItem>) -> Outcome {
         amount_total: summary.amount_total,
         fulfilled_at: None,
         line_items,
+        access: Vec::new(),
+        shipment: None,
     }
 }

@@ -1,13 +1,16 @@
 //! fulfilld: exactly-once fulfillment for Stripe Checkout.
 
 pub mod actors;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod configuration;
 pub mod db;
 pub mod domain;
+pub mod effects;
 pub mod fulfillment;
 pub mod inbox;
+pub mod retry;
 pub mod sandbox;
 pub mod startup;
 pub mod stripe;

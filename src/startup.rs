@@ -1,4 +1,5 @@
-//! Wires the engine together: database, Stripe gateway, actors, inbox and HTTP server.
+//! Wires the engine together: database, Stripe gateway, actors, inbox, effects and HTTP
+//! server.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tracing_actix_web::TracingLogger;
 use crate::actors::Sessions;
 use crate::configuration::Config;
 use crate::db::Database;
+use crate::effects::{EffectActors, EffectDispatcher, Outbox};
 use crate::fulfillment::Engine;
 use crate::inbox::{self, Inbox};
 use crate::stripe::{Pacer, StripeGateway};
@@ -22,10 +24,12 @@ const REPLAY_EVERY: Duration = Duration::from_secs(30);
 /// How long a customer's page waits for the outcome before showing "still confirming".
 const LANDING_WAIT: Duration = Duration::from_secs(8);
 
-/// The engine without its HTTP server: what the CLI's commands use.
+/// The engine without its HTTP server: what the CLI's commands use. Effects it enqueues
+/// are carried out by a serving process.
 pub struct Core {
     pub db: Database,
     pub sessions: Sessions,
+    pub outbox: Outbox,
 }
 
 impl Core {
@@ -33,14 +37,23 @@ impl Core {
     /// inside an actix system.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let db = Database::connect(&config.database_url).await?;
+        db.seed_inventory(&config.catalog).await?;
+        let outbox = Outbox::default();
         let pacer = Pacer::start(config.stripe.max_rps);
         let stripe = StripeGateway::new(&config.stripe.secret_key, &config.stripe.api_base, pacer)?;
         let engine = Arc::new(Engine {
             db: db.clone(),
             stripe,
+            catalog: Arc::clone(&config.catalog),
+            outbox: outbox.clone(),
+            send_receipts: config.effects.send_receipts,
         });
         let sessions = Sessions::start(engine, config.session_idle);
-        Ok(Self { db, sessions })
+        Ok(Self {
+            db,
+            sessions,
+            outbox,
+        })
     }
 }
 
@@ -74,10 +87,20 @@ impl Application {
         .listen(listener)?
         .run();
         inbox::spawn_replayer(core.sessions.clone(), core.db.clone(), REPLAY_EVERY);
+        let actors = EffectActors::start(&core.db, &config)?;
+        EffectDispatcher::new(
+            core.db.clone(),
+            actors,
+            core.outbox.clone(),
+            &config.effects,
+        )
+        .spawn();
         tracing::info!(
             address = %format!("http://{}:{port}", config.bind.ip()),
             database = config.database_url.backend(),
             stripe_max_rps = config.stripe.max_rps,
+            catalog_products = config.catalog.products().len(),
+            mail = if config.effects.smtp_url.is_some() { "smtp" } else { "files" },
             "fulfilld is listening"
         );
         Ok(Self { port, server, core })

@@ -26,7 +26,7 @@ pub struct SessionActor {
     registry: Addr<SessionRegistry>,
     idle_after: Duration,
     last_active: Instant,
-    /// A terminal outcome: it never changes, so later requests cost no I/O.
+    /// A final outcome: it never changes, so later requests cost no I/O.
     settled: Option<Arc<Outcome>>,
 }
 
@@ -90,7 +90,7 @@ impl Handler<Attempt> for SessionActor {
             |result, actor, _ctx| {
                 actor.last_active = Instant::now();
                 if let Ok(outcome) = &result
-                    && outcome.status.is_terminal()
+                    && outcome.is_final()
                 {
                     actor.settled = Some(Arc::clone(outcome));
                 }

@@ -9,7 +9,10 @@
 //! serialized inside the process, so "database is locked" never reaches a caller, and the
 //! busy timeout covers other processes (the CLI) touching the same file.
 
+pub mod effects;
 pub mod inbox;
+pub mod inventory;
+pub mod outcomes;
 pub mod schema;
 pub mod sessions;
 

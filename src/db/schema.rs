@@ -11,6 +11,7 @@ diesel::table! {
         fulfilled_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        shipping_address -> Nullable<Text>,
     }
 }
 
@@ -53,14 +54,61 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        lease_until -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    inventory (sku) {
+        sku -> Text,
+        stock -> BigInt,
+        oversold -> Bool,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    stock_movements (session_id, sku) {
+        session_id -> Text,
+        sku -> Text,
+        quantity -> BigInt,
+        applied_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    access_grants (session_id, sku) {
+        session_id -> Text,
+        sku -> Text,
+        name -> Text,
+        url -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    shipments (session_id) {
+        session_id -> Text,
+        status -> Text,
+        items -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
     }
 }
 
 diesel::joinable!(line_items -> checkout_sessions (session_id));
 diesel::joinable!(effects -> checkout_sessions (session_id));
+diesel::joinable!(stock_movements -> checkout_sessions (session_id));
+diesel::joinable!(access_grants -> checkout_sessions (session_id));
+diesel::joinable!(shipments -> checkout_sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(
     checkout_sessions,
     line_items,
     webhook_events,
-    effects
+    effects,
+    inventory,
+    stock_movements,
+    access_grants,
+    shipments
 );

@@ -1,21 +1,16 @@
-//! Checkout Sessions, their line items and the effects their fulfillment enqueues.
+//! Recording a session's status: the claim, and everything a fulfillment writes with it.
 
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::schema::{checkout_sessions, effects, line_items};
+use super::outcomes::{LineItemRow, read_outcome};
+use super::schema::{
+    access_grants, checkout_sessions, effects, line_items, shipments, stock_movements,
+};
 use super::{Database, now_ms, with_connection};
-use crate::domain::{LineItem, Outcome, SessionId, SessionSummary, Status};
-
-/// Effect kinds enqueued with each status, carried out by the side-effect actors.
-fn effects_for(status: Status) -> &'static [&'static str] {
-    match status {
-        Status::Fulfilled => &["receipt"],
-        Status::PaymentFailed => &["payment_failed_email"],
-        Status::AwaitingPayment | Status::Expired => &[],
-    }
-}
+use crate::catalog::Plan;
+use crate::domain::{EffectKind, LineItem, Outcome, SessionSummary, ShipmentStatus, Status};
 
 /// A status to record for a session, with what was learnt about it.
 pub struct Record<'a> {
@@ -23,6 +18,34 @@ pub struct Record<'a> {
     pub status: Status,
     /// Written only when the record fulfills the session.
     pub line_items: &'a [LineItem],
+    /// What the fulfillment does beyond recording, from the catalog.
+    pub plan: &'a Plan,
+    /// Whether a fulfillment sends fulfilld's own receipt (`SEND_RECEIPTS`).
+    pub send_receipt: bool,
+}
+
+impl Record<'_> {
+    /// The effects this record enqueues when it makes its transition.
+    fn effects(&self) -> Vec<EffectKind> {
+        let has_email = self.summary.customer_email.is_some();
+        match self.status {
+            Status::Fulfilled => {
+                let mut kinds = Vec::new();
+                if self.send_receipt && has_email {
+                    kinds.push(EffectKind::Receipt);
+                }
+                if !self.plan.physical.is_empty() {
+                    kinds.push(EffectKind::Inventory);
+                    if self.summary.shipping_address.is_some() {
+                        kinds.push(EffectKind::Shipment);
+                    }
+                }
+                kinds
+            }
+            Status::PaymentFailed if has_email => vec![EffectKind::PaymentFailedEmail],
+            Status::PaymentFailed | Status::AwaitingPayment | Status::Expired => Vec::new(),
+        }
+    }
 }
 
 /// The result of [`Database::record`].
@@ -33,6 +56,8 @@ pub struct Recorded {
     /// True when this call made the transition (and enqueued its effects); false when the
     /// session already had this or a terminal status, recorded by this or another process.
     pub claimed: bool,
+    /// How many effects the transition enqueued.
+    pub effects: usize,
 }
 
 #[derive(Insertable)]
@@ -44,35 +69,10 @@ struct SessionRow<'a> {
     currency: Option<&'a str>,
     amount_total: Option<i64>,
     customer_email: Option<&'a str>,
+    shipping_address: Option<String>,
     fulfilled_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
-}
-
-#[derive(Queryable)]
-struct StoredSession {
-    id: String,
-    status: String,
-    livemode: bool,
-    currency: Option<String>,
-    amount_total: Option<i64>,
-    fulfilled_at: Option<i64>,
-}
-
-#[derive(Insertable, Queryable)]
-#[diesel(table_name = line_items, treat_none_as_default_value = false)]
-struct LineItemRow {
-    session_id: String,
-    line_number: i32,
-    id: String,
-    price_id: Option<String>,
-    product_id: Option<String>,
-    description: String,
-    quantity: i64,
-    currency: String,
-    unit_amount: Option<i64>,
-    amount_subtotal: i64,
-    amount_total: i64,
 }
 
 #[derive(Insertable)]
@@ -87,40 +87,52 @@ struct EffectRow<'a> {
     updated_at: i64,
 }
 
-impl Database {
-    /// The stored outcome of a session, if fulfilld has recorded anything for it.
-    pub async fn outcome(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
-        with_connection!(self, |conn| {
-            let session = checkout_sessions::table
-                .find(id.as_str())
-                .select(STORED_SESSION_COLUMNS)
-                .first::<StoredSession>(conn)
-                .await
-                .optional()
-                .context("could not read the session")?;
-            let Some(session) = session else {
-                return Ok(None);
-            };
-            let items = line_items::table
-                .filter(line_items::session_id.eq(id.as_str()))
-                .order(line_items::line_number)
-                .load::<LineItemRow>(conn)
-                .await
-                .context("could not read the session's line items")?;
-            Ok(Some(to_outcome(session, items)?))
-        })
-    }
+#[derive(Insertable)]
+#[diesel(table_name = stock_movements, treat_none_as_default_value = false)]
+struct MovementRow<'a> {
+    session_id: &'a str,
+    sku: &'a str,
+    quantity: i64,
+    applied_at: Option<i64>,
+    created_at: i64,
+}
 
+#[derive(Insertable)]
+#[diesel(table_name = access_grants)]
+struct GrantRow<'a> {
+    session_id: &'a str,
+    sku: &'a str,
+    name: &'a str,
+    url: &'a str,
+    created_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = shipments)]
+struct ShipmentRow<'a> {
+    session_id: &'a str,
+    status: &'a str,
+    items: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Database {
     /// Records `record.status` for a session in one transaction, if the session has no
     /// status yet or is awaiting payment. The claim is the primary key (insert, or
     /// update from `awaiting_payment` only), so of several processes racing, exactly one
-    /// makes each transition; a fulfillment writes its line items and enqueues its
-    /// effects in the same transaction.
+    /// makes each transition; a fulfillment writes its line items, stock movements,
+    /// access grants, shipment and effects in the same transaction.
     pub async fn record(&self, record: Record<'_>) -> anyhow::Result<Recorded> {
         let now = now_ms();
         let summary = record.summary;
         let status = record.status;
         let id = summary.id.as_str();
+        let shipping_address = summary
+            .shipping_address
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
         let row = SessionRow {
             id,
             status: status.as_str(),
@@ -128,11 +140,64 @@ impl Database {
             currency: summary.currency.as_deref(),
             amount_total: summary.amount_total,
             customer_email: summary.customer_email.as_deref(),
+            shipping_address,
             fulfilled_at: (status == Status::Fulfilled).then_some(now),
             created_at: now,
             updated_at: now,
         };
-        let items = line_item_rows(id, record.line_items);
+        let items = LineItemRow::for_session(id, record.line_items);
+        let plan = record.plan;
+        let movements: Vec<_> = plan
+            .physical
+            .iter()
+            .map(|item| MovementRow {
+                session_id: id,
+                sku: &item.sku,
+                quantity: item.quantity,
+                applied_at: None,
+                created_at: now,
+            })
+            .collect();
+        let grants: Vec<_> = plan
+            .grants
+            .iter()
+            .map(|grant| GrantRow {
+                session_id: id,
+                sku: &grant.sku,
+                name: &grant.name,
+                url: &grant.url,
+                created_at: now,
+            })
+            .collect();
+        let shipment = (!plan.physical.is_empty())
+            .then(|| -> anyhow::Result<_> {
+                // Without an address nobody can be told where to ship: an operator must.
+                let status = match summary.shipping_address {
+                    Some(_) => ShipmentStatus::Pending,
+                    None => ShipmentStatus::AwaitingManualHandling,
+                };
+                Ok(ShipmentRow {
+                    session_id: id,
+                    status: status.as_str(),
+                    items: serde_json::to_string(&plan.physical)?,
+                    created_at: now,
+                    updated_at: now,
+                })
+            })
+            .transpose()?;
+        let effect_kinds = record.effects();
+        let effects: Vec<_> = effect_kinds
+            .iter()
+            .map(|kind| EffectRow {
+                session_id: id,
+                kind: kind.as_str(),
+                status: "pending",
+                attempts: 0,
+                next_attempt_at: now,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
                 let mut claimed = diesel::insert_into(checkout_sessions::table)
@@ -151,6 +216,7 @@ impl Database {
                             checkout_sessions::currency.eq(row.currency),
                             checkout_sessions::amount_total.eq(row.amount_total),
                             checkout_sessions::customer_email.eq(row.customer_email),
+                            checkout_sessions::shipping_address.eq(&row.shipping_address),
                             checkout_sessions::fulfilled_at.eq(row.fulfilled_at),
                             checkout_sessions::updated_at.eq(now),
                         ))
@@ -158,29 +224,35 @@ impl Database {
                         .await?
                             == 1;
                 }
-                if claimed {
-                    if status == Status::Fulfilled {
-                        // One statement per row: diesel-async has no multi-row insert for
-                        // SQLite, and the statement is prepared once per connection.
-                        for item in &items {
-                            diesel::insert_into(line_items::table)
-                                .values(item)
-                                .execute(conn)
-                                .await?;
-                        }
+                if claimed && status == Status::Fulfilled {
+                    // One statement per row: diesel-async has no multi-row insert for
+                    // SQLite, and the statement is prepared once per connection.
+                    for item in &items {
+                        diesel::insert_into(line_items::table)
+                            .values(item)
+                            .execute(conn)
+                            .await?;
                     }
-                    let effects: Vec<_> = effects_for(status)
-                        .iter()
-                        .map(|kind| EffectRow {
-                            session_id: id,
-                            kind,
-                            status: "pending",
-                            attempts: 0,
-                            next_attempt_at: now,
-                            created_at: now,
-                            updated_at: now,
-                        })
-                        .collect();
+                    for movement in &movements {
+                        diesel::insert_into(stock_movements::table)
+                            .values(movement)
+                            .execute(conn)
+                            .await?;
+                    }
+                    for grant in &grants {
+                        diesel::insert_into(access_grants::table)
+                            .values(grant)
+                            .execute(conn)
+                            .await?;
+                    }
+                    if let Some(shipment) = &shipment {
+                        diesel::insert_into(shipments::table)
+                            .values(shipment)
+                            .execute(conn)
+                            .await?;
+                    }
+                }
+                if claimed {
                     for effect in &effects {
                         diesel::insert_into(effects::table)
                             .values(effect)
@@ -189,105 +261,16 @@ impl Database {
                             .await?;
                     }
                 }
-                let session = checkout_sessions::table
-                    .find(id)
-                    .select(STORED_SESSION_COLUMNS)
-                    .first::<StoredSession>(conn)
-                    .await?;
-                let stored_items = if session.status == Status::Fulfilled.as_str() {
-                    line_items::table
-                        .filter(line_items::session_id.eq(id))
-                        .order(line_items::line_number)
-                        .load::<LineItemRow>(conn)
-                        .await?
-                } else {
-                    Vec::new()
-                };
+                let outcome = read_outcome!(conn, id)
+                    .context("the session vanished inside its own transaction")?;
                 Ok::<_, anyhow::Error>(Recorded {
-                    outcome: to_outcome(session, stored_items)?,
+                    outcome,
                     claimed,
+                    effects: if claimed { effects.len() } else { 0 },
                 })
             })
             .await
             .context("could not record the session")
-        })
-    }
-}
-
-const STORED_SESSION_COLUMNS: (
-    checkout_sessions::id,
-    checkout_sessions::status,
-    checkout_sessions::livemode,
-    checkout_sessions::currency,
-    checkout_sessions::amount_total,
-    checkout_sessions::fulfilled_at,
-) = (
-    checkout_sessions::id,
-    checkout_sessions::status,
-    checkout_sessions::livemode,
-    checkout_sessions::currency,
-    checkout_sessions::amount_total,
-    checkout_sessions::fulfilled_at,
-);
-
-fn line_item_rows(session_id: &str, items: &[LineItem]) -> Vec<LineItemRow> {
-    items
-        .iter()
-        .zip(1..)
-        .map(|(item, line_number)| LineItemRow {
-            session_id: session_id.to_owned(),
-            line_number,
-            id: item.id.clone(),
-            price_id: item.price_id.clone(),
-            product_id: item.product_id.clone(),
-            description: item.description.clone(),
-            quantity: item.quantity,
-            currency: item.currency.clone(),
-            unit_amount: item.unit_amount,
-            amount_subtotal: item.amount_subtotal,
-            amount_total: item.amount_total,
-        })
-        .collect()
-}
-
-fn to_outcome(session: StoredSession, items: Vec<LineItemRow>) -> anyhow::Result<Outcome> {
-    let status = Status::parse(&session.status)
-        .with_context(|| format!("unknown status {:?} in the database", session.status))?;
-    Ok(Outcome {
-        session_id: session.id,
-        status,
-        livemode: session.livemode,
-        currency: session.currency,
-        amount_total: session.amount_total,
-        fulfilled_at: session.fulfilled_at,
-        line_items: items
-            .into_iter()
-            .map(|row| LineItem {
-                id: row.id,
-                price_id: row.price_id,
-                product_id: row.product_id,
-                description: row.description,
-                quantity: row.quantity,
-                currency: row.currency,
-                unit_amount: row.unit_amount,
-                amount_subtotal: row.amount_subtotal,
-                amount_total: row.amount_total,
-            })
-            .collect(),
-    })
-}
-
-impl Database {
-    /// The effects enqueued for a session, as (kind, status), oldest first.
-    pub async fn effects_of(&self, id: &SessionId) -> anyhow::Result<Vec<(String, String)>> {
-        with_connection!(self, |conn| {
-            effects::table
-                .filter(effects::session_id.eq(id.as_str()))
-                .order(effects::id)
-                .select((effects::kind, effects::status))
-                .load::<(String, String)>(conn)
-                .await
-                .context("could not read the session's effects")
         })
     }
 }

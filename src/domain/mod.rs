@@ -1,9 +1,15 @@
 //! The engine's vocabulary: what a Checkout Session is to fulfilld and what became of it.
 
+mod delivery;
 mod money;
 mod outcome;
 mod session_id;
 
+pub use delivery::{
+    AccessGrant, EffectKind, Shipment, ShipmentItem, ShipmentStatus, ShippingAddress,
+};
 pub use money::format_amount;
-pub use outcome::{LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status};
+pub use outcome::{
+    ItemLine, LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status,
+};
 pub use session_id::SessionId;

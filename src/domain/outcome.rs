@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use super::{SessionId, format_amount};
+use super::{AccessGrant, SessionId, Shipment, ShipmentStatus, ShippingAddress, format_amount};
 
 /// What fulfilld has made of a Checkout Session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,6 +81,9 @@ pub struct SessionSummary {
     pub amount_total: Option<i64>,
     /// Where receipts go. Never logged.
     pub customer_email: Option<String>,
+    /// `collected_information.shipping_details`, or `shipping_details` on older API
+    /// versions; boxed to keep summaries small in messages. Never logged.
+    pub shipping_address: Option<Box<ShippingAddress>>,
 }
 
 /// One line of the cart, as Stripe listed it.
@@ -108,9 +111,45 @@ pub struct Outcome {
     /// Milliseconds since the Unix epoch.
     pub fulfilled_at: Option<i64>,
     pub line_items: Vec<LineItem>,
+    /// Links to the digital goods bought, once fulfilled.
+    pub access: Vec<AccessGrant>,
+    /// The physical goods bought and where they stand, once fulfilled.
+    pub shipment: Option<Shipment>,
+}
+
+/// One line of an order as a customer reads it: what, how many, how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemLine {
+    pub description: String,
+    pub quantity: i64,
+    pub amount: String,
 }
 
 impl Outcome {
+    /// True when nothing shown about the session can change any more: its status is
+    /// terminal and its shipment, if any, has left fulfilld's hands.
+    pub fn is_final(&self) -> bool {
+        self.status.is_terminal()
+            && self.shipment.as_ref().is_none_or(|shipment| {
+                matches!(
+                    shipment.status,
+                    ShipmentStatus::Submitted | ShipmentStatus::AwaitingManualHandling
+                )
+            })
+    }
+
+    /// The cart as lines for a page or an email, amounts in their currency.
+    pub fn item_lines(&self) -> Vec<ItemLine> {
+        self.line_items
+            .iter()
+            .map(|item| ItemLine {
+                description: item.description.clone(),
+                quantity: item.quantity,
+                amount: format_amount(item.amount_total, &item.currency),
+            })
+            .collect()
+    }
+
     /// The session's total in its currency, e.g. `USD 25.00`, when Stripe gave both.
     pub fn formatted_total(&self) -> Option<String> {
         self.amount_total

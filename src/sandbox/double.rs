@@ -20,6 +20,8 @@ pub struct SessionSpec {
     pub currency: String,
     pub email: Option<String>,
     pub items: Vec<ItemSpec>,
+    /// `collected_information.shipping_details`, Stripe-shaped.
+    pub shipping_details: Option<Value>,
 }
 
 impl SessionSpec {
@@ -40,7 +42,42 @@ impl SessionSpec {
                     quantity: *quantity,
                 })
                 .collect(),
+            shipping_details: None,
         }
+    }
+
+    /// The same session with its items' prices set to `price_ids`, in order (for example
+    /// prices of the catalog).
+    pub fn with_prices(mut self, price_ids: &[&str]) -> Self {
+        for (item, price_id) in self.items.iter_mut().zip(price_ids) {
+            item.price_id = (*price_id).to_owned();
+        }
+        self
+    }
+
+    /// The same session in another currency.
+    pub fn with_currency(mut self, currency: &str) -> Self {
+        self.currency = currency.into();
+        self
+    }
+
+    /// The same session with the customer's shipping address collected.
+    pub fn with_shipping(
+        mut self,
+        name: &str,
+        line1: &str,
+        city: &str,
+        postal_code: &str,
+        country: &str,
+    ) -> Self {
+        self.shipping_details = Some(serde_json::json!({
+            "name": name,
+            "address": {
+                "line1": line1, "line2": null, "city": city, "state": null,
+                "postal_code": postal_code, "country": country
+            }
+        }));
+        self
     }
 
     /// The same session with another `payment_status`.
@@ -175,14 +212,20 @@ fn session_json(id: &str, spec: &SessionSpec) -> Value {
         .iter()
         .map(|item| item.unit_amount * i64::try_from(item.quantity).unwrap_or(i64::MAX))
         .sum();
-    objects::checkout_session(
+    let mut session = objects::checkout_session(
         id,
         &spec.status,
         &spec.payment_status,
         &spec.currency,
         total,
         spec.email.as_deref(),
-    )
+    );
+    if let Some(details) = &spec.shipping_details {
+        session["collected_information"] = serde_json::json!({
+            "business_name": null, "individual_name": null, "shipping_details": details
+        });
+    }
+    session
 }
 
 /// Counts the call, applies the delay and any injected fault, then finds the session.

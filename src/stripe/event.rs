@@ -1,14 +1,14 @@
 //! The few fields fulfilld reads from a webhook event.
 //!
 //! Only `id`, `type`, `livemode`, `data.object.id` and `data.object.payment_status` decide
-//! anything. A handful of optional session fields (currency, total, the customer's email)
-//! are read leniently, as untyped JSON, so a new Stripe API version that reshapes them
+//! anything. A handful of optional session fields (currency, total, the customer's email,
+//! the shipping address) are read leniently, as untyped JSON, so a new Stripe API version that reshapes them
 //! costs those details, never the event.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::domain::{PaymentStatus, SessionId, SessionState, SessionSummary};
+use crate::domain::{PaymentStatus, SessionId, SessionState, SessionSummary, ShippingAddress};
 
 /// The Checkout events fulfilld acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,8 @@ struct Object {
     currency: Option<Value>,
     amount_total: Option<Value>,
     customer_details: Option<Value>,
+    collected_information: Option<Value>,
+    shipping_details: Option<Value>,
 }
 
 /// Parses a verified webhook body.
@@ -112,6 +114,13 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
         customer_email: object
             .customer_details
             .and_then(|v| v.get("email").and_then(Value::as_str).map(str::to_owned)),
+        shipping_address: object
+            .collected_information
+            .as_ref()
+            .and_then(|v| v.get("shipping_details"))
+            .or(object.shipping_details.as_ref())
+            .and_then(ShippingAddress::from_stripe)
+            .map(Box::new),
     };
     Ok(Event::Checkout {
         id: envelope.id,

@@ -14,7 +14,10 @@ use stripe_shared::CheckoutSessionItem;
 
 use super::pacer::{Pacer, Priority};
 use crate::configuration::Secret;
-use crate::domain::{LineItem, PaymentStatus, SessionId, SessionState, SessionSummary};
+use crate::domain::{
+    LineItem, PaymentStatus, SessionId, SessionState, SessionSummary, ShippingAddress,
+};
+use crate::retry::backoff;
 
 /// Line items per page, Stripe's maximum.
 const PAGE_SIZE: i64 = 100;
@@ -130,7 +133,7 @@ impl StripeGateway {
                 tracing::warn!(attempts = attempt, error = %description, "Stripe call failed");
                 return Err(GatewayError::Unavailable(description));
             }
-            let delay = backoff(attempt);
+            let delay = backoff(BACKOFF_BASE, BACKOFF_CAP, attempt);
             tracing::info!(
                 attempt,
                 retry_in_ms = delay.as_millis() as u64,
@@ -164,14 +167,6 @@ fn describe(error: &StripeError) -> String {
     }
 }
 
-/// Exponential backoff with jitter: a random delay in the upper half of the window.
-fn backoff(attempt: u32) -> Duration {
-    let window = BACKOFF_BASE
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP);
-    window.mul_f64(0.5 + fastrand::f64() / 2.0)
-}
-
 fn to_summary(id: &SessionId, session: CheckoutSession) -> SessionSummary {
     let payment_status = match session.payment_status {
         CheckoutSessionPaymentStatus::Paid => PaymentStatus::Paid,
@@ -192,6 +187,20 @@ fn to_summary(id: &SessionId, session: CheckoutSession) -> SessionSummary {
         currency: session.currency.map(|c| c.to_string()),
         amount_total: session.amount_total,
         customer_email: session.customer_details.and_then(|d| d.email),
+        shipping_address: session
+            .collected_information
+            .and_then(|c| c.shipping_details)
+            .map(|details| {
+                Box::new(ShippingAddress {
+                    name: details.name,
+                    line1: details.address.line1,
+                    line2: details.address.line2,
+                    city: details.address.city,
+                    state: details.address.state,
+                    postal_code: details.address.postal_code,
+                    country: details.address.country,
+                })
+            }),
     }
 }
 

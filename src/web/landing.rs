@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::outcome::{LookupError, lookup};
-use crate::domain::{Outcome, Status, format_amount};
+use crate::domain::{AccessGrant, ItemLine, Outcome, ShipmentStatus, Status};
 
 /// Seconds before a page that is still waiting reloads itself.
 const REFRESH_SECS: u32 = 5;
@@ -18,19 +18,20 @@ struct LandingQuery {
     session_id: Option<String>,
 }
 
-struct ItemView {
-    description: String,
-    quantity: i64,
-    amount: String,
-}
-
 #[derive(Template)]
 #[template(path = "landing.html")]
 struct LandingPage {
     status: &'static str,
     refresh: Option<u32>,
-    items: Vec<ItemView>,
+    items: Vec<ItemLine>,
     total: Option<String>,
+    access: Vec<AccessGrant>,
+    shipment: Option<ShipmentView>,
+}
+
+struct ShipmentView {
+    state: &'static str,
+    address: Vec<String>,
 }
 
 #[derive(Template)]
@@ -65,20 +66,25 @@ pub async fn outcome_json(path: web::Path<String>, state: web::Data<AppState>) -
 }
 
 fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
-    let items = outcome
-        .line_items
-        .iter()
-        .map(|item| ItemView {
-            description: item.description.clone(),
-            quantity: item.quantity,
-            amount: format_amount(item.amount_total, &item.currency),
-        })
-        .collect();
     LandingPage {
         status: outcome.status.as_str(),
         refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
-        items,
+        items: outcome.item_lines(),
         total: outcome.formatted_total(),
+        access: outcome.access.clone(),
+        shipment: outcome.shipment.as_ref().map(|shipment| ShipmentView {
+            state: match shipment.status {
+                ShipmentStatus::Pending => "Being prepared for the warehouse.",
+                ShipmentStatus::Submitted => "With the warehouse, on its way soon.",
+                ShipmentStatus::AwaitingManualHandling => "Being packed by the shop.",
+                ShipmentStatus::Failed => "Delayed: the shop has been told and will be in touch.",
+            },
+            address: shipment
+                .address
+                .as_ref()
+                .map(|a| a.lines())
+                .unwrap_or_default(),
+        }),
     }
     .render()
 }

@@ -2,7 +2,11 @@
 //! when `TEST_DATABASE_URL` names a PostgreSQL server, on PostgreSQL too.
 
 mod concurrency;
+mod effects;
 mod helpers;
 mod landing;
+mod outbox;
 mod processes;
+mod smtp;
+mod warehouse;
 mod webhook;

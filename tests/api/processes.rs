@@ -9,6 +9,7 @@ use crate::helpers::{
     Process, STRIPE_SECRET_KEY, WEBHOOK_SECRET, assert_each_fulfilled_once, backends, post_webhook,
     sign,
 };
+use crate::smtp::SmtpServer;
 
 #[actix_web::test]
 async fn two_processes_on_one_database_fulfil_each_session_once() {
@@ -99,7 +100,9 @@ async fn logs_never_show_secrets_or_customer_emails() {
         let database = backend.fresh_database().await;
         let log_dir = tempfile::tempdir().expect("temporary directory");
         let log = log_dir.path().join("fulfilld.log");
-        let process = Process::start_logging(&database.url, stripe.url(), &log).await;
+        let smtp = SmtpServer::start();
+        let env = [("SMTP_URL", smtp.url())];
+        let process = Process::start_logging(&database.url, stripe.url(), &env, &log).await;
         let session = stripe.add_session(SessionSpec::paid(&[("Scarf", 2200, 1)]));
         let client = reqwest::Client::new();
 
@@ -128,6 +131,8 @@ async fn logs_never_show_secrets_or_customer_emails() {
             .await
             .expect("landing page");
         assert_eq!(page.status(), 200);
+        // The receipt went out by SMTP, to the address the log must not show.
+        assert_eq!(smtp.wait_for(1).await[0].to, ["customer@example.com"]);
         process.kill_9();
 
         let logged = std::fs::read_to_string(&log).expect("log written");

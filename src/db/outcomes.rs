@@ -1,0 +1,221 @@
+//! Reading back what was recorded for a session: the outcome every caller is shown.
+
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::schema::{checkout_sessions, line_items};
+use super::{Database, with_connection};
+use crate::domain::{
+    AccessGrant, LineItem, Outcome, SessionId, Shipment, ShipmentStatus, ShippingAddress, Status,
+};
+
+#[derive(Queryable)]
+pub(super) struct StoredSession {
+    id: String,
+    status: String,
+    livemode: bool,
+    currency: Option<String>,
+    amount_total: Option<i64>,
+    shipping_address: Option<String>,
+    fulfilled_at: Option<i64>,
+}
+
+pub(super) const STORED_SESSION_COLUMNS: (
+    checkout_sessions::id,
+    checkout_sessions::status,
+    checkout_sessions::livemode,
+    checkout_sessions::currency,
+    checkout_sessions::amount_total,
+    checkout_sessions::shipping_address,
+    checkout_sessions::fulfilled_at,
+) = (
+    checkout_sessions::id,
+    checkout_sessions::status,
+    checkout_sessions::livemode,
+    checkout_sessions::currency,
+    checkout_sessions::amount_total,
+    checkout_sessions::shipping_address,
+    checkout_sessions::fulfilled_at,
+);
+
+#[derive(Insertable, Queryable)]
+#[diesel(table_name = line_items, treat_none_as_default_value = false)]
+pub(super) struct LineItemRow {
+    session_id: String,
+    line_number: i32,
+    id: String,
+    price_id: Option<String>,
+    product_id: Option<String>,
+    description: String,
+    quantity: i64,
+    currency: String,
+    unit_amount: Option<i64>,
+    amount_subtotal: i64,
+    amount_total: i64,
+}
+
+impl LineItemRow {
+    pub(super) fn for_session(session_id: &str, items: &[LineItem]) -> Vec<Self> {
+        items
+            .iter()
+            .zip(1..)
+            .map(|(item, line_number)| Self {
+                session_id: session_id.to_owned(),
+                line_number,
+                id: item.id.clone(),
+                price_id: item.price_id.clone(),
+                product_id: item.product_id.clone(),
+                description: item.description.clone(),
+                quantity: item.quantity,
+                currency: item.currency.clone(),
+                unit_amount: item.unit_amount,
+                amount_subtotal: item.amount_subtotal,
+                amount_total: item.amount_total,
+            })
+            .collect()
+    }
+
+    fn into_line_item(self) -> LineItem {
+        LineItem {
+            id: self.id,
+            price_id: self.price_id,
+            product_id: self.product_id,
+            description: self.description,
+            quantity: self.quantity,
+            currency: self.currency,
+            unit_amount: self.unit_amount,
+            amount_subtotal: self.amount_subtotal,
+            amount_total: self.amount_total,
+        }
+    }
+}
+
+/// Everything stored about one session, read on any connection.
+pub(super) struct StoredOutcome {
+    pub session: StoredSession,
+    pub items: Vec<LineItemRow>,
+    pub grants: Vec<(String, String, String)>,
+    pub shipment: Option<(String, String)>,
+}
+
+/// Reads a session's stored outcome as `Option<Outcome>` on `$conn`, inside an async
+/// context whose error type takes diesel's and anyhow's errors. A macro, so that one text
+/// serves both backends and any open transaction.
+macro_rules! read_outcome {
+    ($conn:ident, $id:expr) => {{
+        use $crate::db::outcomes::{
+            LineItemRow, STORED_SESSION_COLUMNS, StoredOutcome, StoredSession,
+        };
+        use $crate::db::schema::{access_grants, checkout_sessions, line_items, shipments};
+        let id: &str = $id;
+        let session = checkout_sessions::table
+            .find(id)
+            .select(STORED_SESSION_COLUMNS)
+            .first::<StoredSession>($conn)
+            .await
+            .optional()?;
+        match session {
+            None => None,
+            Some(session) => {
+                let items = line_items::table
+                    .filter(line_items::session_id.eq(id))
+                    .order(line_items::line_number)
+                    .load::<LineItemRow>($conn)
+                    .await?;
+                let grants = access_grants::table
+                    .filter(access_grants::session_id.eq(id))
+                    .order(access_grants::sku)
+                    .select((access_grants::sku, access_grants::name, access_grants::url))
+                    .load::<(String, String, String)>($conn)
+                    .await?;
+                let shipment = shipments::table
+                    .find(id)
+                    .select((shipments::status, shipments::items))
+                    .first::<(String, String)>($conn)
+                    .await
+                    .optional()?;
+                Some(
+                    StoredOutcome {
+                        session,
+                        items,
+                        grants,
+                        shipment,
+                    }
+                    .into_outcome()?,
+                )
+            }
+        }
+    }};
+}
+pub(crate) use read_outcome;
+
+impl StoredOutcome {
+    pub(super) fn into_outcome(self) -> anyhow::Result<Outcome> {
+        let session = self.session;
+        let status = Status::parse(&session.status)
+            .with_context(|| format!("unknown status {:?} in the database", session.status))?;
+        let address = session
+            .shipping_address
+            .as_deref()
+            .map(serde_json::from_str::<ShippingAddress>)
+            .transpose()
+            .context("unreadable shipping address in the database")?;
+        let shipment = self
+            .shipment
+            .map(|(raw_status, items)| -> anyhow::Result<Shipment> {
+                Ok(Shipment {
+                    status: ShipmentStatus::parse(&raw_status).with_context(|| {
+                        format!("unknown shipment status {raw_status:?} in the database")
+                    })?,
+                    address: address.clone(),
+                    items: serde_json::from_str(&items)
+                        .context("unreadable shipment items in the database")?,
+                })
+            })
+            .transpose()?;
+        Ok(Outcome {
+            session_id: session.id,
+            status,
+            livemode: session.livemode,
+            currency: session.currency,
+            amount_total: session.amount_total,
+            fulfilled_at: session.fulfilled_at,
+            line_items: self
+                .items
+                .into_iter()
+                .map(LineItemRow::into_line_item)
+                .collect(),
+            access: self
+                .grants
+                .into_iter()
+                .map(|(sku, name, url)| AccessGrant { sku, name, url })
+                .collect(),
+            shipment,
+        })
+    }
+}
+
+impl Database {
+    /// The stored outcome of a session, if fulfilld has recorded anything for it.
+    pub async fn outcome(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
+        with_connection!(self, |conn| {
+            let read = async { Ok::<_, anyhow::Error>(read_outcome!(conn, id.as_str())) };
+            read.await.context("could not read the session")
+        })
+    }
+
+    /// Where a session's emails go. Never logged.
+    pub async fn customer_email(&self, id: &str) -> anyhow::Result<Option<String>> {
+        with_connection!(self, |conn| {
+            checkout_sessions::table
+                .find(id)
+                .select(checkout_sessions::customer_email)
+                .first::<Option<String>>(conn)
+                .await
+                .optional()
+                .map(Option::flatten)
+                .context("could not read the session's email address")
+        })
+    }
+}

@@ -1,0 +1,180 @@
+//! What a fulfilled session delivers: access to digital goods, a shipment of physical ones.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Access to a digital product, granted once per (session, SKU).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessGrant {
+    pub sku: String,
+    pub name: String,
+    pub url: String,
+}
+
+/// Where physical goods go, as the customer gave it to Checkout. Never logged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
+impl ShippingAddress {
+    /// Reads Stripe's `{name, address: {line1, …}}` shape, leniently: a missing name or a
+    /// reshaped object yields `None` rather than an error.
+    pub fn from_stripe(details: &Value) -> Option<Self> {
+        let name = details.get("name")?.as_str()?.to_owned();
+        let address = details.get("address");
+        let field = |key: &str| {
+            address
+                .and_then(|a| a.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(Self {
+            name,
+            line1: field("line1"),
+            line2: field("line2"),
+            city: field("city"),
+            state: field("state"),
+            postal_code: field("postal_code"),
+            country: field("country"),
+        })
+    }
+
+    /// The address as lines for a label, a page or an email, without empty parts.
+    pub fn lines(&self) -> Vec<String> {
+        let locality = [&self.postal_code, &self.city, &self.state]
+            .into_iter()
+            .flatten()
+            .filter(|part| !part.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        [
+            Some(self.name.clone()),
+            self.line1.clone(),
+            self.line2.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain([locality, self.country.clone().unwrap_or_default()])
+        .filter(|line| !line.trim().is_empty())
+        .collect()
+    }
+}
+
+/// Where a shipment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipmentStatus {
+    /// Recorded; the warehouse has not been told yet.
+    Pending,
+    /// The warehouse accepted it.
+    Submitted,
+    /// No `SHIPPING_WEBHOOK_URL`: an operator ships it by hand.
+    AwaitingManualHandling,
+    /// The warehouse refused it; an operator must look (`fulfilld effects list`).
+    Failed,
+}
+
+impl ShipmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Submitted => "submitted",
+            Self::AwaitingManualHandling => "awaiting_manual_handling",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Submitted,
+            Self::AwaitingManualHandling,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == raw)
+    }
+}
+
+/// A side effect of a recorded status, carried out after the transaction by the actor for
+/// its kind. At most one of each kind per session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EffectKind {
+    /// The receipt email for a fulfilled session.
+    Receipt,
+    /// The notice that a delayed payment failed.
+    PaymentFailedEmail,
+    /// The session's stock movements.
+    Inventory,
+    /// The request to the warehouse.
+    Shipment,
+}
+
+impl EffectKind {
+    pub const ALL: [Self; 4] = [
+        Self::Receipt,
+        Self::PaymentFailedEmail,
+        Self::Inventory,
+        Self::Shipment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Receipt => "receipt",
+            Self::PaymentFailedEmail => "payment_failed_email",
+            Self::Inventory => "inventory",
+            Self::Shipment => "shipment",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+}
+
+/// One line of a shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentItem {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i64,
+}
+
+/// The physical part of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shipment {
+    pub status: ShipmentStatus,
+    pub address: Option<ShippingAddress>,
+    pub items: Vec<ShipmentItem>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_shipping_details_become_address_lines() {
+        let details = serde_json::json!({
+            "name": "Jenny Rosen",
+            "address": {"line1": "1 Main St", "line2": null, "city": "Springfield",
+                        "state": "OR", "postal_code": "97477", "country": "US"}
+        });
+        let address = ShippingAddress::from_stripe(&details).unwrap();
+        assert_eq!(
+            address.lines(),
+            ["Jenny Rosen", "1 Main St", "97477 Springfield OR", "US"]
+        );
+        assert_eq!(
+            ShippingAddress::from_stripe(&serde_json::json!("hidden")),
+            None
+        );
+    }
+}

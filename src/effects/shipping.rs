@@ -1,0 +1,113 @@
+//! `ShippingActor`: tells the warehouse what to ship, once.
+//!
+//! The shipment is `POST`ed as JSON to `SHIPPING_WEBHOOK_URL` with an `Idempotency-Key`
+//! derived from the session, the same on every retry, so a warehouse that honours it
+//! ships once however often it is asked. 2xx is success; 409 and 429 and 5xx and network
+//! faults retry; any other 4xx is permanent. Without a URL the shipment waits for an
+//! operator.
+
+use actix::{Actor, Context, Handler, ResponseFuture};
+use anyhow::Context as _;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::{EffectError, Effected, Perform};
+use crate::configuration::{EffectsConfig, Secret};
+use crate::db::Database;
+use crate::domain::{SessionId, ShipmentStatus};
+
+/// Sends shipments to the warehouse.
+pub struct ShippingActor {
+    db: Database,
+    client: reqwest::Client,
+    url: Option<Secret>,
+}
+
+impl ShippingActor {
+    pub fn new(db: Database, config: &EffectsConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("fulfilld/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("could not build the shipping HTTP client")?;
+        Ok(Self {
+            db,
+            client,
+            url: config.shipping_webhook_url.clone(),
+        })
+    }
+}
+
+impl Actor for ShippingActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(256);
+    }
+}
+
+impl Handler<Perform> for ShippingActor {
+    type Result = ResponseFuture<Result<Effected, EffectError>>;
+
+    fn handle(&mut self, message: Perform, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        let client = self.client.clone();
+        let url = self.url.clone();
+        Box::pin(async move { ship(&db, &client, url.as_ref(), &message.effect.session_id).await })
+    }
+}
+
+#[tracing::instrument(skip_all, fields(session.id = %session_id))]
+async fn ship(
+    db: &Database,
+    client: &reqwest::Client,
+    url: Option<&Secret>,
+    session_id: &str,
+) -> Result<Effected, EffectError> {
+    let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
+    let Some(url) = url else {
+        db.set_shipment_status(session_id, ShipmentStatus::AwaitingManualHandling)
+            .await
+            .map_err(retry)?;
+        tracing::info!("shipment recorded for manual handling (no SHIPPING_WEBHOOK_URL)");
+        return Ok(Effected::Done);
+    };
+    let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
+    let shipment = db
+        .outcome(&id)
+        .await
+        .map_err(retry)?
+        .and_then(|outcome| outcome.shipment)
+        .ok_or_else(|| EffectError::Permanent("the session has no shipment".into()))?;
+    let body = json!({
+        "session_id": session_id,
+        "items": shipment.items,
+        "address": shipment.address,
+    });
+    let response = client
+        .post(url.expose())
+        .header("Idempotency-Key", format!("fulfilld-shipment-{session_id}"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| {
+            EffectError::Retry(format!("the warehouse did not answer: {}", e.without_url()))
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        db.set_shipment_status(session_id, ShipmentStatus::Submitted)
+            .await
+            .map_err(retry)?;
+        tracing::info!(http.status = status.as_u16(), "shipment submitted");
+        return Ok(Effected::Done);
+    }
+    let reason = format!("the warehouse answered {status}");
+    let permanent = status.is_client_error()
+        && status != StatusCode::CONFLICT
+        && status != StatusCode::TOO_MANY_REQUESTS;
+    Err(if permanent {
+        EffectError::Permanent(reason)
+    } else {
+        EffectError::Retry(reason)
+    })
+}

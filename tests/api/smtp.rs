@@ -1,0 +1,219 @@
+//! A real SMTP server for the tests: the `mailin` crate speaks the protocol, one thread per
+//! connection carries the bytes, and every accepted message is recorded.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use mailin::{Action, Handler, SessionBuilder, response};
+
+/// A message the server accepted (answered 250 to).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+impl Received {
+    /// A header's value, unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next().unwrap_or_default();
+        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    pub fn message_id(&self) -> String {
+        self.header("Message-ID")
+            .expect("every message has a Message-ID")
+    }
+
+    /// The body with quoted-printable soft line breaks undone, for assertions on text.
+    pub fn text(&self) -> String {
+        self.data.replace("=\r\n", "").replace("=3D", "=")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// How long the server takes over each message before answering.
+    pace: Mutex<Duration>,
+    accepted: Mutex<Vec<Received>>,
+    holding: Mutex<bool>,
+    held: Mutex<usize>,
+    released: Condvar,
+}
+
+#[derive(Clone)]
+struct Recorder {
+    state: Arc<State>,
+    current: Option<Received>,
+}
+
+impl Handler for Recorder {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        to: &[String],
+    ) -> response::Response {
+        self.current = Some(Received {
+            to: to.to_vec(),
+            data: String::new(),
+        });
+        response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if let Some(current) = &mut self.current {
+            current.data.push_str(&String::from_utf8_lossy(buf));
+        }
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> response::Response {
+        let message = self.current.take();
+        let mut holding = self.state.holding.lock().unwrap();
+        if *holding {
+            // Held messages are never accepted: once released they are refused, as a
+            // server that never answered 250 would have lost them.
+            *self.state.held.lock().unwrap() += 1;
+            while *holding {
+                holding = self.state.released.wait(holding).unwrap();
+            }
+            return response::INTERNAL_ERROR;
+        }
+        drop(holding);
+        let pace = *self.state.pace.lock().unwrap();
+        std::thread::sleep(pace);
+        if let Some(message) = message {
+            self.state.accepted.lock().unwrap().push(message);
+        }
+        response::OK
+    }
+}
+
+/// One SMTP conversation, until the client quits or goes away.
+fn serve(stream: TcpStream, recorder: Recorder) -> std::io::Result<()> {
+    let remote = stream
+        .peer_addr()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = BufWriter::new(stream);
+    let mut session = SessionBuilder::new("smtp.test").build(remote, recorder);
+    session.greeting().write_to(&mut writer)?;
+    writer.flush()?;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let reply = session.process(&line);
+        match reply.action {
+            Action::NoReply => continue,
+            Action::Reply => {}
+            Action::Close | Action::UpgradeTls => {
+                reply.write_to(&mut writer)?;
+                return writer.flush();
+            }
+        }
+        reply.write_to(&mut writer)?;
+        writer.flush()?;
+    }
+}
+
+/// The test SMTP server.
+pub struct SmtpServer {
+    port: u16,
+    state: Arc<State>,
+}
+
+impl SmtpServer {
+    /// A server listening on a free port.
+    pub fn start() -> Self {
+        let server = Self::down();
+        server.come_up();
+        server
+    }
+
+    /// A server whose port is chosen but not listening yet: connections are refused.
+    pub fn down() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        Self {
+            port,
+            state: Arc::default(),
+        }
+    }
+
+    /// Starts listening on the server's port.
+    pub fn come_up(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("SMTP port free");
+        let state = Arc::clone(&self.state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let recorder = Recorder {
+                    state: Arc::clone(&state),
+                    current: None,
+                };
+                std::thread::spawn(move || serve(stream, recorder));
+            }
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message accepted so far.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.state.accepted.lock().unwrap().clone()
+    }
+
+    /// Makes the server take `pace` over each message, as a busy one does.
+    pub fn slow_down(&self, pace: Duration) {
+        *self.state.pace.lock().unwrap() = pace;
+    }
+
+    /// From now on, messages whose end arrives are held unanswered until
+    /// [`Self::release`], then refused.
+    pub fn hold(&self) {
+        *self.state.holding.lock().unwrap() = true;
+    }
+
+    /// Lets held answers go (as refusals) and accepts messages again.
+    pub fn release(&self) {
+        *self.state.holding.lock().unwrap() = false;
+        self.state.released.notify_all();
+    }
+
+    /// How many messages have been held since the server started.
+    pub fn held(&self) -> usize {
+        *self.state.held.lock().unwrap()
+    }
+
+    /// Waits until at least `count` messages are accepted, then returns them all.
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let accepted = self.accepted();
+            if accepted.len() >= count {
+                return accepted;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} messages arrived",
+                accepted.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}

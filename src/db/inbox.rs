@@ -33,27 +33,31 @@ pub enum Stored {
 
 impl Database {
     /// Stores a batch of events in one transaction (one commit for the whole batch).
+    /// Rows are written in id order, so that replicas storing overlapping batches (Stripe
+    /// retrying an event to another replica) take their locks in the same order and never
+    /// deadlock.
     pub async fn store_events(&self, events: &[StoredEvent]) -> anyhow::Result<Vec<Stored>> {
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_by(|a, b| events[*a].id.cmp(&events[*b].id));
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let mut stored = Vec::with_capacity(events.len());
-                for event in events {
+                let mut stored = vec![Stored::New; events.len()];
+                for &index in &order {
+                    let event = &events[index];
                     let inserted = diesel::insert_into(webhook_events::table)
                         .values(event)
                         .on_conflict_do_nothing()
                         .execute(conn)
                         .await?;
-                    if inserted == 1 {
-                        stored.push(Stored::New);
-                    } else {
+                    if inserted == 0 {
                         let processed_at = webhook_events::table
                             .find(&event.id)
                             .select(webhook_events::processed_at)
                             .first::<Option<i64>>(conn)
                             .await?;
-                        stored.push(Stored::Duplicate {
+                        stored[index] = Stored::Duplicate {
                             processed: processed_at.is_some(),
-                        });
+                        };
                     }
                 }
                 Ok::<_, diesel::result::Error>(stored)

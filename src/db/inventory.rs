@@ -57,6 +57,9 @@ impl Database {
                 let pending = stock_movements::table
                     .filter(stock_movements::session_id.eq(session_id))
                     .filter(stock_movements::applied_at.is_null())
+                    // SKU order: concurrent sessions lock stock rows in one order, so
+                    // replicas never deadlock.
+                    .order(stock_movements::sku)
                     .select((stock_movements::sku, stock_movements::quantity))
                     .load::<(String, i64)>(conn)
                     .await?;

@@ -1,4 +1,5 @@
-//! The command line: `fulfilld [serve]`, `migrate`, `fulfill <SESSION_ID>`, `effects …`.
+//! The command line: `fulfilld [serve]`, `migrate`, `fulfill`, `reconcile`, `events`,
+//! `sessions`, `effects`.
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,23 @@ pub enum Command {
         /// The Checkout Session id (cs_test_… or cs_live_…).
         session_id: String,
     },
+    /// Find in Stripe what no webhook delivered (the Checkout events and complete
+    /// sessions of the window) and fulfil it; prints what it found and did.
+    Reconcile {
+        /// How far back to look: `90m`, `72h`, `7d` (Stripe keeps events for 30 days).
+        #[arg(long, default_value = "72h")]
+        since: String,
+    },
+    /// Stored webhook events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// What fulfilld recorded about Checkout Sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// Inspect the side effects (emails, stock, shipments) and retry dead ones.
     Effects {
         #[command(subcommand)]
@@ -48,5 +66,23 @@ pub enum EffectsCommand {
     Retry {
         /// The effect's id, as `effects list` shows it.
         id: i64,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum EventsCommand {
+    /// Carry out a stored event again through its session's actor (harmless if done).
+    Replay {
+        /// The event's id (evt_…).
+        event_id: String,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum SessionsCommand {
+    /// Show a session's recorded outcome and its side effects, from the database only.
+    Show {
+        /// The Checkout Session id (cs_test_… or cs_live_…).
+        session_id: String,
     },
 }

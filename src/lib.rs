@@ -10,6 +10,7 @@ pub mod domain;
 pub mod effects;
 pub mod fulfillment;
 pub mod inbox;
+pub mod reconcile;
 pub mod retry;
 pub mod sandbox;
 pub mod startup;

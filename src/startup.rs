@@ -1,7 +1,7 @@
 //! Wires the engine together: database, Stripe gateway, actors, inbox, effects and HTTP
 //! server.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use crate::db::Database;
 use crate::effects::{EffectActors, EffectDispatcher, Outbox};
 use crate::fulfillment::Engine;
 use crate::inbox::{self, Inbox};
+use crate::reconcile;
+use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
 use crate::web::{AppState, routes};
 
@@ -30,6 +32,7 @@ pub struct Core {
     pub db: Database,
     pub sessions: Sessions,
     pub outbox: Outbox,
+    pub stripe: StripeGateway,
 }
 
 impl Core {
@@ -43,7 +46,7 @@ impl Core {
         let stripe = StripeGateway::new(&config.stripe.secret_key, &config.stripe.api_base, pacer)?;
         let engine = Arc::new(Engine {
             db: db.clone(),
-            stripe,
+            stripe: stripe.clone(),
             catalog: Arc::clone(&config.catalog),
             outbox: outbox.clone(),
             send_receipts: config.effects.send_receipts,
@@ -53,6 +56,7 @@ impl Core {
             db,
             sessions,
             outbox,
+            stripe,
         })
     }
 }
@@ -66,23 +70,45 @@ pub struct Application {
 
 impl Application {
     /// Builds everything and binds the listener; the server runs once awaited.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let core = Core::start(&config).await?;
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("could not listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
+        let simulator = config
+            .stripe
+            .sandbox
+            .map(|payment_delay| sandbox(&mut config, port, payment_delay));
+        let core = Core::start(&config).await?;
         let state = web::Data::new(AppState {
             sessions: core.sessions.clone(),
             db: core.db.clone(),
             inbox: Inbox::start(core.db.clone()),
             webhook_secrets: config.stripe.webhook_secrets.clone(),
             landing_wait: LANDING_WAIT,
+            catalog: Arc::clone(&config.catalog),
+            stripe: core.stripe.clone(),
+            public_url: config.public_url.clone(),
+            shop: config
+                .effects
+                .mail_from
+                .name
+                .clone()
+                .unwrap_or_else(|| "Shop".to_owned()),
+            sandbox: simulator.is_some(),
         });
         let server = HttpServer::new(move || {
+            let simulator = simulator.clone();
             App::new()
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .configure(routes)
+                .configure(|config| {
+                    if let Some(simulator) = simulator {
+                        config.service(
+                            web::scope("/sandbox").configure(|config| simulator.configure(config)),
+                        );
+                    }
+                })
         })
         .listen(listener)?
         .run();
@@ -95,6 +121,14 @@ impl Application {
             &config.effects,
         )
         .spawn();
+        if let Some(every) = config.reconcile_every {
+            reconcile::spawn_schedule(
+                core.sessions.clone(),
+                core.db.clone(),
+                core.stripe.clone(),
+                every,
+            );
+        }
         tracing::info!(
             address = %format!("http://{}:{port}", config.bind.ip()),
             database = config.database_url.backend(),
@@ -103,6 +137,12 @@ impl Application {
             mail = if config.effects.smtp_url.is_some() { "smtp" } else { "files" },
             "fulfilld is listening"
         );
+        if config.stripe.sandbox.is_some() {
+            tracing::info!(
+                "SANDBOX MODE (no STRIPE_SECRET_KEY): payments are simulated. Open {}/ to shop",
+                config.public_url
+            );
+        }
         Ok(Self { port, server, core })
     }
 
@@ -127,4 +167,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Points the engine at a simulator mounted under `/sandbox` of this very server, and
+/// returns that simulator, already sending its webhooks to `/webhook`.
+fn sandbox(config: &mut Config, port: u16, payment_delay: Duration) -> Simulator {
+    let ip = match config.bind.ip() {
+        ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let internal = format!("http://{}", SocketAddr::new(ip, port));
+    config.stripe.api_base = format!("{internal}/sandbox");
+    let simulator = Simulator::new(
+        Arc::clone(&config.catalog),
+        &format!("{}/sandbox", config.public_url),
+        payment_delay,
+    );
+    if let Some(secret) = config.stripe.webhook_secrets.first() {
+        simulator.send_webhooks_to(&format!("{internal}/webhook"), secret.expose());
+    }
+    simulator
 }

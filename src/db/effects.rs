@@ -216,17 +216,35 @@ impl Database {
         })
     }
 
-    /// The effects enqueued for a session, as (kind, status), oldest first.
-    pub async fn effects_of(&self, id: &SessionId) -> anyhow::Result<Vec<(String, String)>> {
+    /// The effects enqueued for a session, oldest first.
+    pub async fn list_effects_of(&self, id: &SessionId) -> anyhow::Result<Vec<EffectView>> {
         with_connection!(self, |conn| {
             effects::table
                 .filter(effects::session_id.eq(id.as_str()))
                 .order(effects::id)
-                .select((effects::kind, effects::status))
-                .load::<(String, String)>(conn)
+                .select((
+                    effects::id,
+                    effects::session_id,
+                    effects::kind,
+                    effects::status,
+                    effects::attempts,
+                    effects::next_attempt_at,
+                    effects::last_error,
+                ))
+                .load::<EffectView>(conn)
                 .await
                 .context("could not read the session's effects")
         })
+    }
+
+    /// The effects enqueued for a session, as (kind, status), oldest first.
+    pub async fn effects_of(&self, id: &SessionId) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self
+            .list_effects_of(id)
+            .await?
+            .into_iter()
+            .map(|effect| (effect.kind, effect.status))
+            .collect())
     }
 
     /// Records where a session's shipment stands.

@@ -1,8 +1,14 @@
-//! A Stripe API double that speaks Stripe's wire format, built from Stripe's own example
-//! objects. The test suite drives fulfilld against it over real HTTP; it is the seed of
-//! the sandbox mode's simulator.
+//! The Stripe simulator: Stripe's wire format (built from Stripe's own example objects),
+//! hosted checkout pages and signed webhooks. Sandbox mode mounts it inside fulfilld so a
+//! newcomer needs no Stripe account; the test suite runs it on a port of its own.
 
+mod api;
 mod double;
+mod hosted;
 mod objects;
+mod simulator;
+mod state;
 
-pub use double::{SessionSpec, StripeDouble};
+pub use double::StripeDouble;
+pub use simulator::Simulator;
+pub use state::{EventRecord, SessionSpec};

@@ -95,3 +95,20 @@ pub fn event(id: &str, event_type: &str, object: Value, created: i64) -> Value {
         "data": { "object": object },
     })
 }
+
+/// `shipping_details` as Checkout collects it.
+pub fn shipping_details(
+    name: &str,
+    line1: &str,
+    city: &str,
+    postal_code: &str,
+    country: &str,
+) -> Value {
+    json!({
+        "name": name,
+        "address": {
+            "line1": line1, "line2": null, "city": city, "state": null,
+            "postal_code": postal_code, "country": country
+        }
+    })
+}

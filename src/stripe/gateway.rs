@@ -40,7 +40,7 @@ pub enum GatewayError {
 /// The engine's way to Stripe's API.
 #[derive(Clone)]
 pub struct StripeGateway {
-    client: Client,
+    pub(super) client: Client,
     pacer: Pacer,
 }
 
@@ -115,7 +115,26 @@ impl StripeGateway {
         }
     }
 
-    async fn call<T, F, Fut>(&self, priority: Priority, mut send: F) -> Result<T, GatewayError>
+    pub(super) async fn call<T, F, Fut>(
+        &self,
+        priority: Priority,
+        send: F,
+    ) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StripeError>>,
+    {
+        self.call_with(priority, MAX_ATTEMPTS, send).await
+    }
+
+    /// Like [`Self::call`], with at most `max_attempts` attempts (1 for a request that is
+    /// not safe to repeat).
+    pub(super) async fn call_with<T, F, Fut>(
+        &self,
+        priority: Priority,
+        max_attempts: u32,
+        mut send: F,
+    ) -> Result<T, GatewayError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StripeError>>,
@@ -129,7 +148,7 @@ impl StripeGateway {
                 Err(error) => error,
             };
             let description = describe(&error);
-            if !is_transient(&error) || attempt >= MAX_ATTEMPTS {
+            if !is_transient(&error) || attempt >= max_attempts {
                 tracing::warn!(attempts = attempt, error = %description, "Stripe call failed");
                 return Err(GatewayError::Unavailable(description));
             }

@@ -2,6 +2,7 @@
 
 pub mod event;
 pub mod gateway;
+pub mod listing;
 pub mod pacer;
 pub mod signature;
 

@@ -1,19 +1,23 @@
-//! The HTTP surface: Stripe's webhooks, the customer's landing page, the JSON outcome
-//! and the operator's probes.
+//! The HTTP surface: Stripe's webhooks, the storefront, the customer's landing page, the
+//! JSON outcome and the operator's probes.
 
 mod health;
 mod landing;
 mod outcome;
+mod storefront;
 mod webhook;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
 
 use crate::actors::Sessions;
+use crate::catalog::Catalog;
 use crate::configuration::Secret;
 use crate::db::Database;
 use crate::inbox::Inbox;
+use crate::stripe::StripeGateway;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
@@ -26,6 +30,14 @@ pub struct AppState {
     pub webhook_secrets: Vec<Secret>,
     /// How long a customer's request waits for the session's actor.
     pub landing_wait: Duration,
+    /// The storefront's products, and the gateway that creates their Checkout Sessions.
+    pub catalog: Arc<Catalog>,
+    pub stripe: StripeGateway,
+    pub public_url: String,
+    /// The shop's name, from `MAIL_FROM`.
+    pub shop: String,
+    /// Sandbox mode: the storefront says payments are simulated.
+    pub sandbox: bool,
 }
 
 /// Registers every route.
@@ -35,6 +47,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(WEBHOOK_BODY_LIMIT))
             .route(web::post().to(webhook::receive)),
     )
+    .route("/", web::get().to(storefront::index))
+    .route("/checkout", web::post().to(storefront::checkout))
     .route("/after-checkout", web::get().to(landing::after_checkout))
     .route(
         "/api/checkout-sessions/{id}",

@@ -78,13 +78,15 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
     Settings {
         bind: "127.0.0.1:0".into(),
         public_url: "http://localhost:4242".into(),
-        database_url: database_url.into(),
+        database_url: Some(database_url.into()),
         stripe_secret_key: Some(STRIPE_SECRET_KEY.into()),
         stripe_webhook_secret: Some(WEBHOOK_SECRET.into()),
         stripe_api_base: stripe.into(),
         stripe_max_rps: Some("1000".into()),
         log_format: "text".into(),
         session_idle_secs: "60".into(),
+        sandbox_payment_delay_secs: "1".into(),
+        reconcile_every: "0".into(),
         effects: EffectSettings {
             catalog: Some(CATALOG.into()),
             smtp_url: None,

@@ -7,6 +7,7 @@ mod helpers;
 mod landing;
 mod outbox;
 mod processes;
+mod sandbox;
 mod smtp;
 mod warehouse;
 mod webhook;

@@ -1,5 +1,7 @@
 //! What each CLI command does.
 
+mod operator;
+
 use anyhow::Context;
 
 use crate::cli::{Cli, Command, EffectsCommand};
@@ -43,6 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.line_items.len()
             );
         }
+        Command::Reconcile { since } => operator::reconcile(&cli.settings, &since).await?,
+        Command::Events { command } => operator::events(&cli.settings, command).await?,
+        Command::Sessions { command } => operator::sessions(&cli.settings, command).await?,
         Command::Effects { command } => effects(&cli.settings, command).await?,
     }
     Ok(())
@@ -83,6 +88,5 @@ async fn effects(settings: &Settings, command: EffectsCommand) -> anyhow::Result
 }
 
 fn database_url(settings: &Settings) -> anyhow::Result<DatabaseUrl> {
-    DatabaseUrl::parse(&settings.database_url)
-        .map_err(|problem| anyhow::anyhow!("configuration error: DATABASE_URL: {problem}"))
+    Ok(settings.database_url()?)
 }

@@ -1,0 +1,158 @@
+//! The operator's recovery commands: `reconcile`, `events replay`, `sessions show`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{EventsCommand, SessionsCommand};
+use crate::configuration::{Settings, parse_duration};
+use crate::db::Database;
+use crate::domain::SessionId;
+use crate::fulfillment::Trigger;
+use crate::inbox;
+use crate::reconcile::{self, STRIPE_KEEPS_EVENTS};
+use crate::startup::Core;
+use crate::stripe::event::{self, Event};
+
+/// `fulfilld reconcile --since <DURATION>`.
+pub async fn reconcile(settings: &Settings, since: &str) -> anyhow::Result<()> {
+    let since = parse_duration(since)
+        .filter(|since| !since.is_zero())
+        .with_context(|| format!("--since {since:?}: expected a duration like 90m, 72h or 7d"))?;
+    if since > STRIPE_KEEPS_EVENTS {
+        eprintln!(
+            "warning: Stripe keeps events for 30 days; events older than that cannot be \
+             found, though complete sessions still are"
+        );
+    }
+    let config = settings.validate()?;
+    let core = Core::start(&config).await?;
+    let spinner = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {pos} looked at, now {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let progress = |id: &str| {
+        spinner.inc(1);
+        spinner.set_message(id.to_owned());
+    };
+    let report = reconcile::run(&core.sessions, &core.db, &core.stripe, since, &progress).await;
+    spinner.finish_and_clear();
+    let report = report?;
+    println!(
+        "looked at {} Checkout events and {} complete sessions from the last {}",
+        report.events_seen,
+        report.sessions_seen,
+        humanize(since)
+    );
+    println!(
+        "carried out {} events no webhook had delivered",
+        report.events_processed
+    );
+    for (id, status) in &report.sessions_recorded {
+        println!("{id}: {}", status.as_str());
+    }
+    if report.events_processed == 0 && report.sessions_recorded.is_empty() {
+        println!("nothing to do: everything was already recorded");
+    }
+    for (id, why) in &report.failures {
+        eprintln!("{id}: {why}");
+    }
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "{} items could not be carried out now",
+            report.failures.len()
+        );
+    }
+    Ok(())
+}
+
+fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s % 3600 == 0 => format!("{} hours", s / 3600),
+        s => format!("{} minutes", s.div_ceil(60)),
+    }
+}
+
+/// `fulfilld events replay <EVENT_ID>`.
+pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Result<()> {
+    let EventsCommand::Replay { event_id } = command;
+    let config = settings.validate()?;
+    let core = Core::start(&config).await?;
+    let stored = core.db.event(&event_id).await?.with_context(|| {
+        format!("no stored event {event_id}: only events delivered to this fulfilld are stored (try `fulfilld reconcile`)")
+    })?;
+    let Ok(Event::Checkout { kind, summary, .. }) = event::parse(stored.payload.as_bytes()) else {
+        anyhow::bail!("stored event {event_id} is not a Checkout event");
+    };
+    let id = summary.id.clone();
+    inbox::process(
+        &core.sessions,
+        &core.db,
+        &event_id,
+        &id,
+        Trigger::from_event(kind, summary),
+    )
+    .await;
+    let outcome = core
+        .db
+        .outcome(&id)
+        .await?
+        .with_context(|| format!("{event_id} was not carried out; see the log"))?;
+    println!(
+        "{event_id} ({}): {id} is {}",
+        stored.event_type,
+        outcome.status.as_str()
+    );
+    Ok(())
+}
+
+/// `fulfilld sessions show <SESSION_ID>`.
+pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::Result<()> {
+    let SessionsCommand::Show { session_id } = command;
+    let id = SessionId::parse(&session_id).map_err(anyhow::Error::msg)?;
+    let db = Database::connect(&settings.database_url()?).await?;
+    let Some(outcome) = db.outcome(&id).await? else {
+        println!("{id}: nothing recorded (`fulfilld fulfill {id}` asks Stripe)");
+        return Ok(());
+    };
+    println!("{id}: {}", outcome.status.as_str());
+    if let Some(total) = outcome.formatted_total() {
+        println!("total: {total}");
+    }
+    for line in outcome.item_lines() {
+        println!(
+            "  {} x {}  {}",
+            line.quantity, line.description, line.amount
+        );
+    }
+    for grant in &outcome.access {
+        println!("access: {} {}", grant.sku, grant.url);
+    }
+    if let Some(shipment) = &outcome.shipment {
+        let items: Vec<_> = shipment
+            .items
+            .iter()
+            .map(|item| format!("{} x {}", item.quantity, item.sku))
+            .collect();
+        println!(
+            "shipment: {} ({})",
+            shipment.status.as_str(),
+            items.join(", ")
+        );
+    }
+    for effect in db.list_effects_of(&id).await? {
+        let error = effect
+            .last_error
+            .map(|error| format!(" ({error})"))
+            .unwrap_or_default();
+        println!(
+            "effect {} {}: {} after {} attempts{error}",
+            effect.id, effect.kind, effect.status, effect.attempts
+        );
+    }
+    Ok(())
+}

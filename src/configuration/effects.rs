@@ -1,0 +1,137 @@
+//! Settings of the side effects: catalog, mail, shipping and retries.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use lettre::message::Mailbox;
+
+use super::{ConfigError, Secret, invalid};
+use crate::catalog::Catalog;
+
+/// Settings of the side effects: catalog, mail, shipping and retries.
+#[derive(Args, Clone, Default)]
+pub struct EffectSettings {
+    /// Catalog file (TOML) [default: catalog.toml when present].
+    #[arg(long, env = "CATALOG", global = true)]
+    pub catalog: Option<String>,
+    /// `smtp://…` or `smtps://…`, with credentials [default: .eml files under MAIL_DIR].
+    #[arg(long, env = "SMTP_URL", hide_env_values = true, global = true)]
+    pub smtp_url: Option<String>,
+    /// Where mail is saved as `.eml` files when SMTP_URL is unset.
+    #[arg(long, env = "MAIL_DIR", default_value = "mail", global = true)]
+    pub mail_dir: String,
+    /// Sender of receipts and notices.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "Shop <shop@localhost>",
+        global = true
+    )]
+    pub mail_from: String,
+    /// Whether fulfilld sends its own receipts (turn off if Stripe's suffice).
+    #[arg(long, env = "SEND_RECEIPTS", default_value = "true", global = true)]
+    pub send_receipts: String,
+    /// Warehouse or 3PL endpoint for shipments [default: recorded for manual handling].
+    #[arg(
+        long,
+        env = "SHIPPING_WEBHOOK_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub shipping_webhook_url: Option<String>,
+    /// Attempts at an effect before it is marked dead.
+    #[arg(long, env = "EFFECT_MAX_ATTEMPTS", default_value = "15", global = true)]
+    pub effect_max_attempts: String,
+    /// Delay before an effect's first retry, doubled for each further one (capped at 1 h).
+    #[arg(long, env = "EFFECT_BACKOFF_MS", default_value = "1000", global = true)]
+    pub effect_backoff_ms: String,
+    /// Time allowed for one attempt at an effect.
+    #[arg(long, env = "EFFECT_TIMEOUT_SECS", default_value = "30", global = true)]
+    pub effect_timeout_secs: String,
+}
+
+/// Side-effect settings, validated.
+#[derive(Debug, Clone)]
+pub struct EffectsConfig {
+    pub smtp_url: Option<Secret>,
+    pub mail_dir: PathBuf,
+    pub mail_from: Mailbox,
+    pub send_receipts: bool,
+    pub shipping_webhook_url: Option<Secret>,
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub timeout: Duration,
+}
+
+impl EffectSettings {
+    /// The catalog named by `CATALOG`, else `catalog.toml` when present, else none.
+    pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        let path = match &self.catalog {
+            Some(path) => PathBuf::from(path),
+            None if Path::new(DEFAULT_CATALOG).exists() => PathBuf::from(DEFAULT_CATALOG),
+            None => return Ok(Catalog::default()),
+        };
+        Catalog::load(&path).map_err(|problem| invalid("CATALOG", problem))
+    }
+
+    pub(super) fn validate(&self) -> Result<EffectsConfig, ConfigError> {
+        let smtp_url = non_empty(&self.smtp_url);
+        if let Some(url) = smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return Err(invalid("SMTP_URL", "expected smtp://… or smtps://…"));
+        }
+        let mail_from = self.mail_from.parse::<Mailbox>().map_err(|_| {
+            invalid(
+                "MAIL_FROM",
+                "expected an address like Shop <shop@example.com>",
+            )
+        })?;
+        let send_receipts = match self.send_receipts.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(invalid("SEND_RECEIPTS", "expected true or false")),
+        };
+        let shipping_webhook_url = non_empty(&self.shipping_webhook_url);
+        if let Some(url) = shipping_webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "SHIPPING_WEBHOOK_URL",
+                "expected an http:// or https:// URL",
+            ));
+        }
+        let whole = |setting: &'static str, raw: &str, unit: &str| {
+            raw.parse::<u32>()
+                .ok()
+                .filter(|value| *value > 0)
+                .ok_or_else(|| {
+                    invalid(
+                        setting,
+                        format!("expected a whole number of {unit} above 0"),
+                    )
+                })
+        };
+        Ok(EffectsConfig {
+            smtp_url: smtp_url.map(Secret::new),
+            mail_dir: PathBuf::from(&self.mail_dir),
+            mail_from,
+            send_receipts,
+            shipping_webhook_url: shipping_webhook_url.map(Secret::new),
+            max_attempts: whole("EFFECT_MAX_ATTEMPTS", &self.effect_max_attempts, "attempts")?,
+            backoff: Duration::from_millis(
+                whole("EFFECT_BACKOFF_MS", &self.effect_backoff_ms, "milliseconds")?.into(),
+            ),
+            timeout: Duration::from_secs(
+                whole("EFFECT_TIMEOUT_SECS", &self.effect_timeout_secs, "seconds")?.into(),
+            ),
+        })
+    }
+}
+
+const DEFAULT_CATALOG: &str = "catalog.toml";
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}

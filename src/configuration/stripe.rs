@@ -1,0 +1,121 @@
+//! Stripe credentials, or sandbox mode when there are none.
+
+use std::time::Duration;
+
+use super::{ConfigError, Secret, Settings, invalid};
+
+/// The simulated Stripe's API key and its pace (Stripe's test-mode limit).
+const SANDBOX_KEY: &str = "sk_test_sandbox";
+const SANDBOX_MAX_RPS: u32 = 25;
+
+/// Stripe credentials, validated.
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    pub webhook_secrets: Vec<Secret>,
+    pub api_base: String,
+    pub max_rps: u32,
+    /// Sandbox mode: the simulator's bank-debit delay. The serving process mounts the
+    /// simulator under `/sandbox`; other commands reach it there through `PUBLIC_URL`.
+    pub sandbox: Option<Duration>,
+}
+
+impl Settings {
+    pub(super) fn stripe(&self, public_url: &str) -> Result<StripeConfig, ConfigError> {
+        let key = self.stripe_secret_key.as_deref().unwrap_or_default().trim();
+        if key.is_empty() {
+            return self.sandbox_stripe(public_url);
+        }
+        let live = match key.split('_').take(2).collect::<Vec<_>>().as_slice() {
+            ["sk" | "rk", "test"] => false,
+            ["sk" | "rk", "live"] => true,
+            _ => {
+                return Err(invalid(
+                    "STRIPE_SECRET_KEY",
+                    "expected a key starting with sk_test_, sk_live_, rk_test_ or rk_live_",
+                ));
+            }
+        };
+        let webhook_secrets: Vec<Secret> = self
+            .stripe_webhook_secret
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect();
+        if webhook_secrets.is_empty() {
+            return Err(invalid(
+                "STRIPE_WEBHOOK_SECRET",
+                "required with STRIPE_SECRET_KEY: one or more whsec_… secrets, comma-separated",
+            ));
+        }
+        if webhook_secrets
+            .iter()
+            .any(|s| !s.expose().starts_with("whsec_"))
+        {
+            return Err(invalid(
+                "STRIPE_WEBHOOK_SECRET",
+                "every secret starts with whsec_",
+            ));
+        }
+        let api_base = self.stripe_api_base.trim_end_matches('/').to_owned();
+        if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
+            return Err(invalid(
+                "STRIPE_API_BASE",
+                "expected an http:// or https:// URL",
+            ));
+        }
+        let max_rps = match &self.stripe_max_rps {
+            None => {
+                if live {
+                    80
+                } else {
+                    20
+                }
+            }
+            Some(raw) => raw
+                .parse::<u32>()
+                .ok()
+                .filter(|rps| *rps > 0)
+                .ok_or_else(|| {
+                    invalid(
+                        "STRIPE_MAX_RPS",
+                        "expected a whole number of calls per second above 0",
+                    )
+                })?,
+        };
+        Ok(StripeConfig {
+            secret_key: Secret::new(key),
+            webhook_secrets,
+            api_base,
+            max_rps,
+            sandbox: None,
+        })
+    }
+
+    fn sandbox_stripe(&self, public_url: &str) -> Result<StripeConfig, ConfigError> {
+        let delay = self
+            .sandbox_payment_delay_secs
+            .parse::<u64>()
+            .map_err(|_| {
+                invalid(
+                    "SANDBOX_PAYMENT_DELAY_SECS",
+                    "expected a whole number of seconds",
+                )
+            })?;
+        Ok(StripeConfig {
+            secret_key: Secret::new(SANDBOX_KEY),
+            // A fresh secret per run: only this process's simulator signs with it.
+            webhook_secrets: vec![Secret::new(format!(
+                "whsec_sandbox_{:016x}{:016x}",
+                fastrand::u64(..),
+                fastrand::u64(..)
+            ))],
+            api_base: format!("{public_url}/sandbox"),
+            max_rps: SANDBOX_MAX_RPS,
+            sandbox: Some(Duration::from_secs(delay)),
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! Reconcile: ask Stripe what happened lately and fulfil whatever no webhook told us.
+//!
+//! Two sources, so that nothing slips through: the Events list (the four Checkout events,
+//! undelivered ones only where the key allows) and the list of complete Checkout
+//! Sessions. Events go through the inbox like deliveries; sessions go through their
+//! actors like the CLI's `fulfill`. Anything already recorded is left alone, so a second
+//! run does nothing.
+
+use std::time::Duration;
+
+use crate::actors::Sessions;
+use crate::db::Database;
+use crate::db::inbox::{Stored, StoredEvent};
+use crate::domain::{SessionId, Status};
+use crate::fulfillment::{Source, Trigger};
+use crate::inbox;
+use crate::stripe::event::{self, Event};
+use crate::stripe::listing::{Created, EventsQuery, SessionsQuery};
+use crate::stripe::{GatewayError, StripeGateway};
+
+/// The events fulfilld acts on.
+pub const CHECKOUT_EVENTS: [&str; 4] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+];
+/// How far back Stripe keeps events.
+pub const STRIPE_KEEPS_EVENTS: Duration = Duration::from_secs(30 * 86_400);
+/// What `serve`'s scheduled runs cover.
+pub const SCHEDULED_WINDOW: Duration = Duration::from_secs(3 * 86_400);
+const PAGE: u32 = 100;
+
+/// What a run found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub events_seen: usize,
+    /// Events no webhook had delivered, now carried out.
+    pub events_processed: usize,
+    pub sessions_seen: usize,
+    /// Complete sessions with no final record, now looked at again, with their status.
+    pub sessions_recorded: Vec<(String, Status)>,
+    /// Sessions or events that could not be carried out now, and why.
+    pub failures: Vec<(String, String)>,
+}
+
+/// Reconciles the window of `since` before now; `progress` hears of every item looked at.
+pub async fn run(
+    sessions: &Sessions,
+    db: &Database,
+    stripe: &StripeGateway,
+    since: Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Report> {
+    let since_ts = crate::db::now_ms() / 1000 - i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    let mut report = Report::default();
+    events(sessions, db, stripe, since_ts, progress, &mut report).await?;
+    complete_sessions(sessions, db, stripe, since_ts, progress, &mut report).await?;
+    Ok(report)
+}
+
+async fn events(
+    sessions: &Sessions,
+    db: &Database,
+    stripe: &StripeGateway,
+    since_ts: i64,
+    progress: &(dyn Fn(&str) + Sync),
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut query = EventsQuery {
+        types: &CHECKOUT_EVENTS,
+        created: Created { gte: since_ts },
+        delivery_success: Some(false),
+        limit: PAGE,
+        starting_after: None,
+    };
+    loop {
+        let page = match stripe.list_page("/events", &query).await {
+            Ok(page) => page,
+            // Some keys may not filter on delivery; then every event is looked at.
+            Err(GatewayError::Unavailable(_)) if query.delivery_success.is_some() => {
+                query.delivery_success = None;
+                continue;
+            }
+            Err(error) => return Err(anyhow::anyhow!("could not list Stripe events: {error}")),
+        };
+        for object in &page.data {
+            report.events_seen += 1;
+            let body = object.to_string();
+            let Ok(Event::Checkout {
+                id,
+                kind,
+                type_name,
+                summary,
+            }) = event::parse(body.as_bytes())
+            else {
+                continue;
+            };
+            progress(&id);
+            let stored = StoredEvent {
+                id: id.clone(),
+                event_type: type_name,
+                session_id: summary.id.to_string(),
+                livemode: summary.livemode,
+                payload: body,
+                received_at: crate::db::now_ms(),
+                processed_at: None,
+            };
+            let fresh = db.store_events(std::slice::from_ref(&stored)).await?;
+            if fresh.first() == Some(&Stored::Duplicate { processed: true }) {
+                continue;
+            }
+            let session = summary.id.clone();
+            inbox::process(
+                sessions,
+                db,
+                &id,
+                &session,
+                Trigger::from_event(kind, summary),
+            )
+            .await;
+            match db.event(&id).await?.and_then(|event| event.processed_at) {
+                Some(_) => report.events_processed += 1,
+                None => report
+                    .failures
+                    .push((id, "not processed yet; replayed later".into())),
+            }
+        }
+        query.starting_after = page
+            .data
+            .last()
+            .and_then(|o| o["id"].as_str())
+            .map(str::to_owned);
+        if !page.has_more || query.starting_after.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+async fn complete_sessions(
+    sessions: &Sessions,
+    db: &Database,
+    stripe: &StripeGateway,
+    since_ts: i64,
+    progress: &(dyn Fn(&str) + Sync),
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut query = SessionsQuery {
+        status: "complete",
+        created: Created { gte: since_ts },
+        limit: PAGE,
+        starting_after: None,
+    };
+    loop {
+        let page = stripe
+            .list_page("/checkout/sessions", &query)
+            .await
+            .map_err(|error| anyhow::anyhow!("could not list Checkout Sessions: {error}"))?;
+        for object in &page.data {
+            report.sessions_seen += 1;
+            let Some(id) = object["id"]
+                .as_str()
+                .and_then(|raw| SessionId::parse(raw).ok())
+            else {
+                continue;
+            };
+            progress(id.as_str());
+            let settled = db
+                .outcome(&id)
+                .await?
+                .is_some_and(|outcome| outcome.status.is_terminal());
+            if settled {
+                continue;
+            }
+            match sessions
+                .handle(&id, Trigger::Fulfill(Source::Operator))
+                .await
+            {
+                Ok(outcome) => report
+                    .sessions_recorded
+                    .push((id.to_string(), outcome.status)),
+                Err(error) => report.failures.push((id.to_string(), error.to_string())),
+            }
+        }
+        query.starting_after = page
+            .data
+            .last()
+            .and_then(|o| o["id"].as_str())
+            .map(str::to_owned);
+        if !page.has_more || query.starting_after.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs reconcile over [`SCHEDULED_WINDOW`] now and then every `every`, logging results.
+pub fn spawn_schedule(sessions: Sessions, db: Database, stripe: StripeGateway, every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            match run(&sessions, &db, &stripe, SCHEDULED_WINDOW, &|_| {}).await {
+                Ok(report) if report.events_processed + report.sessions_recorded.len() > 0 => {
+                    tracing::warn!(
+                        events = report.events_processed,
+                        sessions = report.sessions_recorded.len(),
+                        "reconcile found work no webhook had delivered"
+                    );
+                }
+                Ok(_) => tracing::debug!("reconcile found nothing to do"),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "reconcile failed; next run will retry")
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}

@@ -1,0 +1,333 @@
+//! The simulator's Stripe API: create, retrieve (with `expand[]`), list and list the line
+//! items of Checkout Sessions, and list Events; Stripe-shaped errors, fault injection and
+//! a count of calls per session.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde_json::Value;
+
+use super::objects::{self, EMBEDDED_ITEMS, ItemSpec};
+use super::state::{SessionSpec, Shared};
+
+type Params = web::Query<Vec<(String, String)>>;
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// A Stripe-shaped error answer.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error() {
+            response.insert_header(("Stripe-Should-Retry", "true"));
+        }
+        response.json(objects::error(self.kind, self.code, &self.message))
+    }
+}
+
+fn stripe_error(
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    message: &str,
+) -> ApiError {
+    ApiError {
+        status,
+        kind,
+        code,
+        message: message.to_owned(),
+    }
+}
+
+/// Applies the delay, the key check and any injected fault; counts the call against
+/// `session` when the request is about one.
+async fn admit(
+    request: &HttpRequest,
+    shared: &Shared,
+    session: Option<&str>,
+) -> Result<(), ApiError> {
+    let (delay, fault) = {
+        let mut state = shared.lock();
+        if let Some(id) = session {
+            *state.calls.entry(id.to_owned()).or_default() += 1;
+        }
+        (state.delay, state.faults.pop_front())
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let authorized = request
+        .headers()
+        .get("Authorization")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("Bearer sk_") || value.starts_with("Bearer rk_"));
+    if !authorized {
+        return Err(stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            "You did not provide an API key.",
+        ));
+    }
+    if let Some(status) = fault {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Err(match status {
+            429 => stripe_error(
+                code,
+                "invalid_request_error",
+                Some("rate_limit"),
+                "Too many requests",
+            ),
+            _ => stripe_error(code, "api_error", None, "An unknown error occurred"),
+        });
+    }
+    Ok(())
+}
+
+fn find(shared: &Shared, id: &str) -> Result<(SessionSpec, String), ApiError> {
+    let state = shared.lock();
+    state
+        .sessions
+        .get(id)
+        .map(|spec| (spec.clone(), state.hosted.clone()))
+        .ok_or_else(|| {
+            stripe_error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("resource_missing"),
+                &format!("No such checkout.session: '{id}'"),
+            )
+        })
+}
+
+pub(super) async fn retrieve(
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: Params,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    admit(&request, &shared, Some(&id)).await?;
+    let (spec, hosted) = find(&shared, &id)?;
+    let mut session = spec.to_json(&id, &hosted);
+    if query
+        .iter()
+        .any(|(key, value)| key.starts_with("expand") && value == "line_items")
+    {
+        session["line_items"] = items_page(&id, &spec, None, EMBEDDED_ITEMS);
+    }
+    Ok(HttpResponse::Ok().json(session))
+}
+
+pub(super) async fn line_items(
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: Params,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    admit(&request, &shared, Some(&id)).await?;
+    let (spec, _) = find(&shared, &id)?;
+    let limit = limit(&query)?;
+    Ok(HttpResponse::Ok().json(items_page(
+        &id,
+        &spec,
+        param(&query, "starting_after"),
+        limit,
+    )))
+}
+
+fn limit(query: &[(String, String)]) -> Result<usize, ApiError> {
+    let limit = param(query, "limit")
+        .and_then(|raw| raw.parse::<usize>().ok())
+        .unwrap_or(10);
+    if (1..=100).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_invalid_integer"),
+            "limit must be between 1 and 100",
+        ))
+    }
+}
+
+/// One page of `all`, after the object whose id is `starting_after`.
+fn paginate(url: &str, all: Vec<Value>, starting_after: Option<&str>, limit: usize) -> Value {
+    let start = starting_after
+        .and_then(|after| all.iter().position(|object| object["id"] == after))
+        .map_or(0, |position| position + 1);
+    let end = (start + limit).min(all.len());
+    let data = all
+        .get(start..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    objects::list(url, data, end < all.len())
+}
+
+fn items_page(id: &str, spec: &SessionSpec, starting_after: Option<&str>, limit: usize) -> Value {
+    let all = spec
+        .items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| objects::line_item(id, index, item, &spec.currency))
+        .collect();
+    paginate(
+        &format!("/v1/checkout/sessions/{id}/line_items"),
+        all,
+        starting_after,
+        limit,
+    )
+}
+
+/// `GET /v1/checkout/sessions`: newest first, filtered by `status` and `created[gte]`.
+pub(super) async fn list_sessions(
+    request: HttpRequest,
+    query: Params,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, ApiError> {
+    admit(&request, &shared, None).await?;
+    let limit = limit(&query)?;
+    let status = param(&query, "status");
+    let since = param(&query, "created[gte]").and_then(|raw| raw.parse::<i64>().ok());
+    let all = {
+        let state = shared.lock();
+        let mut sessions: Vec<_> = state
+            .sessions
+            .iter()
+            .filter(|(_, spec)| status.is_none_or(|status| spec.status == status))
+            .filter(|(_, spec)| since.is_none_or(|since| spec.created >= since))
+            .collect();
+        sessions.sort_by(|a, b| b.1.created.cmp(&a.1.created).then(b.0.cmp(a.0)));
+        sessions
+            .into_iter()
+            .map(|(id, spec)| spec.to_json(id, &state.hosted))
+            .collect()
+    };
+    Ok(HttpResponse::Ok().json(paginate(
+        "/v1/checkout/sessions",
+        all,
+        param(&query, "starting_after"),
+        limit,
+    )))
+}
+
+/// `GET /v1/events`: newest first, filtered by `types[]`, `created[gte]` and
+/// `delivery_success`.
+pub(super) async fn list_events(
+    request: HttpRequest,
+    query: Params,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, ApiError> {
+    admit(&request, &shared, None).await?;
+    let limit = limit(&query)?;
+    let types: Vec<&str> = query
+        .iter()
+        .filter(|(key, _)| key.starts_with("types["))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let since = param(&query, "created[gte]").and_then(|raw| raw.parse::<i64>().ok());
+    let delivered = param(&query, "delivery_success").map(|raw| raw == "true");
+    let all = shared
+        .lock()
+        .events
+        .iter()
+        .rev()
+        .filter(|event| types.is_empty() || types.contains(&event.event_type.as_str()))
+        .filter(|event| since.is_none_or(|since| event.created >= since))
+        .filter(|event| delivered.is_none_or(|delivered| event.delivered == delivered))
+        .filter_map(|event| serde_json::from_str(&event.body).ok())
+        .collect();
+    Ok(HttpResponse::Ok().json(paginate(
+        "/v1/events",
+        all,
+        param(&query, "starting_after"),
+        limit,
+    )))
+}
+
+/// `POST /v1/checkout/sessions`: prices come from the catalog, as Stripe's come from the
+/// merchant's account.
+pub(super) async fn create_session(
+    request: HttpRequest,
+    form: web::Form<Vec<(String, String)>>,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, ApiError> {
+    admit(&request, &shared, None).await?;
+    let form = form.into_inner();
+    let mut state = shared.lock();
+    let mut items = Vec::new();
+    let mut currency = None;
+    for index in 0.. {
+        let Some(price) = param(&form, &format!("line_items[{index}][price]")) else {
+            break;
+        };
+        let quantity = param(&form, &format!("line_items[{index}][quantity]"))
+            .and_then(|raw| raw.parse::<u64>().ok())
+            .unwrap_or(1);
+        let Some(product) = state.catalog.products().iter().find(|p| p.price == price) else {
+            return Err(stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("resource_missing"),
+                &format!("No such price: '{price}'"),
+            ));
+        };
+        currency.get_or_insert_with(|| product.currency.clone());
+        items.push(ItemSpec {
+            description: product.name.clone().unwrap_or_else(|| product.sku.clone()),
+            price_id: product.price.clone(),
+            unit_amount: product.unit_amount.unwrap_or(0),
+            quantity,
+        });
+    }
+    if items.is_empty() || param(&form, "mode") != Some("payment") {
+        return Err(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_missing"),
+            "The sandbox creates sessions with mode=payment and at least one line item.",
+        ));
+    }
+    let spec = SessionSpec {
+        status: "open".into(),
+        payment_status: "unpaid".into(),
+        currency: currency.unwrap_or_else(|| "usd".into()),
+        email: param(&form, "customer_email").map(str::to_owned),
+        items,
+        shipping_details: None,
+        collect_shipping: form
+            .iter()
+            .any(|(key, _)| key.starts_with("shipping_address_collection")),
+        success_url: param(&form, "success_url").map(str::to_owned),
+        cancel_url: param(&form, "cancel_url").map(str::to_owned),
+        created: crate::db::now_ms() / 1000,
+    };
+    let id = state.new_id("cs_test_");
+    let session = spec.to_json(&id, &state.hosted);
+    state.sessions.insert(id, spec);
+    Ok(HttpResponse::Ok().json(session))
+}

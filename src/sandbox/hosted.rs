@@ -1,0 +1,274 @@
+//! The hosted checkout page: the customer pays (or abandons the checkout) here, the
+//! simulator sends the signed webhooks Stripe would, and the browser goes on to
+//! `success_url` or `cancel_url`.
+
+use std::time::Duration;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::objects;
+use super::state::{EventRecord, Shared};
+use crate::domain::format_amount;
+use crate::stripe::signature::signature_header;
+
+/// Stripe retries a failed delivery for days; the sandbox compresses that into a minute.
+const REDELIVERY_DELAYS_SECS: [u64; 6] = [1, 2, 4, 8, 16, 32];
+
+struct Line {
+    description: String,
+    quantity: u64,
+    amount: String,
+}
+
+#[derive(Template)]
+#[template(path = "sandbox/checkout.html")]
+struct CheckoutPage {
+    id: String,
+    action: String,
+    status: String,
+    lines: Vec<Line>,
+    total: String,
+    email: String,
+    collect_shipping: bool,
+    delay_secs: u64,
+    problem: Option<&'static str>,
+}
+
+/// What the customer submits.
+#[derive(Debug, Deserialize)]
+pub(super) struct Payment {
+    method: String,
+    email: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    line1: String,
+    #[serde(default)]
+    city: String,
+    #[serde(default)]
+    postal_code: String,
+    #[serde(default)]
+    country: String,
+}
+
+fn page(shared: &Shared, id: &str, problem: Option<&'static str>) -> HttpResponse {
+    let state = shared.lock();
+    let Some(spec) = state.sessions.get(id) else {
+        return HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("No such Checkout Session in the sandbox.");
+    };
+    let view = CheckoutPage {
+        id: id.to_owned(),
+        action: format!("{}/checkout/{id}", state.hosted),
+        status: spec.status.clone(),
+        lines: spec
+            .items
+            .iter()
+            .map(|item| Line {
+                description: item.description.clone(),
+                quantity: item.quantity,
+                amount: format_amount(
+                    item.unit_amount * i64::try_from(item.quantity).unwrap_or(i64::MAX),
+                    &spec.currency,
+                ),
+            })
+            .collect(),
+        total: format_amount(spec.amount_total(), &spec.currency),
+        email: spec
+            .email
+            .clone()
+            .unwrap_or_else(|| "jenny.rosen@example.com".into()),
+        collect_shipping: spec.collect_shipping,
+        delay_secs: state.payment_delay.as_secs(),
+        problem,
+    };
+    let status = if problem.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    match view.render() {
+        Ok(body) => HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .body(body),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+pub(super) async fn show(path: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    page(&shared, &path, None)
+}
+
+pub(super) async fn pay(
+    path: web::Path<String>,
+    form: web::Form<Payment>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let payment = form.into_inner();
+    let delayed = match payment.method.as_str() {
+        "card" => None,
+        "debit_succeeds" => Some(true),
+        "debit_fails" => Some(false),
+        _ => return page(&shared, &id, Some("Choose a way to pay.")),
+    };
+    let redirect = {
+        let mut state = shared.lock();
+        let Some(spec) = state.sessions.get_mut(&id) else {
+            drop(state);
+            return page(&shared, &id, None);
+        };
+        if spec.status != "open" {
+            drop(state);
+            return page(&shared, &id, Some("This checkout is no longer open."));
+        }
+        if !payment.email.contains('@') {
+            drop(state);
+            return page(
+                &shared,
+                &id,
+                Some("Enter an email address for the receipt."),
+            );
+        }
+        if spec.collect_shipping {
+            let fields = [
+                &payment.name,
+                &payment.line1,
+                &payment.city,
+                &payment.postal_code,
+                &payment.country,
+            ];
+            if fields.iter().any(|field| field.trim().is_empty()) {
+                drop(state);
+                return page(&shared, &id, Some("Enter the whole shipping address."));
+            }
+            spec.shipping_details = Some(objects::shipping_details(
+                payment.name.trim(),
+                payment.line1.trim(),
+                payment.city.trim(),
+                payment.postal_code.trim(),
+                payment.country.trim(),
+            ));
+        }
+        spec.status = "complete".into();
+        spec.payment_status = if delayed.is_some() { "unpaid" } else { "paid" }.into();
+        spec.email = Some(payment.email.trim().to_owned());
+        spec.success_url
+            .as_deref()
+            .map(|url| url.replace("{CHECKOUT_SESSION_ID}", &id))
+    };
+    // Stripe sends the customer on only once the endpoint has answered (or timed out).
+    emit(&shared, "checkout.session.completed", &id).await;
+    if let Some(succeeds) = delayed {
+        let shared = Shared::clone(&shared);
+        let id = id.clone();
+        tokio::spawn(async move {
+            let delay = shared.lock().payment_delay;
+            tokio::time::sleep(delay).await;
+            let event_type = if succeeds {
+                if let Some(spec) = shared.lock().sessions.get_mut(&id) {
+                    spec.payment_status = "paid".into();
+                }
+                "checkout.session.async_payment_succeeded"
+            } else {
+                "checkout.session.async_payment_failed"
+            };
+            emit(&shared, event_type, &id).await;
+        });
+    }
+    see_other(redirect.as_deref().unwrap_or("/"))
+}
+
+pub(super) async fn expire(path: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let id = path.into_inner();
+    let cancel = {
+        let mut state = shared.lock();
+        match state.sessions.get_mut(&id) {
+            Some(spec) if spec.status == "open" => {
+                spec.status = "expired".into();
+                spec.cancel_url.clone()
+            }
+            _ => {
+                drop(state);
+                return page(&shared, &id, Some("This checkout is no longer open."));
+            }
+        }
+    };
+    emit(&shared, "checkout.session.expired", &id).await;
+    see_other(cancel.as_deref().unwrap_or("/"))
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// Records an event about session `id` and delivers it, signed; the first attempt is
+/// awaited, redeliveries run in the background. Returns the event's id.
+pub(super) async fn emit(shared: &Shared, event_type: &str, id: &str) -> String {
+    let (event_id, body, target) = {
+        let mut state = shared.lock();
+        let event_id = state.new_id("evt_");
+        let object = state
+            .sessions
+            .get(id)
+            .map(|spec| spec.to_json(id, &state.hosted))
+            .unwrap_or_default();
+        let created = crate::db::now_ms() / 1000;
+        let body = objects::event(&event_id, event_type, object, created).to_string();
+        state.events.push(EventRecord {
+            id: event_id.clone(),
+            event_type: event_type.to_owned(),
+            created,
+            body: body.clone(),
+            delivered: false,
+        });
+        let target = state.webhooks.clone().filter(|_| !state.drop_webhooks);
+        (event_id, body, target)
+    };
+    let Some(target) = target else {
+        return event_id;
+    };
+    if deliver(shared, &target.url, &target.secret, &body).await {
+        mark_delivered(shared, &event_id);
+        return event_id;
+    }
+    let shared = Shared::clone(shared);
+    let returned = event_id.clone();
+    tokio::spawn(async move {
+        for delay in REDELIVERY_DELAYS_SECS {
+            tokio::time::sleep(Duration::from_secs(delay)).await;
+            if deliver(&shared, &target.url, &target.secret, &body).await {
+                mark_delivered(&shared, &event_id);
+                return;
+            }
+        }
+        tracing::warn!(event.id = %event_id, "sandbox gave up delivering an event; `fulfilld reconcile` finds it");
+    });
+    returned
+}
+
+async fn deliver(shared: &Shared, url: &str, secret: &str, body: &str) -> bool {
+    let signature = signature_header(secret, crate::db::now_ms() / 1000, body.as_bytes());
+    shared
+        .client
+        .post(url)
+        .header(header::CONTENT_TYPE.as_str(), "application/json")
+        .header("Stripe-Signature", signature)
+        .timeout(Duration::from_secs(10))
+        .body(body.to_owned())
+        .send()
+        .await
+        .is_ok_and(|response| response.status().is_success())
+}
+
+fn mark_delivered(shared: &Shared, event_id: &str) {
+    if let Some(event) = shared.lock().events.iter_mut().find(|e| e.id == event_id) {
+        event.delivered = true;
+    }
+}

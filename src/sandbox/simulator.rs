@@ -1,0 +1,122 @@
+//! The simulator's handle: mounts its routes into an actix-web app and lets the sandbox
+//! and the tests steer it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use serde_json::Value;
+
+use super::state::{EventRecord, SessionSpec, Shared, WebhookTarget};
+use super::{api, hosted, objects};
+use crate::catalog::Catalog;
+
+/// A Stripe simulator; cheap to clone.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Shared,
+}
+
+impl Simulator {
+    /// A simulator pricing sessions from `catalog`, whose hosted checkout pages live under
+    /// `hosted` (the URL at which [`Simulator::configure`]'s routes are reachable).
+    pub fn new(catalog: Arc<Catalog>, hosted: &str, payment_delay: Duration) -> Self {
+        Self {
+            shared: Shared::new(
+                catalog,
+                hosted.trim_end_matches('/').to_owned(),
+                payment_delay,
+            ),
+        }
+    }
+
+    /// Mounts the API (`/v1/…`) and the hosted checkout pages (`/checkout/…`).
+    pub fn configure(&self, config: &mut web::ServiceConfig) {
+        config
+            .app_data(web::Data::new(self.shared.clone()))
+            .route("/v1/checkout/sessions", web::post().to(api::create_session))
+            .route("/v1/checkout/sessions", web::get().to(api::list_sessions))
+            .route("/v1/checkout/sessions/{id}", web::get().to(api::retrieve))
+            .route(
+                "/v1/checkout/sessions/{id}/line_items",
+                web::get().to(api::line_items),
+            )
+            .route("/v1/events", web::get().to(api::list_events))
+            .route("/checkout/{id}", web::get().to(hosted::show))
+            .route("/checkout/{id}/pay", web::post().to(hosted::pay))
+            .route("/checkout/{id}/expire", web::post().to(hosted::expire));
+    }
+
+    /// Sends signed webhooks to `url`, as Stripe does to a registered endpoint.
+    pub fn send_webhooks_to(&self, url: &str, secret: &str) {
+        self.shared.lock().webhooks = Some(WebhookTarget {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
+    }
+
+    /// Records events but delivers none while `drop` holds, as an endpoint that was down.
+    pub fn drop_webhooks(&self, drop: bool) {
+        self.shared.lock().drop_webhooks = drop;
+    }
+
+    /// Adds a test-mode session and returns its id.
+    pub fn add_session(&self, spec: SessionSpec) -> String {
+        let mut state = self.shared.lock();
+        let id = state.new_id("cs_test_");
+        state.sessions.insert(id.clone(), spec);
+        id
+    }
+
+    /// Changes a session's `payment_status` (a delayed payment clearing or failing).
+    pub fn set_payment_status(&self, id: &str, payment_status: &str) {
+        if let Some(session) = self.shared.lock().sessions.get_mut(id) {
+            session.payment_status = payment_status.into();
+        }
+    }
+
+    /// Answers the next `count` API requests with `status` and a Stripe error body.
+    pub fn fail_next(&self, count: usize, status: u16) {
+        self.shared
+            .lock()
+            .faults
+            .extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Delays every API answer by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
+    }
+
+    /// API requests made about session `id`, answered or not.
+    pub fn calls(&self, id: &str) -> usize {
+        self.shared.lock().calls.get(id).copied().unwrap_or(0)
+    }
+
+    /// The session object as Stripe would embed it in an event's `data.object`.
+    pub fn session_object(&self, id: &str) -> Option<Value> {
+        let state = self.shared.lock();
+        state
+            .sessions
+            .get(id)
+            .map(|spec| spec.to_json(id, &state.hosted))
+    }
+
+    /// The JSON body of a webhook event of `event_type` about session `id`.
+    pub fn event_payload(&self, event_id: &str, event_type: &str, id: &str) -> String {
+        let object = self.session_object(id).unwrap_or(Value::Null);
+        let created = crate::db::now_ms() / 1000;
+        objects::event(event_id, event_type, object, created).to_string()
+    }
+
+    /// Records an event of `event_type` about session `id` and delivers it like Stripe
+    /// (unless webhooks are dropped); returns the event's id.
+    pub async fn emit(&self, event_type: &str, id: &str) -> String {
+        hosted::emit(&self.shared, event_type, id).await
+    }
+
+    /// Every event created so far, oldest first.
+    pub fn events(&self) -> Vec<EventRecord> {
+        self.shared.lock().events.clone()
+    }
+}

@@ -7,6 +7,7 @@ mod helpers;
 mod landing;
 mod outbox;
 mod processes;
+mod reconcile;
 mod sandbox;
 mod smtp;
 mod warehouse;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The headless-Chromium test: a real browser buys a T-shirt in the sandbox storefront, pays
+# on the hosted checkout and reaches the fulfilled landing page; the receipt must follow.
+# Usage: tests/browser/run.sh [SCREENSHOT_DIR]   (tests/browser/run.sh docs refreshes the
+# README's screenshots)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+shots="${1:-}"
+[ -n "$shots" ] && shots="$(mkdir -p "$shots" && cd "$shots" && pwd)"
+
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
+
+work="$(mktemp -d)"
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+npm install --silent --no-audit --no-fund --prefix "$work/npm" playwright-core@1 >/dev/null
+
+cargo build --quiet
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+base="http://127.0.0.1:$port"
+env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET -u DATABASE_URL -u SMTP_URL \
+  BIND="127.0.0.1:$port" PUBLIC_URL="$base" CATALOG=catalog.toml \
+  DATABASE_URL="sqlite://$work/shop.db" MAIL_DIR="$work/mail" RUST_LOG=warn \
+  target/debug/fulfilld >"$work/fulfilld.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "$base/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+session="$(NODE_PATH="$work/npm/node_modules" node tests/browser/shop.cjs "$base" "$shots")" || {
+  echo "browser test failed; fulfilld's log:" >&2
+  cat "$work/fulfilld.log" >&2
+  exit 1
+}
+for _ in $(seq 1 100); do
+  [ -f "$work/mail/$session.receipt.eml" ] && break
+  sleep 0.1
+done
+[ -f "$work/mail/$session.receipt.eml" ] || { echo "no receipt for $session" >&2; exit 1; }
+echo "browser test passed: $session fulfilled, receipt saved${shots:+, screenshots in $shots}"

@@ -56,6 +56,24 @@ pub struct EffectView {
     pub last_error: Option<String>,
 }
 
+const EFFECT_VIEW_COLUMNS: (
+    effects::id,
+    effects::session_id,
+    effects::kind,
+    effects::status,
+    effects::attempts,
+    effects::next_attempt_at,
+    effects::last_error,
+) = (
+    effects::id,
+    effects::session_id,
+    effects::kind,
+    effects::status,
+    effects::attempts,
+    effects::next_attempt_at,
+    effects::last_error,
+);
+
 const CLAIM_SQLITE: &str = "UPDATE effects SET lease_until = $1, attempts = attempts + 1, updated_at = $2 \
      WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= $2 \
      AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3) \
@@ -194,15 +212,7 @@ impl Database {
     ) -> anyhow::Result<Vec<EffectView>> {
         with_connection!(self, |conn| {
             let mut query = effects::table
-                .select((
-                    effects::id,
-                    effects::session_id,
-                    effects::kind,
-                    effects::status,
-                    effects::attempts,
-                    effects::next_attempt_at,
-                    effects::last_error,
-                ))
+                .select(EFFECT_VIEW_COLUMNS)
                 .order(effects::id.desc())
                 .limit(limit)
                 .into_boxed();
@@ -222,15 +232,7 @@ impl Database {
             effects::table
                 .filter(effects::session_id.eq(id.as_str()))
                 .order(effects::id)
-                .select((
-                    effects::id,
-                    effects::session_id,
-                    effects::kind,
-                    effects::status,
-                    effects::attempts,
-                    effects::next_attempt_at,
-                    effects::last_error,
-                ))
+                .select(EFFECT_VIEW_COLUMNS)
                 .load::<EffectView>(conn)
                 .await
                 .context("could not read the session's effects")

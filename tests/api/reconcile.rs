@@ -159,3 +159,24 @@ async fn assert_each_fulfilled_once_with_shipment(database_url: &str, session: &
         .collect();
     assert_eq!(kinds, ["receipt", "inventory", "shipment"]);
 }
+
+#[actix_web::test]
+async fn serve_reconciles_on_its_schedule_without_any_webhook() {
+    for backend in backends() {
+        let app = crate::helpers::spawn_app_with(&backend, |settings| {
+            settings.reconcile_every = "1s".into();
+        })
+        .await;
+        app.stripe.drop_webhooks(true);
+        let session = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Sextant", 12000, 1)]));
+        app.stripe
+            .emit("checkout.session.completed", &session)
+            .await;
+
+        let outcome = app.wait_for(&session, Status::Fulfilled).await;
+        assert_eq!(outcome.amount_total, Some(12000), "{}", app.backend);
+        assert_eq!(app.effect_kinds(&session).await, ["receipt"]);
+    }
+}

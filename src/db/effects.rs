@@ -45,7 +45,8 @@ pub struct ClaimedEffect {
 }
 
 /// An effect as an operator sees it.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = effects)]
 pub struct EffectView {
     pub id: i64,
     pub session_id: String,
@@ -55,24 +56,6 @@ pub struct EffectView {
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
 }
-
-const EFFECT_VIEW_COLUMNS: (
-    effects::id,
-    effects::session_id,
-    effects::kind,
-    effects::status,
-    effects::attempts,
-    effects::next_attempt_at,
-    effects::last_error,
-) = (
-    effects::id,
-    effects::session_id,
-    effects::kind,
-    effects::status,
-    effects::attempts,
-    effects::next_attempt_at,
-    effects::last_error,
-);
 
 const CLAIM_SQLITE: &str = "UPDATE effects SET lease_until = $1, attempts = attempts + 1, updated_at = $2 \
      WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= $2 \
@@ -212,7 +195,7 @@ impl Database {
     ) -> anyhow::Result<Vec<EffectView>> {
         with_connection!(self, |conn| {
             let mut query = effects::table
-                .select(EFFECT_VIEW_COLUMNS)
+                .select(EffectView::as_select())
                 .order(effects::id.desc())
                 .limit(limit)
                 .into_boxed();
@@ -232,7 +215,7 @@ impl Database {
             effects::table
                 .filter(effects::session_id.eq(id.as_str()))
                 .order(effects::id)
-                .select(EFFECT_VIEW_COLUMNS)
+                .select(EffectView::as_select())
                 .load::<EffectView>(conn)
                 .await
                 .context("could not read the session's effects")

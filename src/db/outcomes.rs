@@ -10,7 +10,8 @@ use crate::domain::{
     AccessGrant, LineItem, Outcome, SessionId, Shipment, ShipmentStatus, ShippingAddress, Status,
 };
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = checkout_sessions)]
 pub(super) struct StoredSession {
     id: String,
     status: String,
@@ -20,24 +21,6 @@ pub(super) struct StoredSession {
     shipping_address: Option<String>,
     fulfilled_at: Option<i64>,
 }
-
-pub(super) const STORED_SESSION_COLUMNS: (
-    checkout_sessions::id,
-    checkout_sessions::status,
-    checkout_sessions::livemode,
-    checkout_sessions::currency,
-    checkout_sessions::amount_total,
-    checkout_sessions::shipping_address,
-    checkout_sessions::fulfilled_at,
-) = (
-    checkout_sessions::id,
-    checkout_sessions::status,
-    checkout_sessions::livemode,
-    checkout_sessions::currency,
-    checkout_sessions::amount_total,
-    checkout_sessions::shipping_address,
-    checkout_sessions::fulfilled_at,
-);
 
 #[derive(Insertable, Queryable)]
 #[diesel(table_name = line_items, treat_none_as_default_value = false)]
@@ -104,14 +87,12 @@ pub(super) struct StoredOutcome {
 /// serves both backends and any open transaction.
 macro_rules! read_outcome {
     ($conn:ident, $id:expr) => {{
-        use $crate::db::outcomes::{
-            LineItemRow, STORED_SESSION_COLUMNS, StoredOutcome, StoredSession,
-        };
+        use $crate::db::outcomes::{LineItemRow, StoredOutcome, StoredSession};
         use $crate::db::schema::{access_grants, checkout_sessions, line_items, shipments};
         let id: &str = $id;
         let session = checkout_sessions::table
             .find(id)
-            .select(STORED_SESSION_COLUMNS)
+            .select(StoredSession::as_select())
             .first::<StoredSession>($conn)
             .await
             .optional()?;

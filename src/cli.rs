@@ -71,7 +71,17 @@ pub enum EffectsCommand {
 
 #[derive(Subcommand, Clone)]
 pub enum EventsCommand {
-    /// Carry out a stored event again through its session's actor (harmless if done).
+    /// List stored events, newest first, with their attempts and last error.
+    List {
+        /// Only the dead ones: they could not be carried out, and wait for an operator.
+        #[arg(long)]
+        dead: bool,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Carry out a stored event again through its session's actor (harmless if done); a
+    /// dead event is brought back to life first.
     Replay {
         /// The event's id (evt_…).
         event_id: String,

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::effects::Outbox;
 use crate::stripe::event::CheckoutEvent;
-use crate::stripe::{GatewayError, Priority, StripeGateway};
+use crate::stripe::{GatewayError, Priority, StripeGateway, Urgency};
 
 /// What the engine needs to fulfil a session.
 pub struct Engine {
@@ -92,11 +92,17 @@ impl From<GatewayError> for FulfillError {
 /// One attempt on session `id`: reads what is stored, asks Stripe what is not proven,
 /// and records the result in one transaction.
 #[tracing::instrument(skip_all, fields(session.id = %id))]
+///
+/// Calls for anyone but a customer wait behind the webhook backlog until `urgency` is
+/// raised (a customer asked for this session), then go ahead of it.
 pub async fn fulfill_checkout(
     engine: &Engine,
     id: &SessionId,
     trigger: Trigger,
+    urgency: &Arc<Urgency>,
 ) -> Result<Outcome, FulfillError> {
+    let background = Priority::Raisable(Arc::clone(urgency));
+    let mut stored_items = Vec::new();
     if let Some(stored) = engine.db.outcome(id).await? {
         let answer_from_store = stored.status.is_terminal()
             || matches!(
@@ -106,18 +112,23 @@ pub async fn fulfill_checkout(
         if answer_from_store {
             return Ok(stored);
         }
+        // Stored with `awaiting_payment`: a completed session's cart never changes.
+        stored_items = stored.line_items;
     }
     let (summary, status, items) = match trigger {
         Trigger::Fulfill(Source::PaidEvent(summary)) => {
-            let items = engine.stripe.line_items(id, Priority::Background).await?;
+            let items = match stored_items {
+                items if items.is_empty() => engine.stripe.line_items(id, &background).await?,
+                items => items,
+            };
             (summary, Status::Fulfilled, items)
         }
         Trigger::Fulfill(source) => {
             let priority = match source {
                 Source::Customer => Priority::Interactive,
-                _ => Priority::Background,
+                _ => background,
             };
-            let (summary, items) = engine.stripe.checkout_session(id, priority).await?;
+            let (summary, items) = engine.stripe.checkout_session(id, &priority).await?;
             let status = match (summary.state, summary.payment_status) {
                 // Not paid yet, and nothing to record: the customer is still at checkout.
                 (SessionState::Open, _) => return Ok(unrecorded(&summary, items)),
@@ -127,7 +138,12 @@ pub async fn fulfill_checkout(
             };
             (summary, status, items)
         }
-        Trigger::AwaitPayment(summary) => (summary, Status::AwaitingPayment, Vec::new()),
+        // Fetched now, stored with the status and used again when the payment clears: the
+        // customer sees the cart on every view, at no extra call.
+        Trigger::AwaitPayment(summary) => {
+            let items = engine.stripe.line_items(id, &background).await?;
+            (summary, Status::AwaitingPayment, items)
+        }
         Trigger::PaymentFailed(summary) => (summary, Status::PaymentFailed, Vec::new()),
         Trigger::Expired(summary) => (summary, Status::Expired, Vec::new()),
     };
@@ -148,7 +164,7 @@ pub async fn fulfill_checkout(
     if recorded.effects > 0 {
         engine.outbox.wake();
     }
-    let mut outcome = recorded.outcome;
+    let outcome = recorded.outcome;
     if recorded.claimed {
         tracing::info!(
             status = outcome.status.as_str(),
@@ -158,11 +174,6 @@ pub async fn fulfill_checkout(
         );
     } else {
         tracing::debug!(status = outcome.status.as_str(), "session already recorded");
-    }
-    // Items are stored only with a fulfillment; a customer waiting on a delayed payment
-    // still sees what was bought.
-    if outcome.line_items.is_empty() {
-        outcome.line_items = items;
     }
     Ok(outcome)
 }

@@ -9,15 +9,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::Sessions;
 use crate::db::Database;
-use crate::db::inbox::{Stored, StoredEvent};
+use crate::db::inbox::{EventFate, Stored, StoredEvent};
 use crate::domain::SessionId;
 use crate::fulfillment::{FulfillError, Trigger};
+use crate::retry::backoff;
 use crate::stripe::event::{self, Event};
 
 /// Events written in one transaction at most.
 const MAX_BATCH: usize = 512;
 /// Deliveries waiting for the writer before the webhook handler waits for room.
 const QUEUE_DEPTH: usize = 8192;
+/// Attempts at an event before it is dead: with the backoff below, about a day of trying.
+const EVENT_MAX_ATTEMPTS: u32 = 30;
+/// The first wait before an event is tried again, doubled each time, capped.
+const EVENT_BACKOFF: Duration = Duration::from_secs(30);
+const EVENT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
 /// Stored events replayed at once.
 const REPLAY_CONCURRENCY: usize = 32;
 const REPLAY_PAGE: i64 = 500;
@@ -79,7 +85,8 @@ async fn write_batches(db: Database, mut pending: mpsc::Receiver<Pending>) {
 }
 
 /// Carries out a stored event through its session's actor and marks it processed once
-/// the outcome is recorded. A failure leaves it for the replayer.
+/// the outcome is recorded. A failure is recorded on the event: it is retried with backoff
+/// by the replayer, or dead when it cannot succeed or its attempts ran out.
 #[tracing::instrument(skip_all, fields(event.id = %event_id, session.id = %session_id))]
 pub async fn process(
     sessions: &Sessions,
@@ -88,41 +95,68 @@ pub async fn process(
     session_id: &SessionId,
     trigger: Trigger,
 ) {
-    match sessions.handle(session_id, trigger).await {
-        Ok(_) => {}
-        Err(FulfillError::UnknownSession) => {
-            // Signed by Stripe yet unknown to it: another account's key, or a deleted
-            // test session. Nothing will ever change that, so do not replay it.
-            tracing::warn!("event names a session Stripe does not know; marking it processed");
-        }
-        Err(error) => {
-            tracing::warn!(error = %error, "event not processed yet; it will be replayed");
+    let (reason, permanent) = match sessions.handle(session_id, trigger).await {
+        Ok(_) => {
+            if let Err(error) = db.mark_processed(event_id).await {
+                tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");
+            }
             return;
         }
-    }
-    if let Err(error) = db.mark_processed(event_id).await {
-        tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");
+        // Signed by Stripe yet unknown to it: another account's event, or a deleted
+        // session. Kept, dead, for an operator: a wrong key can be fixed and the event
+        // replayed.
+        Err(FulfillError::UnknownSession) => (
+            "Stripe answered resource_missing: no such Checkout Session for this key \
+             (another account's event, or a deleted session)"
+                .to_owned(),
+            true,
+        ),
+        Err(FulfillError::ShuttingDown) => return,
+        Err(error) => (error.to_string(), false),
+    };
+    let retry_after = |attempts: i32| {
+        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        (!permanent && attempts < EVENT_MAX_ATTEMPTS)
+            .then(|| backoff(EVENT_BACKOFF, EVENT_BACKOFF_CAP, attempts))
+    };
+    match db.fail_event(event_id, &reason, retry_after).await {
+        Ok(Some(EventFate::Retry { attempts, delay })) => tracing::warn!(
+            error = %reason,
+            attempts,
+            retry_in_s = delay.as_secs(),
+            "event not carried out; it will be replayed"
+        ),
+        Ok(Some(EventFate::Dead { attempts })) => tracing::error!(
+            error = %reason,
+            attempts,
+            "event dead; `fulfilld events replay {event_id}` tries it again"
+        ),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(
+            error = %format!("{error:#}"),
+            "could not record the event's failure; it will be replayed"
+        ),
     }
 }
 
-/// Replays every stored event that arrived before `received_before` and is not
-/// processed yet. Returns how many were attempted.
+/// Replays the waiting events that arrived before `received_before` (only those due,
+/// when `due_only`), in pages by event id. Returns how many were attempted.
 pub async fn replay(
     sessions: &Sessions,
     db: &Database,
     received_before: i64,
+    due_only: bool,
 ) -> anyhow::Result<usize> {
     let mut attempted = 0;
-    let mut seen_last_page = None;
+    let mut after = String::new();
     loop {
-        let page = db.unprocessed_events(received_before, REPLAY_PAGE).await?;
-        // A page of events that all failed again would come back unchanged: stop there
-        // and leave them for the next round.
-        let first = page.first().map(|event| event.id.clone());
-        if page.is_empty() || first == seen_last_page {
+        let page = db
+            .waiting_events(received_before, &after, due_only, REPLAY_PAGE)
+            .await?;
+        let Some(last) = page.last() else {
             return Ok(attempted);
-        }
-        seen_last_page = first;
+        };
+        after = last.id.clone();
         attempted += page.len();
         futures_util::stream::iter(page)
             .for_each_concurrent(REPLAY_CONCURRENCY, |stored| async move {
@@ -157,9 +191,11 @@ async fn replay_one(sessions: &Sessions, db: &Database, stored: StoredEvent) {
 /// Replays left-over events at start-up, then keeps retrying those older than `every`.
 pub fn spawn_replayer(sessions: Sessions, db: Database, every: Duration) {
     tokio::spawn(async move {
+        // At start-up every waiting event is tried at once, whatever its backoff.
         let mut cutoff = crate::db::now_ms();
+        let mut due_only = false;
         loop {
-            match replay(&sessions, &db, cutoff).await {
+            match replay(&sessions, &db, cutoff, due_only).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(events = count, "replayed stored events"),
                 Err(error) => {
@@ -168,6 +204,7 @@ pub fn spawn_replayer(sessions: Sessions, db: Database, every: Duration) {
             }
             tokio::time::sleep(every).await;
             cutoff = crate::db::now_ms() - i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+            due_only = true;
         }
     });
 }

@@ -126,12 +126,8 @@ async fn events(
                     .push((id, "not processed yet; replayed later".into())),
             }
         }
-        query.starting_after = page
-            .data
-            .last()
-            .and_then(|o| o["id"].as_str())
-            .map(str::to_owned);
-        if !page.has_more || query.starting_after.is_none() {
+        query.starting_after = page.next_cursor();
+        if query.starting_after.is_none() {
             return Ok(());
         }
     }
@@ -182,12 +178,8 @@ async fn complete_sessions(
                 Err(error) => report.failures.push((id.to_string(), error.to_string())),
             }
         }
-        query.starting_after = page
-            .data
-            .last()
-            .and_then(|o| o["id"].as_str())
-            .map(str::to_owned);
-        if !page.has_more || query.starting_after.is_none() {
+        query.starting_after = page.next_cursor();
+        if query.starting_after.is_none() {
             return Ok(());
         }
     }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -13,13 +13,13 @@ use tracing_actix_web::TracingLogger;
 use crate::actors::Sessions;
 use crate::configuration::Config;
 use crate::db::Database;
-use crate::effects::{EffectActors, EffectDispatcher, Outbox};
+use crate::effects::{EffectActors, EffectDispatcher, Effects, Outbox};
 use crate::fulfillment::Engine;
 use crate::inbox::{self, Inbox};
 use crate::reconcile;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
-use crate::web::{AppState, routes};
+use crate::web::{AppState, UnknownSessions, routes};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -42,7 +42,7 @@ impl Core {
         let db = Database::connect(&config.database_url).await?;
         db.seed_inventory(&config.catalog).await?;
         let outbox = Outbox::default();
-        let pacer = Pacer::start(config.stripe.max_rps);
+        let pacer = Pacer::start(config.stripe.max_rps, config.stripe.interactive_share);
         let stripe = StripeGateway::new(&config.stripe.secret_key, &config.stripe.api_base, pacer)?;
         let engine = Arc::new(Engine {
             db: db.clone(),
@@ -66,6 +66,8 @@ pub struct Application {
     port: u16,
     server: Server,
     core: Core,
+    effects: Effects,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -95,7 +97,10 @@ impl Application {
                 .clone()
                 .unwrap_or_else(|| "Shop".to_owned()),
             sandbox: simulator.is_some(),
+            livemode: config.stripe.livemode,
+            unknown: UnknownSessions::default(),
         });
+        let shutdown_grace = config.shutdown_grace;
         let server = HttpServer::new(move || {
             let simulator = simulator.clone();
             App::new()
@@ -110,11 +115,14 @@ impl Application {
                     }
                 })
         })
+        // Signals are handled by `run_until_stopped`, which also drains the effects.
+        .disable_signals()
+        .shutdown_timeout(shutdown_grace.as_secs())
         .listen(listener)?
         .run();
         inbox::spawn_replayer(core.sessions.clone(), core.db.clone(), REPLAY_EVERY);
         let actors = EffectActors::start(&core.db, &config)?;
-        EffectDispatcher::new(
+        let effects = EffectDispatcher::new(
             core.db.clone(),
             actors,
             core.outbox.clone(),
@@ -143,7 +151,13 @@ impl Application {
                 config.public_url
             );
         }
-        Ok(Self { port, server, core })
+        Ok(Self {
+            port,
+            server,
+            core,
+            effects,
+            shutdown_grace,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -163,9 +177,53 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// Serves until `stop` completes (see [`shutdown_signal`]), then shuts down gracefully:
+    /// no new connections; requests in flight answered, so every acknowledged event is
+    /// stored; no new effects claimed; attempts in flight given `SHUTDOWN_GRACE_SECS` to
+    /// finish, the rest cancelled and their effects handed back for the next process.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => return served.context("the HTTP server failed"),
+            () = stop => {}
+        }
+        let grace = self.shutdown_grace;
+        tracing::info!(
+            grace_s = grace.as_secs(),
+            "shutting down: finishing the requests and effects in flight"
+        );
+        let started = Instant::now();
+        // The server future runs the server's command loop: poll it while it stops.
+        let ((), served, effects) =
+            tokio::join!(handle.stop(true), server, self.effects.shutdown(grace));
+        tracing::info!(
+            shutdown_ms = started.elapsed().as_millis(),
+            effects_finished = effects.finished,
+            effects_released = effects.released,
+            "fulfilld stopped: requests drained, effects finished or handed back"
+        );
+        served.context("the HTTP server failed")
+    }
+}
+
+/// Completes on SIGTERM (a deploy, `docker stop`, systemd) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops fulfilld");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 

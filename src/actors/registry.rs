@@ -8,7 +8,8 @@ use actix::prelude::*;
 
 use super::session::{Attempt, SessionActor};
 use crate::domain::{Outcome, SessionId};
-use crate::fulfillment::{Engine, FulfillError, Trigger};
+use crate::fulfillment::{Engine, FulfillError, Source, Trigger};
+use crate::stripe::Urgency;
 
 /// Lookups the registry holds before senders wait for room.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -17,7 +18,7 @@ const MAX_ROUTING_TRIES: usize = 5;
 
 /// Which actor serves a session id, started on demand.
 #[derive(Message)]
-#[rtype(result = "Addr<SessionActor>")]
+#[rtype(result = "(Addr<SessionActor>, Arc<Urgency>)")]
 pub struct Lookup(pub SessionId);
 
 /// Sent by a session actor as it stops.
@@ -31,8 +32,15 @@ pub struct Passivated {
 pub struct SessionRegistry {
     engine: Arc<Engine>,
     idle_after: Duration,
-    sessions: HashMap<SessionId, (Addr<SessionActor>, u64)>,
+    sessions: HashMap<SessionId, Live>,
     next_generation: u64,
+}
+
+/// A live session actor: its address, its generation and its urgency.
+struct Live {
+    addr: Addr<SessionActor>,
+    generation: u64,
+    urgency: Arc<Urgency>,
 }
 
 impl Actor for SessionRegistry {
@@ -47,23 +55,30 @@ impl Handler<Lookup> for SessionRegistry {
     type Result = MessageResult<Lookup>;
 
     fn handle(&mut self, Lookup(id): Lookup, ctx: &mut Self::Context) -> Self::Result {
-        if let Some((addr, _)) = self.sessions.get(&id)
-            && addr.connected()
+        if let Some(live) = self.sessions.get(&id)
+            && live.addr.connected()
         {
-            return MessageResult(addr.clone());
+            return MessageResult((live.addr.clone(), Arc::clone(&live.urgency)));
         }
         self.next_generation += 1;
         let generation = self.next_generation;
+        let urgency = Arc::new(Urgency::default());
         let actor = SessionActor::new(
             id.clone(),
             generation,
             Arc::clone(&self.engine),
             ctx.address(),
             self.idle_after,
+            Arc::clone(&urgency),
         );
         let addr = actor.start();
-        self.sessions.insert(id, (addr.clone(), generation));
-        MessageResult(addr)
+        let live = Live {
+            addr: addr.clone(),
+            generation,
+            urgency: Arc::clone(&urgency),
+        };
+        self.sessions.insert(id, live);
+        MessageResult((addr, urgency))
     }
 }
 
@@ -76,7 +91,7 @@ impl Handler<Passivated> for SessionRegistry {
         if self
             .sessions
             .get(&stopped.id)
-            .is_some_and(|(_, generation)| *generation == stopped.generation)
+            .is_some_and(|live| live.generation == stopped.generation)
         {
             self.sessions.remove(&stopped.id);
         }
@@ -110,11 +125,15 @@ impl Sessions {
         trigger: Trigger,
     ) -> Result<Arc<Outcome>, FulfillError> {
         for _ in 0..MAX_ROUTING_TRIES {
-            let actor = self
+            let (actor, urgency) = self
                 .registry
                 .send(Lookup(id.clone()))
                 .await
                 .map_err(|_| FulfillError::ShuttingDown)?;
+            // Before queueing behind an attempt in flight: it is now a customer's too.
+            if matches!(trigger, Trigger::Fulfill(Source::Customer)) {
+                urgency.raise();
+            }
             match actor.send(Attempt(trigger.clone())).await {
                 Ok(result) => return result,
                 // The actor passivated between lookup and delivery: ask again.

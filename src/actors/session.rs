@@ -9,6 +9,7 @@ use actix::prelude::*;
 use super::registry::{Passivated, SessionRegistry};
 use crate::domain::{Outcome, SessionId};
 use crate::fulfillment::{Engine, FulfillError, Trigger, fulfill_checkout};
+use crate::stripe::Urgency;
 
 /// Messages a session actor holds before senders wait for room. A storm of duplicate
 /// deliveries queues here and each is answered from memory once the first attempt settles.
@@ -28,6 +29,10 @@ pub struct SessionActor {
     last_active: Instant,
     /// A final outcome: it never changes, so later requests cost no I/O.
     settled: Option<Arc<Outcome>>,
+    /// Raised by the registry's handle when a customer asks for this session, even while
+    /// an attempt holds the mailbox: that attempt's Stripe calls then go ahead of the
+    /// backlog, so the customer waits about one round trip, not for the backlog.
+    urgency: Arc<Urgency>,
 }
 
 impl SessionActor {
@@ -37,6 +42,7 @@ impl SessionActor {
         engine: Arc<Engine>,
         registry: Addr<SessionRegistry>,
         idle_after: Duration,
+        urgency: Arc<Urgency>,
     ) -> Self {
         Self {
             id,
@@ -46,6 +52,7 @@ impl SessionActor {
             idle_after,
             last_active: Instant::now(),
             settled: None,
+            urgency,
         }
     }
 }
@@ -85,10 +92,20 @@ impl Handler<Attempt> for SessionActor {
         }
         let engine = Arc::clone(&self.engine);
         let id = self.id.clone();
-        let attempt = async move { fulfill_checkout(&engine, &id, trigger).await.map(Arc::new) };
+        let urgency = Arc::clone(&self.urgency);
+        let attempt = async move {
+            fulfill_checkout(&engine, &id, trigger, &urgency)
+                .await
+                .map(Arc::new)
+        };
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
-            |result, actor, _ctx| {
+            |result, actor, ctx| {
                 actor.last_active = Instant::now();
+                // Nothing to keep for an id Stripe does not know: free the actor now rather
+                // than after SESSION_IDLE_SECS (a flood of made-up ids).
+                if matches!(result, Err(FulfillError::UnknownSession)) {
+                    ctx.stop();
+                }
                 if let Ok(outcome) = &result
                     && outcome.is_final()
                 {

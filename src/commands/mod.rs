@@ -7,9 +7,9 @@ use anyhow::Context;
 use crate::cli::{Cli, Command, EffectsCommand};
 use crate::configuration::Settings;
 use crate::db::{self, Database, DatabaseUrl};
-use crate::domain::SessionId;
+use crate::domain::{EffectStatus, SessionId};
 use crate::fulfillment::{Source, Trigger};
-use crate::startup::{Application, Core};
+use crate::startup::{Application, Core, shutdown_signal};
 
 /// Runs the command `cli` names. Must run inside an actix system.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -18,7 +18,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = cli.settings.validate()?;
             Application::build(config)
                 .await?
-                .run_until_stopped()
+                .run_until_stopped(shutdown_signal())
                 .await?;
         }
         Command::Migrate => {
@@ -59,7 +59,7 @@ async fn effects(settings: &Settings, command: EffectsCommand) -> anyhow::Result
     match command {
         EffectsCommand::List { dead, limit } => {
             let effects = db
-                .list_effects(dead.then_some("dead"), limit.max(1))
+                .list_effects(dead.then_some(EffectStatus::Dead), limit.max(1))
                 .await?;
             println!(
                 "{:>8}  {:<40}  {:<20}  {:<7}  {:>8}  LAST ERROR",

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::{EventsCommand, SessionsCommand};
 use crate::configuration::{Settings, parse_duration};
 use crate::db::Database;
+use crate::db::inbox::EventView;
 use crate::domain::SessionId;
 use crate::fulfillment::Trigger;
 use crate::inbox;
@@ -77,11 +78,27 @@ fn humanize(duration: Duration) -> String {
     }
 }
 
-/// `fulfilld events replay <EVENT_ID>`.
+/// `fulfilld events list` and `fulfilld events replay <EVENT_ID>`.
 pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Result<()> {
-    let EventsCommand::Replay { event_id } = command;
+    let event_id = match command {
+        EventsCommand::List { dead, limit } => {
+            let db = Database::connect(&settings.database_url()?).await?;
+            println!(
+                "{:<32}  {:<44}  {:<40}  {:<9}  {:>8}  LAST ERROR",
+                "EVENT", "TYPE", "SESSION", "STATE", "ATTEMPTS"
+            );
+            for event in db.list_events(dead, limit.max(1)).await? {
+                print_event(&event);
+            }
+            return Ok(());
+        }
+        EventsCommand::Replay { event_id } => event_id,
+    };
     let config = settings.validate()?;
     let core = Core::start(&config).await?;
+    if core.db.revive_event(&event_id).await? {
+        println!("{event_id} was dead; trying it again");
+    }
     let stored = core.db.event(&event_id).await?.with_context(|| {
         format!("no stored event {event_id}: only events delivered to this fulfilld are stored (try `fulfilld reconcile`)")
     })?;
@@ -115,8 +132,12 @@ pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::
     let SessionsCommand::Show { session_id } = command;
     let id = SessionId::parse(&session_id).map_err(anyhow::Error::msg)?;
     let db = Database::connect(&settings.database_url()?).await?;
+    let events = db.events_of(id.as_str()).await?;
     let Some(outcome) = db.outcome(&id).await? else {
         println!("{id}: nothing recorded (`fulfilld fulfill {id}` asks Stripe)");
+        for event in &events {
+            print_session_event(event);
+        }
         return Ok(());
     };
     println!("{id}: {}", outcome.status.as_str());
@@ -144,6 +165,9 @@ pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::
             items.join(", ")
         );
     }
+    for event in &events {
+        print_session_event(event);
+    }
     for effect in db.list_effects_of(&id).await? {
         let error = effect
             .last_error
@@ -155,4 +179,31 @@ pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::
         );
     }
     Ok(())
+}
+
+fn print_event(event: &EventView) {
+    println!(
+        "{:<32}  {:<44}  {:<40}  {:<9}  {:>8}  {}",
+        event.id,
+        event.event_type,
+        event.session_id,
+        event.state(),
+        event.attempts,
+        event.last_error.as_deref().unwrap_or_default()
+    );
+}
+
+fn print_session_event(event: &EventView) {
+    let error = event
+        .last_error
+        .as_ref()
+        .map(|error| format!(" ({error})"))
+        .unwrap_or_default();
+    println!(
+        "event {} {}: {} after {} attempts{error}",
+        event.id,
+        event.event_type,
+        event.state(),
+        event.attempts
+    );
 }

@@ -46,9 +46,13 @@ pub struct EffectSettings {
     /// Delay before an effect's first retry, doubled for each further one (capped at 1 h).
     #[arg(long, env = "EFFECT_BACKOFF_MS", default_value = "1000", global = true)]
     pub effect_backoff_ms: String,
-    /// Time allowed for one attempt at an effect.
+    /// Time allowed for one attempt at an effect, waiting for a connection included.
     #[arg(long, env = "EFFECT_TIMEOUT_SECS", default_value = "30", global = true)]
     pub effect_timeout_secs: String,
+    /// Lease an attempt holds on its effect, renewed while it runs; how soon another
+    /// process takes over the effects of one that died.
+    #[arg(long, env = "EFFECT_LEASE_SECS", default_value = "5", global = true)]
+    pub effect_lease_secs: String,
 }
 
 /// Side-effect settings, validated.
@@ -62,6 +66,7 @@ pub struct EffectsConfig {
     pub max_attempts: u32,
     pub backoff: Duration,
     pub timeout: Duration,
+    pub lease: Duration,
 }
 
 impl EffectSettings {
@@ -125,6 +130,9 @@ impl EffectSettings {
             ),
             timeout: Duration::from_secs(
                 whole("EFFECT_TIMEOUT_SECS", &self.effect_timeout_secs, "seconds")?.into(),
+            ),
+            lease: Duration::from_secs(
+                whole("EFFECT_LEASE_SECS", &self.effect_lease_secs, "seconds")?.into(),
             ),
         })
     }

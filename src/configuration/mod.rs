@@ -76,9 +76,22 @@ pub struct Settings {
         global = true
     )]
     pub stripe_api_base: String,
+    /// `1` allows sandbox mode (no STRIPE_SECRET_KEY) on a BIND that is not a loopback
+    /// address; without it, a missing key there stops start-up.
+    #[arg(long, env = "SANDBOX", default_value = "0", global = true)]
+    pub sandbox_anywhere: String,
     /// Calls per second to Stripe's API [default: 80 with a live key, 20 with a test key].
     #[arg(long, env = "STRIPE_MAX_RPS", global = true)]
     pub stripe_max_rps: Option<String>,
+    /// The most of STRIPE_MAX_RPS that customers' landing-page lookups may take while
+    /// webhooks wait, in percent.
+    #[arg(
+        long,
+        env = "STRIPE_INTERACTIVE_SHARE",
+        default_value = "50",
+        global = true
+    )]
+    pub stripe_interactive_share: String,
     /// `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -96,6 +109,10 @@ pub struct Settings {
     /// How often `serve` reconciles with Stripe (`15m`, `1h`; `0` turns it off).
     #[arg(long, env = "RECONCILE_EVERY", default_value = "15m", global = true)]
     pub reconcile_every: String,
+    /// On SIGTERM or Ctrl-C, seconds that requests and effects in flight may take to
+    /// finish before the effects are handed back to the next process.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "10", global = true)]
+    pub shutdown_grace_secs: String,
     #[command(flatten)]
     pub effects: EffectSettings,
 }
@@ -119,6 +136,8 @@ pub struct Config {
     pub effects: EffectsConfig,
     /// How often `serve` reconciles with Stripe; `None` when turned off.
     pub reconcile_every: Option<Duration>,
+    /// How long a shutdown waits for work in flight.
+    pub shutdown_grace: Duration,
 }
 
 /// A setting that is missing or malformed; displays as one line naming it.
@@ -180,15 +199,28 @@ impl Settings {
                 ));
             }
         };
+        let shutdown_grace = self
+            .shutdown_grace_secs
+            .parse::<u64>()
+            .ok()
+            .filter(|secs| *secs <= 3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                invalid(
+                    "SHUTDOWN_GRACE_SECS",
+                    "expected a whole number of seconds from 0 to 3600",
+                )
+            })?;
         Ok(Config {
             bind,
-            stripe: self.stripe(&public_url)?,
+            stripe: self.stripe(&public_url, bind)?,
             public_url,
             database_url,
             session_idle,
             catalog: Arc::new(self.effects.catalog()?),
             effects: self.effects.validate()?,
             reconcile_every,
+            shutdown_grace,
         })
     }
 

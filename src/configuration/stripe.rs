@@ -1,5 +1,6 @@
 //! Stripe credentials, or sandbox mode when there are none.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{ConfigError, Secret, Settings, invalid};
@@ -15,15 +16,41 @@ pub struct StripeConfig {
     pub webhook_secrets: Vec<Secret>,
     pub api_base: String,
     pub max_rps: u32,
+    /// The most of `max_rps` that customers' lookups may take while background work
+    /// waits, in percent.
+    pub interactive_share: u32,
+    /// Whether the key is a live-mode key (sessions are `cs_live_…`).
+    pub livemode: bool,
     /// Sandbox mode: the simulator's bank-debit delay. The serving process mounts the
     /// simulator under `/sandbox`; other commands reach it there through `PUBLIC_URL`.
     pub sandbox: Option<Duration>,
 }
 
 impl Settings {
-    pub(super) fn stripe(&self, public_url: &str) -> Result<StripeConfig, ConfigError> {
+    pub(super) fn stripe(
+        &self,
+        public_url: &str,
+        bind: SocketAddr,
+    ) -> Result<StripeConfig, ConfigError> {
         let key = self.stripe_secret_key.as_deref().unwrap_or_default().trim();
         if key.is_empty() {
+            let anywhere = match self.sandbox_anywhere.trim() {
+                "1" | "true" => true,
+                "0" | "false" | "" => false,
+                _ => return Err(invalid("SANDBOX", "expected 1 or 0")),
+            };
+            // A deploy whose key failed to mount must not serve a simulated Stripe that
+            // anyone could "pay" through.
+            if !bind.ip().is_loopback() && !anywhere {
+                return Err(invalid(
+                    "STRIPE_SECRET_KEY",
+                    format!(
+                        "not set, and BIND {bind} is not a loopback address: set \
+                         STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET, or SANDBOX=1 to run the \
+                         simulated Stripe there on purpose"
+                    ),
+                ));
+            }
             return self.sandbox_stripe(public_url);
         }
         let live = match key.split('_').take(2).collect::<Vec<_>>().as_slice() {
@@ -91,8 +118,23 @@ impl Settings {
             webhook_secrets,
             api_base,
             max_rps,
+            interactive_share: self.interactive_share()?,
+            livemode: live,
             sandbox: None,
         })
+    }
+
+    fn interactive_share(&self) -> Result<u32, ConfigError> {
+        self.stripe_interactive_share
+            .parse::<u32>()
+            .ok()
+            .filter(|share| (1..=100).contains(share))
+            .ok_or_else(|| {
+                invalid(
+                    "STRIPE_INTERACTIVE_SHARE",
+                    "expected a percentage from 1 to 100",
+                )
+            })
     }
 
     fn sandbox_stripe(&self, public_url: &str) -> Result<StripeConfig, ConfigError> {
@@ -115,6 +157,8 @@ impl Settings {
             ))],
             api_base: format!("{public_url}/sandbox"),
             max_rps: SANDBOX_MAX_RPS,
+            interactive_share: self.interactive_share()?,
+            livemode: false,
             sandbox: Some(Duration::from_secs(delay)),
         })
     }

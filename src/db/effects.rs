@@ -1,11 +1,13 @@
 //! The outbox: effect rows and their life — claimed under a lease, then done, retried
 //! later or dead.
 //!
-//! A claim increments `attempts` and sets `lease_until`; until the lease runs out no other
-//! process (or loop) takes the row. On PostgreSQL the claim also skips rows another replica
-//! is claiming at that instant (`FOR UPDATE SKIP LOCKED`), so replicas never wait on each
-//! other. A process killed mid-effect leaves its lease to run out, and the effect is taken
-//! again: effects must be idempotent, and are.
+//! A claim increments `attempts`, sets `lease_until` by the database's clock and takes the
+//! next `lease` number, the attempt's fencing token. Until the lease runs out no other
+//! process (or loop) takes the row; on PostgreSQL the claim also skips rows another replica
+//! is claiming or settling at that instant (`FOR UPDATE SKIP LOCKED`). Every write an
+//! attempt makes afterwards — renewing the lease, done, retry, dead, released — holds only
+//! while the row still carries the attempt's token ([`Fence`]): an attempt whose lease
+//! passed to another changes nothing, and is told so.
 
 use std::time::Duration;
 
@@ -15,21 +17,10 @@ use diesel::sql_types::{BigInt, Integer, Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{effects, shipments};
+use super::types::{DbNow, now_ms_sql};
 use super::{Database, now_ms, with_connection};
-use crate::domain::{EffectKind, SessionId, ShipmentStatus};
+use crate::domain::{EffectKind, EffectStatus, SessionId, ShipmentStatus};
 
-/// Sets a shipment's status on `$conn`; a macro so it runs inside any transaction.
-macro_rules! set_shipment_status {
-    ($conn:ident, $session_id:expr, $status:expr, $now:expr) => {
-        diesel::update(shipments::table.find($session_id))
-            .set((
-                shipments::status.eq($status.as_str()),
-                shipments::updated_at.eq($now),
-            ))
-            .execute($conn)
-            .await?
-    };
-}
 /// An effect claimed for one attempt.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct ClaimedEffect {
@@ -38,10 +29,54 @@ pub struct ClaimedEffect {
     #[diesel(sql_type = Text)]
     pub session_id: String,
     #[diesel(sql_type = Text)]
-    pub kind: String,
+    pub kind: EffectKind,
     /// Including this one.
     #[diesel(sql_type = Integer)]
     pub attempts: i32,
+    /// The fencing token this attempt holds.
+    #[diesel(sql_type = BigInt)]
+    pub lease: i64,
+}
+
+impl ClaimedEffect {
+    pub fn fence(&self) -> Fence {
+        Fence {
+            id: self.id,
+            lease: self.lease,
+        }
+    }
+}
+
+/// What an attempt's writes are conditional on: the effect still pending, and still
+/// leased to this attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub id: i64,
+    pub lease: i64,
+}
+
+/// The rows of `effects` an attempt may still write, as a filter.
+macro_rules! fenced {
+    ($fence:expr) => {
+        effects::table
+            .filter(effects::id.eq($fence.id))
+            .filter(effects::lease.eq($fence.lease))
+            .filter(effects::status.eq(EffectStatus::Pending))
+    };
+}
+pub(crate) use fenced;
+
+/// Sets a shipment's status on `$conn`; a macro so it runs inside any transaction.
+macro_rules! set_shipment_status {
+    ($conn:ident, $session_id:expr, $status:expr) => {
+        diesel::update(shipments::table.find($session_id))
+            .set((
+                shipments::status.eq($status),
+                shipments::updated_at.eq(now_ms()),
+            ))
+            .execute($conn)
+            .await?
+    };
 }
 
 /// An effect as an operator sees it.
@@ -50,45 +85,75 @@ pub struct ClaimedEffect {
 pub struct EffectView {
     pub id: i64,
     pub session_id: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: EffectKind,
+    pub status: EffectStatus,
     pub attempts: i32,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
+    /// While an attempt runs: until when it holds the effect (ms since the epoch).
+    pub lease_until: Option<i64>,
 }
 
-const CLAIM_SQLITE: &str = "UPDATE effects SET lease_until = $1, attempts = attempts + 1, updated_at = $2 \
-     WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= $2 \
-     AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3) \
-     RETURNING id, session_id, kind, attempts";
+/// The claim, with the database's clock and the row-locking clause only PostgreSQL has.
+/// `$1` is the lease in milliseconds, `$2` the pending status, `$3` how many to claim.
+/// Split where the ids to leave out go.
+macro_rules! claim_sql {
+    ($backend:ident, $lock:literal) => {
+        (
+            concat!(
+                "UPDATE effects SET lease_until = ",
+                now_ms_sql!($backend),
+                " + $1, lease = lease + 1, attempts = attempts + 1 ",
+                "WHERE id IN (SELECT id FROM effects WHERE status = $2 AND next_attempt_at <= ",
+                now_ms_sql!($backend),
+                " AND (lease_until IS NULL OR lease_until <= ",
+                now_ms_sql!($backend),
+                ")"
+            ),
+            concat!(
+                " ORDER BY next_attempt_at LIMIT $3",
+                $lock,
+                ") RETURNING id, session_id, kind, attempts, lease"
+            ),
+        )
+    };
+}
 
-const CLAIM_POSTGRES: &str = "UPDATE effects SET lease_until = $1, attempts = attempts + 1, updated_at = $2 \
-     WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= $2 \
-     AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3 \
-     FOR UPDATE SKIP LOCKED) \
-     RETURNING id, session_id, kind, attempts";
+const CLAIM_SQLITE: (&str, &str) = claim_sql!(sqlite, "");
+const CLAIM_POSTGRES: (&str, &str) = claim_sql!(postgres, " FOR UPDATE SKIP LOCKED");
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Database {
-    /// Claims up to `limit` due effects for one attempt each, leased for `lease`.
+    /// Claims up to `limit` due effects for one attempt each, leased for `lease` from the
+    /// moment the database runs the claim; never one of `running`, which this process is
+    /// still attempting.
     pub async fn claim_effects(
         &self,
         limit: usize,
         lease: Duration,
+        running: &[i64],
     ) -> anyhow::Result<Vec<ClaimedEffect>> {
-        let now = now_ms();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = match self {
+        let (head, tail) = match self {
             Self::Sqlite(_) => CLAIM_SQLITE,
             Self::Postgres(_) => CLAIM_POSTGRES,
         };
+        // Integers of our own, so they may be written into the statement.
+        let left_out = match running {
+            [] => String::new(),
+            ids => {
+                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!(" AND id NOT IN ({})", ids.join(", "))
+            }
+        };
+        let sql = format!("{head}{left_out}{tail}");
         with_connection!(self, |conn| {
-            diesel::sql_query(sql)
-                .bind::<BigInt, _>(now.saturating_add(millis(lease)))
-                .bind::<BigInt, _>(now)
+            diesel::sql_query(&sql)
+                .bind::<BigInt, _>(millis(lease))
+                .bind::<Text, _>(EffectStatus::Pending)
                 .bind::<BigInt, _>(limit)
                 .load::<ClaimedEffect>(conn)
                 .await
@@ -96,65 +161,141 @@ impl Database {
         })
     }
 
-    /// Marks an effect done.
-    pub async fn complete_effect(&self, id: i64) -> anyhow::Result<()> {
-        self.settle_effect(id, "done", now_ms(), None).await
+    /// Extends an attempt's lease to `lease` from now. False when the lease is no longer
+    /// the attempt's, or the attempt has already recorded its end (a renewal that arrives
+    /// late must not lease the effect again).
+    pub async fn renew_lease(&self, fence: Fence, lease: Duration) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            diesel::update(fenced!(fence).filter(effects::lease_until.is_not_null()))
+                .set(effects::lease_until.eq(DbNow::after(lease).nullable()))
+                .execute(conn)
+                .await
+                .map(|rows| rows == 1)
+                .context("could not renew the effect's lease")
+        })
     }
 
-    /// Releases an effect to be tried again at `at` (ms since the epoch).
-    pub async fn retry_effect_at(&self, id: i64, at: i64, error: &str) -> anyhow::Result<()> {
-        self.settle_effect(id, "pending", at, Some(error)).await
+    /// Marks an effect done. False when the lease is no longer the attempt's.
+    pub async fn complete_effect(&self, fence: Fence) -> anyhow::Result<bool> {
+        self.settle_effect(fence, EffectStatus::Done, Duration::ZERO, None)
+            .await
     }
 
-    /// Gives up on an effect: it stays visible, dead, until an operator retries it.
-    pub async fn bury_effect(&self, id: i64, error: &str) -> anyhow::Result<()> {
-        let now = now_ms();
+    /// Releases an effect to be tried again `after` this, by the database's clock. False
+    /// when the lease is no longer the attempt's.
+    pub async fn retry_effect(
+        &self,
+        fence: Fence,
+        after: Duration,
+        error: &str,
+    ) -> anyhow::Result<bool> {
+        self.settle_effect(fence, EffectStatus::Pending, after, Some(error))
+            .await
+    }
+
+    /// Hands an effect back without counting the attempt, due `after` this: what a process
+    /// shutting down does with work it could not begin (at once), or one that finds it is
+    /// still attempting the effect itself (a little later).
+    pub async fn release_effect(&self, fence: Fence, after: Duration) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            diesel::update(fenced!(fence))
+                .set((
+                    effects::attempts.eq(effects::attempts - 1),
+                    effects::next_attempt_at.eq(DbNow::after(after)),
+                    effects::lease_until.eq(None::<i64>),
+                    effects::updated_at.eq(now_ms()),
+                ))
+                .execute(conn)
+                .await
+                .map(|rows| rows == 1)
+                .context("could not release the effect")
+        })
+    }
+
+    /// Gives up on an effect: it stays visible, dead, until an operator retries it. A dead
+    /// shipment shows as failed. False when the lease is no longer the attempt's.
+    pub async fn bury_effect(&self, fence: Fence, error: &str) -> anyhow::Result<bool> {
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let (session_id, kind) = diesel::update(effects::table.find(id))
+                let buried = diesel::update(fenced!(fence))
                     .set((
-                        effects::status.eq("dead"),
+                        effects::status.eq(EffectStatus::Dead),
                         effects::lease_until.eq(None::<i64>),
                         effects::last_error.eq(error),
-                        effects::updated_at.eq(now),
+                        effects::updated_at.eq(now_ms()),
                     ))
                     .returning((effects::session_id, effects::kind))
-                    .get_result::<(String, String)>(conn)
-                    .await?;
-                if kind == EffectKind::Shipment.as_str() {
-                    set_shipment_status!(conn, &session_id, ShipmentStatus::Failed, now);
+                    .get_result::<(String, EffectKind)>(conn)
+                    .await
+                    .optional()?;
+                let Some((session_id, kind)) = buried else {
+                    return Ok::<_, anyhow::Error>(false);
+                };
+                if kind == EffectKind::Shipment {
+                    set_shipment_status!(conn, &session_id, ShipmentStatus::Failed);
                 }
-                Ok::<_, anyhow::Error>(())
+                Ok(true)
             })
             .await
             .context("could not mark the effect dead")
         })
     }
 
+    /// Marks a shipment effect done and records where the shipment stands, in one
+    /// transaction. False when the lease is no longer the attempt's.
+    pub async fn complete_shipment(
+        &self,
+        fence: Fence,
+        session_id: &str,
+        status: ShipmentStatus,
+    ) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                let done = diesel::update(fenced!(fence))
+                    .set((
+                        effects::status.eq(EffectStatus::Done),
+                        effects::lease_until.eq(None::<i64>),
+                        effects::last_error.eq(None::<String>),
+                        effects::updated_at.eq(now_ms()),
+                    ))
+                    .execute(conn)
+                    .await?;
+                if done == 1 {
+                    set_shipment_status!(conn, session_id, status);
+                }
+                Ok::<_, anyhow::Error>(done == 1)
+            })
+            .await
+            .context("could not record the shipment")
+        })
+    }
+
     /// Makes a dead effect pending again, with a fresh count of attempts. False when no
     /// dead effect has this id.
     pub async fn revive_effect(&self, id: i64) -> anyhow::Result<bool> {
-        let now = now_ms();
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let revived =
-                    diesel::update(effects::table.find(id).filter(effects::status.eq("dead")))
-                        .set((
-                            effects::status.eq("pending"),
-                            effects::attempts.eq(0),
-                            effects::next_attempt_at.eq(now),
-                            effects::lease_until.eq(None::<i64>),
-                            effects::updated_at.eq(now),
-                        ))
-                        .returning((effects::session_id, effects::kind))
-                        .get_result::<(String, String)>(conn)
-                        .await
-                        .optional()?;
+                let revived = diesel::update(
+                    effects::table
+                        .find(id)
+                        .filter(effects::status.eq(EffectStatus::Dead)),
+                )
+                .set((
+                    effects::status.eq(EffectStatus::Pending),
+                    effects::attempts.eq(0),
+                    effects::next_attempt_at.eq(DbNow::now()),
+                    effects::lease_until.eq(None::<i64>),
+                    effects::updated_at.eq(now_ms()),
+                ))
+                .returning((effects::session_id, effects::kind))
+                .get_result::<(String, EffectKind)>(conn)
+                .await
+                .optional()?;
                 let Some((session_id, kind)) = revived else {
                     return Ok::<_, anyhow::Error>(false);
                 };
-                if kind == EffectKind::Shipment.as_str() {
-                    set_shipment_status!(conn, &session_id, ShipmentStatus::Pending, now);
+                if kind == EffectKind::Shipment {
+                    set_shipment_status!(conn, &session_id, ShipmentStatus::Pending);
                 }
                 Ok(true)
             })
@@ -165,32 +306,31 @@ impl Database {
 
     async fn settle_effect(
         &self,
-        id: i64,
-        status: &str,
-        next_attempt_at: i64,
+        fence: Fence,
+        status: EffectStatus,
+        after: Duration,
         error: Option<&str>,
-    ) -> anyhow::Result<()> {
-        let now = now_ms();
+    ) -> anyhow::Result<bool> {
         with_connection!(self, |conn| {
-            diesel::update(effects::table.find(id))
+            diesel::update(fenced!(fence))
                 .set((
                     effects::status.eq(status),
-                    effects::next_attempt_at.eq(next_attempt_at),
+                    effects::next_attempt_at.eq(DbNow::after(after)),
                     effects::lease_until.eq(None::<i64>),
                     effects::last_error.eq(error),
-                    effects::updated_at.eq(now),
+                    effects::updated_at.eq(now_ms()),
                 ))
                 .execute(conn)
                 .await
-                .context("could not update the effect")?;
-        });
-        Ok(())
+                .map(|rows| rows == 1)
+                .context("could not update the effect")
+        })
     }
 
     /// Effects for an operator, newest first; only those with `status` when given.
     pub async fn list_effects(
         &self,
-        status: Option<&str>,
+        status: Option<EffectStatus>,
         limit: i64,
     ) -> anyhow::Result<Vec<EffectView>> {
         with_connection!(self, |conn| {
@@ -223,28 +363,15 @@ impl Database {
     }
 
     /// The effects enqueued for a session, as (kind, status), oldest first.
-    pub async fn effects_of(&self, id: &SessionId) -> anyhow::Result<Vec<(String, String)>> {
+    pub async fn effects_of(
+        &self,
+        id: &SessionId,
+    ) -> anyhow::Result<Vec<(EffectKind, EffectStatus)>> {
         Ok(self
             .list_effects_of(id)
             .await?
             .into_iter()
             .map(|effect| (effect.kind, effect.status))
             .collect())
-    }
-
-    /// Records where a session's shipment stands.
-    pub async fn set_shipment_status(
-        &self,
-        session_id: &str,
-        status: ShipmentStatus,
-    ) -> anyhow::Result<()> {
-        let now = now_ms();
-        with_connection!(self, |conn| {
-            let update = async {
-                set_shipment_status!(conn, session_id, status, now);
-                Ok::<_, anyhow::Error>(())
-            };
-            update.await.context("could not update the shipment")
-        })
     }
 }

@@ -8,7 +8,7 @@ use super::schema::webhook_events;
 use super::{Database, now_ms, with_connection};
 
 /// An event as it is stored, deduplicated by its id.
-#[derive(Debug, Clone, Insertable, Queryable)]
+#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
 #[diesel(table_name = webhook_events)]
 pub struct StoredEvent {
     pub id: String,
@@ -19,6 +19,44 @@ pub struct StoredEvent {
     pub payload: String,
     pub received_at: i64,
     pub processed_at: Option<i64>,
+}
+
+/// An event as an operator sees it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_events)]
+pub struct EventView {
+    pub id: String,
+    pub event_type: String,
+    pub session_id: String,
+    pub received_at: i64,
+    pub processed_at: Option<i64>,
+    pub attempts: i32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub dead_at: Option<i64>,
+}
+
+impl EventView {
+    /// `processed`, `dead` or `waiting`.
+    pub fn state(&self) -> &'static str {
+        match (self.processed_at, self.dead_at) {
+            (Some(_), _) => "processed",
+            (None, Some(_)) => "dead",
+            (None, None) => "waiting",
+        }
+    }
+}
+
+/// What became of an event after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFate {
+    Retry {
+        attempts: i32,
+        delay: std::time::Duration,
+    },
+    Dead {
+        attempts: i32,
+    },
 }
 
 /// What storing one event found.
@@ -83,22 +121,97 @@ impl Database {
         Ok(())
     }
 
-    /// Stored events not yet carried out that arrived before `received_before`, oldest
-    /// first.
-    pub async fn unprocessed_events(
+    /// Up to `limit` stored events waiting to be carried out (neither processed nor dead)
+    /// that arrived before `received_before`, in id order after `after`: paged by key, so
+    /// events that keep failing never hold up the rest. `due_only` leaves out those whose
+    /// next attempt is later.
+    pub async fn waiting_events(
         &self,
         received_before: i64,
+        after: &str,
+        due_only: bool,
         limit: i64,
     ) -> anyhow::Result<Vec<StoredEvent>> {
+        let due_by = if due_only { now_ms() } else { i64::MAX };
         with_connection!(self, |conn| {
             webhook_events::table
                 .filter(webhook_events::processed_at.is_null())
+                .filter(webhook_events::dead_at.is_null())
                 .filter(webhook_events::received_at.lt(received_before))
-                .order((webhook_events::received_at, webhook_events::id))
+                .filter(webhook_events::next_attempt_at.le(due_by))
+                .filter(webhook_events::id.gt(after))
+                .order(webhook_events::id)
                 .limit(limit)
+                .select(StoredEvent::as_select())
                 .load::<StoredEvent>(conn)
                 .await
-                .context("could not list unprocessed events")
+                .context("could not list waiting events")
+        })
+    }
+
+    /// Records a failed attempt at an event. `retry_after` says, from the attempts made so
+    /// far (this one included), how long to wait before the next; `None` makes the event
+    /// dead. Returns the event's fate, or `None` when it was processed meanwhile.
+    pub async fn fail_event(
+        &self,
+        event_id: &str,
+        error: &str,
+        retry_after: impl Fn(i32) -> Option<std::time::Duration> + Send + Sync,
+    ) -> anyhow::Result<Option<EventFate>> {
+        let now = now_ms();
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                let waiting = webhook_events::table
+                    .find(event_id)
+                    .filter(webhook_events::processed_at.is_null())
+                    .select(webhook_events::attempts)
+                    .first::<i32>(conn)
+                    .await
+                    .optional()?;
+                let Some(attempts) = waiting.map(|made| made.saturating_add(1)) else {
+                    return Ok::<_, anyhow::Error>(None);
+                };
+                let retry = retry_after(attempts);
+                let next = retry.map_or(now, |delay| {
+                    now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+                });
+                diesel::update(webhook_events::table.find(event_id))
+                    .set((
+                        webhook_events::attempts.eq(attempts),
+                        webhook_events::last_error.eq(error),
+                        webhook_events::next_attempt_at.eq(next),
+                        webhook_events::dead_at.eq(retry.is_none().then_some(now)),
+                    ))
+                    .execute(conn)
+                    .await?;
+                Ok(Some(match retry {
+                    Some(delay) => EventFate::Retry { attempts, delay },
+                    None => EventFate::Dead { attempts },
+                }))
+            })
+            .await
+            .context("could not record the event's failure")
+        })
+    }
+
+    /// Makes a dead event waiting again, due at once, with a fresh count of attempts.
+    /// False when no dead event has this id.
+    pub async fn revive_event(&self, event_id: &str) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            diesel::update(
+                webhook_events::table
+                    .find(event_id)
+                    .filter(webhook_events::dead_at.is_not_null()),
+            )
+            .set((
+                webhook_events::dead_at.eq(None::<i64>),
+                webhook_events::attempts.eq(0),
+                webhook_events::next_attempt_at.eq(0),
+            ))
+            .execute(conn)
+            .await
+            .map(|rows| rows == 1)
+            .context("could not revive the event")
         })
     }
 
@@ -107,10 +220,42 @@ impl Database {
         with_connection!(self, |conn| {
             webhook_events::table
                 .find(event_id)
+                .select(StoredEvent::as_select())
                 .first::<StoredEvent>(conn)
                 .await
                 .optional()
                 .context("could not read the event")
+        })
+    }
+
+    /// Events for an operator, newest first; only the dead ones when `dead`.
+    pub async fn list_events(&self, dead: bool, limit: i64) -> anyhow::Result<Vec<EventView>> {
+        with_connection!(self, |conn| {
+            let mut query = webhook_events::table
+                .select(EventView::as_select())
+                .order((webhook_events::received_at.desc(), webhook_events::id))
+                .limit(limit)
+                .into_boxed();
+            if dead {
+                query = query.filter(webhook_events::dead_at.is_not_null());
+            }
+            query
+                .load::<EventView>(conn)
+                .await
+                .context("could not list events")
+        })
+    }
+
+    /// The events stored about a session, oldest first.
+    pub async fn events_of(&self, session_id: &str) -> anyhow::Result<Vec<EventView>> {
+        with_connection!(self, |conn| {
+            webhook_events::table
+                .filter(webhook_events::session_id.eq(session_id))
+                .order((webhook_events::received_at, webhook_events::id))
+                .select(EventView::as_select())
+                .load::<EventView>(conn)
+                .await
+                .context("could not read the session's events")
         })
     }
 }

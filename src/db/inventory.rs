@@ -1,12 +1,16 @@
 //! Stock: one level per SKU, moved once per (session, SKU).
 
+use std::time::Duration;
+
 use anyhow::Context;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
+use super::effects::{Fence, fenced};
 use super::schema::{effects, inventory, stock_movements};
 use super::{Database, now_ms, with_connection};
 use crate::catalog::{Catalog, Kind};
+use crate::domain::EffectStatus;
 
 /// A SKU's stock after a movement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,27 +46,60 @@ impl Database {
         Ok(())
     }
 
-    /// Applies a session's stock movements not yet applied and marks effect `effect_id`
-    /// done, in one transaction: a crash leaves both undone, never one. Returns the new
-    /// levels of the SKUs moved. Stock may go negative (the customer has paid); the SKU
-    /// is then flagged as oversold.
+    /// Applies a session's stock movements not yet applied and marks the effect `fence`
+    /// names done, in one transaction: a crash leaves both undone, never one. Returns the
+    /// new levels of the SKUs moved, or `None` (and changes nothing) when the effect is no
+    /// longer leased to the attempt. Stock may go negative (the customer has paid); the
+    /// SKU is then flagged as oversold.
+    ///
+    /// Each movement is taken by `UPDATE … WHERE applied_at IS NULL RETURNING`, so stock
+    /// moves once even if two attempts ever ran this at once. On PostgreSQL the wait for a
+    /// row lock another connection holds is bounded by `lock_wait`; past it the attempt
+    /// fails, changes nothing, and is retried.
     pub async fn apply_stock_movements(
         &self,
-        effect_id: i64,
+        fence: Fence,
         session_id: &str,
-    ) -> anyhow::Result<Vec<StockLevel>> {
+        lock_wait: Duration,
+    ) -> anyhow::Result<Option<Vec<StockLevel>>> {
         let now = now_ms();
+        let lock_timeout = match self {
+            // `SET LOCAL` takes no bind parameters; the value is a number of our own.
+            Self::Postgres(_) => Some(format!(
+                "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}",
+                ms = lock_wait.as_millis().max(1)
+            )),
+            Self::Sqlite(_) => None,
+        };
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let pending = stock_movements::table
-                    .filter(stock_movements::session_id.eq(session_id))
-                    .filter(stock_movements::applied_at.is_null())
-                    // SKU order: concurrent sessions lock stock rows in one order, so
-                    // replicas never deadlock.
-                    .order(stock_movements::sku)
-                    .select((stock_movements::sku, stock_movements::quantity))
-                    .load::<(String, i64)>(conn)
+                if let Some(sql) = &lock_timeout {
+                    conn.batch_execute(sql).await?;
+                }
+                let done = diesel::update(fenced!(fence))
+                    .set((
+                        effects::status.eq(EffectStatus::Done),
+                        effects::lease_until.eq(None::<i64>),
+                        effects::last_error.eq(None::<String>),
+                        effects::updated_at.eq(now),
+                    ))
+                    .execute(conn)
                     .await?;
+                if done == 0 {
+                    return Ok::<_, anyhow::Error>(None);
+                }
+                let mut pending = diesel::update(
+                    stock_movements::table
+                        .filter(stock_movements::session_id.eq(session_id))
+                        .filter(stock_movements::applied_at.is_null()),
+                )
+                .set(stock_movements::applied_at.eq(now))
+                .returning((stock_movements::sku, stock_movements::quantity))
+                .get_results::<(String, i64)>(conn)
+                .await?;
+                // SKU order: concurrent sessions lock stock rows in one order, so replicas
+                // never deadlock.
+                pending.sort();
                 let mut levels = Vec::with_capacity(pending.len());
                 for (sku, quantity) in pending {
                     // A SKU sold before it was in the catalog starts from zero.
@@ -79,33 +116,16 @@ impl Database {
                     let stock = diesel::update(inventory::table.find(&sku))
                         .set((
                             inventory::stock.eq(inventory::stock - quantity),
+                            inventory::oversold
+                                .eq(inventory::oversold.or(inventory::stock.lt(quantity))),
                             inventory::updated_at.eq(now),
                         ))
                         .returning(inventory::stock)
                         .get_result::<i64>(conn)
                         .await?;
-                    if stock < 0 {
-                        diesel::update(inventory::table.find(&sku))
-                            .set(inventory::oversold.eq(true))
-                            .execute(conn)
-                            .await?;
-                    }
-                    diesel::update(stock_movements::table.find((session_id, &sku)))
-                        .set(stock_movements::applied_at.eq(now))
-                        .execute(conn)
-                        .await?;
                     levels.push(StockLevel { sku, stock });
                 }
-                diesel::update(effects::table.find(effect_id))
-                    .set((
-                        effects::status.eq("done"),
-                        effects::lease_until.eq(None::<i64>),
-                        effects::last_error.eq(None::<String>),
-                        effects::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
-                Ok::<_, anyhow::Error>(levels)
+                Ok(Some(levels))
             })
             .await
             .context("could not apply the stock movements")

@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod outcomes;
 pub mod schema;
 pub mod sessions;
+pub mod types;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,7 +14,7 @@ use crate::domain::{
 #[diesel(table_name = checkout_sessions)]
 pub(super) struct StoredSession {
     id: String,
-    status: String,
+    status: Status,
     livemode: bool,
     currency: Option<String>,
     amount_total: Option<i64>,
@@ -79,7 +79,7 @@ pub(super) struct StoredOutcome {
     pub session: StoredSession,
     pub items: Vec<LineItemRow>,
     pub grants: Vec<(String, String, String)>,
-    pub shipment: Option<(String, String)>,
+    pub shipment: Option<(ShipmentStatus, String)>,
 }
 
 /// Reads a session's stored outcome as `Option<Outcome>` on `$conn`, inside an async
@@ -89,6 +89,7 @@ macro_rules! read_outcome {
     ($conn:ident, $id:expr) => {{
         use $crate::db::outcomes::{LineItemRow, StoredOutcome, StoredSession};
         use $crate::db::schema::{access_grants, checkout_sessions, line_items, shipments};
+        use $crate::domain::ShipmentStatus;
         let id: &str = $id;
         let session = checkout_sessions::table
             .find(id)
@@ -113,7 +114,7 @@ macro_rules! read_outcome {
                 let shipment = shipments::table
                     .find(id)
                     .select((shipments::status, shipments::items))
-                    .first::<(String, String)>($conn)
+                    .first::<(ShipmentStatus, String)>($conn)
                     .await
                     .optional()?;
                 Some(
@@ -134,8 +135,6 @@ pub(crate) use read_outcome;
 impl StoredOutcome {
     pub(super) fn into_outcome(self) -> anyhow::Result<Outcome> {
         let session = self.session;
-        let status = Status::parse(&session.status)
-            .with_context(|| format!("unknown status {:?} in the database", session.status))?;
         let address = session
             .shipping_address
             .as_deref()
@@ -144,11 +143,9 @@ impl StoredOutcome {
             .context("unreadable shipping address in the database")?;
         let shipment = self
             .shipment
-            .map(|(raw_status, items)| -> anyhow::Result<Shipment> {
+            .map(|(status, items)| -> anyhow::Result<Shipment> {
                 Ok(Shipment {
-                    status: ShipmentStatus::parse(&raw_status).with_context(|| {
-                        format!("unknown shipment status {raw_status:?} in the database")
-                    })?,
+                    status,
                     address: address.clone(),
                     items: serde_json::from_str(&items)
                         .context("unreadable shipment items in the database")?,
@@ -157,7 +154,7 @@ impl StoredOutcome {
             .transpose()?;
         Ok(Outcome {
             session_id: session.id,
-            status,
+            status: session.status,
             livemode: session.livemode,
             currency: session.currency,
             amount_total: session.amount_total,

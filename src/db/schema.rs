@@ -40,6 +40,10 @@ diesel::table! {
         payload -> Text,
         received_at -> BigInt,
         processed_at -> Nullable<BigInt>,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        last_error -> Nullable<Text>,
+        dead_at -> Nullable<BigInt>,
     }
 }
 
@@ -55,6 +59,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         lease_until -> Nullable<BigInt>,
+        lease -> BigInt,
     }
 }
 

@@ -8,15 +8,18 @@ use super::outcomes::{LineItemRow, read_outcome};
 use super::schema::{
     access_grants, checkout_sessions, effects, line_items, shipments, stock_movements,
 };
+use super::types::DbNow;
 use super::{Database, now_ms, with_connection};
 use crate::catalog::Plan;
-use crate::domain::{EffectKind, LineItem, Outcome, SessionSummary, ShipmentStatus, Status};
+use crate::domain::{
+    EffectKind, EffectStatus, LineItem, Outcome, SessionSummary, ShipmentStatus, Status,
+};
 
 /// A status to record for a session, with what was learnt about it.
 pub struct Record<'a> {
     pub summary: &'a SessionSummary,
     pub status: Status,
-    /// Written only when the record fulfills the session.
+    /// Written when the record fulfills the session or awaits its payment.
     pub line_items: &'a [LineItem],
     /// What the fulfillment does beyond recording, from the catalog.
     pub plan: &'a Plan,
@@ -64,7 +67,7 @@ pub struct Recorded {
 #[diesel(table_name = checkout_sessions, treat_none_as_default_value = false)]
 struct SessionRow<'a> {
     id: &'a str,
-    status: &'a str,
+    status: Status,
     livemode: bool,
     currency: Option<&'a str>,
     amount_total: Option<i64>,
@@ -79,10 +82,11 @@ struct SessionRow<'a> {
 #[diesel(table_name = effects)]
 struct EffectRow<'a> {
     session_id: &'a str,
-    kind: &'a str,
-    status: &'a str,
+    kind: EffectKind,
+    status: EffectStatus,
     attempts: i32,
-    next_attempt_at: i64,
+    /// Due at once, by the database's clock.
+    next_attempt_at: DbNow,
     created_at: i64,
     updated_at: i64,
 }
@@ -111,7 +115,7 @@ struct GrantRow<'a> {
 #[diesel(table_name = shipments)]
 struct ShipmentRow<'a> {
     session_id: &'a str,
-    status: &'a str,
+    status: ShipmentStatus,
     items: String,
     created_at: i64,
     updated_at: i64,
@@ -135,7 +139,7 @@ impl Database {
             .transpose()?;
         let row = SessionRow {
             id,
-            status: status.as_str(),
+            status,
             livemode: summary.livemode,
             currency: summary.currency.as_deref(),
             amount_total: summary.amount_total,
@@ -178,7 +182,7 @@ impl Database {
                 };
                 Ok(ShipmentRow {
                     session_id: id,
-                    status: status.as_str(),
+                    status,
                     items: serde_json::to_string(&plan.physical)?,
                     created_at: now,
                     updated_at: now,
@@ -190,10 +194,10 @@ impl Database {
             .iter()
             .map(|kind| EffectRow {
                 session_id: id,
-                kind: kind.as_str(),
-                status: "pending",
+                kind: *kind,
+                status: EffectStatus::Pending,
                 attempts: 0,
-                next_attempt_at: now,
+                next_attempt_at: DbNow::now(),
                 created_at: now,
                 updated_at: now,
             })
@@ -207,32 +211,37 @@ impl Database {
                     .await?
                     == 1;
                 if !claimed && status != Status::AwaitingPayment {
-                    claimed =
-                        diesel::update(checkout_sessions::table.find(id).filter(
-                            checkout_sessions::status.eq(Status::AwaitingPayment.as_str()),
-                        ))
-                        .set((
-                            checkout_sessions::status.eq(row.status),
-                            checkout_sessions::currency.eq(row.currency),
-                            checkout_sessions::amount_total.eq(row.amount_total),
-                            checkout_sessions::customer_email.eq(row.customer_email),
-                            checkout_sessions::shipping_address.eq(&row.shipping_address),
-                            checkout_sessions::fulfilled_at.eq(row.fulfilled_at),
-                            checkout_sessions::updated_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await?
-                            == 1;
+                    claimed = diesel::update(
+                        checkout_sessions::table
+                            .find(id)
+                            .filter(checkout_sessions::status.eq(Status::AwaitingPayment)),
+                    )
+                    .set((
+                        checkout_sessions::status.eq(row.status),
+                        checkout_sessions::currency.eq(row.currency),
+                        checkout_sessions::amount_total.eq(row.amount_total),
+                        checkout_sessions::customer_email.eq(row.customer_email),
+                        checkout_sessions::shipping_address.eq(&row.shipping_address),
+                        checkout_sessions::fulfilled_at.eq(row.fulfilled_at),
+                        checkout_sessions::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?
+                        == 1;
                 }
-                if claimed && status == Status::Fulfilled {
+                if claimed && matches!(status, Status::Fulfilled | Status::AwaitingPayment) {
                     // One statement per row: diesel-async has no multi-row insert for
-                    // SQLite, and the statement is prepared once per connection.
+                    // SQLite, and the statement is prepared once per connection. Items
+                    // stored while the payment was pending are kept as they are.
                     for item in &items {
                         diesel::insert_into(line_items::table)
                             .values(item)
+                            .on_conflict_do_nothing()
                             .execute(conn)
                             .await?;
                     }
+                }
+                if claimed && status == Status::Fulfilled {
                     for movement in &movements {
                         diesel::insert_into(stock_movements::table)
                             .values(movement)

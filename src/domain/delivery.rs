@@ -1,5 +1,8 @@
 //! What a fulfilled session delivers: access to digital goods, a shipment of physical ones.
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
+use diesel::sql_types::Text;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,7 +72,8 @@ impl ShippingAddress {
 }
 
 /// Where a shipment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum ShipmentStatus {
     /// Recorded; the warehouse has not been told yet.
@@ -106,7 +110,8 @@ impl ShipmentStatus {
 
 /// A side effect of a recorded status, carried out after the transaction by the actor for
 /// its kind. At most one of each kind per session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 pub enum EffectKind {
     /// The receipt email for a fulfilled session.
     Receipt,
@@ -137,6 +142,46 @@ impl EffectKind {
 
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+}
+
+/// Where an effect stands in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum EffectStatus {
+    /// To be attempted when due, by whichever process claims it.
+    Pending,
+    /// Carried out.
+    Done,
+    /// Given up on after its attempts ran out or a permanent failure; an operator retries it.
+    Dead,
+}
+
+impl EffectStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Pending, Self::Done, Self::Dead]
+            .into_iter()
+            .find(|status| status.as_str() == raw)
+    }
+}
+
+impl std::fmt::Display for EffectStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for EffectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -6,7 +6,7 @@ mod outcome;
 mod session_id;
 
 pub use delivery::{
-    AccessGrant, EffectKind, Shipment, ShipmentItem, ShipmentStatus, ShippingAddress,
+    AccessGrant, EffectKind, EffectStatus, Shipment, ShipmentItem, ShipmentStatus, ShippingAddress,
 };
 pub use money::format_amount;
 pub use outcome::{

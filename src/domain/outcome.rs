@@ -1,9 +1,13 @@
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
+use diesel::sql_types::Text;
 use serde::Serialize;
 
 use super::{AccessGrant, SessionId, Shipment, ShipmentStatus, ShippingAddress, format_amount};
 
 /// What fulfilld has made of a Checkout Session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Paid (or free) and fulfilled: recorded exactly once.

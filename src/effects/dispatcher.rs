@@ -3,35 +3,73 @@
 //! It wakes when a transaction enqueues effects ([`Outbox::wake`]), when an attempt ends,
 //! and on a timer, which also picks up effects enqueued by other processes, effects due for
 //! a retry, and effects whose lease ran out because the process holding them died.
+//!
+//! An attempt holds a lease of `EFFECT_LEASE_SECS`, renewed while it runs. If a renewal is
+//! refused or not confirmed in time, the attempt's I/O is cancelled before the lease can
+//! run out, so no two attempts at one effect ever talk to the outside world at once.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::attempt::{Attempt, hold_lease};
 use super::{EffectActors, EffectError, Effected, Outbox};
 use crate::configuration::EffectsConfig;
-use crate::db::effects::ClaimedEffect;
-use crate::db::{Database, now_ms};
+use crate::db::Database;
+use crate::db::effects::{ClaimedEffect, Fence};
 use crate::retry::backoff;
 
 /// Attempts running at once in one process.
 const MAX_IN_FLIGHT: usize = 32;
 /// How often the outbox is read when nothing wakes the dispatcher.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for abandoned attempts to record how they ended.
+const RECORD_AFTER_ABANDON: Duration = Duration::from_secs(3);
 /// The longest wait between two attempts at an effect.
 const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 
 /// Carries out the outbox.
-#[derive(Clone)]
 pub struct EffectDispatcher {
     db: Database,
     actors: EffectActors,
     outbox: Outbox,
-    in_flight: Arc<Semaphore>,
     max_attempts: u32,
     backoff: Duration,
     timeout: Duration,
+    lease: Duration,
+    /// Stops the I/O of every attempt in flight: the end of a shutdown's grace.
+    abandon: CancellationToken,
+    released: AtomicUsize,
+    /// Effects this process is attempting, left out of its claims: an attempt past its
+    /// point of no return may outlive a lease it could not renew, and this process never
+    /// starts a second one beside it.
+    running: Mutex<HashSet<i64>>,
+}
+
+/// The running dispatcher, to be shut down.
+pub struct Effects {
+    run: JoinHandle<()>,
+    stop: CancellationToken,
+    attempts: TaskTracker,
+    dispatcher: Arc<EffectDispatcher>,
+}
+
+/// What a shutdown did with the attempts in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// Attempts that ended on their own within the grace period (or after it, in the
+    /// database, where nothing is cancelled).
+    pub finished: usize,
+    /// Attempts stopped at the end of the grace period. Their effects are handed back:
+    /// at once and uncounted when nothing had left, else as a failed attempt.
+    pub released: usize,
 }
 
 impl EffectDispatcher {
@@ -40,38 +78,41 @@ impl EffectDispatcher {
             db,
             actors,
             outbox,
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             max_attempts: config.max_attempts,
             backoff: config.backoff,
             timeout: config.timeout,
+            lease: config.lease,
+            abandon: CancellationToken::new(),
+            released: AtomicUsize::new(0),
+            running: Mutex::default(),
         }
     }
 
-    /// Runs until the process ends.
-    pub fn spawn(self) {
-        tokio::spawn(self.run());
+    /// Starts claiming and carrying out effects, until [`Effects::shutdown`].
+    pub fn spawn(self) -> Effects {
+        let dispatcher = Arc::new(self);
+        let stop = CancellationToken::new();
+        let attempts = TaskTracker::new();
+        let run = tokio::spawn(Arc::clone(&dispatcher).run(stop.clone(), attempts.clone()));
+        Effects {
+            run,
+            stop,
+            attempts,
+            dispatcher,
+        }
     }
 
-    /// How long the dispatcher waits for an attempt's result. The actors bound each I/O by
-    /// `timeout` and an attempt may first wait for a connection, so this is rarely reached.
-    fn backstop(&self) -> Duration {
-        self.timeout * 4
-    }
-
-    /// A lease outlives an attempt by a margin, so an effect in flight is never taken by a
-    /// second process; it runs out only when its process has died.
-    fn lease(&self) -> Duration {
-        self.backstop() + self.timeout + Duration::from_secs(1)
-    }
-
-    async fn run(self) {
-        loop {
-            let free = self.in_flight.available_permits();
+    async fn run(self: Arc<Self>, stop: CancellationToken, attempts: TaskTracker) {
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        while !stop.is_cancelled() {
+            let free = in_flight.available_permits();
+            let claimed_at = Instant::now();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
+                let running: Vec<i64> = self.lock_running().iter().copied().collect();
                 self.db
-                    .claim_effects(free, self.lease())
+                    .claim_effects(free, self.lease, &running)
                     .await
                     .unwrap_or_else(|error| {
                         tracing::error!(error = format!("{error:#}"), "could not read the outbox");
@@ -80,12 +121,15 @@ impl EffectDispatcher {
             };
             let more = free > 0 && claimed.len() == free;
             for effect in claimed {
-                let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+                // Only this loop takes permits, and it claimed no more than were free.
+                let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                     break;
                 };
-                let this = self.clone();
-                tokio::spawn(async move {
-                    this.attempt(effect).await;
+                let this = Arc::clone(&self);
+                let running = Running::new(Arc::clone(&self), effect.id);
+                attempts.spawn(async move {
+                    this.attempt(effect, claimed_at).await;
+                    drop(running);
                     drop(permit);
                     this.outbox.wake();
                 });
@@ -96,34 +140,74 @@ impl EffectDispatcher {
             tokio::select! {
                 () = self.outbox.woken() => {}
                 () = tokio::time::sleep(POLL_EVERY) => {}
+                () = stop.cancelled() => {}
             }
         }
     }
 
-    /// One attempt at one effect, and its bookkeeping. A failure to record the result
-    /// leaves the lease to run out, and the effect is attempted again.
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// One attempt at one effect, and its bookkeeping.
     #[tracing::instrument(skip_all, fields(session.id = %effect.session_id, effect.id = effect.id, effect.kind = %effect.kind, effect.attempt = effect.attempts))]
-    async fn attempt(&self, effect: ClaimedEffect) {
+    async fn attempt(&self, effect: ClaimedEffect, claimed_at: Instant) {
         let started = Instant::now();
-        let id = effect.id;
+        let fence = effect.fence();
         let attempts = u32::try_from(effect.attempts).unwrap_or(u32::MAX);
-        let Ok(result) = tokio::time::timeout(self.backstop(), self.actors.perform(effect)).await
-        else {
-            // The attempt may still be running inside its actor; releasing the row now
-            // could start a second one. The lease runs out a little later instead.
-            tracing::warn!(
-                backstop_s = self.backstop().as_secs(),
-                "effect still running; it will be retried once its lease runs out"
-            );
-            return;
+        let stop = CancellationToken::new();
+        let abandon = self.abandon.clone();
+        let attempt = Attempt::new(effect, self.timeout, self.lease, stop.clone(), abandon);
+        let work = self.actors.perform(attempt.clone());
+        let lease = hold_lease(self.db.clone(), fence, self.lease, claimed_at, stop.clone());
+        tokio::pin!(work, lease);
+        let result = tokio::select! {
+            // A finished attempt's result stands, whatever its last renewal found.
+            biased;
+            result = &mut work => result,
+            () = &mut lease => {
+                // The effect is no longer leased to this attempt: either the attempt
+                // recorded its end itself a moment ago, or another attempt holds it, and
+                // then whatever this one writes is fenced off.
+                stop.cancel();
+                work.await.map_err(|_| EffectError::Superseded)
+            }
+        };
+        // Stopped because the lease could not be renewed in time, not by a shutdown.
+        let result = match result {
+            Err(EffectError::Cancelled) if !self.abandon.is_cancelled() => Err(EffectError::Retry(
+                "stopped: its lease could not be renewed in time".into(),
+            )),
+            result => result,
         };
         let duration_ms = started.elapsed().as_millis();
-        let recording = Instant::now();
+        let succeeded = result.is_ok();
+        let recording = std::time::Instant::now();
         let recorded = match result {
-            Ok(Effected::Recorded) => Ok(()),
+            Ok(Effected::Recorded) => Ok(true),
             // From here until the commit, a crash would repeat an effect already done:
             // `record_ms` measures that window.
-            Ok(Effected::Done) => self.db.complete_effect(id).await,
+            Ok(Effected::Done) => self.db.complete_effect(fence).await,
+            // Shut down before anything left: hand the effect back, uncounted.
+            Err(EffectError::Cancelled) if !attempt.committed() => {
+                self.released.fetch_add(1, Ordering::Relaxed);
+                self.db.release_effect(fence, Duration::ZERO).await
+            }
+            // Shut down while waiting for an answer: the server may have it. Counted, so
+            // a server that never answers is dead in the end rather than sent to forever.
+            Err(EffectError::Cancelled) => {
+                self.released.fetch_add(1, Ordering::Relaxed);
+                let reason = "shut down before the answer came; it may have arrived";
+                if attempts < self.max_attempts {
+                    let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
+                    self.db.retry_effect(fence, delay, reason).await
+                } else {
+                    self.db.bury_effect(fence, reason).await
+                }
+            }
+            Err(EffectError::Superseded) => Ok(false),
             Err(EffectError::Retry(reason)) if attempts < self.max_attempts => {
                 let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
                 tracing::warn!(
@@ -131,31 +215,81 @@ impl EffectDispatcher {
                     retry_in_ms = delay.as_millis(),
                     "effect failed; will retry"
                 );
-                let at =
-                    now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                return self.record(self.db.retry_effect_at(id, at, &reason).await);
+                self.db.retry_effect(fence, delay, &reason).await
             }
             Err(EffectError::Retry(reason) | EffectError::Permanent(reason)) => {
                 tracing::error!(
                     error = %reason,
-                    "effect dead; `fulfilld effects retry {id}` tries it again"
+                    "effect dead; `fulfilld effects retry {}` tries it again",
+                    fence.id
                 );
-                return self.record(self.db.bury_effect(id, &reason).await);
+                self.db.bury_effect(fence, &reason).await
             }
         };
-        if recorded.is_ok() {
-            let record_ms = recording.elapsed().as_millis();
-            tracing::info!(duration_ms, record_ms, "effect done");
-        }
-        self.record(recorded);
-    }
-
-    fn record(&self, recorded: anyhow::Result<()>) {
-        if let Err(error) = recorded {
-            tracing::error!(
+        match recorded {
+            Ok(true) if succeeded => {
+                let record_ms = recording.elapsed().as_millis();
+                tracing::info!(duration_ms, record_ms, "effect done");
+            }
+            Ok(true) => {}
+            Ok(false) => superseded(fence),
+            Err(error) => tracing::error!(
                 error = format!("{error:#}"),
                 "could not record the effect's result; it will be attempted again"
-            );
+            ),
+        }
+    }
+}
+
+/// An effect this process is attempting, until dropped (however the attempt ends).
+struct Running {
+    dispatcher: Arc<EffectDispatcher>,
+    id: i64,
+}
+
+impl Running {
+    fn new(dispatcher: Arc<EffectDispatcher>, id: i64) -> Self {
+        dispatcher.lock_running().insert(id);
+        Self { dispatcher, id }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.dispatcher.lock_running().remove(&self.id);
+    }
+}
+
+fn superseded(fence: Fence) {
+    tracing::warn!(
+        effect.lease = fence.lease,
+        "the effect's lease passed to another attempt; this attempt's result is dropped"
+    );
+}
+
+impl Effects {
+    /// Stops claiming, gives the attempts in flight up to `grace` to finish, then cancels
+    /// the rest and hands their effects back at once. Returns what became of them.
+    pub async fn shutdown(self, grace: Duration) -> Shutdown {
+        self.stop.cancel();
+        // The loop ends at its next wait; a claim under way is carried out first.
+        let _ = self.run.await;
+        self.attempts.close();
+        let in_flight = self.attempts.len();
+        if tokio::time::timeout(grace, self.attempts.wait())
+            .await
+            .is_err()
+        {
+            self.dispatcher.abandon.cancel();
+            // Stopped attempts record their end at once; only database work still under
+            // way (bounded by its own timeouts) could take longer, and a transaction cut
+            // off by the exit is rolled back.
+            let _ = tokio::time::timeout(RECORD_AFTER_ABANDON, self.attempts.wait()).await;
+        }
+        let released = self.dispatcher.released.load(Ordering::Relaxed);
+        Shutdown {
+            finished: in_flight.saturating_sub(released),
+            released,
         }
     }
 }

@@ -11,10 +11,30 @@ use askama::Template;
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 
-use super::{EffectError, Effected, Perform, Transport};
+use super::{Attempt, EffectError, Effected, SendEmail, Transport};
 use crate::configuration::Config;
 use crate::db::Database;
 use crate::domain::{AccessGrant, EffectKind, ItemLine, Outcome, SessionId};
+
+/// The emails a customer may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Email {
+    /// The receipt for a fulfilled session.
+    Receipt,
+    /// The notice that a delayed payment failed.
+    PaymentFailed,
+}
+
+impl Email {
+    /// The effect kind's name, which ends the `Message-ID` and names the `.eml` file.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Receipt => EffectKind::Receipt,
+            Self::PaymentFailed => EffectKind::PaymentFailedEmail,
+        }
+        .as_str()
+    }
+}
 
 /// What both emails show, whichever format.
 struct EmailView<'a> {
@@ -24,6 +44,8 @@ struct EmailView<'a> {
     order_url: String,
     items: Vec<ItemLine>,
     total: Option<String>,
+    /// A test-mode order: no real money moved, and the email says so.
+    test: bool,
     address: Vec<String>,
     access: &'a [AccessGrant],
 }
@@ -92,22 +114,19 @@ impl Actor for EmailActor {
     }
 }
 
-impl Handler<Perform> for EmailActor {
+impl Handler<SendEmail> for EmailActor {
     type Result = ResponseFuture<Result<Effected, EffectError>>;
 
-    fn handle(&mut self, message: Perform, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, message: SendEmail, _: &mut Self::Context) -> Self::Result {
         let mailer = Arc::clone(&self.mailer);
-        Box::pin(async move {
-            mailer
-                .deliver(&message.effect.session_id, message.kind)
-                .await
-        })
+        Box::pin(async move { mailer.deliver(&message.attempt, message.email).await })
     }
 }
 
 impl Mailer {
-    #[tracing::instrument(skip_all, fields(session.id = %session_id, email.kind = kind.as_str()))]
-    async fn deliver(&self, session_id: &str, kind: EffectKind) -> Result<Effected, EffectError> {
+    #[tracing::instrument(skip_all, fields(session.id = %attempt.effect.session_id, email.kind = email.name()))]
+    async fn deliver(&self, attempt: &Attempt, email: Email) -> Result<Effected, EffectError> {
+        let session_id = attempt.effect.session_id.as_str();
         let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
         let outcome = self
             .db
@@ -126,23 +145,21 @@ impl Mailer {
                 EffectError::Permanent("the customer's email address is invalid".into())
             })?;
         let view = self.view(&outcome);
-        let rendered = match kind {
-            EffectKind::Receipt => (
-                format!("Your receipt from {}", self.shop),
+        let rendered = match email {
+            Email::Receipt => (
+                format!(
+                    "{}Your receipt from {}",
+                    if view.test { "[Test order] " } else { "" },
+                    self.shop
+                ),
                 ReceiptText { r: &view }.render(),
                 ReceiptHtml { r: &view }.render(),
             ),
-            EffectKind::PaymentFailedEmail => (
+            Email::PaymentFailed => (
                 "Your payment did not go through".to_owned(),
                 FailedText { r: &view }.render(),
                 FailedHtml { r: &view }.render(),
             ),
-            EffectKind::Inventory | EffectKind::Shipment => {
-                return Err(EffectError::Permanent(format!(
-                    "{} is not an email",
-                    kind.as_str()
-                )));
-            }
         };
         let (subject, Ok(text), Ok(html)) = rendered else {
             return Err(EffectError::Permanent("could not render the email".into()));
@@ -150,7 +167,7 @@ impl Mailer {
         let message = Message::builder()
             .message_id(Some(format!(
                 "<{session_id}.{}@{}>",
-                kind.as_str(),
+                email.name(),
                 self.domain
             )))
             .from(self.from.clone())
@@ -158,9 +175,8 @@ impl Mailer {
             .subject(subject)
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| EffectError::Permanent(format!("could not build the email: {e}")))?;
-        self.transport
-            .send(message, &format!("{session_id}.{}", kind.as_str()))
-            .await?;
+        let name = format!("{session_id}.{}", email.name());
+        self.transport.send(message, &name, attempt).await?;
         Ok(Effected::Done)
     }
 
@@ -175,6 +191,7 @@ impl Mailer {
             ),
             items: outcome.item_lines(),
             total: outcome.formatted_total(),
+            test: !outcome.livemode,
             address: outcome
                 .shipment
                 .as_ref()

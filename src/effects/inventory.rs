@@ -2,11 +2,12 @@
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 
-use super::{EffectError, Effected, Perform};
+use super::{EffectError, Effected, MoveStock};
 use crate::db::Database;
 
-/// Applies a session's stock movements. Exactly once, whatever the retries: the movements
-/// and the effect are marked applied and done in one transaction.
+/// Applies a session's stock movements. Exactly once, whatever the retries and however
+/// many attempts overlap: the movements are claimed (`applied_at IS NULL`) and the effect
+/// marked done, under the attempt's fence, in the transaction that moves the stock.
 pub struct InventoryActor {
     db: Database,
 }
@@ -25,17 +26,20 @@ impl Actor for InventoryActor {
     }
 }
 
-impl Handler<Perform> for InventoryActor {
+impl Handler<MoveStock> for InventoryActor {
     type Result = ResponseFuture<Result<Effected, EffectError>>;
 
-    fn handle(&mut self, message: Perform, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, MoveStock(attempt): MoveStock, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
         Box::pin(async move {
-            let session_id = message.effect.session_id;
+            let session_id = &attempt.effect.session_id;
+            // Database work is never cut short (see the module doc of `effects`): the
+            // transaction itself gives up waiting for a row lock in time.
             let levels = db
-                .apply_stock_movements(message.effect.id, &session_id)
+                .apply_stock_movements(attempt.fence(), session_id, attempt.lock_wait())
                 .await
-                .map_err(|e| EffectError::Retry(format!("{e:#}")))?;
+                .map_err(|e| EffectError::Retry(format!("{e:#}")))?
+                .ok_or(EffectError::Superseded)?;
             for level in levels {
                 if level.stock < 0 {
                     tracing::warn!(

@@ -1,53 +1,73 @@
 //! Side effects, carried out after the transaction that enqueued them.
 //!
 //! A fulfillment (or a payment failure) writes effect rows in its own transaction; the
-//! [`EffectDispatcher`] hands each due row to the actor for its kind and records how it
-//! went. Every actor is idempotent, because an effect can be attempted more than once: the
-//! receipt has a deterministic `Message-ID`, stock moves once per (session, SKU) in the
-//! same transaction that marks the effect done, and the warehouse gets the same
+//! [`EffectDispatcher`] claims each due row under a short lease, hands it to the actor for
+//! its kind as an [`Attempt`], keeps the lease alive while the attempt runs, and records
+//! how it went. Every actor is idempotent, because an effect can be attempted more than
+//! once: the receipt has a deterministic `Message-ID`, stock moves once per (session, SKU)
+//! in the same transaction that marks the effect done, and the warehouse gets the same
 //! `Idempotency-Key` on every retry.
 //!
+//! Deadlines: an attempt has `EFFECT_TIMEOUT_SECS` in all, waiting for a connection
+//! included. Its talk with a mail server or the warehouse runs inside [`Attempt::io`],
+//! which drops it — closing its connection — at the deadline, or at once when the
+//! dispatcher cancels the attempt because its lease could not be renewed or the process
+//! is shutting down. Database work is never dropped halfway (a cancelled transaction would
+//! stay open on its connection); it is bounded by the database's own timeouts and fenced
+//! by the attempt's lease instead, so a late write changes nothing.
+//!
 //! Error policy: an actor answers [`EffectError::Retry`] for anything that may pass
-//! (network, 5xx, 429, a full mailbox) and [`EffectError::Permanent`] for what never will
-//! (a refused address, a 4xx). The dispatcher logs each failure once, where it decides
-//! what happens next.
+//! (network, 5xx, 429, a deadline, a full mailbox) and [`EffectError::Permanent`] for what
+//! never will (a refused address, a 4xx). The dispatcher logs each failure once, where it
+//! decides what happens next.
 
+mod attempt;
 mod dispatcher;
 mod email;
 mod inventory;
 mod mail;
 mod shipping;
-
-use std::sync::Arc;
+mod smtp;
 
 use actix::{Actor, Addr, Message};
+use std::sync::Arc;
 use tokio::sync::Notify;
 
-pub use dispatcher::EffectDispatcher;
+pub use attempt::Attempt;
+pub use dispatcher::{EffectDispatcher, Effects, Shutdown};
 pub use mail::Transport;
 
 use crate::configuration::Config;
 use crate::db::Database;
-use crate::db::effects::ClaimedEffect;
 use crate::domain::EffectKind;
-use email::EmailActor;
+use email::{Email, EmailActor};
 use inventory::InventoryActor;
 use shipping::ShippingActor;
 
-/// Asks an actor to carry out one claimed effect.
+/// Asks the email actor for one email.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Effected, EffectError>")]
-pub struct Perform {
-    pub effect: ClaimedEffect,
-    pub kind: EffectKind,
+pub struct SendEmail {
+    pub attempt: Attempt,
+    pub email: Email,
 }
+
+/// Asks the inventory actor to move a session's stock.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Effected, EffectError>")]
+pub struct MoveStock(pub Attempt);
+
+/// Asks the shipping actor to tell the warehouse.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Effected, EffectError>")]
+pub struct Ship(pub Attempt);
 
 /// How an attempt succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effected {
     /// Done; the dispatcher marks the row done.
     Done,
-    /// Done, and the row was marked done in the actor's own transaction.
+    /// Done, and the row was marked done in the actor's own (fenced) transaction.
     Recorded,
 }
 
@@ -60,6 +80,12 @@ pub enum EffectError {
     /// Will never succeed as it is: dead at once, for an operator.
     #[error("{0}")]
     Permanent(String),
+    /// The dispatcher cancelled the attempt's I/O; it knows why.
+    #[error("the attempt was cancelled")]
+    Cancelled,
+    /// The attempt's lease passed to another attempt before it could record anything.
+    #[error("the effect's lease passed to another attempt")]
+    Superseded,
 }
 
 /// Wakes the dispatcher when a transaction has enqueued effects. Cheap to clone.
@@ -101,19 +127,21 @@ impl EffectActors {
         })
     }
 
-    /// Hands an effect to the actor for its kind and waits for its answer.
-    pub async fn perform(&self, effect: ClaimedEffect) -> Result<Effected, EffectError> {
-        let kind = EffectKind::parse(&effect.kind).ok_or_else(|| {
-            EffectError::Permanent(format!("no actor for effects of kind {:?}", effect.kind))
-        })?;
-        let message = Perform { effect, kind };
+    /// Hands an attempt to the actor for its kind and waits for its answer.
+    pub async fn perform(&self, attempt: Attempt) -> Result<Effected, EffectError> {
+        let kind = attempt.effect.kind;
         let answer = match kind {
-            EffectKind::Receipt | EffectKind::PaymentFailedEmail => self.email.send(message).await,
-            EffectKind::Inventory => self.inventory.send(message).await,
-            EffectKind::Shipment => self.shipping.send(message).await,
+            EffectKind::Receipt => {
+                let email = Email::Receipt;
+                self.email.send(SendEmail { attempt, email }).await
+            }
+            EffectKind::PaymentFailedEmail => {
+                let email = Email::PaymentFailed;
+                self.email.send(SendEmail { attempt, email }).await
+            }
+            EffectKind::Inventory => self.inventory.send(MoveStock(attempt)).await,
+            EffectKind::Shipment => self.shipping.send(Ship(attempt)).await,
         };
-        answer.map_err(|e| {
-            EffectError::Retry(format!("the {} actor did not answer: {e}", kind.as_str()))
-        })?
+        answer.map_err(|e| EffectError::Retry(format!("the {kind} actor did not answer: {e}")))?
     }
 }

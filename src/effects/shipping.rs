@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{EffectError, Effected, Perform};
+use super::{Attempt, EffectError, Effected, Ship};
 use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
 use crate::domain::{SessionId, ShipmentStatus};
@@ -25,8 +25,8 @@ pub struct ShippingActor {
 
 impl ShippingActor {
     pub fn new(db: Database, config: &EffectsConfig) -> anyhow::Result<Self> {
+        // No timeout of reqwest's own: the attempt's deadline bounds the whole request.
         let client = reqwest::Client::builder()
-            .timeout(config.timeout)
             .user_agent(concat!("fulfilld/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("could not build the shipping HTTP client")?;
@@ -46,60 +46,75 @@ impl Actor for ShippingActor {
     }
 }
 
-impl Handler<Perform> for ShippingActor {
+impl Handler<Ship> for ShippingActor {
     type Result = ResponseFuture<Result<Effected, EffectError>>;
 
-    fn handle(&mut self, message: Perform, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Ship(attempt): Ship, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
         let client = self.client.clone();
         let url = self.url.clone();
-        Box::pin(async move { ship(&db, &client, url.as_ref(), &message.effect.session_id).await })
+        Box::pin(async move { ship(&db, &client, url.as_ref(), &attempt).await })
     }
 }
 
-#[tracing::instrument(skip_all, fields(session.id = %session_id))]
+#[tracing::instrument(skip_all, fields(session.id = %attempt.effect.session_id))]
 async fn ship(
     db: &Database,
     client: &reqwest::Client,
     url: Option<&Secret>,
-    session_id: &str,
+    attempt: &Attempt,
 ) -> Result<Effected, EffectError> {
+    let session_id = attempt.effect.session_id.as_str();
     let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
+    let record = async |status| match db
+        .complete_shipment(attempt.fence(), session_id, status)
+        .await
+    {
+        Ok(true) => Ok(Effected::Recorded),
+        Ok(false) => Err(EffectError::Superseded),
+        Err(error) => Err(retry(error)),
+    };
     let Some(url) = url else {
-        db.set_shipment_status(session_id, ShipmentStatus::AwaitingManualHandling)
-            .await
-            .map_err(retry)?;
         tracing::info!("shipment recorded for manual handling (no SHIPPING_WEBHOOK_URL)");
-        return Ok(Effected::Done);
+        return record(ShipmentStatus::AwaitingManualHandling).await;
     };
     let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
-    let shipment = db
+    let outcome = db
         .outcome(&id)
         .await
         .map_err(retry)?
-        .and_then(|outcome| outcome.shipment)
+        .ok_or_else(|| EffectError::Permanent("the session is not recorded".into()))?;
+    let shipment = outcome
+        .shipment
         .ok_or_else(|| EffectError::Permanent("the session has no shipment".into()))?;
+    // A warehouse must be able to tell a test order (nothing was paid) from a real one.
     let body = json!({
         "session_id": session_id,
+        "livemode": outcome.livemode,
         "items": shipment.items,
         "address": shipment.address,
     });
-    let response = client
+    let request = client
         .post(url.expose())
         .header("Idempotency-Key", format!("fulfilld-shipment-{session_id}"))
         .json(&body)
-        .send()
-        .await
-        .map_err(|e| {
-            EffectError::Retry(format!("the warehouse did not answer: {}", e.without_url()))
-        })?;
+        .send();
+    if !attempt.commit() {
+        return Err(EffectError::Retry(
+            "too little of the attempt's time was left to ask the warehouse".into(),
+        ));
+    }
+    let response = attempt
+        .io(async {
+            request.await.map_err(|e| {
+                EffectError::Retry(format!("the warehouse did not answer: {}", e.without_url()))
+            })
+        })
+        .await?;
     let status = response.status();
     if status.is_success() {
-        db.set_shipment_status(session_id, ShipmentStatus::Submitted)
-            .await
-            .map_err(retry)?;
         tracing::info!(http.status = status.as_u16(), "shipment submitted");
-        return Ok(Effected::Done);
+        return record(ShipmentStatus::Submitted).await;
     }
     let reason = format!("the warehouse answered {status}");
     let permanent = status.is_client_error()

@@ -11,17 +11,11 @@ use serde::Deserialize;
 
 use super::objects;
 use super::state::{EventRecord, Shared};
-use crate::domain::format_amount;
+use crate::domain::{ItemLine, format_amount};
 use crate::stripe::signature::signature_header;
 
 /// Stripe retries a failed delivery for days; the sandbox compresses that into a minute.
 const REDELIVERY_DELAYS_SECS: [u64; 6] = [1, 2, 4, 8, 16, 32];
-
-struct Line {
-    description: String,
-    quantity: u64,
-    amount: String,
-}
 
 #[derive(Template)]
 #[template(path = "sandbox/checkout.html")]
@@ -29,7 +23,7 @@ struct CheckoutPage {
     id: String,
     action: String,
     status: String,
-    lines: Vec<Line>,
+    lines: Vec<ItemLine>,
     total: String,
     email: String,
     collect_shipping: bool,
@@ -68,13 +62,10 @@ fn page(shared: &Shared, id: &str, problem: Option<&'static str>) -> HttpRespons
         lines: spec
             .items
             .iter()
-            .map(|item| Line {
+            .map(|item| ItemLine {
                 description: item.description.clone(),
-                quantity: item.quantity,
-                amount: format_amount(
-                    item.unit_amount * i64::try_from(item.quantity).unwrap_or(i64::MAX),
-                    &spec.currency,
-                ),
+                quantity: i64::try_from(item.quantity).unwrap_or(i64::MAX),
+                amount: format_amount(item.amount_total(), &spec.currency),
             })
             .collect(),
         total: format_amount(spec.amount_total(), &spec.currency),

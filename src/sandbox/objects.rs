@@ -18,6 +18,13 @@ pub struct ItemSpec {
     pub quantity: u64,
 }
 
+impl ItemSpec {
+    /// Unit amount times quantity, in minor units.
+    pub fn amount_total(&self) -> i64 {
+        self.unit_amount * i64::try_from(self.quantity).unwrap_or(i64::MAX)
+    }
+}
+
 fn fixture(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|e| unreachable!("bundled fixture is valid JSON: {e}"))
 }
@@ -25,7 +32,7 @@ fn fixture(raw: &str) -> Value {
 /// A line item (`"object": "item"`) of session `session_id`, `index` counting from 0.
 pub fn line_item(session_id: &str, index: usize, item: &ItemSpec, currency: &str) -> Value {
     let mut value = fixture(ITEM_FIXTURE);
-    let total = item.unit_amount * i64::try_from(item.quantity).unwrap_or(i64::MAX);
+    let total = item.amount_total();
     let suffix: String = session_id.chars().rev().take(8).collect();
     value["id"] = json!(format!("li_{suffix}{index:05}"));
     value["description"] = json!(item.description);

@@ -68,6 +68,17 @@ impl Simulator {
         id
     }
 
+    /// Forgets a session, as Stripe does for another account's session or a deleted one:
+    /// asked about it, the simulator answers 404 `resource_missing`.
+    pub fn remove_session(&self, id: &str) -> Option<SessionSpec> {
+        self.shared.lock().sessions.remove(id)
+    }
+
+    /// Knows session `id` (again).
+    pub fn insert_session(&self, id: &str, spec: SessionSpec) {
+        self.shared.lock().sessions.insert(id.to_owned(), spec);
+    }
+
     /// Changes a session's `payment_status` (a delayed payment clearing or failing).
     pub fn set_payment_status(&self, id: &str, payment_status: &str) {
         if let Some(session) = self.shared.lock().sessions.get_mut(id) {

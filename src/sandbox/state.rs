@@ -101,10 +101,7 @@ impl SessionSpec {
     }
 
     pub fn amount_total(&self) -> i64 {
-        self.items
-            .iter()
-            .map(|item| item.unit_amount * i64::try_from(item.quantity).unwrap_or(i64::MAX))
-            .sum()
+        self.items.iter().map(ItemSpec::amount_total).sum()
     }
 
     /// The session as Stripe's API shows it; `hosted` is the base of its checkout page.

@@ -2,7 +2,8 @@
 //!
 //! Every call is paced (see [`super::pacer`]), retried on 429, 5xx and network faults with
 //! exponential backoff and jitter (these are GETs, safe to repeat), and bounded in time.
-//! A 404 means Stripe does not know the session: an answer, not a fault.
+//! A 404 with `resource_missing` means Stripe does not know the session: an answer, not a
+//! fault. Any other 404 (a proxy, a mistyped `STRIPE_API_BASE`) is a fault.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use stripe::{Client, ClientBuilder, StripeError};
 use stripe_checkout::checkout_session::{ListLineItemsCheckoutSession, RetrieveCheckoutSession};
 use stripe_checkout::{CheckoutSession, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
-use stripe_shared::CheckoutSessionItem;
+use stripe_shared::{ApiErrorsCode, CheckoutSessionItem};
 
 use super::pacer::{Pacer, Priority};
 use crate::configuration::Secret;
@@ -63,7 +64,7 @@ impl StripeGateway {
     pub async fn checkout_session(
         &self,
         id: &SessionId,
-        priority: Priority,
+        priority: &Priority,
     ) -> Result<(SessionSummary, Vec<LineItem>), GatewayError> {
         let request = RetrieveCheckoutSession::new(id.as_str()).expand(["line_items".to_owned()]);
         let mut session = self.call(priority, || request.send(&self.client)).await?;
@@ -88,7 +89,7 @@ impl StripeGateway {
     pub async fn line_items(
         &self,
         id: &SessionId,
-        priority: Priority,
+        priority: &Priority,
     ) -> Result<Vec<LineItem>, GatewayError> {
         self.list_line_items(id, None, priority).await
     }
@@ -97,7 +98,7 @@ impl StripeGateway {
         &self,
         id: &SessionId,
         mut starting_after: Option<String>,
-        priority: Priority,
+        priority: &Priority,
     ) -> Result<Vec<LineItem>, GatewayError> {
         let mut items = Vec::new();
         loop {
@@ -117,7 +118,7 @@ impl StripeGateway {
 
     pub(super) async fn call<T, F, Fut>(
         &self,
-        priority: Priority,
+        priority: &Priority,
         send: F,
     ) -> Result<T, GatewayError>
     where
@@ -131,7 +132,7 @@ impl StripeGateway {
     /// not safe to repeat).
     pub(super) async fn call_with<T, F, Fut>(
         &self,
-        priority: Priority,
+        priority: &Priority,
         max_attempts: u32,
         mut send: F,
     ) -> Result<T, GatewayError>
@@ -144,7 +145,13 @@ impl StripeGateway {
             self.pacer.acquire(priority).await;
             let error = match send().await {
                 Ok(value) => return Ok(value),
-                Err(StripeError::Stripe(_, 404)) => return Err(GatewayError::UnknownSession),
+                // Only Stripe's own word that the object does not exist: a 404 from a proxy
+                // or a mistyped STRIPE_API_BASE is a fault, to be retried.
+                Err(StripeError::Stripe(error, 404))
+                    if error.code == Some(ApiErrorsCode::ResourceMissing) =>
+                {
+                    return Err(GatewayError::UnknownSession);
+                }
                 Err(error) => error,
             };
             let description = describe(&error);

@@ -32,6 +32,19 @@ pub struct Page {
     pub has_more: bool,
 }
 
+impl Page {
+    /// The `starting_after` of the next page, if there is one.
+    pub fn next_cursor(&self) -> Option<String> {
+        if !self.has_more {
+            return None;
+        }
+        self.data
+            .last()
+            .and_then(|object| object["id"].as_str())
+            .map(str::to_owned)
+    }
+}
+
 /// A `created` range filter.
 #[derive(Debug, Serialize)]
 pub struct Created {
@@ -92,7 +105,7 @@ impl StripeGateway {
             );
         }
         let session = self
-            .call_with(Priority::Interactive, 1, || request.send(&self.client))
+            .call_with(&Priority::Interactive, 1, || request.send(&self.client))
             .await?;
         session.url.ok_or_else(|| {
             GatewayError::Unavailable("Stripe created a session without a URL".into())
@@ -106,7 +119,7 @@ impl StripeGateway {
         query: &Q,
     ) -> Result<Page, GatewayError> {
         let raw = self
-            .call(Priority::Background, || {
+            .call(&Priority::Background, || {
                 RequestBuilder::new(StripeMethod::Get, path)
                     .query(query)
                     .customize::<miniserde::json::Value>()

@@ -7,4 +7,4 @@ pub mod pacer;
 pub mod signature;
 
 pub use gateway::{GatewayError, StripeGateway};
-pub use pacer::{Pacer, Priority};
+pub use pacer::{Pacer, Priority, Urgency};

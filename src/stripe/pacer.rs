@@ -5,18 +5,43 @@
 //! interactive waiter (a customer on the landing page) before any background waiter (the
 //! webhook backlog, replays, reconcile).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Who is waiting for a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Priority {
     /// A person is waiting on the answer.
     Interactive,
     /// Nobody is watching: webhooks, replays, reconcile.
     Background,
+    /// Background work a person may start waiting on: it goes ahead of the backlog as
+    /// soon as its [`Urgency`] is raised, even while it is already waiting.
+    Raisable(Arc<Urgency>),
+}
+
+/// Whether a person is waiting on a session's work; raised once, for the session actor's
+/// life.
+#[derive(Debug, Default)]
+pub struct Urgency {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl Urgency {
+    /// A customer is waiting: calls of this session go ahead of the backlog from now on.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
 }
 
 type Waiter = oneshot::Sender<()>;
@@ -29,11 +54,14 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// Starts a pacer allowing `rate` calls per second on the current runtime.
-    pub fn start(rate: u32) -> Self {
+    /// Starts a pacer allowing `rate` calls per second on the current runtime, of which
+    /// interactive calls take at most `interactive_share` percent while background calls
+    /// wait (all of it when none do).
+    pub fn start(rate: u32, interactive_share: u32) -> Self {
         let (interactive, interactive_rx) = mpsc::unbounded_channel();
         let (background, background_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rate.max(1), interactive_rx, background_rx));
+        let share = f64::from(interactive_share.clamp(1, 100)) / 100.0;
+        tokio::spawn(run(rate.max(1), share, interactive_rx, background_rx));
         Self {
             interactive,
             background,
@@ -41,46 +69,75 @@ impl Pacer {
     }
 
     /// Waits until a call may be made.
-    pub async fn acquire(&self, priority: Priority) {
-        let (tx, rx) = oneshot::channel();
-        let queue = match priority {
-            Priority::Interactive => &self.interactive,
-            Priority::Background => &self.background,
-        };
-        // If the pacing task is gone the runtime is shutting down; do not hold calls back.
-        if queue.send(tx).is_ok() {
-            let _ = rx.await;
+    pub async fn acquire(&self, priority: &Priority) {
+        match priority {
+            Priority::Interactive => wait(&self.interactive).await,
+            Priority::Background => wait(&self.background).await,
+            Priority::Raisable(urgency) => {
+                let raised = urgency.notify.notified();
+                tokio::pin!(raised);
+                // Registered before the flag is read, so a raise in between is not missed.
+                raised.as_mut().enable();
+                if urgency.is_raised() {
+                    return wait(&self.interactive).await;
+                }
+                tokio::select! {
+                    () = wait(&self.background) => {}
+                    // The background place is given up; its token goes to the next waiter.
+                    () = raised => wait(&self.interactive).await,
+                }
+            }
         }
+    }
+}
+
+async fn wait(queue: &mpsc::UnboundedSender<Waiter>) {
+    let (tx, rx) = oneshot::channel();
+    // If the pacing task is gone the runtime is shutting down; do not hold calls back.
+    if queue.send(tx).is_ok() {
+        let _ = rx.await;
     }
 }
 
 async fn run(
     rate: u32,
+    share: f64,
     mut interactive: mpsc::UnboundedReceiver<Waiter>,
     mut background: mpsc::UnboundedReceiver<Waiter>,
 ) {
     let interval = Duration::from_secs(1) / rate;
     let capacity = f64::from((rate / 4).max(1));
     let mut tokens = capacity;
+    // Interactive calls also spend from a bucket refilled at `share` of the rate, so a
+    // flood of lookups (made-up session ids) can never take the whole budget from the
+    // webhooks waiting behind it.
+    let mut interactive_tokens = capacity;
     let mut refilled = Instant::now();
     loop {
         let now = Instant::now();
-        tokens =
-            (tokens + now.duration_since(refilled).as_secs_f64() * f64::from(rate)).min(capacity);
+        let earned = now.duration_since(refilled).as_secs_f64() * f64::from(rate);
+        tokens = (tokens + earned).min(capacity);
+        interactive_tokens = (interactive_tokens + earned * share).min(capacity);
         refilled = now;
         if tokens < 1.0 {
             tokio::time::sleep(interval.mul_f64(1.0 - tokens)).await;
             continue;
         }
-        let waiter = tokio::select! {
+        let interactive_may = interactive_tokens >= 1.0 || background.is_empty();
+        let (waiter, is_interactive) = tokio::select! {
             biased;
-            Some(waiter) = interactive.recv() => waiter,
-            Some(waiter) = background.recv() => waiter,
+            Some(waiter) = interactive.recv(), if interactive_may => (waiter, true),
+            Some(waiter) = background.recv() => (waiter, false),
+            // Background work arrived while interactive calls were over their share.
+            () = tokio::time::sleep(interval), if !interactive_may => continue,
             else => return,
         };
         // A waiter that gave up does not use its token.
         if waiter.send(()).is_ok() {
             tokens -= 1.0;
+            if is_interactive {
+                interactive_tokens = (interactive_tokens - 1.0).max(0.0);
+            }
         }
     }
 }
@@ -91,10 +148,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn calls_beyond_the_burst_are_spread_at_the_rate() {
-        let pacer = Pacer::start(20);
+        let pacer = Pacer::start(20, 50);
         let start = Instant::now();
         for _ in 0..25 {
-            pacer.acquire(Priority::Background).await;
+            pacer.acquire(&Priority::Background).await;
         }
         // 5 from the burst, then 20 more at 20/s.
         let elapsed = start.elapsed();
@@ -104,19 +161,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn interactive_waiters_go_before_the_backlog() {
-        let pacer = Pacer::start(10);
+        let pacer = Pacer::start(10, 100);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         for i in 0..20 {
             let (pacer, done) = (pacer.clone(), done_tx.clone());
             tokio::spawn(async move {
-                pacer.acquire(Priority::Background).await;
+                pacer.acquire(&Priority::Background).await;
                 let _ = done.send(format!("background {i}"));
             });
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
         let (pacer2, done) = (pacer.clone(), done_tx.clone());
         tokio::spawn(async move {
-            pacer2.acquire(Priority::Interactive).await;
+            pacer2.acquire(&Priority::Interactive).await;
             let _ = done.send("interactive".to_owned());
         });
         let mut order = Vec::new();
@@ -132,5 +189,63 @@ mod tests {
             position <= 3,
             "interactive call served at position {position}: {order:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_background_call_goes_ahead_once_raised() {
+        let pacer = Pacer::start(10, 100);
+        let urgency = Arc::new(Urgency::default());
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        for i in 0..20 {
+            let (pacer, done) = (pacer.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                pacer.acquire(&Priority::Background).await;
+                let _ = done.send(format!("background {i}"));
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (raisable, done) = (pacer.clone(), done_tx.clone());
+        let priority = Priority::Raisable(Arc::clone(&urgency));
+        tokio::spawn(async move {
+            raisable.acquire(&priority).await;
+            let _ = done.send("raised".to_owned());
+        });
+        // Last in the backlog, until a customer asks.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        urgency.raise();
+        let mut order = Vec::new();
+        while order.len() < 21 {
+            order.push(done_rx.recv().await.unwrap_or_default());
+        }
+        let position = order.iter().position(|s| s == "raised");
+        assert!(
+            position.is_some_and(|p| p <= 8),
+            "raised call served at {position:?}: {order:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_interactive_calls_leaves_background_work_its_share() {
+        let pacer = Pacer::start(10, 50);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        for (priority, count) in [(Priority::Interactive, 100), (Priority::Background, 100)] {
+            for _ in 0..count {
+                let (pacer, done, priority) = (pacer.clone(), done_tx.clone(), priority.clone());
+                tokio::spawn(async move {
+                    pacer.acquire(&priority).await;
+                    let _ = done.send(matches!(priority, Priority::Background));
+                });
+            }
+        }
+        // Ten seconds of tokens: about a hundred calls.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let mut background = 0;
+        let mut all = 0;
+        while let Ok(was_background) = done_rx.try_recv() {
+            all += 1;
+            background += usize::from(was_background);
+        }
+        assert!((95..=105).contains(&all), "{all} calls in 10 s at 10/s");
+        assert!(background >= 45, "background got {background} of {all}");
     }
 }

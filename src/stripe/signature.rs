@@ -13,7 +13,7 @@ use crate::configuration::Secret;
 type HmacSha256 = Hmac<Sha256>;
 
 /// How far a signature's timestamp may be from the clock, in seconds.
-pub const TOLERANCE_SECS: i64 = 300;
+pub const TOLERANCE_SECS: u64 = 300;
 
 /// Why a delivery was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,7 +57,9 @@ pub fn verify(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    // `abs_diff`, not `(now - t).abs()`: a forged `t` near `i64::MIN` or `i64::MAX` must
+    // be refused, not overflow.
+    if now.abs_diff(timestamp) > TOLERANCE_SECS {
         return Err(SignatureError::Stale);
     }
     let matches = secrets.iter().any(|secret| {
@@ -155,5 +157,33 @@ mod tests {
             verify(Some(&wrong), BODY, &secrets, NOW),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn timestamps_at_the_integer_extremes_are_stale_not_an_overflow() {
+        let secrets = secrets(&["whsec_a"]);
+        for (timestamp, now) in [
+            (i64::MIN, NOW),
+            (i64::MAX, NOW),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (i64::MAX, 0),
+            (i64::MIN, -1),
+        ] {
+            let header = signature_header("whsec_a", timestamp, BODY);
+            assert_eq!(
+                verify(Some(&header), BODY, &secrets, now),
+                Err(SignatureError::Stale),
+                "t={timestamp} at {now}"
+            );
+        }
+        for timestamp in [i64::MAX, i64::MIN] {
+            let header = signature_header("whsec_a", timestamp, BODY);
+            assert_eq!(
+                verify(Some(&header), BODY, &secrets, timestamp),
+                Ok(()),
+                "t={timestamp} at the same instant"
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ mod health;
 mod landing;
 mod outcome;
 mod storefront;
+mod unknown;
 mod webhook;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::configuration::Secret;
 use crate::db::Database;
 use crate::inbox::Inbox;
 use crate::stripe::StripeGateway;
+pub use unknown::UnknownSessions;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
@@ -38,6 +40,10 @@ pub struct AppState {
     pub shop: String,
     /// Sandbox mode: the storefront says payments are simulated.
     pub sandbox: bool,
+    /// Whether the key is a live-mode key.
+    pub livemode: bool,
+    /// Session ids Stripe recently said it does not know.
+    pub unknown: UnknownSessions,
 }
 
 /// Registers every route.

@@ -38,12 +38,20 @@ pub async fn lookup(state: &AppState, raw_id: Option<&str>) -> Result<Arc<Outcom
         .filter(|id| !id.is_empty())
         .ok_or(LookupError::MissingId)?;
     let id = SessionId::parse(raw_id).map_err(LookupError::MalformedId)?;
+    // Neither costs a Stripe call: a live session never exists for a test key (nor the
+    // reverse), and an id Stripe just said it does not know is still unknown.
+    if id.is_live() != state.livemode || state.unknown.contains(&id) {
+        return Err(LookupError::UnknownSession);
+    }
     let attempt = state
         .sessions
         .handle(&id, Trigger::Fulfill(Source::Customer));
     match tokio::time::timeout(state.landing_wait, attempt).await {
         Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(FulfillError::UnknownSession)) => Err(LookupError::UnknownSession),
+        Ok(Err(FulfillError::UnknownSession)) => {
+            state.unknown.insert(id);
+            Err(LookupError::UnknownSession)
+        }
         Ok(Err(error)) => {
             tracing::warn!(session.id = %id, error = %error, "could not confirm a customer's session");
             Err(LookupError::Unavailable)

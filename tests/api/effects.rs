@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use fulfilld::domain::{SessionId, ShipmentStatus, Status};
+use fulfilld::domain::{EffectStatus, SessionId, ShipmentStatus, Status};
 use fulfilld::sandbox::SessionSpec;
 use futures_util::future::join_all;
 
@@ -82,12 +82,14 @@ async fn a_storm_of_duplicates_sends_one_receipt_moves_stock_once_ships_once_and
             receipt.header("From").unwrap(),
             "\"Test Shop\" <shop@shop.test>"
         );
+        // A test-mode order says so, so nobody mistakes it for a real one.
         assert_eq!(
             receipt.header("Subject").unwrap(),
-            "Your receipt from Test Shop"
+            "[Test order] Your receipt from Test Shop"
         );
         let text = receipt.text();
         for expected in [
+            "TEST ORDER: placed in Stripe's test mode",
             "2 x T-shirt",
             "USD 50.00",
             "USD 59.00",
@@ -117,6 +119,10 @@ async fn a_storm_of_duplicates_sends_one_receipt_moves_stock_once_ships_once_and
             Some(format!("fulfilld-shipment-{session}").as_str())
         );
         assert_eq!(request.body["session_id"], session.as_str());
+        assert_eq!(
+            request.body["livemode"], false,
+            "a test order, for the warehouse"
+        );
         assert_eq!(request.body["items"][0]["sku"], "TEE-M");
         assert_eq!(request.body["items"][0]["quantity"], 2);
         assert_eq!(request.body["address"]["postal_code"], "97477");
@@ -213,7 +219,7 @@ async fn a_receipt_waits_out_an_smtp_outage_and_arrives_once() {
         // Recorded at once, whatever the mail server is doing.
         app.wait_for(&session, Status::Fulfilled).await;
         let failing = wait_for_attempts(&app, 3).await;
-        assert_eq!(failing.status, "pending", "{}", app.backend);
+        assert_eq!(failing.status, EffectStatus::Pending, "{}", app.backend);
         assert!(failing.last_error.is_some_and(|e| e.contains("SMTP")));
         assert!(smtp.accepted().is_empty());
 
@@ -284,7 +290,11 @@ async fn a_refused_shipment_is_dead_visible_and_retryable_from_the_cli() {
             .await;
         app.wait_for(&session, Status::Fulfilled).await;
         let dead = loop {
-            let dead = app.db.list_effects(Some("dead"), 10).await.unwrap();
+            let dead = app
+                .db
+                .list_effects(Some(EffectStatus::Dead), 10)
+                .await
+                .unwrap();
             if let Some(effect) = dead.into_iter().next() {
                 break effect;
             }

@@ -7,7 +7,7 @@ use fulfilld::actors::Sessions;
 use fulfilld::configuration::{EffectSettings, Settings};
 use fulfilld::db::Database;
 use fulfilld::domain::{Outcome, SessionId, Status};
-use fulfilld::sandbox::StripeDouble;
+use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use fulfilld::startup::Application;
 use fulfilld::stripe::signature::signature_header;
 use tempfile::TempDir;
@@ -83,10 +83,13 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         stripe_webhook_secret: Some(WEBHOOK_SECRET.into()),
         stripe_api_base: stripe.into(),
         stripe_max_rps: Some("1000".into()),
+        sandbox_anywhere: "0".into(),
+        stripe_interactive_share: "50".into(),
         log_format: "text".into(),
         session_idle_secs: "60".into(),
         sandbox_payment_delay_secs: "1".into(),
         reconcile_every: "0".into(),
+        shutdown_grace_secs: "10".into(),
         effects: EffectSettings {
             catalog: Some(CATALOG.into()),
             smtp_url: None,
@@ -97,6 +100,7 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
             effect_max_attempts: "6".into(),
             effect_backoff_ms: "50".into(),
             effect_timeout_secs: "3".into(),
+            effect_lease_secs: "2".into(),
         },
     }
 }
@@ -136,7 +140,7 @@ pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Setti
     let db = app.database().clone();
     let sessions = app.sessions().clone();
     let backend = db.backend();
-    actix_web::rt::spawn(app.run_until_stopped());
+    actix_web::rt::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         address,
         stripe,
@@ -156,6 +160,18 @@ pub fn unix_now() -> i64 {
 
 pub fn sign(body: &str) -> String {
     signature_header(WEBHOOK_SECRET, unix_now(), body.as_bytes())
+}
+
+/// `count` paid sessions of one `item` each, priced `base_amount`, `base_amount + 1`, …
+pub fn paid_sessions(
+    stripe: &StripeDouble,
+    item: &str,
+    base_amount: i64,
+    count: i64,
+) -> Vec<String> {
+    (0..count)
+        .map(|n| stripe.add_session(SessionSpec::paid(&[(item, base_amount + n, 1)])))
+        .collect()
 }
 
 /// POSTs `body` to `/webhook` at `address` with `signature` as `Stripe-Signature`.
@@ -190,6 +206,21 @@ impl TestApp {
         let body = self.stripe.event_payload(event_id, event_type, session);
         let signature = sign(&body);
         self.post_webhook(body, Some(signature)).await
+    }
+
+    /// Delivers each session's signed `completed` event, all at once; returns the statuses.
+    pub async fn deliver_completed(&self, sessions: &[String]) -> Vec<u16> {
+        let deliveries = sessions.iter().map(|session| async move {
+            self.deliver(
+                &format!("evt_{session}"),
+                "checkout.session.completed",
+                session,
+            )
+            .await
+            .status()
+            .as_u16()
+        });
+        futures_util::future::join_all(deliveries).await
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -231,7 +262,13 @@ impl TestApp {
 
     pub async fn effects(&self, session: &str) -> Vec<(String, String)> {
         let id = SessionId::parse(session).expect("valid id");
-        self.db.effects_of(&id).await.expect("database answers")
+        self.db
+            .effects_of(&id)
+            .await
+            .expect("database answers")
+            .into_iter()
+            .map(|(kind, status)| (kind.to_string(), status.to_string()))
+            .collect()
     }
 
     pub fn database_url(&self) -> &str {
@@ -275,6 +312,16 @@ impl TestApp {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// How many of `sessions` are fulfilled in the database now.
+    pub async fn count_fulfilled(&self, sessions: &[String]) -> usize {
+        let mut count = 0;
+        for session in sessions {
+            let outcome = self.outcome(session).await;
+            count += usize::from(outcome.is_some_and(|o| o.status == Status::Fulfilled));
+        }
+        count
     }
 
     /// Waits until `session` has `status` in the database.
@@ -398,6 +445,24 @@ impl Process {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("fulfilld at {} did not become ready", self.address);
+    }
+
+    /// SIGTERM, as a deploy sends it; waits up to `within` for the process to exit, and
+    /// returns how it exited and how long that took.
+    pub fn terminate(mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let sent = Instant::now();
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(signalled.success(), "SIGTERM sent");
+        while sent.elapsed() < within {
+            if let Some(status) = self.child.try_wait().expect("process waited on") {
+                return (status, sent.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("fulfilld did not exit within {within:?} of SIGTERM");
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye.

@@ -1,8 +1,13 @@
 //! End-to-end tests: real HTTP to fulfilld and to a Stripe API double, on SQLite and,
 //! when `TEST_DATABASE_URL` names a PostgreSQL server, on PostgreSQL too.
 
+mod backlog;
 mod concurrency;
 mod effects;
+mod events;
+mod faults;
+mod fencing;
+mod flood;
 mod helpers;
 mod landing;
 mod outbox;

@@ -2,7 +2,7 @@
 //! against the Stripe simulator.
 
 use fulfilld::db::{Database, DatabaseUrl};
-use fulfilld::domain::{SessionId, Status};
+use fulfilld::domain::{EffectKind, SessionId, Status};
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 
 use crate::helpers::{
@@ -157,7 +157,14 @@ async fn assert_each_fulfilled_once_with_shipment(database_url: &str, session: &
         .into_iter()
         .map(|(kind, _)| kind)
         .collect();
-    assert_eq!(kinds, ["receipt", "inventory", "shipment"]);
+    assert_eq!(
+        kinds,
+        [
+            EffectKind::Receipt,
+            EffectKind::Inventory,
+            EffectKind::Shipment
+        ]
+    );
 }
 
 #[actix_web::test]

@@ -222,3 +222,59 @@ async fn the_storefront_refuses_unknown_products_and_silly_quantities() {
         }
     }
 }
+
+/// The fulfilld binary with no Stripe key, listening on every interface.
+fn keyless_on_every_interface(port: u16, database: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"));
+    command
+        .env_remove("STRIPE_SECRET_KEY")
+        .env("BIND", format!("0.0.0.0:{port}"))
+        .env("DATABASE_URL", database)
+        .env("RUST_LOG", "off")
+        .kill_on_drop(true);
+    command
+}
+
+#[actix_web::test]
+async fn without_a_key_a_public_bind_refuses_to_start_unless_sandbox_is_asked_for() {
+    for backend in backends() {
+        let database = backend.fresh_database().await;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+
+        let refused = keyless_on_every_interface(port, &database.url)
+            .output()
+            .await
+            .expect("fulfilld runs");
+        assert!(!refused.status.success(), "{refused:?}");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(said.contains("STRIPE_SECRET_KEY"), "{said}");
+        assert!(said.contains("SANDBOX=1"), "{said}");
+
+        let mut asked = keyless_on_every_interface(port, &database.url)
+            .env("SANDBOX", "1")
+            .spawn()
+            .expect("fulfilld starts");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = client
+                .get(format!(
+                    "http://127.0.0.1:{port}/sandbox/checkout/cs_test_none"
+                ))
+                .send()
+                .await;
+            if let Ok(response) = ready {
+                // The simulator is mounted: it answers for its own (unknown) sessions.
+                assert_eq!(response.status(), 404, "{backend:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "sandbox did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        asked.kill().await.expect("stopped");
+    }
+}

@@ -38,23 +38,60 @@ impl Received {
     }
 }
 
+/// Where a server that goes silent stops answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Accepts connections and never greets them.
+    Greeting,
+    /// Never answers `MAIL FROM`.
+    MailFrom,
+    /// Takes the whole message and never answers it; once it recovers it accepts the
+    /// message, as a server that had queued it would, whether or not the client is still
+    /// there to hear the `250`.
+    MessageData,
+}
+
 #[derive(Default)]
 struct State {
+    stall: Mutex<Option<Stall>>,
+    recovered: Condvar,
     /// How long the server takes over each message before answering.
     pace: Mutex<Duration>,
     accepted: Mutex<Vec<Received>>,
     holding: Mutex<bool>,
+    /// Messages past the holding check and not yet accepted.
+    accepting: Mutex<usize>,
     held: Mutex<usize>,
     released: Condvar,
+    /// How many times held answers were released; a connection opened before the latest
+    /// release belongs to a client that was cut off, and its messages are refused.
+    releases: Mutex<u64>,
 }
 
 #[derive(Clone)]
 struct Recorder {
     state: Arc<State>,
     current: Option<Received>,
+    /// The server's release count when this connection was opened.
+    opened_after: u64,
+}
+
+impl State {
+    /// Blocks the connection's thread while the server is silent at `point`.
+    fn stall_at(&self, point: Stall) {
+        let mut stall = self.stall.lock().unwrap();
+        while *stall == Some(point) {
+            stall = self.recovered.wait(stall).unwrap();
+        }
+    }
 }
 
 impl Handler for Recorder {
+    fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> response::Response {
+        self.state.stall_at(Stall::MailFrom);
+        response::OK
+    }
+
     fn data_start(
         &mut self,
         _domain: &str,
@@ -78,7 +115,13 @@ impl Handler for Recorder {
 
     fn data_end(&mut self) -> response::Response {
         let message = self.current.take();
+        self.state.stall_at(Stall::MessageData);
         let mut holding = self.state.holding.lock().unwrap();
+        if self.opened_after < *self.state.releases.lock().unwrap() {
+            // The end of a message sent before a release, read only after it: the
+            // client that sent it was cut off while it was in flight.
+            return response::INTERNAL_ERROR;
+        }
         if *holding {
             // Held messages are never accepted: once released they are refused, as a
             // server that never answered 250 would have lost them.
@@ -88,12 +131,14 @@ impl Handler for Recorder {
             }
             return response::INTERNAL_ERROR;
         }
+        *self.state.accepting.lock().unwrap() += 1;
         drop(holding);
         let pace = *self.state.pace.lock().unwrap();
         std::thread::sleep(pace);
         if let Some(message) = message {
             self.state.accepted.lock().unwrap().push(message);
         }
+        *self.state.accepting.lock().unwrap() -= 1;
         response::OK
     }
 }
@@ -105,6 +150,7 @@ fn serve(stream: TcpStream, recorder: Recorder) -> std::io::Result<()> {
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
+    recorder.state.stall_at(Stall::Greeting);
     let mut session = SessionBuilder::new("smtp.test").build(remote, recorder);
     session.greeting().write_to(&mut writer)?;
     writer.flush()?;
@@ -161,6 +207,7 @@ impl SmtpServer {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let recorder = Recorder {
+                    opened_after: *state.releases.lock().unwrap(),
                     state: Arc::clone(&state),
                     current: None,
                 };
@@ -184,15 +231,35 @@ impl SmtpServer {
     }
 
     /// From now on, messages whose end arrives are held unanswered until
-    /// [`Self::release`], then refused.
+    /// [`Self::release`], then refused. Returns once the messages already being accepted
+    /// are in [`Self::accepted`].
     pub fn hold(&self) {
         *self.state.holding.lock().unwrap() = true;
+        while *self.state.accepting.lock().unwrap() > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
-    /// Lets held answers go (as refusals) and accepts messages again.
+    /// Lets held answers go (as refusals) and accepts messages again, on new connections
+    /// only: a message on a connection opened before the release is refused, even if its
+    /// end is read after it.
     pub fn release(&self) {
-        *self.state.holding.lock().unwrap() = false;
+        let mut holding = self.state.holding.lock().unwrap();
+        *self.state.releases.lock().unwrap() += 1;
+        *holding = false;
+        drop(holding);
         self.state.released.notify_all();
+    }
+
+    /// From now on, the server goes silent at `point`: connections wait there unanswered.
+    pub fn go_silent(&self, point: Stall) {
+        *self.state.stall.lock().unwrap() = Some(point);
+    }
+
+    /// Ends a silence: waiting connections carry on (most find their client gone).
+    pub fn recover(&self) {
+        *self.state.stall.lock().unwrap() = None;
+        self.state.recovered.notify_all();
     }
 
     /// How many messages have been held since the server started.

@@ -167,18 +167,23 @@ async fn a_delayed_payment_awaits_then_is_fulfilled_when_it_clears() {
             .deliver("evt_unpaid", "checkout.session.completed", &session)
             .await;
         assert_eq!(response.status(), 200);
-        app.wait_for(&session, Status::AwaitingPayment).await;
-        let page = app
-            .get(&format!("/after-checkout?session_id={session}"))
-            .await;
-        assert_eq!(page.status(), 200);
-        let html = page.text().await.expect("body");
-        assert!(html.contains("Payment processing"), "{html}");
-        assert!(html.contains(r#"http-equiv="refresh""#), "{html}");
+        let waiting = app.wait_for(&session, Status::AwaitingPayment).await;
+        assert_eq!(waiting.line_items.len(), 1, "stored with the status");
+        // The page refreshes itself while the payment clears; each view shows the cart.
+        for _ in 0..3 {
+            let page = app
+                .get(&format!("/after-checkout?session_id={session}"))
+                .await;
+            assert_eq!(page.status(), 200);
+            let html = page.text().await.expect("body");
+            assert!(html.contains("Payment processing"), "{html}");
+            assert!(html.contains(r#"http-equiv="refresh""#), "{html}");
+            assert!(html.contains("Desk"), "the cart on every view: {html}");
+        }
         assert_eq!(
             app.stripe.calls(&session),
-            0,
-            "the signed event and the database were enough"
+            1,
+            "the line items, once; the pages came from the database"
         );
 
         app.stripe.set_payment_status(&session, "paid");
@@ -193,6 +198,11 @@ async fn a_delayed_payment_awaits_then_is_fulfilled_when_it_clears() {
         let outcome = app.wait_for(&session, Status::Fulfilled).await;
         assert_eq!(outcome.line_items.len(), 1, "{}", app.backend);
         assert_eq!(app.effect_kinds(&session).await, ["receipt"]);
+        assert_eq!(
+            app.stripe.calls(&session),
+            1,
+            "the stored cart was used again"
+        );
     }
 }
 

@@ -27,7 +27,7 @@ base="http://127.0.0.1:$port"
 env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET -u DATABASE_URL -u SMTP_URL \
   BIND="127.0.0.1:$port" PUBLIC_URL="$base" CATALOG=catalog.toml \
   DATABASE_URL="sqlite://$work/shop.db" MAIL_DIR="$work/mail" RUST_LOG=warn \
-  target/debug/fulfilld >"$work/fulfilld.log" 2>&1 &
+  "${CARGO_TARGET_DIR:-target}/debug/fulfilld" >"$work/fulfilld.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "$base/readyz" >/dev/null 2>&1 && break

@@ -1,0 +1,116 @@
+//! Events have a life: an event that cannot be carried out is retried with backoff, or
+//! kept dead with its reason, listed, and replayed by an operator.
+
+use std::time::{Duration, Instant};
+
+use fulfilld::db::inbox::EventView;
+use fulfilld::domain::Status;
+use fulfilld::sandbox::{SessionSpec, StripeDouble};
+
+use crate::faults::connect;
+use crate::helpers::{
+    Process, STRIPE_SECRET_KEY, TestApp, WEBHOOK_SECRET, backends, post_webhook, sign, spawn_app,
+};
+
+/// Runs the fulfilld binary against `app`'s database and Stripe double; returns its output.
+async fn cli(app: &TestApp, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(args)
+        .env("DATABASE_URL", app.database_url())
+        .env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("STRIPE_API_BASE", app.stripe.url())
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .expect("fulfilld runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits until event `id` satisfies `check`, and returns it.
+async fn wait_for_event(
+    db: &fulfilld::db::Database,
+    id: &str,
+    check: impl Fn(&EventView) -> bool,
+) -> EventView {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = db.list_events(false, 100).await.expect("db");
+        let event = events.into_iter().find(|event| event.id == id);
+        if let Some(event) = event.filter(|event| check(event)) {
+            return event;
+        }
+        assert!(Instant::now() < deadline, "{id} on {}", db.backend());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_paid_event_for_a_session_stripe_does_not_know_is_dead_listed_and_replayable() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let session = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Print", 1500, 1)]));
+        let body = app
+            .stripe
+            .event_payload("evt_missing", "checkout.session.completed", &session);
+        // Signed by Stripe, yet unknown to this key: a connected account's session, say.
+        let spec = app.stripe.remove_session(&session).expect("known");
+
+        let response = app.post_webhook(body.clone(), Some(sign(&body))).await;
+        assert_eq!(response.status(), 200);
+        let dead = wait_for_event(&app.db, "evt_missing", |e| e.state() == "dead").await;
+        assert!(
+            dead.last_error
+                .as_deref()
+                .is_some_and(|error| error.contains("resource_missing")),
+            "{dead:?}"
+        );
+        assert_eq!(dead.processed_at, None);
+        assert_eq!(app.outcome(&session).await, None);
+        let listed = cli(&app, &["events", "list", "--dead"]).await;
+        assert!(listed.contains("evt_missing"), "{listed}");
+        assert!(listed.contains("resource_missing"), "{listed}");
+        let shown = cli(&app, &["sessions", "show", &session]).await;
+        assert!(shown.contains("event evt_missing"), "{shown}");
+
+        // The operator fixes what was wrong; the replay fulfils the order.
+        app.stripe.insert_session(&session, spec);
+        let replayed = cli(&app, &["events", "replay", "evt_missing"]).await;
+        assert!(replayed.contains("was dead"), "{replayed}");
+        assert!(replayed.contains("fulfilled"), "{replayed}");
+        app.wait_for(&session, Status::Fulfilled).await;
+        let done = wait_for_event(&app.db, "evt_missing", |e| e.state() == "processed").await;
+        assert_eq!(done.dead_at, None);
+    }
+}
+
+#[actix_web::test]
+async fn a_404_that_is_not_stripes_answer_is_retried_not_taken_for_an_unknown_session() {
+    for backend in backends() {
+        let stripe = StripeDouble::start().expect("Stripe double starts");
+        let database = backend.fresh_database().await;
+        // A mistyped STRIPE_API_BASE: every call is a 404 from something that is not Stripe.
+        let wrong = [("STRIPE_API_BASE", format!("{}/not-stripe", stripe.url()))];
+        let process = Process::start_with(&database.url, stripe.url(), &wrong).await;
+        let session = stripe.add_session(SessionSpec::paid(&[("Poster", 800, 1)]));
+        let body = stripe.event_payload("evt_proxy", "checkout.session.completed", &session);
+        let signature = sign(&body);
+        let client = reqwest::Client::new();
+        let response = post_webhook(&client, &process.address, body, Some(signature)).await;
+        assert_eq!(response.status(), 200);
+        let db = connect(&database.url).await;
+
+        let failed = wait_for_event(&db, "evt_proxy", |e| e.attempts >= 1).await;
+        assert_eq!(failed.state(), "waiting", "{failed:?}");
+        assert!(failed.next_attempt_at > failed.received_at, "{failed:?}");
+        process.kill_9();
+
+        // Once the setting is fixed, the restart carries the event out.
+        let _fixed = Process::start(&database.url, stripe.url()).await;
+        crate::helpers::wait_for_status(&db, &session, Status::Fulfilled).await;
+        wait_for_event(&db, "evt_proxy", |e| e.state() == "processed").await;
+    }
+}

@@ -1,0 +1,102 @@
+//! Fencing: every write of an attempt holds only while the effect is still leased to it.
+
+use std::time::Duration;
+
+use fulfilld::catalog::Catalog;
+use fulfilld::db::sessions::Record;
+use fulfilld::domain::{
+    EffectStatus, LineItem, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
+};
+
+use crate::faults::connect;
+use crate::helpers::backends;
+
+#[actix_web::test]
+async fn an_attempt_whose_lease_passed_on_changes_nothing() {
+    for backend in backends() {
+        let database = backend.fresh_database().await;
+        let db = connect(&database.url).await;
+        let catalog =
+            Catalog::load(std::path::Path::new(crate::helpers::CATALOG)).expect("catalog");
+        db.seed_inventory(&catalog).await.expect("db");
+        let id = SessionId::parse("cs_test_fenced").expect("id");
+        let item = LineItem {
+            id: "li_1".into(),
+            price_id: Some("price_tee_m".into()),
+            product_id: None,
+            description: "T-shirt".into(),
+            quantity: 2,
+            currency: "usd".into(),
+            unit_amount: Some(2500),
+            amount_subtotal: 5000,
+            amount_total: 5000,
+        };
+        let summary = SessionSummary {
+            id: id.clone(),
+            livemode: false,
+            state: SessionState::Complete,
+            payment_status: PaymentStatus::Paid,
+            currency: Some("usd".into()),
+            amount_total: Some(5000),
+            customer_email: None,
+            shipping_address: None,
+        };
+        let items = [item];
+        let plan = catalog.plan(&id, &items);
+        db.record(Record {
+            summary: &summary,
+            status: Status::Fulfilled,
+            line_items: &items,
+            plan: &plan,
+            send_receipt: false,
+        })
+        .await
+        .expect("recorded");
+
+        // The first attempt's lease lapses (1 ms) and a second attempt claims the effect.
+        let lapsed = Duration::from_millis(1);
+        let first = db.claim_effects(10, lapsed, &[]).await.expect("db");
+        assert_eq!(first.len(), 1, "the inventory effect, on {backend:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A process never claims again what it is itself still attempting.
+        let running = [first[0].id];
+        let mine = db.claim_effects(10, lapsed, &running).await.expect("db");
+        assert!(mine.is_empty(), "{mine:?}");
+        let second = db
+            .claim_effects(10, Duration::from_secs(60), &[])
+            .await
+            .expect("db");
+        assert_eq!(second.len(), 1);
+        let (stale, live) = (first[0].fence(), second[0].fence());
+        assert_ne!(stale, live);
+
+        // Every write of the first attempt is refused and changes nothing.
+        let wait = Duration::from_secs(1);
+        assert!(!db.renew_lease(stale, wait).await.expect("db"));
+        assert!(!db.retry_effect(stale, wait, "late").await.expect("db"));
+        assert!(!db.bury_effect(stale, "late").await.expect("db"));
+        assert!(!db.release_effect(stale, wait).await.expect("db"));
+        assert!(!db.complete_effect(stale).await.expect("db"));
+        let moved = db.apply_stock_movements(stale, id.as_str(), wait).await;
+        assert!(moved.expect("db").is_none());
+        assert_eq!(db.stock("TEE-M").await.expect("db"), Some((25, false)));
+        let effects = db.list_effects_of(&id).await.expect("db");
+        assert_eq!(effects[0].status, EffectStatus::Pending);
+        assert_eq!(effects[0].attempts, 2);
+        assert!(effects[0].last_error.is_none());
+
+        // The attempt that holds the lease moves the stock, once.
+        let moved = db.apply_stock_movements(live, id.as_str(), wait).await;
+        assert_eq!(moved.expect("db").expect("fence holds").len(), 1);
+        let again = db.apply_stock_movements(live, id.as_str(), wait).await;
+        assert!(
+            again.expect("db").is_none(),
+            "done: the fence no longer holds"
+        );
+        assert_eq!(db.stock("TEE-M").await.expect("db"), Some((23, false)));
+        assert_eq!(
+            db.list_effects_of(&id).await.expect("db")[0].status,
+            EffectStatus::Done
+        );
+    }
+}

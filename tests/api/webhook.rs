@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use fulfilld::domain::Status;
 use fulfilld::sandbox::SessionSpec;
 use fulfilld::stripe::signature::signature_header;
@@ -302,13 +304,16 @@ async fn stripe_failing_twice_then_answering_is_recovered_without_help() {
         assert_eq!(response.status(), 200);
         app.wait_for(&session, Status::Fulfilled).await;
         assert_eq!(app.stripe.calls(&session), 3, "{}", app.backend);
-        let event = app
-            .db
-            .event("evt_flaky")
-            .await
-            .expect("db")
-            .expect("stored");
-        assert!(event.processed_at.is_some(), "{}", app.backend);
+        // Marked processed just after the outcome is recorded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let event = app.db.event("evt_flaky").await.expect("db");
+            if event.expect("stored").processed_at.is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never processed on {}", app.backend);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! `completed`/`async_payment_succeeded` event proves payment, so only the line items are
 //! fetched; a customer or operator proves nothing, so the session itself is retrieved.
 
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::catalog::{Catalog, Plan};
 use crate::db::Database;
@@ -33,10 +35,38 @@ pub enum Source {
     /// A signed event that proves the session is paid (or needs no payment).
     PaidEvent(SessionSummary),
     /// The customer's browser on the landing page: answered first, from the database
-    /// when a signed event has already told us the state.
-    Customer,
+    /// when a signed event has already told us the state; a Stripe call is taken from the
+    /// customer's allowance.
+    Customer(Allowance),
     /// The operator (CLI, reconcile): always checks Stripe unless the session is settled.
     Operator,
+}
+
+/// How many Stripe calls a customer's requests may still cause; asked only when a call is
+/// about to be made, so requests answered from the database cost nothing.
+#[derive(Clone)]
+pub struct Allowance(Arc<dyn Fn() -> Result<(), Duration> + Send + Sync>);
+
+impl Allowance {
+    /// `take` answers whether one more call may be made, or how long until one may.
+    pub fn new(take: impl Fn() -> Result<(), Duration> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(take))
+    }
+
+    /// No limit: a customer request the engine makes itself (tests, tools).
+    pub fn unlimited() -> Self {
+        Self::new(|| Ok(()))
+    }
+
+    fn take(&self) -> Result<(), Duration> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Allowance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Allowance")
+    }
 }
 
 /// Why a session is being looked at.
@@ -78,6 +108,8 @@ pub enum FulfillError {
     Database(#[from] anyhow::Error),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("the customer's allowance of Stripe calls is spent for {0:?}")]
+    AllowanceSpent(Duration),
 }
 
 impl From<GatewayError> for FulfillError {
@@ -107,7 +139,7 @@ pub async fn fulfill_checkout(
         let answer_from_store = stored.status.is_terminal()
             || matches!(
                 trigger,
-                Trigger::Fulfill(Source::Customer) | Trigger::AwaitPayment(_)
+                Trigger::Fulfill(Source::Customer(_)) | Trigger::AwaitPayment(_)
             );
         if answer_from_store {
             return Ok(stored);
@@ -125,7 +157,10 @@ pub async fn fulfill_checkout(
         }
         Trigger::Fulfill(source) => {
             let priority = match source {
-                Source::Customer => Priority::Interactive,
+                Source::Customer(allowance) => {
+                    allowance.take().map_err(FulfillError::AllowanceSpent)?;
+                    Priority::Interactive
+                }
                 _ => background,
             };
             let (summary, items) = engine.stripe.checkout_session(id, &priority).await?;

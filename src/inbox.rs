@@ -1,11 +1,13 @@
 //! The webhook inbox: events are stored (group-committed) before they are acknowledged,
-//! carried out through the session actors after, and replayed if a crash or an outage
-//! left them undone.
+//! carried out after by a bounded pool of workers through the session actors, and
+//! replayed if a crash, an outage or a full queue left them undone.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::actors::Sessions;
 use crate::db::Database;
@@ -26,6 +28,10 @@ const EVENT_BACKOFF: Duration = Duration::from_secs(30);
 const EVENT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
 /// Stored events replayed at once.
 const REPLAY_CONCURRENCY: usize = 32;
+/// Events waiting for each worker before the rest wait in the inbox only.
+const QUEUE_PER_WORKER: usize = 16;
+/// How often the replayer looks whether a full queue has room again.
+const ROOM_CHECK: Duration = Duration::from_millis(50);
 const REPLAY_PAGE: i64 = 500;
 
 type Pending = (StoredEvent, oneshot::Sender<Result<Stored, String>>);
@@ -188,23 +194,94 @@ async fn replay_one(sessions: &Sessions, db: &Database, stored: StoredEvent) {
     }
 }
 
-/// Replays left-over events at start-up, then keeps retrying those older than `every`.
-pub fn spawn_replayer(sessions: Sessions, db: Database, every: Duration) {
-    tokio::spawn(async move {
-        // At start-up every waiting event is tried at once, whatever its backoff.
-        let mut cutoff = crate::db::now_ms();
-        let mut due_only = false;
-        loop {
-            match replay(&sessions, &db, cutoff, due_only).await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(events = count, "replayed stored events"),
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), "could not replay stored events")
-                }
-            }
-            tokio::time::sleep(every).await;
-            cutoff = crate::db::now_ms() - i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-            due_only = true;
+/// A stored event for a worker to carry out.
+pub struct Work {
+    pub event_id: String,
+    pub session_id: SessionId,
+    pub trigger: Trigger,
+}
+
+/// The workers that carry out stored events, and the replayer behind them; cheap to clone.
+#[derive(Clone)]
+pub struct Workers {
+    queue: mpsc::Sender<Work>,
+    /// Told when an event did not fit in the queue: the replayer takes it from the inbox.
+    spilled: Arc<Notify>,
+}
+
+impl Workers {
+    /// Starts `workers` workers behind a queue of `QUEUE_PER_WORKER` events each, and the
+    /// replayer: at start-up it tries every waiting event; then every `every` those due
+    /// again, and, as soon as the queue has room, those that did not fit in it.
+    pub fn start(sessions: Sessions, db: Database, workers: usize, every: Duration) -> Self {
+        let workers = workers.max(1);
+        let (queue, jobs) = mpsc::channel(workers * QUEUE_PER_WORKER);
+        let spilled = Arc::new(Notify::new());
+        tokio::spawn(work(sessions.clone(), db.clone(), jobs, workers));
+        tokio::spawn(replay_forever(
+            sessions,
+            db,
+            every,
+            queue.clone(),
+            Arc::clone(&spilled),
+        ));
+        Self { queue, spilled }
+    }
+
+    /// Hands a stored event to the workers. When they are all busy and the queue is full,
+    /// the event waits in the inbox, where the replayer finds it.
+    pub fn offer(&self, work: Work) {
+        if let Err(TrySendError::Full(work)) = self.queue.try_send(work) {
+            tracing::debug!(event.id = %work.event_id, "workers busy; the event waits in the inbox");
+            self.spilled.notify_one();
         }
+    }
+}
+
+async fn work(sessions: Sessions, db: Database, jobs: mpsc::Receiver<Work>, workers: usize) {
+    let jobs = futures_util::stream::unfold(jobs, |mut jobs| async move {
+        jobs.recv().await.map(|job| (job, jobs))
     });
+    jobs.for_each_concurrent(workers, |job| {
+        let (sessions, db) = (&sessions, &db);
+        async move { process(sessions, db, &job.event_id, &job.session_id, job.trigger).await }
+    })
+    .await;
+}
+
+async fn replay_forever(
+    sessions: Sessions,
+    db: Database,
+    every: Duration,
+    queue: mpsc::Sender<Work>,
+    spilled: Arc<Notify>,
+) {
+    // At start-up every waiting event is tried at once, whatever its backoff.
+    let mut cutoff = crate::db::now_ms();
+    let mut due_only = false;
+    loop {
+        match replay(&sessions, &db, cutoff, due_only).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(events = count, "replayed stored events"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "could not replay stored events")
+            }
+        }
+        due_only = true;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {
+                // Younger events are still with the workers, or about to be.
+                cutoff = crate::db::now_ms() - i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+            }
+            () = spilled.notified() => {
+                // What is queued goes first; then everything received so far that is
+                // waiting. An event also still queued is carried out twice, which its
+                // session's actor makes harmless: the second finds it recorded.
+                while queue.capacity() < queue.max_capacity() {
+                    tokio::time::sleep(ROOM_CHECK).await;
+                }
+                cutoff = crate::db::now_ms();
+            }
+        }
+    }
 }

@@ -15,11 +15,11 @@ use crate::configuration::Config;
 use crate::db::Database;
 use crate::effects::{EffectActors, EffectDispatcher, Effects, Outbox};
 use crate::fulfillment::Engine;
-use crate::inbox::{self, Inbox};
+use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
-use crate::web::{AppState, UnknownSessions, routes};
+use crate::web::{AppState, ClientLimits, UnknownSessions, routes};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -85,6 +85,12 @@ impl Application {
             sessions: core.sessions.clone(),
             db: core.db.clone(),
             inbox: Inbox::start(core.db.clone()),
+            workers: Workers::start(
+                core.sessions.clone(),
+                core.db.clone(),
+                config.webhook_workers,
+                REPLAY_EVERY,
+            ),
             webhook_secrets: config.stripe.webhook_secrets.clone(),
             landing_wait: LANDING_WAIT,
             catalog: Arc::clone(&config.catalog),
@@ -99,6 +105,10 @@ impl Application {
             sandbox: simulator.is_some(),
             livemode: config.stripe.livemode,
             unknown: UnknownSessions::default(),
+            clients: Arc::new(ClientLimits::new(
+                config.client_lookups_per_min,
+                config.trusted_proxies.clone(),
+            )),
         });
         let shutdown_grace = config.shutdown_grace;
         let server = HttpServer::new(move || {
@@ -120,7 +130,6 @@ impl Application {
         .shutdown_timeout(shutdown_grace.as_secs())
         .listen(listener)?
         .run();
-        inbox::spawn_replayer(core.sessions.clone(), core.db.clone(), REPLAY_EVERY);
         let actors = EffectActors::start(&core.db, &config)?;
         let effects = EffectDispatcher::new(
             core.db.clone(),

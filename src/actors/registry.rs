@@ -131,7 +131,7 @@ impl Sessions {
                 .await
                 .map_err(|_| FulfillError::ShuttingDown)?;
             // Before queueing behind an attempt in flight: it is now a customer's too.
-            if matches!(trigger, Trigger::Fulfill(Source::Customer)) {
+            if matches!(trigger, Trigger::Fulfill(Source::Customer(_))) {
                 urgency.raise();
             }
             match actor.send(Attempt(trigger.clone())).await {

@@ -101,9 +101,13 @@ impl Handler<Attempt> for SessionActor {
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
             |result, actor, ctx| {
                 actor.last_active = Instant::now();
-                // Nothing to keep for an id Stripe does not know: free the actor now rather
-                // than after SESSION_IDLE_SECS (a flood of made-up ids).
-                if matches!(result, Err(FulfillError::UnknownSession)) {
+                // Nothing to keep for an id Stripe does not know, or not asked for want of
+                // allowance: free the actor now rather than after SESSION_IDLE_SECS (a
+                // flood of made-up ids).
+                if matches!(
+                    result,
+                    Err(FulfillError::UnknownSession | FulfillError::AllowanceSpent(_))
+                ) {
                     ctx.stop();
                 }
                 if let Ok(outcome) = &result

@@ -6,10 +6,12 @@ mod stripe;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use ipnet::IpNet;
 
 pub use effects::{EffectSettings, EffectsConfig};
 pub use stripe::StripeConfig;
@@ -92,6 +94,36 @@ pub struct Settings {
         global = true
     )]
     pub stripe_interactive_share: String,
+    /// Stripe lookups one client address may cause a minute, on the landing page and the
+    /// JSON API (only sessions not recorded yet cost one); past it, 429 with Retry-After.
+    #[arg(
+        long,
+        env = "CLIENT_LOOKUPS_PER_MIN",
+        default_value = "30",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true
+    )]
+    pub client_lookups_per_min: u32,
+    /// Proxies whose X-Forwarded-For names the client: addresses or networks,
+    /// comma-separated [default: none; the peer address is the client].
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::web::parse_proxy,
+        global = true
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Webhook events carried out at once; as many again times 16 wait in memory, the
+    /// rest in the database until there is room.
+    #[arg(
+        long,
+        env = "WEBHOOK_WORKERS",
+        default_value = "64",
+        value_parser = clap::value_parser!(u16).range(1..=4096),
+        global = true
+    )]
+    pub webhook_workers: u16,
     /// `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -138,6 +170,12 @@ pub struct Config {
     pub reconcile_every: Option<Duration>,
     /// How long a shutdown waits for work in flight.
     pub shutdown_grace: Duration,
+    /// Stripe lookups a client may cause a minute.
+    pub client_lookups_per_min: NonZeroU32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Webhook events carried out at once.
+    pub webhook_workers: usize,
 }
 
 /// A setting that is missing or malformed; displays as one line naming it.
@@ -221,6 +259,10 @@ impl Settings {
             effects: self.effects.validate()?,
             reconcile_every,
             shutdown_grace,
+            client_lookups_per_min: NonZeroU32::new(self.client_lookups_per_min)
+                .ok_or_else(|| invalid("CLIENT_LOOKUPS_PER_MIN", "expected 1 or more"))?,
+            trusted_proxies: self.trusted_proxies.clone(),
+            webhook_workers: usize::from(self.webhook_workers.max(1)),
         })
     }
 

@@ -46,11 +46,14 @@ impl Urgency {
 
 type Waiter = oneshot::Sender<()>;
 
+/// Waiters queued for each priority; past it, a caller waits for a place in the queue.
+const QUEUE_DEPTH: usize = 1024;
+
 /// A handle to the pacing task; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Pacer {
-    interactive: mpsc::UnboundedSender<Waiter>,
-    background: mpsc::UnboundedSender<Waiter>,
+    interactive: mpsc::Sender<Waiter>,
+    background: mpsc::Sender<Waiter>,
 }
 
 impl Pacer {
@@ -58,8 +61,8 @@ impl Pacer {
     /// interactive calls take at most `interactive_share` percent while background calls
     /// wait (all of it when none do).
     pub fn start(rate: u32, interactive_share: u32) -> Self {
-        let (interactive, interactive_rx) = mpsc::unbounded_channel();
-        let (background, background_rx) = mpsc::unbounded_channel();
+        let (interactive, interactive_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (background, background_rx) = mpsc::channel(QUEUE_DEPTH);
         let share = f64::from(interactive_share.clamp(1, 100)) / 100.0;
         tokio::spawn(run(rate.max(1), share, interactive_rx, background_rx));
         Self {
@@ -91,10 +94,10 @@ impl Pacer {
     }
 }
 
-async fn wait(queue: &mpsc::UnboundedSender<Waiter>) {
+async fn wait(queue: &mpsc::Sender<Waiter>) {
     let (tx, rx) = oneshot::channel();
     // If the pacing task is gone the runtime is shutting down; do not hold calls back.
-    if queue.send(tx).is_ok() {
+    if queue.send(tx).await.is_ok() {
         let _ = rx.await;
     }
 }
@@ -102,8 +105,8 @@ async fn wait(queue: &mpsc::UnboundedSender<Waiter>) {
 async fn run(
     rate: u32,
     share: f64,
-    mut interactive: mpsc::UnboundedReceiver<Waiter>,
-    mut background: mpsc::UnboundedReceiver<Waiter>,
+    mut interactive: mpsc::Receiver<Waiter>,
+    mut background: mpsc::Receiver<Waiter>,
 ) {
     let interval = Duration::from_secs(1) / rate;
     let capacity = f64::from((rate / 4).max(1));

@@ -47,22 +47,39 @@ pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) ->
     let session_id = web::Query::<LandingQuery>::from_query(request.query_string())
         .ok()
         .and_then(|query| query.into_inner().session_id);
-    match lookup(&state, session_id.as_deref()).await {
+    match lookup(&state, &request, session_id.as_deref()).await {
         Ok(outcome) => render(landing_page(&outcome), actix_web::http::StatusCode::OK),
-        Err(error) => render(problem_page(&error), error.status()),
+        Err(error) => with_retry_after(render(problem_page(&error), error.status()), &error),
     }
 }
 
 /// The same outcome as JSON, for embedded checkouts and single-page apps.
-pub async fn outcome_json(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    match lookup(&state, Some(path.as_str())).await {
+pub async fn outcome_json(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    match lookup(&state, &request, Some(path.as_str())).await {
         Ok(outcome) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(&*outcome),
-        Err(error) => HttpResponse::build(error.status()).json(json!({
-            "error": { "status": error.status().as_u16(), "message": error.to_string() }
-        })),
+        Err(error) => with_retry_after(
+            HttpResponse::build(error.status()).json(json!({
+                "error": { "status": error.status().as_u16(), "message": error.to_string() }
+            })),
+            &error,
+        ),
     }
+}
+
+/// Adds `Retry-After` to the answer to a client over its allowance.
+fn with_retry_after(mut response: HttpResponse, error: &LookupError) -> HttpResponse {
+    if let Some(secs) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    response
 }
 
 fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
@@ -111,6 +128,15 @@ fn problem_page(error: &LookupError) -> Result<String, askama::Error> {
              page will try again in a few seconds."
                 .to_owned(),
             Some(REFRESH_SECS),
+        ),
+        LookupError::TooManyLookups(_) => (
+            "Please wait a moment",
+            "This address has asked about many orders in a short time. Your payment is \
+             safe; please wait a moment."
+                .to_owned(),
+            error
+                .retry_after()
+                .map(|secs| u32::try_from(secs).unwrap_or(u32::MAX)),
         ),
     };
     ProblemPage {

@@ -1,6 +1,7 @@
 //! The HTTP surface: Stripe's webhooks, the storefront, the customer's landing page, the
 //! JSON outcome and the operator's probes.
 
+mod clients;
 mod health;
 mod landing;
 mod outcome;
@@ -17,8 +18,9 @@ use crate::actors::Sessions;
 use crate::catalog::Catalog;
 use crate::configuration::Secret;
 use crate::db::Database;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Workers};
 use crate::stripe::StripeGateway;
+pub use clients::{ClientLimits, parse_proxy};
 pub use unknown::UnknownSessions;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.
@@ -29,6 +31,8 @@ pub struct AppState {
     pub sessions: Sessions,
     pub db: Database,
     pub inbox: Inbox,
+    /// Carry out what the inbox stored.
+    pub workers: Workers,
     pub webhook_secrets: Vec<Secret>,
     /// How long a customer's request waits for the session's actor.
     pub landing_wait: Duration,
@@ -44,6 +48,8 @@ pub struct AppState {
     pub livemode: bool,
     /// Session ids Stripe recently said it does not know.
     pub unknown: UnknownSessions,
+    /// Each client's allowance of lookups that cost a Stripe call.
+    pub clients: Arc<ClientLimits>,
 }
 
 /// Registers every route.

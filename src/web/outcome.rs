@@ -1,12 +1,14 @@
 //! Looking up a session's outcome for a customer, shared by the HTML page and the JSON API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
 
 use super::AppState;
 use crate::domain::{Outcome, SessionId};
-use crate::fulfillment::{FulfillError, Source, Trigger};
+use crate::fulfillment::{Allowance, FulfillError, Source, Trigger};
 
 /// Why a customer's request has no outcome to show.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,8 @@ pub enum LookupError {
     UnknownSession,
     #[error("payment confirmation is temporarily unavailable")]
     Unavailable,
+    #[error("too many lookups from this address; try again in {} s", retry_after_secs(*.0))]
+    TooManyLookups(Duration),
 }
 
 impl LookupError {
@@ -27,13 +31,31 @@ impl LookupError {
             Self::MissingId | Self::MalformedId(_) => StatusCode::BAD_REQUEST,
             Self::UnknownSession => StatusCode::NOT_FOUND,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyLookups(_) => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// Seconds the client should wait before asking again, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::TooManyLookups(wait) => Some(retry_after_secs(*wait)),
+            _ => None,
         }
     }
 }
 
+fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 /// Parses the id, asks the session's actor to fulfil (as the customer, ahead of the
-/// webhook backlog) and waits for the outcome within `landing_wait`.
-pub async fn lookup(state: &AppState, raw_id: Option<&str>) -> Result<Arc<Outcome>, LookupError> {
+/// webhook backlog) and waits for the outcome within `landing_wait`. Only a Stripe call
+/// counts against the client's allowance, not what is answered from the database.
+pub async fn lookup(
+    state: &AppState,
+    request: &HttpRequest,
+    raw_id: Option<&str>,
+) -> Result<Arc<Outcome>, LookupError> {
     let raw_id = raw_id
         .filter(|id| !id.is_empty())
         .ok_or(LookupError::MissingId)?;
@@ -43,15 +65,23 @@ pub async fn lookup(state: &AppState, raw_id: Option<&str>) -> Result<Arc<Outcom
     if id.is_live() != state.livemode || state.unknown.contains(&id) {
         return Err(LookupError::UnknownSession);
     }
+    let allowance = match state.clients.client(request) {
+        Some(client) => {
+            let clients = Arc::clone(&state.clients);
+            Allowance::new(move || clients.admit(client))
+        }
+        None => Allowance::unlimited(),
+    };
     let attempt = state
         .sessions
-        .handle(&id, Trigger::Fulfill(Source::Customer));
+        .handle(&id, Trigger::Fulfill(Source::Customer(allowance)));
     match tokio::time::timeout(state.landing_wait, attempt).await {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(FulfillError::UnknownSession)) => {
             state.unknown.insert(id);
             Err(LookupError::UnknownSession)
         }
+        Ok(Err(FulfillError::AllowanceSpent(wait))) => Err(LookupError::TooManyLookups(wait)),
         Ok(Err(error)) => {
             tracing::warn!(session.id = %id, error = %error, "could not confirm a customer's session");
             Err(LookupError::Unavailable)

@@ -1,4 +1,4 @@
-//! `POST /webhook`: verify, store, acknowledge, then process.
+//! `POST /webhook`: verify, store, acknowledge, then hand to the workers.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -8,7 +8,7 @@ use super::AppState;
 use crate::db::inbox::{Stored, StoredEvent};
 use crate::db::now_ms;
 use crate::fulfillment::Trigger;
-use crate::inbox;
+use crate::inbox::Work;
 use crate::stripe::event::{self, Event, EventError};
 use crate::stripe::signature::{self, SignatureError};
 
@@ -37,7 +37,7 @@ impl ResponseError for WebhookError {
 }
 
 /// Verifies the raw body, stores the event and answers 200 before any slow work; the
-/// event is then carried out in the background through its session's actor.
+/// event is then carried out by a worker through its session's actor.
 #[tracing::instrument(skip_all, fields(event.id, session.id))]
 pub async fn receive(
     request: HttpRequest,
@@ -92,11 +92,10 @@ pub async fn receive(
             WebhookError::Store(error)
         })?;
     if stored != (Stored::Duplicate { processed: true }) {
-        let state = state.into_inner();
-        let session_id = summary.id.clone();
-        let trigger = Trigger::from_event(kind, summary);
-        actix_web::rt::spawn(async move {
-            inbox::process(&state.sessions, &state.db, &event_id, &session_id, trigger).await;
+        state.workers.offer(Work {
+            event_id,
+            session_id: summary.id.clone(),
+            trigger: Trigger::from_event(kind, summary),
         });
     }
     Ok(HttpResponse::Ok().json(json!({ "received": true })))

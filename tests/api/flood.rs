@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use fulfilld::domain::Status;
+use fulfilld::web::parse_proxy;
 use futures_util::future::join_all;
 
 use crate::helpers::{backends, paid_sessions, spawn_app_with};
@@ -18,9 +19,11 @@ fn made_up(prefix: &str) -> String {
 #[actix_web::test]
 async fn a_flood_of_made_up_ids_gets_404s_within_its_share_while_paid_orders_are_fulfilled() {
     for backend in backends() {
-        // 10 calls a second; lookups may take half while webhooks wait.
+        // 10 calls a second; lookups may take half while webhooks wait. The flood comes
+        // through a trusted proxy from 40 addresses, each within its own allowance.
         let app = spawn_app_with(&backend, |settings| {
             settings.stripe_max_rps = Some("10".into());
+            settings.trusted_proxies = vec![parse_proxy("127.0.0.1").expect("address")];
         })
         .await;
         // 80 paid orders: 16 s of calls at the half the flood leaves them, so background
@@ -47,12 +50,20 @@ async fn a_flood_of_made_up_ids_gets_404s_within_its_share_while_paid_orders_are
         let flood_for = Duration::from_secs(5);
         let started = Instant::now();
         let app = &app;
-        let clients = (0..40).map(|_| async move {
+        let clients = (0..40).map(|n| async move {
             let mut ids = Vec::new();
             while started.elapsed() < flood_for {
                 let id = made_up("cs_test_");
-                let page = app.get(&format!("/after-checkout?session_id={id}")).await;
-                assert!(matches!(page.status().as_u16(), 404 | 503), "{page:?}");
+                let page = app
+                    .get_from(
+                        &format!("/after-checkout?session_id={id}"),
+                        &format!("198.51.100.{n}"),
+                    )
+                    .await;
+                assert!(
+                    matches!(page.status().as_u16(), 404 | 429 | 503),
+                    "{page:?}"
+                );
                 ids.push(id);
             }
             ids
@@ -85,4 +96,85 @@ async fn a_flood_of_made_up_ids_gets_404s_within_its_share_while_paid_orders_are
             app.wait_for(session, Status::Fulfilled).await;
         }
     }
+}
+
+#[actix_web::test]
+async fn a_client_past_its_allowance_gets_429_with_retry_after_and_costs_no_call() {
+    for backend in backends() {
+        // 8 lookups a minute: a burst of 2, then one every 7.5 s.
+        let app = spawn_app_with(&backend, |settings| {
+            settings.client_lookups_per_min = 8;
+        })
+        .await;
+        let order = paid_sessions(&app.stripe, "Mug", 1300, 1).remove(0);
+        app.deliver_completed(std::slice::from_ref(&order)).await;
+        app.wait_for(&order, Status::Fulfilled).await;
+
+        // Without a trusted proxy, X-Forwarded-For is the client's own claim: ignored.
+        for n in 0..2 {
+            let id = made_up("cs_test_");
+            let page = app
+                .get_from(
+                    &format!("/api/checkout-sessions/{id}"),
+                    &format!("192.0.2.{n}"),
+                )
+                .await;
+            assert_eq!(page.status(), 404, "{}", app.backend);
+        }
+        let id = made_up("cs_test_");
+        let page = app
+            .get_from(&format!("/after-checkout?session_id={id}"), "192.0.2.99")
+            .await;
+        assert_eq!(page.status(), 429, "{}", app.backend);
+        let retry_after = retry_after(&page);
+        assert!((1..=8).contains(&retry_after), "Retry-After: {retry_after}");
+        let json = app.get(&format!("/api/checkout-sessions/{id}")).await;
+        assert_eq!(json.status(), 429);
+        assert!(retry_after_of(&json).is_some());
+        assert_eq!(app.stripe.calls(&id), 0, "refused before any Stripe call");
+
+        // What is recorded costs no call, and is shown whatever the allowance.
+        let page = app
+            .get(&format!("/after-checkout?session_id={order}"))
+            .await;
+        assert_eq!(page.status(), 200, "{}", app.backend);
+        assert!(page.text().await.expect("body").contains("Mug"));
+
+        // Behind a trusted proxy each forwarded address has its own allowance, and what a
+        // client writes before the proxy's own entry is not believed.
+        let proxied = spawn_app_with(&backend, |settings| {
+            settings.client_lookups_per_min = 8;
+            settings.trusted_proxies = vec![parse_proxy("127.0.0.0/8").expect("network")];
+        })
+        .await;
+        let lookup = |forwarded: &'static str| {
+            let proxied = &proxied;
+            async move {
+                let id = made_up("cs_test_");
+                proxied
+                    .get_from(&format!("/api/checkout-sessions/{id}"), forwarded)
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(lookup("198.51.100.1").await, 404);
+        assert_eq!(lookup("203.0.113.5, 198.51.100.1").await, 404);
+        assert_eq!(lookup("203.0.113.6, 198.51.100.1").await, 429);
+        assert_eq!(lookup("198.51.100.2").await, 404, "another client");
+    }
+}
+
+fn retry_after_of(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get("Retry-After")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    retry_after_of(response).expect("a Retry-After of whole seconds")
 }

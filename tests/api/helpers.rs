@@ -90,6 +90,9 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         sandbox_payment_delay_secs: "1".into(),
         reconcile_every: "0".into(),
         shutdown_grace_secs: "10".into(),
+        client_lookups_per_min: 30,
+        trusted_proxies: Vec::new(),
+        webhook_workers: 64,
         effects: EffectSettings {
             catalog: Some(CATALOG.into()),
             smtp_url: None,
@@ -226,6 +229,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A GET that says, in `X-Forwarded-For`, it was forwarded for `client`.
+    pub async fn get_from(&self, path: &str, client: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .header("X-Forwarded-For", client)
             .send()
             .await
             .expect("request sent")

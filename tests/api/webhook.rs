@@ -311,7 +311,11 @@ async fn stripe_failing_twice_then_answering_is_recovered_without_help() {
             if event.expect("stored").processed_at.is_some() {
                 break;
             }
-            assert!(Instant::now() < deadline, "never processed on {}", app.backend);
+            assert!(
+                Instant::now() < deadline,
+                "never processed on {}",
+                app.backend
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

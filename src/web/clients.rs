@@ -1,0 +1,176 @@
+//! Who a request comes from, and how many Stripe lookups each client may cause.
+//!
+//! A customer's landing page costs a Stripe call only until its session is recorded, so an
+//! honest browser makes one or two; a client making up ids makes one per request. Each
+//! client address gets its own allowance, refilled evenly over the minute.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::http::header::HeaderName;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::{IpNet, Ipv6Net};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Addresses an IPv6 client is assumed to control: a whole /64 is one client, since an
+/// attacker with one such prefix can make up as many addresses in it as it likes.
+const IPV6_CLIENT_PREFIX: u8 = 64;
+/// Lookups between two sweeps of the allowances of clients that went quiet.
+const SWEEP_EVERY: u32 = 4096;
+
+/// Per-client allowances of Stripe lookups.
+pub struct ClientLimits {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<IpNet>,
+    admitted: AtomicU32,
+}
+
+impl ClientLimits {
+    /// `per_minute` lookups a client, in a burst of at most a quarter of that; the client
+    /// is the peer address, or the one a trusted proxy says it forwarded.
+    pub fn new(per_minute: NonZeroU32, trusted_proxies: Vec<IpNet>) -> Self {
+        let burst = NonZeroU32::new(per_minute.get() / 4).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            trusted_proxies,
+            admitted: Default::default(),
+        }
+    }
+
+    /// The client a request comes from: its peer, unless that peer is a trusted proxy; then
+    /// the nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client(&self, request: &HttpRequest) -> Option<IpAddr> {
+        let peer = request.peer_addr()?.ip();
+        if !self.is_trusted(peer) {
+            return Some(peer);
+        }
+        let forwarded = request
+            .headers()
+            .get_all(X_FORWARDED_FOR)
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        // Read from the nearest hop back: each trusted proxy appended the address it saw,
+        // anything further left was written by whoever is on the other side of it.
+        let mut client = peer;
+        for hop in forwarded.iter().rev() {
+            let Some(address) = parse_hop(hop) else { break };
+            client = address;
+            if !self.is_trusted(address) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    /// Takes one lookup from `client`'s allowance, or says how long until it may make one.
+    pub fn admit(&self, client: IpAddr) -> Result<(), Duration> {
+        let key = match client.to_canonical() {
+            IpAddr::V6(v6) => Ipv6Net::new(v6, IPV6_CLIENT_PREFIX)
+                .map_or(client, |prefix| IpAddr::V6(prefix.network())),
+            v4 => v4,
+        };
+        self.sweep_now_and_then();
+        self.limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    fn is_trusted(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.trusted_proxies
+            .iter()
+            .any(|net| net.contains(&address))
+    }
+
+    /// Forgets clients whose allowance is full again, so made-up addresses do not pile up.
+    fn sweep_now_and_then(&self) {
+        let admitted = self.admitted.fetch_add(1, Ordering::Relaxed);
+        if admitted % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, with a port or in brackets as some proxies
+/// write it.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
+/// Parses one `TRUSTED_PROXIES` entry: an address or a network (`10.0.0.0/8`).
+pub fn parse_proxy(raw: &str) -> Result<IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an address or a network like 10.0.0.0/8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn limits(trusted: &[&str]) -> ClientLimits {
+        let trusted = trusted
+            .iter()
+            .map(|raw| parse_proxy(raw).unwrap())
+            .collect();
+        ClientLimits::new(NonZeroU32::new(60).unwrap(), trusted)
+    }
+
+    fn from(peer: &str, forwarded: Option<&str>) -> HttpRequest {
+        let mut request = TestRequest::default().peer_addr(peer.parse().unwrap());
+        if let Some(forwarded) = forwarded {
+            request = request.insert_header(("X-Forwarded-For", forwarded));
+        }
+        request.to_http_request()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let limits = limits(&["10.0.0.0/8"]);
+        let spoofed = from("203.0.113.9:5000", Some("198.51.100.1"));
+        assert_eq!(limits.client(&spoofed), "203.0.113.9".parse().ok());
+        let proxied = from("10.0.0.2:5000", Some("198.51.100.1, 10.0.0.7"));
+        assert_eq!(limits.client(&proxied), "198.51.100.1".parse().ok());
+        // What the client wrote before the proxies' own entries is not believed.
+        let forged = from("10.0.0.2:5000", Some("192.0.2.77, 198.51.100.1"));
+        assert_eq!(limits.client(&forged), "198.51.100.1".parse().ok());
+        let garbled = from("10.0.0.2:5000", Some("not-an-address"));
+        assert_eq!(limits.client(&garbled), "10.0.0.2".parse().ok());
+    }
+
+    #[test]
+    fn a_client_past_its_burst_waits_and_others_do_not() {
+        let limits = limits(&[]);
+        let client: IpAddr = "198.51.100.1".parse().unwrap();
+        for _ in 0..15 {
+            assert_eq!(limits.admit(client), Ok(()));
+        }
+        let wait = limits.admit(client).expect_err("the burst is 15");
+        assert!(wait <= Duration::from_secs(1), "{wait:?} at 60 a minute");
+        assert_eq!(limits.admit("198.51.100.2".parse().unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_whole_prefix() {
+        let limits = limits(&[]);
+        for n in 0..15 {
+            let address: IpAddr = format!("2001:db8::{n:x}").parse().unwrap();
+            assert_eq!(limits.admit(address), Ok(()));
+        }
+        assert!(limits.admit("2001:db8::ffff".parse().unwrap()).is_err());
+        assert_eq!(limits.admit("2001:db8:0:1::1".parse().unwrap()), Ok(()));
+    }
+}

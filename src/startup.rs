@@ -11,7 +11,7 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::actors::Sessions;
-use crate::configuration::Config;
+use crate::configuration::{Config, Secret};
 use crate::db::Database;
 use crate::effects::{EffectActors, EffectDispatcher, Effects, Outbox};
 use crate::fulfillment::Engine;
@@ -33,6 +33,8 @@ pub struct Core {
     pub sessions: Sessions,
     pub outbox: Outbox,
     pub stripe: StripeGateway,
+    /// The key the gateway uses.
+    pub secret_key: Secret,
 }
 
 impl Core {
@@ -43,7 +45,12 @@ impl Core {
         db.seed_inventory(&config.catalog).await?;
         let outbox = Outbox::default();
         let pacer = Pacer::start(config.stripe.max_rps, config.stripe.interactive_share);
-        let stripe = StripeGateway::new(&config.stripe.secret_key, &config.stripe.api_base, pacer)?;
+        // In sandbox mode every process on the database uses the key made first.
+        let secret_key = match config.stripe.sandbox {
+            Some(_) => Secret::new(db.sandbox_key(config.stripe.secret_key.expose()).await?),
+            None => config.stripe.secret_key.clone(),
+        };
+        let stripe = StripeGateway::new(&secret_key, &config.stripe.api_base, pacer)?;
         let engine = Arc::new(Engine {
             db: db.clone(),
             stripe: stripe.clone(),
@@ -57,6 +64,7 @@ impl Core {
             sessions,
             outbox,
             stripe,
+            secret_key,
         })
     }
 }
@@ -81,6 +89,9 @@ impl Application {
             .sandbox
             .map(|payment_delay| sandbox(&mut config, port, payment_delay));
         let core = Core::start(&config).await?;
+        if let Some(simulator) = &simulator {
+            simulator.accept_only(core.secret_key.expose());
+        }
         let state = web::Data::new(AppState {
             sessions: core.sessions.clone(),
             db: core.db.clone(),
@@ -250,6 +261,7 @@ fn sandbox(config: &mut Config, port: u16, payment_delay: Duration) -> Simulator
         &format!("{}/sandbox", config.public_url),
         payment_delay,
     );
+    simulator.redirect_only_under(&config.public_url);
     if let Some(secret) = config.stripe.webhook_secrets.first() {
         simulator.send_webhooks_to(&format!("{internal}/webhook"), secret.expose());
     }

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use super::{ConfigError, Secret, Settings, invalid};
 
-/// The simulated Stripe's API key and its pace (Stripe's test-mode limit).
-const SANDBOX_KEY: &str = "sk_test_sandbox";
+/// The simulated Stripe's pace (Stripe's test-mode limit).
 const SANDBOX_MAX_RPS: u32 = 25;
 
 /// Stripe credentials, validated.
@@ -23,6 +22,7 @@ pub struct StripeConfig {
     pub livemode: bool,
     /// Sandbox mode: the simulator's bank-debit delay. The serving process mounts the
     /// simulator under `/sandbox`; other commands reach it there through `PUBLIC_URL`.
+    /// `secret_key` is then only a candidate: the key kept in the database is used.
     pub sandbox: Option<Duration>,
 }
 
@@ -148,13 +148,9 @@ impl Settings {
                 )
             })?;
         Ok(StripeConfig {
-            secret_key: Secret::new(SANDBOX_KEY),
+            secret_key: Secret::new(format!("sk_test_sandbox_{}", random_hex()?)),
             // A fresh secret per run: only this process's simulator signs with it.
-            webhook_secrets: vec![Secret::new(format!(
-                "whsec_sandbox_{:016x}{:016x}",
-                fastrand::u64(..),
-                fastrand::u64(..)
-            ))],
+            webhook_secrets: vec![Secret::new(format!("whsec_sandbox_{}", random_hex()?))],
             api_base: format!("{public_url}/sandbox"),
             max_rps: SANDBOX_MAX_RPS,
             interactive_share: self.interactive_share()?,
@@ -162,4 +158,16 @@ impl Settings {
             sandbox: Some(Duration::from_secs(delay)),
         })
     }
+}
+
+/// 128 bits from the operating system's generator, in hex.
+fn random_hex() -> Result<String, ConfigError> {
+    let mut bytes = [0; 16];
+    getrandom::fill(&mut bytes).map_err(|error| {
+        invalid(
+            "STRIPE_SECRET_KEY",
+            format!("no randomness for the sandbox: {error}"),
+        )
+    })?;
+    Ok(hex::encode(bytes))
 }

@@ -13,6 +13,7 @@ pub mod effects;
 pub mod inbox;
 pub mod inventory;
 pub mod outcomes;
+mod sandbox;
 pub mod schema;
 pub mod sessions;
 pub mod types;

@@ -102,6 +102,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sandbox_keys (id) {
+        id -> Integer,
+        api_key -> Text,
+    }
+}
+
 diesel::joinable!(line_items -> checkout_sessions (session_id));
 diesel::joinable!(effects -> checkout_sessions (session_id));
 diesel::joinable!(stock_movements -> checkout_sessions (session_id));
@@ -115,5 +122,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     inventory,
     stock_movements,
     access_grants,
-    shipments
+    shipments,
+    sandbox_keys
 );

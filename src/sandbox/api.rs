@@ -68,21 +68,26 @@ async fn admit(
     shared: &Shared,
     session: Option<&str>,
 ) -> Result<(), ApiError> {
-    let (delay, fault) = {
+    let (delay, fault, api_key) = {
         let mut state = shared.lock();
         if let Some(id) = session {
             *state.calls.entry(id.to_owned()).or_default() += 1;
         }
-        (state.delay, state.faults.pop_front())
+        (state.delay, state.faults.pop_front(), state.api_key.clone())
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let authorized = request
+    let key = request
         .headers()
         .get("Authorization")
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("Bearer sk_") || value.starts_with("Bearer rk_"));
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let authorized = match (key, api_key) {
+        (Some(key), Some(expected)) => constant_time_eq(key.as_bytes(), expected.as_bytes()),
+        (Some(key), None) => key.starts_with("sk_") || key.starts_with("rk_"),
+        (None, _) => false,
+    };
     if !authorized {
         return Err(stripe_error(
             StatusCode::UNAUTHORIZED,
@@ -104,6 +109,11 @@ async fn admit(
         });
     }
     Ok(())
+}
+
+/// Compares without an early exit, so the time taken tells nothing of the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 fn find(shared: &Shared, id: &str) -> Result<(SessionSpec, String), ApiError> {
@@ -312,6 +322,21 @@ pub(super) async fn create_session(
             "The sandbox creates sessions with mode=payment and at least one line item.",
         ));
     }
+    let success_url = param(&form, "success_url").map(str::to_owned);
+    let cancel_url = param(&form, "cancel_url").map(str::to_owned);
+    if let Some(base) = &state.redirects_under
+        && let Some(url) = [&success_url, &cancel_url]
+            .into_iter()
+            .flatten()
+            .find(|url| !is_under(url, base))
+    {
+        return Err(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("url_invalid"),
+            &format!("The sandbox sends customers only to URLs under {base}, not to {url}."),
+        ));
+    }
     let spec = SessionSpec {
         status: "open".into(),
         payment_status: "unpaid".into(),
@@ -322,12 +347,19 @@ pub(super) async fn create_session(
         collect_shipping: form
             .iter()
             .any(|(key, _)| key.starts_with("shipping_address_collection")),
-        success_url: param(&form, "success_url").map(str::to_owned),
-        cancel_url: param(&form, "cancel_url").map(str::to_owned),
+        success_url,
+        cancel_url,
         created: crate::db::now_ms() / 1000,
     };
     let id = state.new_id("cs_test_");
     let session = spec.to_json(&id, &state.hosted);
     state.sessions.insert(id, spec);
     Ok(HttpResponse::Ok().json(session))
+}
+
+/// Whether `url` is `base` or a path, query or fragment below it (not merely a host whose
+/// name starts with it).
+fn is_under(url: &str, base: &str) -> bool {
+    url.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']))
 }

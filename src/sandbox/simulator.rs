@@ -47,6 +47,17 @@ impl Simulator {
             .route("/checkout/{id}/expire", web::post().to(hosted::expire));
     }
 
+    /// Accepts API requests with `key` only, as Stripe accepts only the account's keys.
+    pub fn accept_only(&self, key: &str) {
+        self.shared.lock().api_key = Some(key.to_owned());
+    }
+
+    /// Creates sessions only with a `success_url` and `cancel_url` under `base`, so the
+    /// hosted pages never send a customer elsewhere.
+    pub fn redirect_only_under(&self, base: &str) {
+        self.shared.lock().redirects_under = Some(base.trim_end_matches('/').to_owned());
+    }
+
     /// Sends signed webhooks to `url`, as Stripe does to a registered endpoint.
     pub fn send_webhooks_to(&self, url: &str, secret: &str) {
         self.shared.lock().webhooks = Some(WebhookTarget {

@@ -165,6 +165,10 @@ pub(super) struct State {
     pub catalog: Arc<Catalog>,
     /// How long a bank debit takes to succeed or fail.
     pub payment_delay: Duration,
+    /// The one API key accepted; any `sk_…` or `rk_…` key when unset (the test double).
+    pub api_key: Option<String>,
+    /// The base every `success_url` and `cancel_url` must be under; any URL when unset.
+    pub redirects_under: Option<String>,
 }
 
 /// The simulator's shared state, and its HTTP client for webhooks; cheap to clone.
@@ -188,6 +192,8 @@ impl Shared {
             hosted,
             catalog,
             payment_delay,
+            api_key: None,
+            redirects_under: None,
         }));
         Self {
             state,

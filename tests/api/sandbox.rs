@@ -223,6 +223,68 @@ async fn the_storefront_refuses_unknown_products_and_silly_quantities() {
     }
 }
 
+#[actix_web::test]
+async fn the_simulator_takes_only_its_own_key_and_sends_customers_only_under_public_url() {
+    for backend in backends() {
+        let app = spawn_sandbox(&backend).await;
+        let api = format!("{}/sandbox/v1/checkout/sessions", app.address);
+        let key = app.db.sandbox_key("sk_test_unused").await.expect("db");
+        assert_ne!(key, "sk_test_unused", "made by the serving process");
+        let list = |key: String| {
+            let api = api.clone();
+            async move {
+                let response = browser().get(&api).bearer_auth(key).send().await.unwrap();
+                let status = response.status().as_u16();
+                let sessions = response.json::<serde_json::Value>().await.unwrap()["data"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                (status, sessions)
+            }
+        };
+        for other in ["sk_test_sandbox", "sk_test_made_up", "rk_test_x"] {
+            assert_eq!(list(other.to_owned()).await.0, 401, "{other}");
+        }
+        let (status, before) = list(key.clone()).await;
+        assert_eq!(status, 200);
+
+        let public = &app.address;
+        for elsewhere in [
+            "https://evil.example/after-checkout".to_owned(),
+            format!("{public}@evil.example/after-checkout"),
+            format!("{public}.evil.example/"),
+        ] {
+            let created = browser()
+                .post(&api)
+                .bearer_auth(&key)
+                .form(&[
+                    ("mode", "payment"),
+                    ("line_items[0][price]", "price_tee_m"),
+                    ("success_url", &format!("{public}/after-checkout")),
+                    ("cancel_url", &elsewhere),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 400, "{elsewhere}");
+            let error = created.json::<serde_json::Value>().await.unwrap();
+            assert_eq!(error["error"]["code"], "url_invalid", "{error}");
+        }
+        assert_eq!(
+            list(key.clone()).await,
+            (200, before),
+            "nothing was created"
+        );
+
+        // The storefront's own URLs are under PUBLIC_URL: buying still works.
+        let (_, landed) = buy(&app, "price_tee_m", 1, "card").await;
+        assert!(
+            landing(&app, &landed)
+                .await
+                .contains("Thank you for your order")
+        );
+    }
+}
+
 /// The fulfilld binary with no Stripe key, listening on every interface.
 fn keyless_on_every_interface(port: u16, database: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"));

@@ -2,7 +2,8 @@
 //! carried out after by a bounded pool of workers through the session actors, and
 //! replayed if a crash, an outage or a full queue left them undone.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -26,12 +27,8 @@ const EVENT_MAX_ATTEMPTS: u32 = 30;
 /// The first wait before an event is tried again, doubled each time, capped.
 const EVENT_BACKOFF: Duration = Duration::from_secs(30);
 const EVENT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
-/// Stored events replayed at once.
-const REPLAY_CONCURRENCY: usize = 32;
 /// Events waiting for each worker before the rest wait in the inbox only.
 const QUEUE_PER_WORKER: usize = 16;
-/// How often the replayer looks whether a full queue has room again.
-const ROOM_CHECK: Duration = Duration::from_millis(50);
 const REPLAY_PAGE: i64 = 500;
 
 type Pending = (StoredEvent, oneshot::Sender<Result<Stored, String>>);
@@ -145,55 +142,6 @@ pub async fn process(
     }
 }
 
-/// Replays the waiting events that arrived before `received_before` (only those due,
-/// when `due_only`), in pages by event id. Returns how many were attempted.
-pub async fn replay(
-    sessions: &Sessions,
-    db: &Database,
-    received_before: i64,
-    due_only: bool,
-) -> anyhow::Result<usize> {
-    let mut attempted = 0;
-    let mut after = String::new();
-    loop {
-        let page = db
-            .waiting_events(received_before, &after, due_only, REPLAY_PAGE)
-            .await?;
-        let Some(last) = page.last() else {
-            return Ok(attempted);
-        };
-        after = last.id.clone();
-        attempted += page.len();
-        futures_util::stream::iter(page)
-            .for_each_concurrent(REPLAY_CONCURRENCY, |stored| async move {
-                replay_one(sessions, db, stored).await;
-            })
-            .await;
-    }
-}
-
-async fn replay_one(sessions: &Sessions, db: &Database, stored: StoredEvent) {
-    match event::parse(stored.payload.as_bytes()) {
-        Ok(Event::Checkout { kind, summary, .. }) => {
-            let id = summary.id.clone();
-            process(
-                sessions,
-                db,
-                &stored.id,
-                &id,
-                Trigger::from_event(kind, summary),
-            )
-            .await;
-        }
-        Ok(Event::Ignored { .. }) | Err(_) => {
-            // Only verified, parseable Checkout events are stored; this row predates a
-            // change of rules. Keep it out of every future replay.
-            tracing::warn!(event.id = %stored.id, "stored event is not a Checkout event; skipping it");
-            let _ = db.mark_processed(&stored.id).await;
-        }
-    }
-}
-
 /// A stored event for a worker to carry out.
 pub struct Work {
     pub event_id: String,
@@ -201,87 +149,171 @@ pub struct Work {
     pub trigger: Trigger,
 }
 
-/// The workers that carry out stored events, and the replayer behind them; cheap to clone.
+impl Work {
+    /// What a stored event asks for, or `None` (and the event is set aside) when it is not
+    /// a Checkout event.
+    async fn of(db: &Database, stored: StoredEvent) -> Option<Self> {
+        match event::parse(stored.payload.as_bytes()) {
+            Ok(Event::Checkout { kind, summary, .. }) => Some(Self {
+                event_id: stored.id,
+                session_id: summary.id.clone(),
+                trigger: Trigger::from_event(kind, summary),
+            }),
+            Ok(Event::Ignored { .. }) | Err(_) => {
+                // Only verified, parseable Checkout events are stored; this row predates a
+                // change of rules. Keep it out of every future replay.
+                tracing::warn!(event.id = %stored.id, "stored event is not a Checkout event; skipping it");
+                let _ = db.mark_processed(&stored.id).await;
+                None
+            }
+        }
+    }
+}
+
+/// The workers that carry out stored events, and the replayer that feeds them what the
+/// queue could not take and what is due again; cheap to clone.
 #[derive(Clone)]
 pub struct Workers {
     queue: mpsc::Sender<Work>,
+    /// The events queued or being carried out: none is queued twice.
+    taken: Arc<Mutex<HashSet<String>>>,
     /// Told when an event did not fit in the queue: the replayer takes it from the inbox.
     spilled: Arc<Notify>,
 }
 
 impl Workers {
     /// Starts `workers` workers behind a queue of `QUEUE_PER_WORKER` events each, and the
-    /// replayer: at start-up it tries every waiting event; then every `every` those due
-    /// again, and, as soon as the queue has room, those that did not fit in it.
+    /// replayer: at start-up it queues every waiting event; then, every `every` and
+    /// whenever an event did not fit, those due, as fast as the workers take them.
     pub fn start(sessions: Sessions, db: Database, workers: usize, every: Duration) -> Self {
         let workers = workers.max(1);
         let (queue, jobs) = mpsc::channel(workers * QUEUE_PER_WORKER);
-        let spilled = Arc::new(Notify::new());
-        tokio::spawn(work(sessions.clone(), db.clone(), jobs, workers));
-        tokio::spawn(replay_forever(
+        let this = Self {
+            queue,
+            taken: Arc::default(),
+            spilled: Arc::default(),
+        };
+        tokio::spawn(work(
             sessions,
-            db,
-            every,
-            queue.clone(),
-            Arc::clone(&spilled),
+            db.clone(),
+            jobs,
+            workers,
+            Arc::clone(&this.taken),
         ));
-        Self { queue, spilled }
+        tokio::spawn(this.clone().replay_forever(db, every));
+        this
     }
 
-    /// Hands a stored event to the workers. When they are all busy and the queue is full,
-    /// the event waits in the inbox, where the replayer finds it.
+    /// Hands a stored event to the workers, unless they have it already. When they are all
+    /// busy and the queue is full, the event waits in the inbox, where the replayer finds
+    /// it.
     pub fn offer(&self, work: Work) {
-        if let Err(TrySendError::Full(work)) = self.queue.try_send(work) {
-            tracing::debug!(event.id = %work.event_id, "workers busy; the event waits in the inbox");
-            self.spilled.notify_one();
+        if !self.take(&work.event_id) {
+            return;
+        }
+        match self.queue.try_send(work) {
+            Ok(()) => {}
+            Err(TrySendError::Full(work)) => {
+                self.untake(&work.event_id);
+                tracing::debug!(event.id = %work.event_id, "workers busy; the event waits in the inbox");
+                self.spilled.notify_one();
+            }
+            Err(TrySendError::Closed(work)) => {
+                self.untake(&work.event_id);
+                tracing::error!(event.id = %work.event_id, "the workers have stopped; the event waits in the inbox");
+            }
+        }
+    }
+
+    /// Queues `work` once there is room, unless the workers have it already. Returns
+    /// whether it was queued.
+    async fn submit(&self, work: Work) -> bool {
+        let Ok(room) = self.queue.reserve().await else {
+            return false;
+        };
+        if !self.take(&work.event_id) {
+            return false;
+        }
+        room.send(work);
+        true
+    }
+
+    fn take(&self, event_id: &str) -> bool {
+        lock(&self.taken).insert(event_id.to_owned())
+    }
+
+    fn untake(&self, event_id: &str) {
+        lock(&self.taken).remove(event_id);
+    }
+
+    async fn replay_forever(self, db: Database, every: Duration) {
+        // At start-up every waiting event is tried at once, whatever its backoff.
+        let mut due_only = false;
+        loop {
+            match self.replay(&db, due_only).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(events = count, "replayed stored events"),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "could not replay stored events")
+                }
+            }
+            due_only = true;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.spilled.notified() => {}
+            }
+        }
+    }
+
+    /// Queues the waiting events (only those due, when `due_only`) that the workers do not
+    /// have, in pages by event id, as fast as the workers take them. Returns how many.
+    async fn replay(&self, db: &Database, due_only: bool) -> anyhow::Result<usize> {
+        let mut queued = 0;
+        let mut after = String::new();
+        loop {
+            let page = db.waiting_events(&after, due_only, REPLAY_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(queued);
+            };
+            after = last.id.clone();
+            for stored in page {
+                if let Some(work) = Work::of(db, stored).await
+                    && self.submit(work).await
+                {
+                    queued += 1;
+                }
+            }
         }
     }
 }
 
-async fn work(sessions: Sessions, db: Database, jobs: mpsc::Receiver<Work>, workers: usize) {
+fn lock(taken: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+    taken.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+async fn work(
+    sessions: Sessions,
+    db: Database,
+    jobs: mpsc::Receiver<Work>,
+    workers: usize,
+    taken: Arc<Mutex<HashSet<String>>>,
+) {
     let jobs = futures_util::stream::unfold(jobs, |mut jobs| async move {
         jobs.recv().await.map(|job| (job, jobs))
     });
     jobs.for_each_concurrent(workers, |job| {
-        let (sessions, db) = (&sessions, &db);
-        async move { process(sessions, db, &job.event_id, &job.session_id, job.trigger).await }
+        let (sessions, db, taken) = (sessions.clone(), db.clone(), Arc::clone(&taken));
+        async move {
+            let event_id = job.event_id.clone();
+            // A task of its own, so that a panic ends one attempt, not the pool.
+            let attempt = tokio::spawn(async move {
+                process(&sessions, &db, &job.event_id, &job.session_id, job.trigger).await;
+            });
+            if attempt.await.is_err() {
+                tracing::error!(event.id = %event_id, "carrying out an event panicked; it will be replayed");
+            }
+            lock(&taken).remove(&event_id);
+        }
     })
     .await;
-}
-
-async fn replay_forever(
-    sessions: Sessions,
-    db: Database,
-    every: Duration,
-    queue: mpsc::Sender<Work>,
-    spilled: Arc<Notify>,
-) {
-    // At start-up every waiting event is tried at once, whatever its backoff.
-    let mut cutoff = crate::db::now_ms();
-    let mut due_only = false;
-    loop {
-        match replay(&sessions, &db, cutoff, due_only).await {
-            Ok(0) => {}
-            Ok(count) => tracing::info!(events = count, "replayed stored events"),
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "could not replay stored events")
-            }
-        }
-        due_only = true;
-        tokio::select! {
-            () = tokio::time::sleep(every) => {
-                // Younger events are still with the workers, or about to be.
-                cutoff = crate::db::now_ms() - i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-            }
-            () = spilled.notified() => {
-                // What is queued goes first; then everything received so far that is
-                // waiting. An event also still queued is carried out twice, which its
-                // session's actor makes harmless: the second finds it recorded.
-                while queue.capacity() < queue.max_capacity() {
-                    tokio::time::sleep(ROOM_CHECK).await;
-                }
-                cutoff = crate::db::now_ms();
-            }
-        }
-    }
 }

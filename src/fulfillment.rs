@@ -9,6 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::catalog::{Catalog, Plan};
 use crate::db::Database;
 use crate::db::sessions::Record;
@@ -35,37 +37,56 @@ pub enum Source {
     /// A signed event that proves the session is paid (or needs no payment).
     PaidEvent(SessionSummary),
     /// The customer's browser on the landing page: answered first, from the database
-    /// when a signed event has already told us the state; a Stripe call is taken from the
-    /// customer's allowance.
-    Customer(Allowance),
+    /// when a signed event has already told us the state.
+    Customer(Customer),
     /// The operator (CLI, reconcile): always checks Stripe unless the session is settled.
     Operator,
 }
 
-/// How many Stripe calls a customer's requests may still cause; asked only when a call is
-/// about to be made, so requests answered from the database cost nothing.
+/// A customer waiting on the landing page: until when, and how many Stripe calls its
+/// requests may still cause. Asked only when a call is about to be made, so requests
+/// answered from the database cost nothing.
 #[derive(Clone)]
-pub struct Allowance(Arc<dyn Fn() -> Result<(), Duration> + Send + Sync>);
+pub struct Customer {
+    /// When the customer's page stops waiting: no call is started or waited for after.
+    gone_at: Instant,
+    allowance: Arc<dyn Fn() -> Result<(), Duration> + Send + Sync>,
+}
 
-impl Allowance {
-    /// `take` answers whether one more call may be made, or how long until one may.
-    pub fn new(take: impl Fn() -> Result<(), Duration> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(take))
+impl Customer {
+    /// A customer who waits until `gone_at`; `allowance` answers whether one more call may
+    /// be made, or how long until one may.
+    pub fn new(
+        gone_at: Instant,
+        allowance: impl Fn() -> Result<(), Duration> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            gone_at,
+            allowance: Arc::new(allowance),
+        }
     }
 
-    /// No limit: a customer request the engine makes itself (tests, tools).
-    pub fn unlimited() -> Self {
-        Self::new(|| Ok(()))
-    }
-
-    fn take(&self) -> Result<(), Duration> {
-        (self.0)()
+    /// Makes `call` for the customer, within its allowance and its wait.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, FulfillError> {
+        if Instant::now() >= self.gone_at {
+            return Err(FulfillError::CustomerGone);
+        }
+        (self.allowance)().map_err(FulfillError::AllowanceSpent)?;
+        match tokio::time::timeout_at(self.gone_at, call).await {
+            Ok(answer) => Ok(answer?),
+            Err(_elapsed) => Err(FulfillError::CustomerGone),
+        }
     }
 }
 
-impl fmt::Debug for Allowance {
+impl fmt::Debug for Customer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Allowance")
+        f.debug_struct("Customer")
+            .field("gone_at", &self.gone_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,8 +129,12 @@ pub enum FulfillError {
     Database(#[from] anyhow::Error),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("the session's actor stopped each time it was asked; try again")]
+    Unrouted,
     #[error("the customer's allowance of Stripe calls is spent for {0:?}")]
     AllowanceSpent(Duration),
+    #[error("the customer stopped waiting before Stripe answered")]
+    CustomerGone,
 }
 
 impl From<GatewayError> for FulfillError {
@@ -123,10 +148,10 @@ impl From<GatewayError> for FulfillError {
 
 /// One attempt on session `id`: reads what is stored, asks Stripe what is not proven,
 /// and records the result in one transaction.
-#[tracing::instrument(skip_all, fields(session.id = %id))]
 ///
 /// Calls for anyone but a customer wait behind the webhook backlog until `urgency` is
 /// raised (a customer asked for this session), then go ahead of it.
+#[tracing::instrument(skip_all, fields(session.id = %id))]
 pub async fn fulfill_checkout(
     engine: &Engine,
     id: &SessionId,
@@ -156,14 +181,14 @@ pub async fn fulfill_checkout(
             (summary, Status::Fulfilled, items)
         }
         Trigger::Fulfill(source) => {
-            let priority = match source {
-                Source::Customer(allowance) => {
-                    allowance.take().map_err(FulfillError::AllowanceSpent)?;
-                    Priority::Interactive
+            let (summary, items) = match source {
+                Source::Customer(customer) => {
+                    customer
+                        .call(engine.stripe.checkout_session(id, &Priority::Interactive))
+                        .await?
                 }
-                _ => background,
+                _ => engine.stripe.checkout_session(id, &background).await?,
             };
-            let (summary, items) = engine.stripe.checkout_session(id, &priority).await?;
             let status = match (summary.state, summary.payment_status) {
                 // Not paid yet, and nothing to record: the customer is still at checkout.
                 (SessionState::Open, _) => return Ok(unrecorded(&summary, items)),

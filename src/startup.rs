@@ -19,7 +19,7 @@ use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
-use crate::web::{AppState, ClientLimits, UnknownSessions, routes};
+use crate::web::{AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, routes};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -92,6 +92,11 @@ impl Application {
         if let Some(simulator) = &simulator {
             simulator.accept_only(core.secret_key.expose());
         }
+        let clients = Arc::new(ClientLimits::new(
+            config.client_lookups_per_min,
+            config.trusted_proxies.clone(),
+        ));
+        spawn_sweeper(Arc::downgrade(&clients));
         let state = web::Data::new(AppState {
             sessions: core.sessions.clone(),
             db: core.db.clone(),
@@ -116,10 +121,7 @@ impl Application {
             sandbox: simulator.is_some(),
             livemode: config.stripe.livemode,
             unknown: UnknownSessions::default(),
-            clients: Arc::new(ClientLimits::new(
-                config.client_lookups_per_min,
-                config.trusted_proxies.clone(),
-            )),
+            clients: Arc::clone(&clients),
         });
         let shutdown_grace = config.shutdown_grace;
         let server = HttpServer::new(move || {
@@ -245,6 +247,21 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// Forgets the allowances of clients that went quiet, for as long as the server lives.
+fn spawn_sweeper(clients: std::sync::Weak<ClientLimits>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(clients) = clients.upgrade() else {
+                return;
+            };
+            clients.sweep();
+        }
+    });
 }
 
 /// Points the engine at a simulator mounted under `/sandbox` of this very server, and

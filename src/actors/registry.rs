@@ -141,7 +141,7 @@ impl Sessions {
                 Err(MailboxError::Timeout) => return Err(FulfillError::ShuttingDown),
             }
         }
-        Err(FulfillError::ShuttingDown)
+        Err(FulfillError::Unrouted)
     }
 
     /// How many session actors are live, for metrics and tests of passivation.

@@ -14,6 +14,9 @@ use crate::stripe::Urgency;
 /// Messages a session actor holds before senders wait for room. A storm of duplicate
 /// deliveries queues here and each is answered from memory once the first attempt settles.
 const MAILBOX_CAPACITY: usize = 1024;
+/// How long an actor whose session Stripe does not know answers so from memory, for the
+/// attempts queued behind the one that asked, before it stops.
+const UNKNOWN_LINGER: Duration = Duration::from_secs(1);
 
 /// Ask the session's actor to act on a trigger; answers with the session's outcome.
 #[derive(Message)]
@@ -29,6 +32,8 @@ pub struct SessionActor {
     last_active: Instant,
     /// A final outcome: it never changes, so later requests cost no I/O.
     settled: Option<Arc<Outcome>>,
+    /// Stripe said it does not know this session.
+    unknown: bool,
     /// Raised by the registry's handle when a customer asks for this session, even while
     /// an attempt holds the mailbox: that attempt's Stripe calls then go ahead of the
     /// backlog, so the customer waits about one round trip, not for the backlog.
@@ -52,6 +57,7 @@ impl SessionActor {
             idle_after,
             last_active: Instant::now(),
             settled: None,
+            unknown: false,
             urgency,
         }
     }
@@ -90,6 +96,9 @@ impl Handler<Attempt> for SessionActor {
         if let Some(outcome) = &self.settled {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(Arc::clone(outcome)))));
         }
+        if self.unknown {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(FulfillError::UnknownSession))));
+        }
         let engine = Arc::clone(&self.engine);
         let id = self.id.clone();
         let urgency = Arc::clone(&self.urgency);
@@ -101,14 +110,12 @@ impl Handler<Attempt> for SessionActor {
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
             |result, actor, ctx| {
                 actor.last_active = Instant::now();
-                // Nothing to keep for an id Stripe does not know, or not asked for want of
-                // allowance: free the actor now rather than after SESSION_IDLE_SECS (a
-                // flood of made-up ids).
-                if matches!(
-                    result,
-                    Err(FulfillError::UnknownSession | FulfillError::AllowanceSpent(_))
-                ) {
-                    ctx.stop();
+                // Stripe does not know the id: attempts queued meanwhile get that answer
+                // from memory, then the actor goes, rather than after SESSION_IDLE_SECS
+                // (a flood of made-up ids).
+                if matches!(result, Err(FulfillError::UnknownSession)) {
+                    actor.unknown = true;
+                    ctx.run_later(UNKNOWN_LINGER, |_, ctx| ctx.stop());
                 }
                 if let Ok(outcome) = &result
                     && outcome.is_final()

@@ -4,10 +4,11 @@
 //! honest browser makes one or two; a client making up ids makes one per request. Each
 //! client address gets its own allowance, refilled evenly over the minute.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header::HeaderName;
@@ -19,15 +20,16 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Addresses an IPv6 client is assumed to control: a whole /64 is one client, since an
 /// attacker with one such prefix can make up as many addresses in it as it likes.
 const IPV6_CLIENT_PREFIX: u8 = 64;
-/// Lookups between two sweeps of the allowances of clients that went quiet.
-const SWEEP_EVERY: u32 = 4096;
+/// How often the allowances of clients that went quiet are forgotten.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Per-client allowances of Stripe lookups.
 pub struct ClientLimits {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<IpNet>,
-    admitted: AtomicU32,
+    /// Clients past their allowance, and until when: answered 429 before anything else.
+    spent: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 impl ClientLimits {
@@ -38,7 +40,7 @@ impl ClientLimits {
         Self {
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
             trusted_proxies,
-            admitted: Default::default(),
+            spent: Mutex::default(),
         }
     }
 
@@ -49,12 +51,13 @@ impl ClientLimits {
         if !self.is_trusted(peer) {
             return Some(peer);
         }
+        // Split as bytes: a byte that is not ASCII in what a client wrote must not cost the
+        // whole line, with the entries the proxies appended after it.
         let forwarded = request
             .headers()
             .get_all(X_FORWARDED_FOR)
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+            .map(|hop| std::str::from_utf8(hop).unwrap_or_default().trim())
             .collect::<Vec<_>>();
         // Read from the nearest hop back: each trusted proxy appended the address it saw,
         // anything further left was written by whoever is on the other side of it.
@@ -71,15 +74,45 @@ impl ClientLimits {
 
     /// Takes one lookup from `client`'s allowance, or says how long until it may make one.
     pub fn admit(&self, client: IpAddr) -> Result<(), Duration> {
-        let key = match client.to_canonical() {
-            IpAddr::V6(v6) => Ipv6Net::new(v6, IPV6_CLIENT_PREFIX)
-                .map_or(client, |prefix| IpAddr::V6(prefix.network())),
-            v4 => v4,
-        };
-        self.sweep_now_and_then();
-        self.limiter
-            .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        let key = key(client);
+        if let Some(wait) = self.spent_for(key) {
+            return Err(wait);
+        }
+        self.limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until
+                .wait_time_from(DefaultClock::default().now())
+                .max(Duration::from_millis(1));
+            self.lock_spent().insert(key, Instant::now() + wait);
+            wait
+        })
+    }
+
+    /// How long `client` must still wait, if it is past its allowance: checked before a
+    /// request costs anything at all.
+    pub fn spent(&self, client: IpAddr) -> Option<Duration> {
+        self.spent_for(key(client))
+    }
+
+    /// Forgets the clients whose allowance is full again, so that made-up addresses do not
+    /// pile up; call it every [`SWEEP_EVERY`].
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        let now = Instant::now();
+        let mut spent = self.lock_spent();
+        spent.retain(|_, until| *until > now);
+        spent.shrink_to_fit();
+    }
+
+    fn spent_for(&self, key: IpAddr) -> Option<Duration> {
+        let until = *self.lock_spent().get(&key)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn lock_spent(&self) -> MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.spent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn is_trusted(&self, address: IpAddr) -> bool {
@@ -88,14 +121,14 @@ impl ClientLimits {
             .iter()
             .any(|net| net.contains(&address))
     }
+}
 
-    /// Forgets clients whose allowance is full again, so made-up addresses do not pile up.
-    fn sweep_now_and_then(&self) {
-        let admitted = self.admitted.fetch_add(1, Ordering::Relaxed);
-        if admitted % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
+/// What a client's allowance is kept under: its address, or for IPv6 its /64.
+fn key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => Ipv6Net::new(v6, IPV6_CLIENT_PREFIX)
+            .map_or(client, |prefix| IpAddr::V6(prefix.network())),
+        v4 => v4,
     }
 }
 

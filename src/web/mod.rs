@@ -20,7 +20,7 @@ use crate::configuration::Secret;
 use crate::db::Database;
 use crate::inbox::{Inbox, Workers};
 use crate::stripe::StripeGateway;
-pub use clients::{ClientLimits, parse_proxy};
+pub use clients::{ClientLimits, SWEEP_EVERY, parse_proxy};
 pub use unknown::UnknownSessions;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.

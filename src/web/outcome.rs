@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 
 use super::AppState;
 use crate::domain::{Outcome, SessionId};
-use crate::fulfillment::{Allowance, FulfillError, Source, Trigger};
+use crate::fulfillment::{Customer, FulfillError, Source, Trigger};
 
 /// Why a customer's request has no outcome to show.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +49,10 @@ fn retry_after_secs(wait: Duration) -> u64 {
 }
 
 /// Parses the id, asks the session's actor to fulfil (as the customer, ahead of the
-/// webhook backlog) and waits for the outcome within `landing_wait`. Only a Stripe call
-/// counts against the client's allowance, not what is answered from the database.
+/// webhook backlog) and waits for the outcome within `landing_wait`; no Stripe call is
+/// made or waited for after it. Only a Stripe call counts against the client's
+/// allowance, not what is answered from the database; a client past it is answered
+/// from the database alone.
 pub async fn lookup(
     state: &AppState,
     request: &HttpRequest,
@@ -65,16 +67,27 @@ pub async fn lookup(
     if id.is_live() != state.livemode || state.unknown.contains(&id) {
         return Err(LookupError::UnknownSession);
     }
-    let allowance = match state.clients.client(request) {
-        Some(client) => {
-            let clients = Arc::clone(&state.clients);
-            Allowance::new(move || clients.admit(client))
-        }
-        None => Allowance::unlimited(),
-    };
+    let client = state.clients.client(request);
+    if let Some(wait) = client.and_then(|client| state.clients.spent(client)) {
+        // Past its allowance: what is recorded is still shown, at one read and no actor.
+        return match state.db.outcome(&id).await {
+            Ok(Some(recorded)) => Ok(Arc::new(recorded)),
+            Ok(None) => Err(LookupError::TooManyLookups(wait)),
+            Err(error) => {
+                tracing::warn!(session.id = %id, error = %format!("{error:#}"), "could not read a customer's session");
+                Err(LookupError::Unavailable)
+            }
+        };
+    }
+    let gone_at = tokio::time::Instant::now() + state.landing_wait;
+    let clients = Arc::clone(&state.clients);
+    let customer = Customer::new(gone_at, move || match client {
+        Some(client) => clients.admit(client),
+        None => Ok(()),
+    });
     let attempt = state
         .sessions
-        .handle(&id, Trigger::Fulfill(Source::Customer(allowance)));
+        .handle(&id, Trigger::Fulfill(Source::Customer(customer)));
     match tokio::time::timeout(state.landing_wait, attempt).await {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(FulfillError::UnknownSession)) => {
@@ -82,12 +95,12 @@ pub async fn lookup(
             Err(LookupError::UnknownSession)
         }
         Ok(Err(FulfillError::AllowanceSpent(wait))) => Err(LookupError::TooManyLookups(wait)),
-        Ok(Err(error)) => {
-            tracing::warn!(session.id = %id, error = %error, "could not confirm a customer's session");
+        Ok(Err(FulfillError::CustomerGone)) | Err(_) => {
+            tracing::warn!(session.id = %id, wait_ms = state.landing_wait.as_millis() as u64, "customer's session not confirmed in time");
             Err(LookupError::Unavailable)
         }
-        Err(_elapsed) => {
-            tracing::warn!(session.id = %id, wait_ms = state.landing_wait.as_millis() as u64, "customer's session not confirmed in time");
+        Ok(Err(error)) => {
+            tracing::warn!(session.id = %id, error = %error, "could not confirm a customer's session");
             Err(LookupError::Unavailable)
         }
     }

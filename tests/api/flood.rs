@@ -178,3 +178,19 @@ fn retry_after_of(response: &reqwest::Response) -> Option<u64> {
 fn retry_after(response: &reqwest::Response) -> u64 {
     retry_after_of(response).expect("a Retry-After of whole seconds")
 }
+
+#[actix_web::test]
+async fn simultaneous_lookups_of_one_made_up_id_cost_one_call() {
+    for backend in backends() {
+        let app = spawn_app_with(&backend, |_| {}).await;
+        // Slow enough that every request is queued behind the first one's call.
+        app.stripe.set_delay(std::time::Duration::from_millis(300));
+        let id = made_up("cs_test_");
+        let path = format!("/api/checkout-sessions/{id}");
+        let statuses = join_all((0..20).map(|_| app.get(&path))).await;
+        for response in &statuses {
+            assert_eq!(response.status(), 404, "{response:?} on {}", app.backend);
+        }
+        assert_eq!(app.stripe.calls(&id), 1, "{}", app.backend);
+    }
+}

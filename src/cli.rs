@@ -1,9 +1,11 @@
 //! The command line: `fulfilld [serve]`, `migrate`, `fulfill`, `reconcile`, `events`,
 //! `sessions`, `effects`.
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
-use crate::configuration::Settings;
+use crate::configuration::{Settings, parse_duration};
 
 /// Exactly-once fulfillment for Stripe Checkout.
 #[derive(Parser)]
@@ -31,8 +33,8 @@ pub enum Command {
     /// sessions of the window) and fulfil it; prints what it found and did.
     Reconcile {
         /// How far back to look: `90m`, `72h`, `7d` (Stripe keeps events for 30 days).
-        #[arg(long, default_value = "72h")]
-        since: String,
+        #[arg(long, default_value = "72h", value_parser = parse_duration)]
+        since: Duration,
     },
     /// Stored webhook events.
     Events {

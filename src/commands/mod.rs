@@ -45,7 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.line_items.len()
             );
         }
-        Command::Reconcile { since } => operator::reconcile(&cli.settings, &since).await?,
+        Command::Reconcile { since } => operator::reconcile(&cli.settings, since).await?,
         Command::Events { command } => operator::events(&cli.settings, command).await?,
         Command::Sessions { command } => operator::sessions(&cli.settings, command).await?,
         Command::Effects { command } => effects(&cli.settings, command).await?,

@@ -6,7 +6,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{EventsCommand, SessionsCommand};
-use crate::configuration::{Settings, parse_duration};
+use crate::configuration::Settings;
 use crate::db::Database;
 use crate::db::inbox::EventView;
 use crate::domain::SessionId;
@@ -17,10 +17,11 @@ use crate::startup::Core;
 use crate::stripe::event::{self, Event};
 
 /// `fulfilld reconcile --since <DURATION>`.
-pub async fn reconcile(settings: &Settings, since: &str) -> anyhow::Result<()> {
-    let since = parse_duration(since)
-        .filter(|since| !since.is_zero())
-        .with_context(|| format!("--since {since:?}: expected a duration like 90m, 72h or 7d"))?;
+pub async fn reconcile(settings: &Settings, since: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !since.is_zero(),
+        "--since: expected a duration above 0, like 72h"
+    );
     if since > STRIPE_KEEPS_EVENTS {
         eprintln!(
             "warning: Stripe keeps events for 30 days; events older than that cannot be \

@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use lettre::message::Mailbox;
 
 use super::{ConfigError, Secret, invalid};
 use crate::catalog::Catalog;
 
 /// Settings of the side effects: catalog, mail, shipping and retries.
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone)]
 pub struct EffectSettings {
     /// Catalog file (TOML) [default: catalog.toml when present].
     #[arg(long, env = "CATALOG", global = true)]
@@ -30,8 +31,14 @@ pub struct EffectSettings {
     )]
     pub mail_from: String,
     /// Whether fulfilld sends its own receipts (turn off if Stripe's suffice).
-    #[arg(long, env = "SEND_RECEIPTS", default_value = "true", global = true)]
-    pub send_receipts: String,
+    #[arg(
+        long,
+        env = "SEND_RECEIPTS",
+        default_value = "true",
+        value_parser = BoolishValueParser::new(),
+        global = true
+    )]
+    pub send_receipts: bool,
     /// Warehouse or 3PL endpoint for shipments [default: recorded for manual handling].
     #[arg(
         long,
@@ -41,18 +48,42 @@ pub struct EffectSettings {
     )]
     pub shipping_webhook_url: Option<String>,
     /// Attempts at an effect before it is marked dead.
-    #[arg(long, env = "EFFECT_MAX_ATTEMPTS", default_value = "15", global = true)]
-    pub effect_max_attempts: String,
+    #[arg(
+        long,
+        env = "EFFECT_MAX_ATTEMPTS",
+        default_value = "15",
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+        global = true
+    )]
+    pub effect_max_attempts: u32,
     /// Delay before an effect's first retry, doubled for each further one (capped at 1 h).
-    #[arg(long, env = "EFFECT_BACKOFF_MS", default_value = "1000", global = true)]
-    pub effect_backoff_ms: String,
+    #[arg(
+        long,
+        env = "EFFECT_BACKOFF_MS",
+        default_value = "1000",
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000),
+        global = true
+    )]
+    pub effect_backoff_ms: u64,
     /// Time allowed for one attempt at an effect, waiting for a connection included.
-    #[arg(long, env = "EFFECT_TIMEOUT_SECS", default_value = "30", global = true)]
-    pub effect_timeout_secs: String,
+    #[arg(
+        long,
+        env = "EFFECT_TIMEOUT_SECS",
+        default_value = "30",
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        global = true
+    )]
+    pub effect_timeout_secs: u64,
     /// Lease an attempt holds on its effect, renewed while it runs; how soon another
     /// process takes over the effects of one that died.
-    #[arg(long, env = "EFFECT_LEASE_SECS", default_value = "5", global = true)]
-    pub effect_lease_secs: String,
+    #[arg(
+        long,
+        env = "EFFECT_LEASE_SECS",
+        default_value = "5",
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        global = true
+    )]
+    pub effect_lease_secs: u64,
 }
 
 /// Side-effect settings, validated.
@@ -93,11 +124,6 @@ impl EffectSettings {
                 "expected an address like Shop <shop@example.com>",
             )
         })?;
-        let send_receipts = match self.send_receipts.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => true,
-            "false" | "0" | "no" | "off" => false,
-            _ => return Err(invalid("SEND_RECEIPTS", "expected true or false")),
-        };
         let shipping_webhook_url = non_empty(&self.shipping_webhook_url);
         if let Some(url) = shipping_webhook_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -107,33 +133,16 @@ impl EffectSettings {
                 "expected an http:// or https:// URL",
             ));
         }
-        let whole = |setting: &'static str, raw: &str, unit: &str| {
-            raw.parse::<u32>()
-                .ok()
-                .filter(|value| *value > 0)
-                .ok_or_else(|| {
-                    invalid(
-                        setting,
-                        format!("expected a whole number of {unit} above 0"),
-                    )
-                })
-        };
         Ok(EffectsConfig {
             smtp_url: smtp_url.map(Secret::new),
             mail_dir: PathBuf::from(&self.mail_dir),
             mail_from,
-            send_receipts,
+            send_receipts: self.send_receipts,
             shipping_webhook_url: shipping_webhook_url.map(Secret::new),
-            max_attempts: whole("EFFECT_MAX_ATTEMPTS", &self.effect_max_attempts, "attempts")?,
-            backoff: Duration::from_millis(
-                whole("EFFECT_BACKOFF_MS", &self.effect_backoff_ms, "milliseconds")?.into(),
-            ),
-            timeout: Duration::from_secs(
-                whole("EFFECT_TIMEOUT_SECS", &self.effect_timeout_secs, "seconds")?.into(),
-            ),
-            lease: Duration::from_secs(
-                whole("EFFECT_LEASE_SECS", &self.effect_lease_secs, "seconds")?.into(),
-            ),
+            max_attempts: self.effect_max_attempts,
+            backoff: Duration::from_millis(self.effect_backoff_ms),
+            timeout: Duration::from_secs(self.effect_timeout_secs),
+            lease: Duration::from_secs(self.effect_lease_secs),
         })
     }
 }

@@ -10,7 +10,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
 pub use effects::{EffectSettings, EffectsConfig};
@@ -41,11 +42,11 @@ impl fmt::Debug for Secret {
 }
 
 /// The settings as given, before validation. Secrets' values are hidden from `--help`.
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone)]
 pub struct Settings {
     /// Listen address.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:4242", global = true)]
-    pub bind: String,
+    pub bind: SocketAddr,
     /// Base of `success_url` and of links in emails.
     #[arg(
         long,
@@ -80,20 +81,32 @@ pub struct Settings {
     pub stripe_api_base: String,
     /// `1` allows sandbox mode (no STRIPE_SECRET_KEY) on a BIND that is not a loopback
     /// address; without it, a missing key there stops start-up.
-    #[arg(long, env = "SANDBOX", default_value = "0", global = true)]
-    pub sandbox_anywhere: String,
+    #[arg(
+        long,
+        env = "SANDBOX",
+        default_value = "0",
+        value_parser = BoolishValueParser::new(),
+        global = true
+    )]
+    pub sandbox_anywhere: bool,
     /// Calls per second to Stripe's API [default: 80 with a live key, 20 with a test key].
-    #[arg(long, env = "STRIPE_MAX_RPS", global = true)]
-    pub stripe_max_rps: Option<String>,
+    #[arg(
+        long,
+        env = "STRIPE_MAX_RPS",
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+        global = true
+    )]
+    pub stripe_max_rps: Option<u32>,
     /// The most of STRIPE_MAX_RPS that customers' landing-page lookups may take while
     /// webhooks wait, in percent.
     #[arg(
         long,
         env = "STRIPE_INTERACTIVE_SHARE",
         default_value = "50",
+        value_parser = clap::value_parser!(u32).range(1..=100),
         global = true
     )]
-    pub stripe_interactive_share: String,
+    pub stripe_interactive_share: u32,
     /// Stripe lookups one client address may cause a minute, on the landing page and the
     /// JSON API (only sessions not recorded yet cost one); past it, 429 with Retry-After.
     #[arg(
@@ -125,32 +138,57 @@ pub struct Settings {
     )]
     pub webhook_workers: u16,
     /// `text` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
-    pub log_format: String,
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
     /// Seconds an idle session actor lives before it is passivated.
-    #[arg(long, env = "SESSION_IDLE_SECS", default_value = "60", global = true)]
-    pub session_idle_secs: String,
+    #[arg(
+        long,
+        env = "SESSION_IDLE_SECS",
+        default_value = "60",
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        global = true
+    )]
+    pub session_idle_secs: u64,
     /// Sandbox mode: seconds a simulated bank debit takes to succeed or fail.
     #[arg(
         long,
         env = "SANDBOX_PAYMENT_DELAY_SECS",
         default_value = "5",
+        value_parser = clap::value_parser!(u64).range(0..=3600),
         global = true
     )]
-    pub sandbox_payment_delay_secs: String,
-    /// How often `serve` reconciles with Stripe (`15m`, `1h`; `0` turns it off).
-    #[arg(long, env = "RECONCILE_EVERY", default_value = "15m", global = true)]
-    pub reconcile_every: String,
+    pub sandbox_payment_delay_secs: u64,
+    /// How often `serve` reconciles with Stripe (`15m`, `1h 30m`; `0` turns it off).
+    #[arg(
+        long,
+        env = "RECONCILE_EVERY",
+        default_value = "15m",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub reconcile_every: Duration,
     /// On SIGTERM or Ctrl-C, seconds that requests and effects in flight may take to
     /// finish before the effects are handed back to the next process.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "10", global = true)]
-    pub shutdown_grace_secs: String,
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE_SECS",
+        default_value = "10",
+        value_parser = clap::value_parser!(u64).range(0..=3600),
+        global = true
+    )]
+    pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub effects: EffectSettings,
 }
 
 /// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -194,71 +232,23 @@ fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Settings {
-    pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
-        match self.log_format.as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(invalid("LOG_FORMAT", "expected text or json")),
-        }
-    }
-
-    /// Checks every setting; the first problem found is the error.
+    /// Checks what the types alone cannot; the first problem found is the error.
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        let bind = self.bind.parse().map_err(|_| {
-            invalid(
-                "BIND",
-                format!("{:?} is not an address like 127.0.0.1:4242", self.bind),
-            )
-        })?;
         let public_url = self.public_url.trim_end_matches('/').to_owned();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(invalid("PUBLIC_URL", "expected an http:// or https:// URL"));
         }
         let database_url = self.database_url()?;
-        let session_idle = self
-            .session_idle_secs
-            .parse::<u64>()
-            .ok()
-            .filter(|secs| *secs > 0)
-            .map(Duration::from_secs)
-            .ok_or_else(|| {
-                invalid(
-                    "SESSION_IDLE_SECS",
-                    "expected a whole number of seconds above 0",
-                )
-            })?;
-        let reconcile_every = match parse_duration(&self.reconcile_every) {
-            Some(Duration::ZERO) => None,
-            Some(every) => Some(every),
-            None => {
-                return Err(invalid(
-                    "RECONCILE_EVERY",
-                    "expected a duration like 15m, 1h or 0 (off)",
-                ));
-            }
-        };
-        let shutdown_grace = self
-            .shutdown_grace_secs
-            .parse::<u64>()
-            .ok()
-            .filter(|secs| *secs <= 3600)
-            .map(Duration::from_secs)
-            .ok_or_else(|| {
-                invalid(
-                    "SHUTDOWN_GRACE_SECS",
-                    "expected a whole number of seconds from 0 to 3600",
-                )
-            })?;
         Ok(Config {
-            bind,
-            stripe: self.stripe(&public_url, bind)?,
+            bind: self.bind,
+            stripe: self.stripe(&public_url, self.bind)?,
             public_url,
             database_url,
-            session_idle,
+            session_idle: Duration::from_secs(self.session_idle_secs),
             catalog: Arc::new(self.effects.catalog()?),
             effects: self.effects.validate()?,
-            reconcile_every,
-            shutdown_grace,
+            reconcile_every: Some(self.reconcile_every).filter(|every| !every.is_zero()),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             client_lookups_per_min: NonZeroU32::new(self.client_lookups_per_min)
                 .ok_or_else(|| invalid("CLIENT_LOOKUPS_PER_MIN", "expected 1 or more"))?,
             trusted_proxies: self.trusted_proxies.clone(),
@@ -285,19 +275,13 @@ impl Settings {
     }
 }
 
-/// Parses `90s`, `15m`, `72h`, `3d` or a number of seconds.
-pub fn parse_duration(raw: &str) -> Option<Duration> {
+/// Parses a duration as `humantime` does (`90s`, `15m`, `1h 30m`, `3d`), or a bare number
+/// of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    let (number, unit) = raw
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((raw, "s"), |at| raw.split_at(at));
-    let number: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    number.checked_mul(seconds).map(Duration::from_secs)
+    match raw.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(raw)
+            .map_err(|error| format!("{error}; expected a duration like 90s, 15m, 1h 30m or 3d")),
+    }
 }

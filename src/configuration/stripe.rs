@@ -34,14 +34,9 @@ impl Settings {
     ) -> Result<StripeConfig, ConfigError> {
         let key = self.stripe_secret_key.as_deref().unwrap_or_default().trim();
         if key.is_empty() {
-            let anywhere = match self.sandbox_anywhere.trim() {
-                "1" | "true" => true,
-                "0" | "false" | "" => false,
-                _ => return Err(invalid("SANDBOX", "expected 1 or 0")),
-            };
             // A deploy whose key failed to mount must not serve a simulated Stripe that
             // anyone could "pay" through.
-            if !bind.ip().is_loopback() && !anywhere {
+            if !bind.ip().is_loopback() && !self.sandbox_anywhere {
                 return Err(invalid(
                     "STRIPE_SECRET_KEY",
                     format!(
@@ -94,68 +89,28 @@ impl Settings {
                 "expected an http:// or https:// URL",
             ));
         }
-        let max_rps = match &self.stripe_max_rps {
-            None => {
-                if live {
-                    80
-                } else {
-                    20
-                }
-            }
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|rps| *rps > 0)
-                .ok_or_else(|| {
-                    invalid(
-                        "STRIPE_MAX_RPS",
-                        "expected a whole number of calls per second above 0",
-                    )
-                })?,
-        };
+        let max_rps = self.stripe_max_rps.unwrap_or(if live { 80 } else { 20 });
         Ok(StripeConfig {
             secret_key: Secret::new(key),
             webhook_secrets,
             api_base,
             max_rps,
-            interactive_share: self.interactive_share()?,
+            interactive_share: self.stripe_interactive_share,
             livemode: live,
             sandbox: None,
         })
     }
 
-    fn interactive_share(&self) -> Result<u32, ConfigError> {
-        self.stripe_interactive_share
-            .parse::<u32>()
-            .ok()
-            .filter(|share| (1..=100).contains(share))
-            .ok_or_else(|| {
-                invalid(
-                    "STRIPE_INTERACTIVE_SHARE",
-                    "expected a percentage from 1 to 100",
-                )
-            })
-    }
-
     fn sandbox_stripe(&self, public_url: &str) -> Result<StripeConfig, ConfigError> {
-        let delay = self
-            .sandbox_payment_delay_secs
-            .parse::<u64>()
-            .map_err(|_| {
-                invalid(
-                    "SANDBOX_PAYMENT_DELAY_SECS",
-                    "expected a whole number of seconds",
-                )
-            })?;
         Ok(StripeConfig {
             secret_key: Secret::new(format!("sk_test_sandbox_{}", random_hex()?)),
             // A fresh secret per run: only this process's simulator signs with it.
             webhook_secrets: vec![Secret::new(format!("whsec_sandbox_{}", random_hex()?))],
             api_base: format!("{public_url}/sandbox"),
             max_rps: SANDBOX_MAX_RPS,
-            interactive_share: self.interactive_share()?,
+            interactive_share: self.stripe_interactive_share,
             livemode: false,
-            sandbox: Some(Duration::from_secs(delay)),
+            sandbox: Some(Duration::from_secs(self.sandbox_payment_delay_secs)),
         })
     }
 }

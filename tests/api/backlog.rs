@@ -13,7 +13,7 @@ async fn customers_see_their_order_ahead_of_a_paced_webhook_backlog() {
         // 4 calls a second: 80 acknowledged webhooks are a 20 s backlog, longer than the
         // landing page waits (8 s) before it says the order is still being confirmed.
         let app = spawn_app_with(&backend, |settings| {
-            settings.stripe_max_rps = Some("4".into());
+            settings.stripe_max_rps = Some(4);
         })
         .await;
         let sessions = paid_sessions(&app.stripe, "Sticker", 100, 80);

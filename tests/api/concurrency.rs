@@ -62,8 +62,7 @@ async fn a_storm_of_duplicate_deliveries_and_landings_fulfils_once() {
 #[actix_web::test]
 async fn idle_session_actors_stop_and_a_later_request_is_answered_from_the_database() {
     for backend in backends() {
-        let app =
-            spawn_app_with(&backend, |settings| settings.session_idle_secs = "1".into()).await;
+        let app = spawn_app_with(&backend, |settings| settings.session_idle_secs = 1).await;
         let session = app
             .stripe
             .add_session(SessionSpec::paid(&[("Chair", 12000, 1)]));

@@ -22,7 +22,7 @@ async fn a_flood_of_made_up_ids_gets_404s_within_its_share_while_paid_orders_are
         // 10 calls a second; lookups may take half while webhooks wait. The flood comes
         // through a trusted proxy from 40 addresses, each within its own allowance.
         let app = spawn_app_with(&backend, |settings| {
-            settings.stripe_max_rps = Some("10".into());
+            settings.stripe_max_rps = Some(10);
             settings.trusted_proxies = vec![parse_proxy("127.0.0.1").expect("address")];
         })
         .await;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fulfilld::actors::Sessions;
-use fulfilld::configuration::{EffectSettings, Settings};
+use fulfilld::configuration::{EffectSettings, LogFormat, Settings};
 use fulfilld::db::Database;
 use fulfilld::domain::{Outcome, SessionId, Status};
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
@@ -76,20 +76,20 @@ impl Backend {
 /// Settings for a fulfilld pointed at `stripe` and `database_url`.
 pub fn settings(database_url: &str, stripe: &str) -> Settings {
     Settings {
-        bind: "127.0.0.1:0".into(),
+        bind: "127.0.0.1:0".parse().expect("address"),
         public_url: "http://localhost:4242".into(),
         database_url: Some(database_url.into()),
         stripe_secret_key: Some(STRIPE_SECRET_KEY.into()),
         stripe_webhook_secret: Some(WEBHOOK_SECRET.into()),
         stripe_api_base: stripe.into(),
-        stripe_max_rps: Some("1000".into()),
-        sandbox_anywhere: "0".into(),
-        stripe_interactive_share: "50".into(),
-        log_format: "text".into(),
-        session_idle_secs: "60".into(),
-        sandbox_payment_delay_secs: "1".into(),
-        reconcile_every: "0".into(),
-        shutdown_grace_secs: "10".into(),
+        stripe_max_rps: Some(1000),
+        sandbox_anywhere: false,
+        stripe_interactive_share: 50,
+        log_format: LogFormat::Text,
+        session_idle_secs: 60,
+        sandbox_payment_delay_secs: 1,
+        reconcile_every: Duration::ZERO,
+        shutdown_grace_secs: 10,
         client_lookups_per_min: 30,
         trusted_proxies: Vec::new(),
         webhook_workers: 64,
@@ -98,12 +98,12 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
             smtp_url: None,
             mail_dir: "mail".into(),
             mail_from: "Test Shop <shop@shop.test>".into(),
-            send_receipts: "true".into(),
+            send_receipts: true,
             shipping_webhook_url: None,
-            effect_max_attempts: "6".into(),
-            effect_backoff_ms: "50".into(),
-            effect_timeout_secs: "3".into(),
-            effect_lease_secs: "2".into(),
+            effect_max_attempts: 6,
+            effect_backoff_ms: 50,
+            effect_timeout_secs: 3,
+            effect_lease_secs: 2,
         },
     }
 }

@@ -192,3 +192,38 @@ async fn the_cli_migrates_and_fulfils_one_session_through_the_actor_path() {
         assert_each_fulfilled_once(&database.url, std::slice::from_ref(&session)).await;
     }
 }
+
+#[tokio::test]
+async fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
+    let start = |name: &str, value: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"));
+        command
+            .arg("migrate")
+            .env("DATABASE_URL", "sqlite::memory:")
+            .env("STRIPE_SECRET_KEY", "sk_test_never_printed_4242")
+            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env(name, value)
+            .env("RUST_LOG", "off");
+        command.output()
+    };
+    for (name, value) in [
+        ("STRIPE_MAX_RPS", "lots"),
+        ("STRIPE_MAX_RPS", "0"),
+        ("STRIPE_INTERACTIVE_SHARE", "101"),
+        ("EFFECT_LEASE_SECS", "-1"),
+        ("RECONCILE_EVERY", "soon"),
+        ("SEND_RECEIPTS", "perhaps"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("BIND", "localhost"),
+    ] {
+        let refused = start(name, value).await.expect("fulfilld runs");
+        assert!(!refused.status.success(), "{name}={value} was taken");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(said.trim().lines().count(), 1, "{said}");
+        assert!(
+            said.contains("configuration error") && said.contains(name),
+            "{said}"
+        );
+        assert!(!said.contains("never_printed"), "{said}");
+    }
+}

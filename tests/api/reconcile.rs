@@ -171,7 +171,7 @@ async fn assert_each_fulfilled_once_with_shipment(database_url: &str, session: &
 async fn serve_reconciles_on_its_schedule_without_any_webhook() {
     for backend in backends() {
         let app = crate::helpers::spawn_app_with(&backend, |settings| {
-            settings.reconcile_every = "1s".into();
+            settings.reconcile_every = std::time::Duration::from_secs(1);
         })
         .await;
         app.stripe.drop_webhooks(true);

@@ -17,7 +17,7 @@ async fn spawn_sandbox(backend: &Backend) -> TestApp {
     spawn_app_with(backend, |settings| {
         settings.stripe_secret_key = None;
         settings.stripe_webhook_secret = None;
-        settings.bind = format!("127.0.0.1:{port}");
+        settings.bind = format!("127.0.0.1:{port}").parse().expect("address");
         settings.public_url = format!("http://127.0.0.1:{port}");
     })
     .await

@@ -11,8 +11,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::actors::Sessions;
-use crate::db::Database;
 use crate::db::inbox::{EventFate, Stored, StoredEvent};
+use crate::db::{Database, now_ms};
 use crate::domain::SessionId;
 use crate::fulfillment::{FulfillError, Trigger};
 use crate::retry::backoff;
@@ -117,12 +117,18 @@ pub async fn process(
         Err(FulfillError::ShuttingDown) => return,
         Err(error) => (error.to_string(), false),
     };
+    record_failure(db, event_id, &reason, permanent).await;
+}
+
+/// Records a failed attempt at an event: retried with backoff, or dead when `permanent`
+/// or its attempts ran out.
+async fn record_failure(db: &Database, event_id: &str, reason: &str, permanent: bool) {
     let retry_after = |attempts: i32| {
         let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
         (!permanent && attempts < EVENT_MAX_ATTEMPTS)
             .then(|| backoff(EVENT_BACKOFF, EVENT_BACKOFF_CAP, attempts))
     };
-    match db.fail_event(event_id, &reason, retry_after).await {
+    match db.fail_event(event_id, reason, retry_after).await {
         Ok(Some(EventFate::Retry { attempts, delay })) => tracing::warn!(
             error = %reason,
             attempts,
@@ -147,6 +153,9 @@ pub struct Work {
     pub event_id: String,
     pub session_id: SessionId,
     pub trigger: Trigger,
+    /// For a replayed event: carried out only if, when a worker takes it, it is still
+    /// waiting and due by then (a page is read long before its last event is queued).
+    pub due_by: Option<i64>,
 }
 
 impl Work {
@@ -158,6 +167,7 @@ impl Work {
                 event_id: stored.id,
                 session_id: summary.id.clone(),
                 trigger: Trigger::from_event(kind, summary),
+                due_by: None,
             }),
             Ok(Event::Ignored { .. }) | Err(_) => {
                 // Only verified, parseable Checkout events are stored; this row predates a
@@ -248,9 +258,10 @@ impl Workers {
 
     async fn replay_forever(self, db: Database, every: Duration) {
         // At start-up every waiting event is tried at once, whatever its backoff.
+        let mut received_before = i64::MAX;
         let mut due_only = false;
         loop {
-            match self.replay(&db, due_only).await {
+            match self.replay(&db, received_before, due_only).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(events = count, "replayed stored events"),
                 Err(error) => {
@@ -258,33 +269,53 @@ impl Workers {
                 }
             }
             due_only = true;
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = self.spilled.notified() => {}
-            }
+            received_before = tokio::select! {
+                // Younger events are with the workers of the process that stored them.
+                () = tokio::time::sleep(every) => now_ms() - millis(every),
+                // Ours did not fit in the queue: everything stored so far.
+                () = self.spilled.notified() => now_ms(),
+            };
         }
     }
 
-    /// Queues the waiting events (only those due, when `due_only`) that the workers do not
-    /// have, in pages by event id, as fast as the workers take them. Returns how many.
-    async fn replay(&self, db: &Database, due_only: bool) -> anyhow::Result<usize> {
+    /// Queues the waiting events received before `received_before` (only those due, when
+    /// `due_only`) that the workers do not have, in pages by event id, as fast as the
+    /// workers take them. Returns how many.
+    async fn replay(
+        &self,
+        db: &Database,
+        received_before: i64,
+        due_only: bool,
+    ) -> anyhow::Result<usize> {
+        let due_by = if due_only { now_ms() } else { i64::MAX };
         let mut queued = 0;
         let mut after = String::new();
         loop {
-            let page = db.waiting_events(&after, due_only, REPLAY_PAGE).await?;
+            let page = db
+                .waiting_events(received_before, &after, due_only, REPLAY_PAGE)
+                .await?;
             let Some(last) = page.last() else {
                 return Ok(queued);
             };
             after = last.id.clone();
             for stored in page {
                 if let Some(work) = Work::of(db, stored).await
-                    && self.submit(work).await
+                    && self
+                        .submit(Work {
+                            due_by: Some(due_by),
+                            ..work
+                        })
+                        .await
                 {
                     queued += 1;
                 }
             }
         }
     }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn lock(taken: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
@@ -306,11 +337,26 @@ async fn work(
         async move {
             let event_id = job.event_id.clone();
             // A task of its own, so that a panic ends one attempt, not the pool.
-            let attempt = tokio::spawn(async move {
-                process(&sessions, &db, &job.event_id, &job.session_id, job.trigger).await;
+            let attempt = tokio::spawn({
+                let db = db.clone();
+                async move {
+                    if let Some(due_by) = job.due_by {
+                        match db.is_waiting(&job.event_id, due_by).await {
+                            Ok(true) => {}
+                            // Carried out, dead, or put off since its page was read.
+                            Ok(false) => return,
+                            Err(error) => {
+                                tracing::warn!(event.id = %job.event_id, error = %format!("{error:#}"), "could not read a replayed event; it will be replayed");
+                                return;
+                            }
+                        }
+                    }
+                    process(&sessions, &db, &job.event_id, &job.session_id, job.trigger).await;
+                }
             });
             if attempt.await.is_err() {
-                tracing::error!(event.id = %event_id, "carrying out an event panicked; it will be replayed");
+                tracing::error!(event.id = %event_id, "carrying out an event panicked");
+                record_failure(&db, &event_id, "carrying it out panicked", false).await;
             }
             lock(&taken).remove(&event_id);
         }

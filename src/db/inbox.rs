@@ -121,12 +121,13 @@ impl Database {
         Ok(())
     }
 
-    /// Up to `limit` stored events waiting to be carried out (neither processed nor dead),
-    /// in id order after `after`: paged by key, so
+    /// Up to `limit` stored events waiting to be carried out (neither processed nor dead)
+    /// that arrived before `received_before`, in id order after `after`: paged by key, so
     /// events that keep failing never hold up the rest. `due_only` leaves out those whose
     /// next attempt is later.
     pub async fn waiting_events(
         &self,
+        received_before: i64,
         after: &str,
         due_only: bool,
         limit: i64,
@@ -136,6 +137,7 @@ impl Database {
             webhook_events::table
                 .filter(webhook_events::processed_at.is_null())
                 .filter(webhook_events::dead_at.is_null())
+                .filter(webhook_events::received_at.lt(received_before))
                 .filter(webhook_events::next_attempt_at.le(due_by))
                 .filter(webhook_events::id.gt(after))
                 .order(webhook_events::id)
@@ -223,6 +225,23 @@ impl Database {
                 .await
                 .optional()
                 .context("could not read the event")
+        })
+    }
+
+    /// Whether event `event_id` is still waiting (neither processed nor dead) and due by
+    /// `due_by`.
+    pub async fn is_waiting(&self, event_id: &str, due_by: i64) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            diesel::select(diesel::dsl::exists(
+                webhook_events::table
+                    .find(event_id)
+                    .filter(webhook_events::processed_at.is_null())
+                    .filter(webhook_events::dead_at.is_null())
+                    .filter(webhook_events::next_attempt_at.le(due_by)),
+            ))
+            .get_result::<bool>(conn)
+            .await
+            .context("could not read the event")
         })
     }
 

@@ -96,6 +96,7 @@ pub async fn receive(
             event_id,
             session_id: summary.id.clone(),
             trigger: Trigger::from_event(kind, summary),
+            due_by: None,
         });
     }
     Ok(HttpResponse::Ok().json(json!({ "received": true })))

@@ -8,15 +8,15 @@ use actix::prelude::*;
 
 use super::registry::{Passivated, SessionRegistry};
 use crate::domain::{Outcome, SessionId};
-use crate::fulfillment::{Engine, FulfillError, Trigger, fulfill_checkout};
+use crate::fulfillment::{Engine, FulfillError, Source, Trigger, fulfill_checkout};
 use crate::stripe::Urgency;
 
 /// Messages a session actor holds before senders wait for room. A storm of duplicate
 /// deliveries queues here and each is answered from memory once the first attempt settles.
 const MAILBOX_CAPACITY: usize = 1024;
-/// How long an actor whose session Stripe does not know answers so from memory, for the
-/// attempts queued behind the one that asked, before it stops.
-const UNKNOWN_LINGER: Duration = Duration::from_secs(1);
+/// How long an actor that learnt nothing worth keeping (Stripe does not know its session,
+/// or a customer's lookup was refused or abandoned) stays for the attempts queued behind.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Ask the session's actor to act on a trigger; answers with the session's outcome.
 #[derive(Message)]
@@ -96,7 +96,14 @@ impl Handler<Attempt> for SessionActor {
         if let Some(outcome) = &self.settled {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(Arc::clone(outcome)))));
         }
-        if self.unknown {
+        // Only for triggers that would ask Stripe the same question: signed events that
+        // need no call (a failed payment, an expiry) are still recorded.
+        if self.unknown
+            && matches!(
+                trigger,
+                Trigger::Fulfill(Source::Customer(_) | Source::Operator)
+            )
+        {
             return AtomicResponse::new(Box::pin(fut::ready(Err(FulfillError::UnknownSession))));
         }
         let engine = Arc::clone(&self.engine);
@@ -110,12 +117,19 @@ impl Handler<Attempt> for SessionActor {
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
             |result, actor, ctx| {
                 actor.last_active = Instant::now();
-                // Stripe does not know the id: attempts queued meanwhile get that answer
-                // from memory, then the actor goes, rather than after SESSION_IDLE_SECS
-                // (a flood of made-up ids).
+                // Stripe does not know the id, or a customer's lookup learnt nothing: the
+                // actor goes soon rather than after SESSION_IDLE_SECS (a flood of made-up
+                // ids). Attempts queued meanwhile about an unknown id get that answer from
+                // memory; one that arrives as it stops is routed to a new actor.
+                let learnt_nothing = matches!(
+                    result,
+                    Err(FulfillError::AllowanceSpent(_) | FulfillError::CustomerGone)
+                ) && actor.settled.is_none();
                 if matches!(result, Err(FulfillError::UnknownSession)) {
                     actor.unknown = true;
-                    ctx.run_later(UNKNOWN_LINGER, |_, ctx| ctx.stop());
+                }
+                if actor.unknown || learnt_nothing {
+                    ctx.run_later(LINGER, |_, ctx| ctx.stop());
                 }
                 if let Ok(outcome) = &result
                     && outcome.is_final()

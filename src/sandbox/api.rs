@@ -68,33 +68,40 @@ async fn admit(
     shared: &Shared,
     session: Option<&str>,
 ) -> Result<(), ApiError> {
-    let (delay, fault, api_key) = {
-        let mut state = shared.lock();
-        if let Some(id) = session {
-            *state.calls.entry(id.to_owned()).or_default() += 1;
-        }
-        (state.delay, state.faults.pop_front(), state.api_key.clone())
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let key = request
         .headers()
         .get("Authorization")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
+    let api_key = shared.lock().api_key.clone();
     let authorized = match (key, api_key) {
         (Some(key), Some(expected)) => constant_time_eq(key.as_bytes(), expected.as_bytes()),
         (Some(key), None) => key.starts_with("sk_") || key.starts_with("rk_"),
         (None, _) => false,
     };
     if !authorized {
+        let message = match key {
+            Some(_) => "Invalid API Key provided.",
+            None => "You did not provide an API key.",
+        };
         return Err(stripe_error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             None,
-            "You did not provide an API key.",
+            message,
         ));
+    }
+    // Counted and delayed only once authorized: strangers neither grow the counts nor use
+    // up injected faults.
+    let (delay, fault) = {
+        let mut state = shared.lock();
+        if let Some(id) = session {
+            *state.calls.entry(id.to_owned()).or_default() += 1;
+        }
+        (state.delay, state.faults.pop_front())
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     if let Some(status) = fault {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

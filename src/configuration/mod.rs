@@ -10,7 +10,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
@@ -85,7 +84,7 @@ pub struct Settings {
         long,
         env = "SANDBOX",
         default_value = "0",
-        value_parser = BoolishValueParser::new(),
+        value_parser = parse_sandbox,
         global = true
     )]
     pub sandbox_anywhere: bool,
@@ -164,12 +163,13 @@ pub struct Settings {
         global = true
     )]
     pub sandbox_payment_delay_secs: u64,
-    /// How often `serve` reconciles with Stripe (`15m`, `1h 30m`; `0` turns it off).
+    /// How often `serve` reconciles with Stripe (`15m`, `1h 30m`; at least a minute; `0`
+    /// turns it off).
     #[arg(
         long,
         env = "RECONCILE_EVERY",
         default_value = "15m",
-        value_parser = parse_duration,
+        value_parser = parse_interval,
         global = true
     )]
     pub reconcile_every: Duration,
@@ -283,5 +283,25 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         Ok(seconds) => Ok(Duration::from_secs(seconds)),
         Err(_) => humantime::parse_duration(raw)
             .map_err(|error| format!("{error}; expected a duration like 90s, 15m, 1h 30m or 3d")),
+    }
+}
+
+/// A period between runs of a whole pass: `0` (off), or a duration of a minute or more.
+fn parse_interval(raw: &str) -> Result<Duration, String> {
+    match parse_duration(raw)? {
+        Duration::ZERO => Ok(Duration::ZERO),
+        every if every < Duration::from_secs(60) => {
+            Err("expected 0 (off) or a minute or more, like 15m".to_owned())
+        }
+        every => Ok(every),
+    }
+}
+
+/// `SANDBOX`: a switch, where an empty value (`SANDBOX=` in a compose file) is off.
+fn parse_sandbox(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        "1" | "true" | "yes" | "on" => Ok(true),
+        _ => Err("expected 1 or 0".to_owned()),
     }
 }

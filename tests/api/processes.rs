@@ -212,6 +212,7 @@ async fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
         ("STRIPE_INTERACTIVE_SHARE", "101"),
         ("EFFECT_LEASE_SECS", "-1"),
         ("RECONCILE_EVERY", "soon"),
+        ("RECONCILE_EVERY", "500ms"),
         ("SEND_RECEIPTS", "perhaps"),
         ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ("BIND", "localhost"),

@@ -1,15 +1,13 @@
 //! Events have a life: an event that cannot be carried out is retried with backoff, or
 //! kept dead with its reason, listed, and replayed by an operator.
 
-use std::time::{Duration, Instant};
-
-use fulfilld::db::inbox::EventView;
 use fulfilld::domain::Status;
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 
 use crate::faults::connect;
 use crate::helpers::{
     Process, STRIPE_SECRET_KEY, TestApp, WEBHOOK_SECRET, backends, post_webhook, sign, spawn_app,
+    wait_for_event,
 };
 
 /// Runs the fulfilld binary against `app`'s database and Stripe double; returns its output.
@@ -26,24 +24,6 @@ async fn cli(app: &TestApp, args: &[&str]) -> String {
         .expect("fulfilld runs");
     assert!(output.status.success(), "{output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Waits until event `id` satisfies `check`, and returns it.
-async fn wait_for_event(
-    db: &fulfilld::db::Database,
-    id: &str,
-    check: impl Fn(&EventView) -> bool,
-) -> EventView {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let events = db.list_events(false, 100).await.expect("db");
-        let event = events.into_iter().find(|event| event.id == id);
-        if let Some(event) = event.filter(|event| check(event)) {
-            return event;
-        }
-        assert!(Instant::now() < deadline, "{id} on {}", db.backend());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[actix_web::test]

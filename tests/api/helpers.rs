@@ -6,6 +6,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fulfilld::actors::Sessions;
 use fulfilld::configuration::{EffectSettings, LogFormat, Settings};
 use fulfilld::db::Database;
+use fulfilld::db::inbox::EventView;
 use fulfilld::domain::{Outcome, SessionId, Status};
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use fulfilld::startup::Application;
@@ -489,5 +490,23 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits until event `id` satisfies `check`, and returns it.
+pub async fn wait_for_event(
+    db: &fulfilld::db::Database,
+    id: &str,
+    check: impl Fn(&EventView) -> bool,
+) -> EventView {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = db.list_events(false, 100).await.expect("db");
+        let event = events.into_iter().find(|event| event.id == id);
+        if let Some(event) = event.filter(|event| check(event)) {
+            return event;
+        }
+        assert!(Instant::now() < deadline, "{id} on {}", db.backend());
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

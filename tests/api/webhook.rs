@@ -1,10 +1,10 @@
-use std::time::{Duration, Instant};
-
 use fulfilld::domain::Status;
 use fulfilld::sandbox::SessionSpec;
 use fulfilld::stripe::signature::signature_header;
 
-use crate::helpers::{WEBHOOK_SECRET, backends, sign, spawn_app, spawn_app_with, unix_now};
+use crate::helpers::{
+    WEBHOOK_SECRET, backends, sign, spawn_app, spawn_app_with, unix_now, wait_for_event,
+};
 
 #[actix_web::test]
 async fn a_signed_paid_event_is_fulfilled_with_one_stripe_call() {
@@ -305,19 +305,7 @@ async fn stripe_failing_twice_then_answering_is_recovered_without_help() {
         app.wait_for(&session, Status::Fulfilled).await;
         assert_eq!(app.stripe.calls(&session), 3, "{}", app.backend);
         // Marked processed just after the outcome is recorded.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let event = app.db.event("evt_flaky").await.expect("db");
-            if event.expect("stored").processed_at.is_some() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never processed on {}",
-                app.backend
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_event(&app.db, "evt_flaky", |e| e.state() == "processed").await;
     }
 }
 

@@ -94,3 +94,28 @@ async fn a_404_that_is_not_stripes_answer_is_retried_not_taken_for_an_unknown_se
         wait_for_event(&db, "evt_proxy", |e| e.state() == "processed").await;
     }
 }
+
+#[actix_web::test]
+async fn a_signed_expiry_is_recorded_just_after_a_lookup_found_the_session_unknown() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let session = app.stripe.add_session(
+            SessionSpec::paid(&[("Kite", 2000, 1)])
+                .with_status("expired")
+                .with_payment_status("unpaid"),
+        );
+        let body = app
+            .stripe
+            .event_payload("evt_gone", "checkout.session.expired", &session);
+        app.stripe.remove_session(&session);
+        let page = app.get(&format!("/api/checkout-sessions/{session}")).await;
+        assert_eq!(page.status(), 404, "{}", app.backend);
+
+        // The session's actor still remembers Stripe's answer; the signed event needs no
+        // call and is recorded.
+        let signature = sign(&body);
+        let ack = app.post_webhook(body, Some(signature)).await;
+        assert_eq!(ack.status(), 200);
+        app.wait_for(&session, Status::Expired).await;
+    }
+}

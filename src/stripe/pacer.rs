@@ -149,6 +149,29 @@ async fn run(
 mod tests {
     use super::*;
 
+    /// A caller waiting at `priority`, who reports `name` on `done` once served.
+    fn wait_in_turn(
+        pacer: &Pacer,
+        priority: Priority,
+        name: String,
+        done: &mpsc::UnboundedSender<String>,
+    ) {
+        let (pacer, done) = (pacer.clone(), done.clone());
+        tokio::spawn(async move {
+            pacer.acquire(&priority).await;
+            let _ = done.send(name);
+        });
+    }
+
+    /// The names of the first `count` callers served, in order.
+    async fn served(done: &mut mpsc::UnboundedReceiver<String>, count: usize) -> Vec<String> {
+        let mut order = Vec::new();
+        while order.len() < count {
+            order.push(done.recv().await.unwrap_or_default());
+        }
+        order
+    }
+
     #[tokio::test(start_paused = true)]
     async fn calls_beyond_the_burst_are_spread_at_the_rate() {
         let pacer = Pacer::start(20, 50);
@@ -167,22 +190,21 @@ mod tests {
         let pacer = Pacer::start(10, 100);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         for i in 0..20 {
-            let (pacer, done) = (pacer.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                pacer.acquire(&Priority::Background).await;
-                let _ = done.send(format!("background {i}"));
-            });
+            wait_in_turn(
+                &pacer,
+                Priority::Background,
+                format!("background {i}"),
+                &done_tx,
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let (pacer2, done) = (pacer.clone(), done_tx.clone());
-        tokio::spawn(async move {
-            pacer2.acquire(&Priority::Interactive).await;
-            let _ = done.send("interactive".to_owned());
-        });
-        let mut order = Vec::new();
-        while order.len() < 21 {
-            order.push(done_rx.recv().await.unwrap_or_default());
-        }
+        wait_in_turn(
+            &pacer,
+            Priority::Interactive,
+            "interactive".into(),
+            &done_tx,
+        );
+        let order = served(&mut done_rx, 21).await;
         let position = order
             .iter()
             .position(|s| s == "interactive")
@@ -200,26 +222,20 @@ mod tests {
         let urgency = Arc::new(Urgency::default());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         for i in 0..20 {
-            let (pacer, done) = (pacer.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                pacer.acquire(&Priority::Background).await;
-                let _ = done.send(format!("background {i}"));
-            });
+            wait_in_turn(
+                &pacer,
+                Priority::Background,
+                format!("background {i}"),
+                &done_tx,
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let (raisable, done) = (pacer.clone(), done_tx.clone());
         let priority = Priority::Raisable(Arc::clone(&urgency));
-        tokio::spawn(async move {
-            raisable.acquire(&priority).await;
-            let _ = done.send("raised".to_owned());
-        });
+        wait_in_turn(&pacer, priority, "raised".into(), &done_tx);
         // Last in the backlog, until a customer asks.
         tokio::time::sleep(Duration::from_millis(500)).await;
         urgency.raise();
-        let mut order = Vec::new();
-        while order.len() < 21 {
-            order.push(done_rx.recv().await.unwrap_or_default());
-        }
+        let order = served(&mut done_rx, 21).await;
         let position = order.iter().position(|s| s == "raised");
         assert!(
             position.is_some_and(|p| p <= 8),

@@ -316,12 +316,12 @@ async fn a_refused_shipment_is_dead_visible_and_retryable_from_the_cli() {
             .unwrap();
         assert_eq!(shipment.status, ShipmentStatus::Failed);
 
-        let listed = cli(&app, &["effects", "list", "--dead"]).await;
+        let listed = app.cli(&["effects", "list", "--dead"]).await;
         assert!(
             listed.contains(&format!("{}", dead.id)) && listed.contains("400"),
             "{listed}"
         );
-        let retried = cli(&app, &["effects", "retry", &dead.id.to_string()]).await;
+        let retried = app.cli(&["effects", "retry", &dead.id.to_string()]).await;
         assert!(retried.contains("will be retried"), "{retried}");
 
         let requests = warehouse.wait_for(2).await;
@@ -338,19 +338,6 @@ async fn a_refused_shipment_is_dead_visible_and_retryable_from_the_cli() {
             .unwrap();
         assert_eq!(shipment.status, ShipmentStatus::Submitted);
     }
-}
-
-/// Runs the fulfilld binary against the app's database and returns what it printed.
-async fn cli(app: &TestApp, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
-        .args(args)
-        .env("DATABASE_URL", app.database_url())
-        .env("RUST_LOG", "off")
-        .output()
-        .await
-        .expect("fulfilld runs");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[actix_web::test]

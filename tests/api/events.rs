@@ -5,26 +5,7 @@ use fulfilld::domain::Status;
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 
 use crate::faults::connect;
-use crate::helpers::{
-    Process, STRIPE_SECRET_KEY, TestApp, WEBHOOK_SECRET, backends, post_webhook, sign, spawn_app,
-    wait_for_event,
-};
-
-/// Runs the fulfilld binary against `app`'s database and Stripe double; returns its output.
-async fn cli(app: &TestApp, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
-        .args(args)
-        .env("DATABASE_URL", app.database_url())
-        .env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
-        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("STRIPE_API_BASE", app.stripe.url())
-        .env("RUST_LOG", "off")
-        .output()
-        .await
-        .expect("fulfilld runs");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::helpers::{Process, backends, post_webhook, sign, spawn_app, wait_for_event};
 
 #[actix_web::test]
 async fn a_paid_event_for_a_session_stripe_does_not_know_is_dead_listed_and_replayable() {
@@ -50,15 +31,15 @@ async fn a_paid_event_for_a_session_stripe_does_not_know_is_dead_listed_and_repl
         );
         assert_eq!(dead.processed_at, None);
         assert_eq!(app.outcome(&session).await, None);
-        let listed = cli(&app, &["events", "list", "--dead"]).await;
+        let listed = app.cli(&["events", "list", "--dead"]).await;
         assert!(listed.contains("evt_missing"), "{listed}");
         assert!(listed.contains("resource_missing"), "{listed}");
-        let shown = cli(&app, &["sessions", "show", &session]).await;
+        let shown = app.cli(&["sessions", "show", &session]).await;
         assert!(shown.contains("event evt_missing"), "{shown}");
 
         // The operator fixes what was wrong; the replay fulfils the order.
         app.stripe.insert_session(&session, spec);
-        let replayed = cli(&app, &["events", "replay", "evt_missing"]).await;
+        let replayed = app.cli(&["events", "replay", "evt_missing"]).await;
         assert!(replayed.contains("was dead"), "{replayed}");
         assert!(replayed.contains("fulfilled"), "{replayed}");
         app.wait_for(&session, Status::Fulfilled).await;

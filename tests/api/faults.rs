@@ -12,7 +12,7 @@ use fulfilld::domain::{EffectKind, EffectStatus, SessionId};
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 
 use crate::effects::order;
-use crate::helpers::{Backend, Process, backends, paid_sessions, post_webhook, sign};
+use crate::helpers::{Backend, Process, backends, deliver_each, paid_sessions};
 use crate::smtp::{SmtpServer, Stall};
 
 /// How long a duplicate would take to show itself: a lease (2-3 s in these tests) plus a
@@ -23,23 +23,6 @@ pub async fn connect(url: &str) -> Database {
     Database::connect(&DatabaseUrl::parse(url).expect("database URL"))
         .await
         .expect("database answers")
-}
-
-/// Sends one signed `completed` event per session to `process`; each must be acknowledged.
-async fn deliver(stripe: &StripeDouble, process: &Process, sessions: &[String]) {
-    let client = reqwest::Client::new();
-    for session in sessions {
-        let body = stripe.event_payload(
-            &format!("evt_{session}"),
-            "checkout.session.completed",
-            session,
-        );
-        let signature = sign(&body);
-        let status = post_webhook(&client, &process.address, body, Some(signature))
-            .await
-            .status();
-        assert_eq!(status, 200);
-    }
 }
 
 /// Waits until `check` holds for the effects of `kind`, and returns them.
@@ -118,8 +101,8 @@ async fn receipts_wait_out_a_mail_server_that_goes_silent_and_each_arrives_once(
             let first = Process::start_with(&database.url, stripe.url(), &env).await;
             let second = Process::start_with(&database.url, stripe.url(), &env).await;
             let sessions = paid_sessions(&stripe, "Mug", 1200, 20);
-            deliver(&stripe, &first, &sessions[..10]).await;
-            deliver(&stripe, &second, &sessions[10..]).await;
+            deliver_each(&stripe, &first, &sessions[..10]).await;
+            deliver_each(&stripe, &second, &sessions[10..]).await;
             let db = connect(&database.url).await;
 
             // Every receipt's attempts time out, count and are retried: none hangs.
@@ -165,7 +148,7 @@ async fn a_message_whose_answer_never_came_is_sent_again_with_the_same_message_i
         ];
         let process = Process::start_with(&database.url, stripe.url(), &env).await;
         let session = stripe.add_session(SessionSpec::paid(&[("Clock", 3900, 1)]));
-        deliver(&stripe, &process, std::slice::from_ref(&session)).await;
+        deliver_each(&stripe, &process, std::slice::from_ref(&session)).await;
         let db = connect(&database.url).await;
 
         // The whole message went out; its answer did not come within the attempt.
@@ -223,7 +206,7 @@ async fn stock_moves_once_while_another_connection_holds_its_row_for_several_lea
             .expect("row locked");
 
         let session = stripe.add_session(order());
-        deliver(&stripe, &process, std::slice::from_ref(&session)).await;
+        deliver_each(&stripe, &process, std::slice::from_ref(&session)).await;
         let locked_at = Instant::now();
         // Attempts time out on the lock, count, and are retried; nothing moves.
         wait_for_effects(&db, EffectKind::Inventory, "lock timeouts", |effects| {
@@ -263,18 +246,14 @@ async fn a_sigterm_mid_send_exits_in_its_grace_and_the_next_process_sends_each_r
         ];
         let process = Process::start_with(&database.url, stripe.url(), &env).await;
         let sessions = paid_sessions(&stripe, "Vase", 2000, 20);
-        deliver(&stripe, &process, &sessions).await;
+        deliver_each(&stripe, &process, &sessions).await;
         let db = connect(&database.url).await;
         // Every order recorded (acknowledged is not yet fulfilled) and receipts in flight.
         wait_for_effects(&db, EffectKind::Receipt, "receipts enqueued", |effects| {
             effects.len() == sessions.len()
         })
         .await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while smtp.held() < 8 {
-            assert!(Instant::now() < deadline, "no receipts in flight");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        smtp.wait_held(8).await;
 
         let sent = smtp.held();
         let (status, took) = process.terminate(Duration::from_secs(10));
@@ -318,12 +297,8 @@ async fn effects_in_flight_at_a_kill_9_are_leased_for_seconds_only() {
         ];
         let process = Process::start_with(&database.url, stripe.url(), &env).await;
         let sessions = paid_sessions(&stripe, "Rug", 9000, 5);
-        deliver(&stripe, &process, &sessions).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while smtp.held() < sessions.len() {
-            assert!(Instant::now() < deadline, "receipts not in flight");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        deliver_each(&stripe, &process, &sessions).await;
+        smtp.wait_held(sessions.len()).await;
         // Held past the first lease: the attempts' heartbeats keep their leases alive.
         tokio::time::sleep(Duration::from_secs(4)).await;
         let db = connect(&database.url).await;

@@ -235,6 +235,23 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Runs the fulfilld binary against this app's database and Stripe double; asserts it
+    /// succeeded and returns what it printed.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+            .args(args)
+            .env("DATABASE_URL", self.database_url())
+            .env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
+            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("STRIPE_API_BASE", self.stripe.url())
+            .env("RUST_LOG", "off")
+            .output()
+            .await
+            .expect("fulfilld runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// A GET that says, in `X-Forwarded-For`, it was forwarded for `client`.
     pub async fn get_from(&self, path: &str, client: &str) -> reqwest::Response {
         self.client
@@ -508,5 +525,22 @@ pub async fn wait_for_event(
         }
         assert!(Instant::now() < deadline, "{id} on {}", db.backend());
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Sends one signed `completed` event per session to `process`; each must be acknowledged.
+pub async fn deliver_each(stripe: &StripeDouble, process: &Process, sessions: &[String]) {
+    let client = reqwest::Client::new();
+    for session in sessions {
+        let body = stripe.event_payload(
+            &format!("evt_{session}"),
+            "checkout.session.completed",
+            session,
+        );
+        let signature = sign(&body);
+        let status = post_webhook(&client, &process.address, body, Some(signature))
+            .await
+            .status();
+        assert_eq!(status, 200);
     }
 }

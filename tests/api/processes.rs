@@ -6,8 +6,8 @@ use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    Process, STRIPE_SECRET_KEY, WEBHOOK_SECRET, assert_each_fulfilled_once, backends, post_webhook,
-    sign,
+    Process, STRIPE_SECRET_KEY, WEBHOOK_SECRET, assert_each_fulfilled_once, backends, deliver_each,
+    post_webhook, sign,
 };
 use crate::smtp::SmtpServer;
 
@@ -61,19 +61,7 @@ async fn acknowledged_events_are_fulfilled_after_a_kill_9() {
         let sessions: Vec<String> = (0..20)
             .map(|n| stripe.add_session(SessionSpec::paid(&[("Print", 500 + n, 1)])))
             .collect();
-        let client = reqwest::Client::new();
-        for (n, session) in sessions.iter().enumerate() {
-            let body = stripe.event_payload(
-                &format!("evt_crash_{n}"),
-                "checkout.session.completed",
-                session,
-            );
-            let signature = sign(&body);
-            let status = post_webhook(&client, &process.address, body, Some(signature))
-                .await
-                .status();
-            assert_eq!(status, 200, "{backend:?}");
-        }
+        deliver_each(&stripe, &process, &sessions).await;
         let db = Database::connect(&DatabaseUrl::parse(&database.url).expect("url"))
             .await
             .expect("db");

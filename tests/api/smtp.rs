@@ -267,6 +267,19 @@ impl SmtpServer {
         *self.state.held.lock().unwrap()
     }
 
+    /// Waits until at least `count` messages are held unanswered.
+    pub async fn wait_held(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.held() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} messages held",
+                self.held()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until at least `count` messages are accepted, then returns them all.
     pub async fn wait_for(&self, count: usize) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -121,7 +121,7 @@ impl Application {
             sandbox: simulator.is_some(),
             livemode: config.stripe.livemode,
             unknown: UnknownSessions::default(),
-            clients: Arc::clone(&clients),
+            clients,
         });
         let shutdown_grace = config.shutdown_grace;
         let server = HttpServer::new(move || {

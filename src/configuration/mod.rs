@@ -252,7 +252,7 @@ impl Settings {
             client_lookups_per_min: NonZeroU32::new(self.client_lookups_per_min)
                 .ok_or_else(|| invalid("CLIENT_LOOKUPS_PER_MIN", "expected 1 or more"))?,
             trusted_proxies: self.trusted_proxies.clone(),
-            webhook_workers: usize::from(self.webhook_workers.max(1)),
+            webhook_workers: usize::from(self.webhook_workers),
         })
     }
 

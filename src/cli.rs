@@ -1,10 +1,11 @@
 //! The command line: `fulfilld [serve]`, `migrate`, `fulfill`, `reconcile`, `events`,
-//! `sessions`, `effects`.
+//! `sessions`, `effects`, `bench`.
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::BenchArgs;
 use crate::configuration::{Settings, parse_duration};
 
 /// Exactly-once fulfillment for Stripe Checkout.
@@ -51,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EffectsCommand,
     },
+    /// Measure this build: starts fulfilld on a fresh database (SQLite, or a new
+    /// database on the PostgreSQL server of DATABASE_URL), a Stripe double and a mail
+    /// server, drives signed webhooks through them, checks every session was fulfilled
+    /// once, and prints the performance table.
+    Bench(BenchArgs),
 }
 
 #[derive(Subcommand, Clone)]

@@ -1,6 +1,7 @@
 //! fulfilld: exactly-once fulfillment for Stripe Checkout.
 
 pub mod actors;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

@@ -6,7 +6,7 @@ use crate::configuration::LogFormat;
 
 /// async-stripe logs every failed attempt as a warning; the gateway logs the ones that
 /// matter, once, with context.
-const DEFAULT_FILTER: &str = "info,stripe=error";
+const DEFAULT_FILTER: &str = "info,stripe=error,actix_server=warn";
 
 /// Installs the global subscriber, writing to standard error.
 pub fn init(format: LogFormat) {

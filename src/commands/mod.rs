@@ -4,6 +4,7 @@ mod operator;
 
 use anyhow::Context;
 
+use crate::bench;
 use crate::cli::{Cli, Command, EffectsCommand};
 use crate::configuration::Settings;
 use crate::db::{self, Database, DatabaseUrl};
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { command } => operator::events(&cli.settings, command).await?,
         Command::Sessions { command } => operator::sessions(&cli.settings, command).await?,
         Command::Effects { command } => effects(&cli.settings, command).await?,
+        Command::Bench(args) => bench::run(args, &database_url(&cli.settings)?).await?,
     }
     Ok(())
 }

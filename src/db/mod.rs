@@ -16,7 +16,10 @@ pub mod outcomes;
 mod sandbox;
 pub mod schema;
 pub mod sessions;
+mod tally;
 pub mod types;
+
+pub use tally::Tally;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -16,6 +17,7 @@ pub struct StripeDouble {
     url: String,
     simulator: Simulator,
     server: ServerHandle,
+    connections: Arc<AtomicUsize>,
 }
 
 impl StripeDouble {
@@ -30,8 +32,13 @@ impl StripeDouble {
         let url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
         let simulator = Simulator::new(catalog, &url, Duration::from_secs(1));
         let routes = simulator.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let opened = Arc::clone(&connections);
         let server =
             HttpServer::new(move || App::new().configure(|config| routes.configure(config)))
+                .on_connect(move |_, _| {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                })
                 .workers(1)
                 .disable_signals()
                 .listen(listener)?
@@ -42,7 +49,13 @@ impl StripeDouble {
             url,
             simulator,
             server: handle,
+            connections,
         })
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The API base to give fulfilld as `STRIPE_API_BASE`.

@@ -115,6 +115,11 @@ impl Simulator {
         self.shared.lock().calls.get(id).copied().unwrap_or(0)
     }
 
+    /// API requests made about any session, answered or not.
+    pub fn total_calls(&self) -> usize {
+        self.shared.lock().calls.values().sum()
+    }
+
     /// The session object as Stripe would embed it in an event's `data.object`.
     pub fn session_object(&self, id: &str) -> Option<Value> {
         let state = self.shared.lock();

@@ -7,12 +7,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// The database answers (migrations ran before the server started).
+/// The database answers (migrations ran before the server started); the body also says
+/// how many session actors are live.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n"),
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body(format!(
+            "ready\nlive session actors: {}\n",
+            state.sessions.live_actors().await
+        )),
         Err(error) => {
             tracing::warn!(error = %format!("{error:#}"), "not ready");
             HttpResponse::ServiceUnavailable()

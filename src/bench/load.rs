@@ -1,0 +1,174 @@
+//! The load: signed `checkout.session.completed` deliveries over real HTTP, in a closed
+//! loop (a fixed number of connections, each sending as soon as it is answered) or an open
+//! loop (a fixed rate, whatever the answers), and a storm of duplicates.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::sandbox::Simulator;
+use crate::stripe::signature::signature_header;
+
+/// Delivers webhooks for a run's sessions, signed as Stripe signs them.
+#[derive(Clone)]
+pub struct Deliverer {
+    client: reqwest::Client,
+    webhook_url: String,
+    secret: String,
+    simulator: Simulator,
+}
+
+impl Deliverer {
+    pub fn new(server: &str, secret: &str, simulator: Simulator) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            client,
+            webhook_url: format!("{server}/webhook"),
+            secret: secret.to_owned(),
+            simulator,
+        })
+    }
+
+    /// The event `event_id` about `session`: its body, and its signature as of now.
+    pub fn completed(&self, event_id: &str, session: &str) -> (String, String) {
+        let body = self
+            .simulator
+            .event_payload(event_id, "checkout.session.completed", session);
+        let signature = signature_header(&self.secret, crate::db::now_ms() / 1000, body.as_bytes());
+        (body, signature)
+    }
+
+    /// Posts one delivery; an answer other than 2xx is an error.
+    pub async fn deliver(&self, body: String, signature: String) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .post(&self.webhook_url)
+            .header("Stripe-Signature", signature)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .context("a webhook delivery failed")?;
+        if !response.status().is_success() {
+            bail!("a webhook delivery was answered {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// A GET of `url`, answered whatever its status.
+    pub async fn get(&self, url: &str) -> anyhow::Result<u16> {
+        let response = self.client.get(url).send().await.context("a GET failed")?;
+        Ok(response.status().as_u16())
+    }
+
+    /// The body of a GET of `url`.
+    pub async fn text(&self, url: &str) -> anyhow::Result<String> {
+        let response = self.client.get(url).send().await.context("a GET failed")?;
+        response.text().await.context("a GET's body")
+    }
+
+    /// Delivers one event per session over `connections` connections, each sending its
+    /// next as soon as the last is answered. Returns when the last one is answered.
+    pub async fn closed_loop(
+        &self,
+        sessions: &[String],
+        connections: usize,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let sessions: Arc<[String]> = sessions.into();
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut senders = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            let (this, sessions, next) = (self.clone(), Arc::clone(&sessions), Arc::clone(&next));
+            let progress = progress.clone();
+            senders.spawn(async move {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(session) = sessions.get(index) else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    let (body, signature) = this.completed(&format!("evt_bench_{index}"), session);
+                    this.deliver(body, signature).await?;
+                    progress.inc(1);
+                }
+            });
+        }
+        while let Some(sender) = senders.join_next().await {
+            sender.context("a sender panicked")??;
+        }
+        Ok(())
+    }
+
+    /// Delivers one event per session at `rate` per second, each at its appointed time
+    /// whether or not earlier ones were answered; returns each delivery's latency from
+    /// its appointed time, so a stall counts against every delivery it delayed.
+    pub async fn open_loop(
+        &self,
+        sessions: &[String],
+        rate: u32,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let interval = Duration::from_secs(1) / rate.max(1);
+        let start = tokio::time::Instant::now();
+        let mut deliveries = tokio::task::JoinSet::new();
+        for (index, session) in sessions.iter().enumerate() {
+            let due = start + interval * u32::try_from(index).unwrap_or(u32::MAX);
+            tokio::time::sleep_until(due).await;
+            let (body, signature) = self.completed(&format!("evt_bench_{index}"), session);
+            let (this, progress) = (self.clone(), progress.clone());
+            deliveries.spawn(async move {
+                this.deliver(body, signature).await?;
+                progress.inc(1);
+                Ok::<_, anyhow::Error>(due.elapsed())
+            });
+        }
+        let mut latencies = Vec::with_capacity(sessions.len());
+        while let Some(delivery) = deliveries.join_next().await {
+            latencies.push(delivery.context("a delivery panicked")??);
+        }
+        Ok(latencies)
+    }
+}
+
+/// A progress bar for `len` steps of `what`; hidden when stderr is not a terminal.
+pub fn progress(what: &str, len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(u64::try_from(len).unwrap_or(u64::MAX));
+    let style =
+        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {per_sec} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(what.to_owned());
+    bar
+}
+
+/// Waits until `done()` reaches `target`, showing it on `progress`; fails after `patience`
+/// without progress.
+pub async fn wait_until(
+    target: usize,
+    patience: Duration,
+    progress: &ProgressBar,
+    mut done: impl FnMut() -> usize,
+) -> anyhow::Result<()> {
+    let mut last = (0, Instant::now());
+    loop {
+        let now = done();
+        progress.set_position(u64::try_from(now).unwrap_or(u64::MAX));
+        if now >= target {
+            return Ok(());
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > patience {
+            bail!("stuck at {now} of {target} for {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,220 @@
+//! The table `fulfilld bench` prints: each figure beside its goal, with the machine and
+//! the settings that produced it.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::BenchArgs;
+
+/// Percentiles of acknowledgement latency.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Latency {
+    /// The percentiles of `sorted`, which is sorted.
+    pub fn of(sorted: &[Duration]) -> Self {
+        let at = |quantile: f64| {
+            let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+            sorted.get(index).copied().unwrap_or_default()
+        };
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: sorted.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// What an `e2e` or `soak` run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Fulfillments {
+    pub sessions: usize,
+    pub per_second: f64,
+    pub cpu_per_fulfillment: Duration,
+    pub syncs_per_fulfillment: Option<f64>,
+    pub stripe_calls_per_session: f64,
+    pub connections_per_call: f64,
+    pub rss_bytes: u64,
+    pub live_actors: Option<usize>,
+}
+
+/// Every figure measured so far.
+pub struct Report {
+    cores: usize,
+    backend: &'static str,
+    settings: String,
+    rate: u32,
+    pub acks_per_second: Option<f64>,
+    pub ack_latency: Option<Latency>,
+    pub e2e: Option<Fulfillments>,
+    pub soak: Option<Fulfillments>,
+    pub storm_calls: Option<usize>,
+}
+
+impl Report {
+    pub fn new(args: &BenchArgs, backend: &'static str) -> Self {
+        let settings = format!(
+            "acks: {} events over {} connections; latency: {}/s for {:?}; e2e: {} sessions, \
+             {} deliveries in flight; storm: {} requests{}",
+            args.events,
+            args.connections,
+            args.rate,
+            args.duration,
+            args.sessions.unwrap_or(3_000),
+            args.concurrency,
+            args.storm,
+            if args.quick { " (--quick)" } else { "" },
+        );
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            backend,
+            settings,
+            rate: args.rate,
+            acks_per_second: None,
+            ack_latency: None,
+            e2e: None,
+            soak: None,
+            storm_calls: None,
+        }
+    }
+
+    /// What is measured, where.
+    pub fn heading(&self) -> String {
+        let durability = match self.backend {
+            "sqlite" => "SQLite, WAL, synchronous = FULL",
+            _ => "PostgreSQL",
+        };
+        format!(
+            "fulfilld {} bench on {} cores, {durability}\n{}",
+            env!("CARGO_PKG_VERSION"),
+            self.cores,
+            self.settings
+        )
+    }
+
+    fn rows(&self) -> Vec<(String, String, &'static str)> {
+        let mut rows = Vec::new();
+        if let Some(e2e) = &self.e2e {
+            rows.push((
+                "server CPU per fulfillment (user+sys / fulfillments)".to_owned(),
+                format!("{:.3} ms", e2e.cpu_per_fulfillment.as_secs_f64() * 1e3),
+                "≤ 0.35 ms",
+            ));
+            rows.push((
+                "end-to-end fulfillments/s (first delivery → last receipt accepted)".to_owned(),
+                format!("{:.0}", e2e.per_second),
+                "≥ 1,500",
+            ));
+        }
+        if let Some(acks) = self.acks_per_second {
+            rows.push((
+                "durable acks/s (distinct signed events, closed loop)".to_owned(),
+                format!("{acks:.0}"),
+                "≥ 10,000",
+            ));
+        }
+        if let Some(latency) = &self.ack_latency {
+            rows.push((
+                format!(
+                    "ack p99 at an offered {}/s, fulfillments running",
+                    self.rate
+                ),
+                format!(
+                    "{} (p50 {}, max {})",
+                    millis(latency.p99),
+                    millis(latency.p50),
+                    millis(latency.max)
+                ),
+                "≤ 5 ms",
+            ));
+        }
+        if let Some(e2e) = &self.e2e {
+            let (what, goal) = match self.backend {
+                "sqlite" => ("database fsyncs per fulfillment (ack included)", "≤ 1"),
+                _ => ("PostgreSQL WAL syncs per fulfillment (pg_stat_wal)", "≤ 1"),
+            };
+            rows.push((
+                what.to_owned(),
+                e2e.syncs_per_fulfillment.map_or_else(
+                    || "not counted (no strace)".to_owned(),
+                    |s| format!("{s:.2}"),
+                ),
+                goal,
+            ));
+            rows.push((
+                "new TCP connections per Stripe call".to_owned(),
+                format!("{:.3}", e2e.connections_per_call),
+                "≤ 0.01",
+            ));
+            rows.push((
+                "Stripe calls per fulfilled session (2 items)".to_owned(),
+                format!("{:.2}", e2e.stripe_calls_per_session),
+                "1",
+            ));
+            rows.push((
+                format!("RSS after {} sessions", e2e.sessions),
+                mib(e2e.rss_bytes),
+                "—",
+            ));
+        }
+        if let Some(soak) = &self.soak {
+            rows.push((
+                format!("RSS after {} sessions (soak)", soak.sessions),
+                format!(
+                    "{}, {} live actors, {:.0}/s",
+                    mib(soak.rss_bytes),
+                    soak.live_actors.map_or("?".to_owned(), |n| n.to_string()),
+                    soak.per_second
+                ),
+                "≤ 60 MB after 100,000",
+            ));
+        }
+        if let Some(calls) = self.storm_calls {
+            rows.push((
+                "Stripe calls for a storm of duplicates and landing pages".to_owned(),
+                calls.to_string(),
+                "≤ 2",
+            ));
+        }
+        rows
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.heading())?;
+        writeln!(f)?;
+        writeln!(f, "| figure | fulfilld | goal |")?;
+        writeln!(f, "|---|---|---|")?;
+        for (figure, value, goal) in self.rows() {
+            writeln!(f, "| {figure} | {value} | {goal} |")?;
+        }
+        Ok(())
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1e3)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_read_from_the_sorted_latencies() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let latency = Latency::of(&sorted);
+        assert_eq!(latency.p50, Duration::from_millis(51));
+        assert_eq!(latency.p99, Duration::from_millis(99));
+        assert_eq!(latency.max, Duration::from_millis(100));
+    }
+}

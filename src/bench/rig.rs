@@ -1,0 +1,287 @@
+//! One scenario's world: a fresh database, a Stripe double that knows the scenario's
+//! sessions, a mail server, and fulfilld serving them; and the exactly-once checks once
+//! the load is over.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use diesel::sql_types::BigInt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use super::load::{Deliverer, progress, wait_until};
+use super::server::{Server, Usage};
+use super::smtp::MailSink;
+use crate::catalog::Catalog;
+use crate::db::{Database, DatabaseUrl};
+use crate::sandbox::{SessionSpec, StripeDouble};
+
+const SECRET_KEY: &str = "sk_test_bench";
+const WEBHOOK_SECRET: &str = "whsec_bench_0123456789abcdef";
+const MAIL_DOMAIN: &str = "bench.example";
+/// Two digital products: every fulfillment grants access to both and sends a receipt.
+const CATALOG: &str = r#"
+[[product]]
+price = "price_bench_guide"
+sku = "GUIDE"
+kind = "digital"
+name = "Guide"
+unit_amount = 900
+currency = "usd"
+access_url = "https://downloads.example.com/{sku}?order={session_id}"
+
+[[product]]
+price = "price_bench_course"
+sku = "COURSE"
+kind = "digital"
+name = "Course"
+unit_amount = 4900
+currency = "usd"
+access_url = "https://learn.example.com/{sku}?order={session_id}"
+"#;
+/// How long the engine may go without sending a receipt before the run is failed.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Where a run keeps its files and its databases.
+pub struct Place {
+    /// Logs, the catalog and SQLite databases.
+    pub dir: PathBuf,
+    /// The PostgreSQL server to create databases on; SQLite when `None`.
+    pub postgres: Option<String>,
+}
+
+/// A scenario's world, serving.
+pub struct Rig {
+    pub server: Server,
+    pub double: StripeDouble,
+    pub sink: MailSink,
+    pub deliverer: Deliverer,
+    pub sessions: Vec<String>,
+    database: String,
+    postgres_syncs_before: Option<i64>,
+}
+
+/// What a scenario cost the server, from the moment it was ready until it drained.
+pub struct Drained {
+    /// When the last receipt was accepted.
+    pub last_receipt: Instant,
+    /// Resource use once drained, before stopping.
+    pub usage: Usage,
+    /// `fsync`s (SQLite, counted by strace) or WAL syncs (PostgreSQL), if counted.
+    pub syncs: Option<u64>,
+    pub stripe_calls: usize,
+    pub stripe_connections: usize,
+    pub live_actors: Option<usize>,
+}
+
+impl Rig {
+    /// Starts a world for `sessions` paid sessions of two items each.
+    pub async fn start(
+        place: &Place,
+        name: &str,
+        sessions: usize,
+        extra_env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let catalog = Catalog::parse(CATALOG).map_err(anyhow::Error::msg)?;
+        let double = StripeDouble::with_catalog(Arc::new(catalog))?;
+        let building = progress("sessions", sessions);
+        let ids = (0..sessions)
+            .map(|_| {
+                building.inc(1);
+                double.add_session(
+                    SessionSpec::paid(&[("Guide", 900, 1), ("Course", 4900, 2)])
+                        .with_prices(&["price_bench_guide", "price_bench_course"]),
+                )
+            })
+            .collect();
+        building.finish_and_clear();
+        let sink = MailSink::start()?;
+        let dir = &place.dir;
+        let catalog_path = dir.join("catalog.toml");
+        std::fs::write(&catalog_path, CATALOG)?;
+        let (database, count_fsyncs, postgres_syncs_before) = match &place.postgres {
+            None => {
+                let path = dir.join(format!("{name}.db"));
+                (
+                    format!("sqlite://{}", path.display()),
+                    strace_available(),
+                    None,
+                )
+            }
+            Some(server) => {
+                let database = fresh_postgres(server, name).await?;
+                (database, false, Some(wal_syncs(server).await?))
+            }
+        };
+        let mut env = vec![
+            ("DATABASE_URL", database.clone()),
+            ("STRIPE_SECRET_KEY", SECRET_KEY.to_owned()),
+            ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("STRIPE_API_BASE", double.url().to_owned()),
+            ("STRIPE_MAX_RPS", "10000".to_owned()),
+            ("CLIENT_LOOKUPS_PER_MIN", "1000000".to_owned()),
+            ("SMTP_URL", sink.url()),
+            ("SEND_RECEIPTS", "true".to_owned()),
+            ("MAIL_FROM", format!("Bench Shop <shop@{MAIL_DOMAIN}>")),
+            ("CATALOG", catalog_path.display().to_string()),
+            ("RECONCILE_EVERY", "0".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        env.extend(extra_env.iter().map(|(key, value)| (*key, value.clone())));
+        let server = Server::start(&env, &dir.join(format!("{name}.log")), count_fsyncs).await?;
+        let deliverer = Deliverer::new(&server.address, WEBHOOK_SECRET, (*double).clone())?;
+        Ok(Self {
+            server,
+            double,
+            sink,
+            deliverer,
+            sessions: ids,
+            database,
+            postgres_syncs_before,
+        })
+    }
+
+    /// Waits for a receipt per session, stops the server, and checks that each session
+    /// was fulfilled once and each receipt sent once.
+    pub async fn drain(mut self, place: &Place) -> anyhow::Result<Drained> {
+        let expected = self.sessions.len();
+        let receipts = progress("receipts", expected);
+        wait_until(expected, PATIENCE, &receipts, || self.sink.total())
+            .await
+            .context("waiting for receipts")?;
+        receipts.finish_and_clear();
+        let last_receipt = self.sink.last_at().context("no receipt arrived")?;
+        let usage = self.server.usage()?;
+        let live_actors = live_actors(&self.deliverer, &self.server.address).await;
+        let stripe_calls = self.double.total_calls();
+        let stripe_connections = self.double.connections();
+        let syncs = self.server.stop().await?;
+        let syncs = match (&place.postgres, self.postgres_syncs_before) {
+            (Some(server), Some(before)) => {
+                Some(u64::try_from(wal_syncs(server).await? - before).unwrap_or(0))
+            }
+            _ => syncs,
+        };
+        self.check_exactly_once().await?;
+        if let Some(server) = &place.postgres {
+            drop_postgres(server, &self.database).await?;
+        }
+        Ok(Drained {
+            last_receipt,
+            usage,
+            syncs,
+            stripe_calls,
+            stripe_connections,
+            live_actors,
+        })
+    }
+
+    async fn check_exactly_once(&self) -> anyhow::Result<()> {
+        let expected = i64::try_from(self.sessions.len()).unwrap_or(i64::MAX);
+        let counts = self.sink.counts();
+        for session in &self.sessions {
+            let id = format!("{session}.receipt@{MAIL_DOMAIN}");
+            match counts.get(&id) {
+                Some(1) => {}
+                Some(times) => bail!("{session}'s receipt was sent {times} times"),
+                None => bail!("{session}'s receipt never arrived"),
+            }
+        }
+        ensure!(
+            counts.len() == self.sessions.len(),
+            "{} messages arrived for {} sessions",
+            counts.len(),
+            self.sessions.len()
+        );
+        let url = DatabaseUrl::parse(&self.database).map_err(anyhow::Error::msg)?;
+        let tally = Database::connect(&url).await?.tally().await?;
+        ensure!(
+            tally.fulfilled == expected && tally.sessions == expected,
+            "{} of {expected} sessions fulfilled ({} recorded)",
+            tally.fulfilled,
+            tally.sessions
+        );
+        ensure!(
+            tally.access_grants == 2 * expected,
+            "{} access grants for {expected} sessions of two products",
+            tally.access_grants
+        );
+        ensure!(
+            tally.effects == expected && tally.effects_done == expected,
+            "{} effects ({} done) for {expected} receipts",
+            tally.effects,
+            tally.effects_done
+        );
+        ensure!(
+            tally.events_processed == tally.events,
+            "{} of {} events processed",
+            tally.events_processed,
+            tally.events
+        );
+        Ok(())
+    }
+}
+
+/// The live session actors the server reports on `/readyz`.
+async fn live_actors(deliverer: &Deliverer, address: &str) -> Option<usize> {
+    let body = deliverer.text(&format!("{address}/readyz")).await.ok()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix("live session actors: "))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+fn strace_available() -> bool {
+    std::process::Command::new("strace")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Creates a database named after the scenario and the run on `server`; returns its URL.
+async fn fresh_postgres(server: &str, name: &str) -> anyhow::Result<String> {
+    let database = format!("fulfilld_bench_{name}_{:08x}", fastrand::u32(..));
+    let mut admin = AsyncPgConnection::establish(server)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    diesel::sql_query(format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .context("cannot create the bench database")?;
+    let mut url = url::Url::parse(server).context("the PostgreSQL URL")?;
+    url.set_path(&database);
+    Ok(url.to_string())
+}
+
+/// Drops a database `fresh_postgres` made, whoever is still connected to it.
+async fn drop_postgres(server: &str, database_url: &str) -> anyhow::Result<()> {
+    let url = url::Url::parse(database_url).context("the bench database's URL")?;
+    let name = url.path().trim_start_matches('/');
+    let mut admin = AsyncPgConnection::establish(server)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .context("cannot drop the bench database")?;
+    Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct WalSyncs {
+    #[diesel(sql_type = BigInt)]
+    wal_sync: i64,
+}
+
+/// The server's WAL syncs so far (PostgreSQL 14 and later).
+async fn wal_syncs(server: &str) -> anyhow::Result<i64> {
+    let mut conn = AsyncPgConnection::establish(server)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    let row: WalSyncs = diesel::sql_query("SELECT wal_sync FROM pg_stat_wal")
+        .get_result(&mut conn)
+        .await
+        .context("cannot read pg_stat_wal")?;
+    Ok(row.wal_sync)
+}

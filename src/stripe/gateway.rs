@@ -8,11 +8,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use stripe::{Client, ClientBuilder, StripeError};
+use stripe::StripeError;
 use stripe_checkout::checkout_session::{ListLineItemsCheckoutSession, RetrieveCheckoutSession};
 use stripe_checkout::{CheckoutSession, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
 use stripe_shared::{ApiErrorsCode, CheckoutSessionItem};
 
+use super::client::PooledClient;
 use super::pacer::{Pacer, Priority};
 use crate::configuration::Secret;
 use crate::domain::{
@@ -41,20 +42,14 @@ pub enum GatewayError {
 /// The engine's way to Stripe's API.
 #[derive(Clone)]
 pub struct StripeGateway {
-    pub(super) client: Client,
+    pub(super) client: PooledClient,
     pacer: Pacer,
 }
 
 impl StripeGateway {
     /// A gateway to the API at `api_base` (Stripe's, the simulator's or a test double's).
     pub fn new(secret: &Secret, api_base: &str, pacer: Pacer) -> anyhow::Result<Self> {
-        let base = format!("{}/", api_base.trim_end_matches('/'));
-        let client = ClientBuilder::new(secret.expose())
-            .url(base)
-            .timeout(ATTEMPT_TIMEOUT)
-            .app_info("fulfilld", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
-            .build()
-            .map_err(|e| anyhow::anyhow!("could not build the Stripe client: {e}"))?;
+        let client = PooledClient::new(secret.expose(), api_base, ATTEMPT_TIMEOUT)?;
         Ok(Self { client, pacer })
     }
 

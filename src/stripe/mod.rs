@@ -1,5 +1,6 @@
 //! Everything that speaks to or hears from Stripe.
 
+mod client;
 pub mod event;
 pub mod gateway;
 pub mod listing;

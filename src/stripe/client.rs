@@ -1,0 +1,149 @@
+//! The HTTP client behind async-stripe's request types: connections kept alive.
+//!
+//! async-stripe's own client opens a connection per call (`pool_max_idle_per_host(0)`),
+//! because Stripe closes idle connections at any time and a pooled one may turn out dead
+//! when used. This client keeps them (reqwest's pool), and answers that hazard instead: a
+//! GET that fails before any answer came back is sent again at once, once, on a fresh
+//! connection. Every other failure is left to the gateway's retry policy.
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use stripe::StripeError;
+use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeMethod};
+
+/// How long an unused connection is kept: shorter than a load balancer's idle timeout,
+/// so most dead connections are dropped before they are picked.
+const IDLE_FOR: Duration = Duration::from_secs(20);
+
+/// A Stripe API client over a pool of kept-alive connections; cheap to clone.
+#[derive(Clone)]
+pub struct PooledClient {
+    http: reqwest::Client,
+    /// `…/v1`, to which a request's path is appended.
+    base: String,
+    timeout: Duration,
+}
+
+impl PooledClient {
+    /// A client for `api_base` (`https://api.stripe.com/` or a double's), authenticating
+    /// with `secret`, allowing each attempt `timeout`.
+    pub fn new(secret: &str, api_base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let mut authorization = HeaderValue::try_from(format!("Bearer {secret}"))
+            .map_err(|_| anyhow::anyhow!("the Stripe key is not a valid header value"))?;
+        authorization.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, authorization);
+        headers.insert(
+            "stripe-version",
+            HeaderValue::from_static(stripe_shared::version::VERSION.as_str()),
+        );
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!(
+                "Stripe/v1 RustBindings fulfilld/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .pool_idle_timeout(IDLE_FOR)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| anyhow::anyhow!("could not build the Stripe client: {e}"))?;
+        Ok(Self {
+            http,
+            base: format!("{}/v1", api_base.trim_end_matches('/')),
+            timeout,
+        })
+    }
+
+    fn request(&self, request: &Request) -> reqwest::RequestBuilder {
+        let method = match request.method {
+            StripeMethod::Get => reqwest::Method::GET,
+            StripeMethod::Post => reqwest::Method::POST,
+            StripeMethod::Delete => reqwest::Method::DELETE,
+        };
+        let mut url = format!("{}{}", self.base, request.path);
+        if let Some(query) = &request.query {
+            url.push('?');
+            url.push_str(query);
+        }
+        let mut builder = self.http.request(method, url).timeout(self.timeout);
+        if let Some(key) = &request.idempotency_key {
+            builder = builder.header("idempotency-key", key.as_str());
+        }
+        if let Some(account) = &request.account {
+            builder = builder.header("stripe-account", account.as_str());
+        }
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body.clone());
+        }
+        builder
+    }
+
+    async fn send(&self, request: &Request) -> Result<bytes::Bytes, StripeError> {
+        let response = match self.request(request).send().await {
+            Ok(response) => response,
+            // No answer at all, on a connection the pool may have kept past its life:
+            // safe to repeat for a read.
+            Err(error) if matches!(request.method, StripeMethod::Get) && !error.is_timeout() => {
+                tracing::debug!(error = %error, "Stripe connection failed, sending again");
+                self.request(request).send().await.map_err(transport)?
+            }
+            Err(error) => return Err(transport(error)),
+        };
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let text = std::str::from_utf8(&body).unwrap_or_default();
+        Err(
+            miniserde::json::from_str::<stripe_shared::Error>(text).map_or_else(
+                |_| StripeError::JSONDeserialize(format!("status {status} with no Stripe error")),
+                |error| StripeError::Stripe(error.error, status.as_u16()),
+            ),
+        )
+    }
+}
+
+/// What one call sends.
+struct Request {
+    method: StripeMethod,
+    path: String,
+    query: Option<String>,
+    body: Option<String>,
+    idempotency_key: Option<String>,
+    account: Option<String>,
+}
+
+impl StripeClient for PooledClient {
+    type Err = StripeError;
+
+    async fn execute(&self, request: CustomizedStripeRequest) -> Result<bytes::Bytes, StripeError> {
+        let (builder, config) = request.into_pieces();
+        let request = Request {
+            method: builder.method,
+            path: builder.path,
+            query: builder.query,
+            body: builder.body,
+            idempotency_key: config
+                .request_strategy
+                .and_then(|strategy| strategy.get_key())
+                .map(|key| key.as_str().to_owned()),
+            account: config.account_id.map(|account| account.as_str().to_owned()),
+        };
+        self.send(&request).await
+    }
+}
+
+fn transport(error: reqwest::Error) -> StripeError {
+    if error.is_timeout() {
+        StripeError::Timeout
+    } else {
+        StripeError::ClientError(error.to_string())
+    }
+}

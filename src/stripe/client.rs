@@ -147,3 +147,63 @@ fn transport(error: reqwest::Error) -> StripeError {
         StripeError::ClientError(error.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use stripe_client_core::RequestBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers the first request of each connection and keeps the
+    /// connection open, then drops it unanswered when a second request arrives on it, as
+    /// a server does to a connection it already closed on its side.
+    async fn one_answer_per_connection() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = [0; 4096];
+                    let _ = stream.read(&mut buffer).await;
+                    let body = r#"{"ok":true}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    stream.write_all(answer.as_bytes()).await.unwrap();
+                    // The next request on this connection is read, never answered.
+                    let _ = stream.read(&mut buffer).await;
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    async fn get(client: &PooledClient) -> Result<miniserde::json::Value, StripeError> {
+        RequestBuilder::new(StripeMethod::Get, "/checkout/sessions/cs_test_1")
+            .customize()
+            .send(client)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_read_on_a_kept_alive_connection_that_died_is_sent_again_on_a_new_one() {
+        let (url, connections) = one_answer_per_connection().await;
+        let client = PooledClient::new("sk_test_1", &url, Duration::from_secs(5)).unwrap();
+        for _ in 0..3 {
+            get(&client).await.expect("every read is answered");
+        }
+        // Each read after the first found its pooled connection dead and used a new one.
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
+    }
+}

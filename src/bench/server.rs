@@ -69,18 +69,16 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start fulfilld (or strace)")?;
-        let outer = child.id().context("fulfilld exited at once")?;
-        let pid = match strace_summary {
-            Some(_) => traced_child(outer).await?,
-            None => outer,
-        };
-        let server = Self {
+        let mut server = Self {
             address: format!("http://127.0.0.1:{port}"),
-            pid,
+            pid: child.id().context("fulfilld exited at once")?,
             child,
             strace_summary,
         };
         server.wait_ready().await?;
+        if server.strace_summary.is_some() {
+            server.pid = traced_child(server.pid)?;
+        }
         Ok(server)
     }
 
@@ -157,6 +155,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Under strace, killing strace would leave fulfilld running: kill fulfilld itself.
         if self.strace_summary.is_some() && matches!(self.child.try_wait(), Ok(None)) {
+            // Before it was found (a start that failed), `pid` is strace's.
+            if let Ok(traced) = traced_child(self.pid) {
+                signal(traced, libc::SIGKILL);
+            }
             signal(self.pid, libc::SIGKILL);
         }
     }
@@ -169,18 +171,18 @@ fn signal(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// The process strace started.
-async fn traced_child(strace: u32) -> anyhow::Result<u32> {
-    let path = format!("/proc/{strace}/task/{strace}/children");
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        let children = std::fs::read_to_string(&path).unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next() {
-            return pid.parse().context("a child's pid");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bail!("strace did not start fulfilld")
+/// The fulfilld strace started (strace also forks short-lived children of its own).
+fn traced_child(strace: u32) -> anyhow::Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+        .context("cannot list strace's children")?;
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "fulfilld")
+        })
+        .context("strace did not start fulfilld")
 }
 
 /// The `calls` column of strace's summary, summed over the syncing calls.

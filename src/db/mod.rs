@@ -5,9 +5,10 @@
 //! scheme. Queries are written once and expanded for each backend by [`with_connection!`],
 //! so each is type-checked against both.
 //!
-//! All SQLite work goes through one connection behind an async mutex: writes are
-//! serialized inside the process, so "database is locked" never reaches a caller, and the
-//! busy timeout covers other processes (the CLI) touching the same file.
+//! All SQLite work goes through one connection, in turns (see [`sqlite`]): writes are
+//! serialized inside the process, so "database is locked" never reaches a caller, the
+//! busy timeout covers other processes (the CLI) touching the same file, and the turns
+//! that arrive together share one commit.
 
 pub mod effects;
 pub mod inbox;
@@ -16,6 +17,7 @@ pub mod outcomes;
 mod sandbox;
 pub mod schema;
 pub mod sessions;
+mod sqlite;
 mod tally;
 pub mod types;
 
@@ -31,7 +33,6 @@ use diesel::sqlite::SqliteConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -42,9 +43,6 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Connections per process to PostgreSQL.
 const POSTGRES_POOL_SIZE: usize = 16;
-
-/// The SQLite connection shared by the whole process.
-pub type SqliteHandle = Arc<tokio::sync::Mutex<SyncConnectionWrapper<SqliteConnection>>>;
 
 /// Where the data lives, parsed from `DATABASE_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +80,7 @@ impl DatabaseUrl {
 /// A handle to the database, cheap to clone.
 #[derive(Clone)]
 pub enum Database {
-    Sqlite(SqliteHandle),
+    Sqlite(Arc<sqlite::Sqlite>),
     Postgres(Pool<AsyncPgConnection>),
 }
 
@@ -92,9 +90,11 @@ macro_rules! with_connection {
     ($db:expr, |$conn:ident| $body:expr) => {
         match $db {
             $crate::db::Database::Sqlite(sqlite) => {
-                let mut guard = sqlite.lock().await;
-                let $conn = &mut *guard;
-                $body
+                let mut turn = sqlite.turn().await?;
+                let $conn = turn.connection();
+                let result = $body;
+                turn.durable().await?;
+                result
             }
             $crate::db::Database::Postgres(pool) => {
                 let mut pooled = pool
@@ -119,9 +119,7 @@ impl Database {
                 let connection = tokio::task::spawn_blocking(move || open_sqlite(&path))
                     .await
                     .context("SQLite start-up task failed")??;
-                Ok(Self::Sqlite(Arc::new(tokio::sync::Mutex::new(
-                    SyncConnectionWrapper::new(connection),
-                ))))
+                Ok(Self::Sqlite(sqlite::Sqlite::new(connection)))
             }
             DatabaseUrl::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);

@@ -53,6 +53,9 @@ impl Transport {
                              attempt's time; nothing was sent"
                                 .into(),
                         )),
+                        Err(SmtpFailure::Connect(e)) => Err(EffectError::Retry(format!(
+                            "cannot reach the mail server: {e}"
+                        ))),
                         Err(SmtpFailure::Unusable(reason)) => {
                             Err(EffectError::Permanent(reason.into()))
                         }

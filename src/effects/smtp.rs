@@ -99,10 +99,24 @@ impl SmtpServer {
             _ => None,
         };
         let address = (self.host.as_str(), self.port);
-        let mut conn =
-            AsyncSmtpConnection::connect_tokio1(address, None, &self.hello, wrapper, None)
-                .await
-                .map_err(SmtpFailure::Smtp)?;
+        let mut conn = match wrapper {
+            Some(_) => {
+                AsyncSmtpConnection::connect_tokio1(address, None, &self.hello, wrapper, None)
+                    .await
+                    .map_err(SmtpFailure::Smtp)?
+            }
+            None => {
+                // lettre leaves Nagle's algorithm on: a message's last small write would
+                // wait for the server's delayed ACK, about 40 ms a message.
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(SmtpFailure::Connect)?;
+                stream.set_nodelay(true).map_err(SmtpFailure::Connect)?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                    .await
+                    .map_err(SmtpFailure::Smtp)?
+            }
+        };
         match &self.tls {
             Tls::Required(parameters) => conn
                 .starttls(parameters.clone(), &self.hello)
@@ -148,6 +162,8 @@ pub enum SmtpFailure {
     Late,
     /// The server refused, or the conversation broke.
     Smtp(Error),
+    /// No connection could be opened; nothing was sent.
+    Connect(std::io::Error),
     /// The server cannot take the message as fulfilld must send it; nothing was sent.
     Unusable(&'static str),
 }

@@ -8,11 +8,17 @@
 //! previous group was being written. Under load a fulfillment costs a fraction of one
 //! `fsync`; alone, a caller waits for its own commit, as before.
 //!
+//! Statements run on the calling thread: handing each to Tokio's blocking pool cost more
+//! in thread wake-ups than the statement itself. Only a group's `BEGIN IMMEDIATE` (which
+//! may wait for another process's write lock) and its `COMMIT` (which waits for the disk)
+//! go to the blocking pool; inside a group nothing waits for a lock.
+//!
 //! A turn abandoned half-way (an error returned early, a cancelled future) leaves its
 //! savepoints open; the next turn rolls them back, so what it did not finish is undone
 //! and the rest of its group is kept.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::error::Error;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -20,12 +26,13 @@ use anyhow::{Context, anyhow};
 use diesel::connection::AnsiTransactionManager;
 use diesel::result::QueryResult;
 use diesel::sqlite::SqliteConnection;
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, TransactionManager};
+use futures_util::future::BoxFuture;
 use tokio::sync::{Mutex, MutexGuard, Notify, watch};
 
 /// The connection every query runs on.
-pub type Connection = SyncConnectionWrapper<SqliteConnection>;
+pub type Connection = SyncConnectionWrapper<SqliteConnection, Inline>;
 type Manager = <Connection as AsyncConnection>::TransactionManager;
 /// What a group's commit came to, once it came: `None` while the group is open.
 type Outcome = Option<Result<(), Arc<str>>>;
@@ -47,6 +54,8 @@ pub struct Sqlite {
 
 struct Writer {
     conn: Connection,
+    /// Set while the connection's work must go to the blocking pool.
+    blocking: Arc<AtomicBool>,
     group: Option<Group>,
 }
 
@@ -66,9 +75,11 @@ pub struct Turn<'a> {
 impl Sqlite {
     /// Takes over `conn` and starts its committer on the current runtime.
     pub fn new(conn: SqliteConnection) -> Arc<Self> {
+        let inline = Inline::default();
         let sqlite = Arc::new(Self {
             writer: Mutex::new(Writer {
-                conn: SyncConnectionWrapper::new(conn),
+                blocking: Arc::clone(&inline.blocking),
+                conn: SyncConnectionWrapper::with_runtime(conn, inline),
                 group: None,
             }),
             waiting: AtomicUsize::new(0),
@@ -132,12 +143,15 @@ impl Writer {
     /// turn left.
     async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
         if self.group.is_none() {
-            self.conn
+            self.blocking.store(true, Ordering::SeqCst);
+            let began = self
+                .conn
                 .spawn_blocking(|conn| {
                     AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
                 })
-                .await
-                .context("could not begin a SQLite transaction")?;
+                .await;
+            self.blocking.store(false, Ordering::SeqCst);
+            began.context("could not begin a SQLite transaction")?;
             self.group = Some(Group {
                 turns: 0,
                 opened: Instant::now(),
@@ -170,7 +184,12 @@ impl Writer {
             return;
         };
         let committed = match self.roll_back_abandoned().await {
-            Ok(()) => Manager::commit_transaction(&mut self.conn).await,
+            Ok(()) => {
+                self.blocking.store(true, Ordering::SeqCst);
+                let committed = Manager::commit_transaction(&mut self.conn).await;
+                self.blocking.store(false, Ordering::SeqCst);
+                committed
+            }
             Err(error) => Err(error),
         };
         let outcome = match committed {
@@ -229,5 +248,35 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs the connection's work where it is asked for, or on Tokio's blocking pool while
+/// `blocking` is set.
+#[derive(Default)]
+pub struct Inline {
+    blocking: Arc<AtomicBool>,
+}
+
+type TaskResult<R> = Result<R, Box<dyn Error + Send + Sync + 'static>>;
+
+impl SpawnBlocking for Inline {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, TaskResult<R>>
+    where
+        R: Send + 'static,
+    {
+        if self.blocking.load(Ordering::SeqCst) {
+            let task = tokio::task::spawn_blocking(task);
+            Box::pin(async move { task.await.map_err(|e| Box::new(e) as _) })
+        } else {
+            Box::pin(std::future::ready(Ok(task())))
+        }
+    }
+
+    fn get_runtime() -> Self {
+        Self::default()
     }
 }

@@ -195,6 +195,7 @@ fn open_sqlite(path: &str) -> anyhow::Result<SqliteConnection> {
     conn.batch_execute(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
+         PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"
     ))

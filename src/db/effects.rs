@@ -61,10 +61,17 @@ macro_rules! fenced {
         effects::table
             .filter(effects::id.eq($fence.id))
             .filter(effects::lease.eq($fence.lease))
-            .filter(effects::status.eq(EffectStatus::Pending))
+            .filter($crate::db::effects::is_pending())
     };
 }
 pub(crate) use fenced;
+
+/// `status = 'pending'`, written out rather than bound: SQLite matches a bound value
+/// against the condition of the partial index `effects_due` by preparing the statement
+/// again for every new binding.
+pub(crate) fn is_pending() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("effects.status = 'pending'")
+}
 
 /// Sets a shipment's status on `$conn`; a macro so it runs inside any transaction.
 macro_rules! set_shipment_status {
@@ -95,8 +102,8 @@ pub struct EffectView {
 }
 
 /// The claim, with the database's clock and the row-locking clause only PostgreSQL has.
-/// `$1` is the lease in milliseconds, `$2` the pending status, `$3` how many to claim.
-/// Split where the ids to leave out go.
+/// `$1` is the lease in milliseconds, `$2` how many to claim. Split where the ids to
+/// leave out go. The status is written out, as in [`is_pending`].
 macro_rules! claim_sql {
     ($backend:ident, $lock:literal) => {
         (
@@ -104,14 +111,14 @@ macro_rules! claim_sql {
                 "UPDATE effects SET lease_until = ",
                 now_ms_sql!($backend),
                 " + $1, lease = lease + 1, attempts = attempts + 1 ",
-                "WHERE id IN (SELECT id FROM effects WHERE status = $2 AND next_attempt_at <= ",
+                "WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= ",
                 now_ms_sql!($backend),
                 " AND (lease_until IS NULL OR lease_until <= ",
                 now_ms_sql!($backend),
                 ")"
             ),
             concat!(
-                " ORDER BY next_attempt_at LIMIT $3",
+                " ORDER BY next_attempt_at LIMIT $2",
                 $lock,
                 ") RETURNING id, session_id, kind, attempts, lease"
             ),
@@ -153,7 +160,6 @@ impl Database {
         with_connection!(self, |conn| {
             diesel::sql_query(&sql)
                 .bind::<BigInt, _>(millis(lease))
-                .bind::<Text, _>(EffectStatus::Pending)
                 .bind::<BigInt, _>(limit)
                 .load::<ClaimedEffect>(conn)
                 .await

@@ -54,7 +54,7 @@ impl Transport {
                                 .into(),
                         )),
                         Err(SmtpFailure::Connect(e)) => Err(EffectError::Retry(format!(
-                            "cannot reach the mail server: {e}"
+                            "SMTP: cannot reach the mail server: {e}"
                         ))),
                         Err(SmtpFailure::Unusable(reason)) => {
                             Err(EffectError::Permanent(reason.into()))

@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// landing pages.
     #[arg(long, default_value_t = 250)]
     pub storm: usize,
+    /// The fulfilld binary to measure (this one by default): two builds compared under
+    /// the very same load.
+    #[arg(long)]
+    pub server: Option<std::path::PathBuf>,
 }
 
 /// A scenario of `fulfilld bench`.
@@ -86,7 +90,12 @@ pub async fn run(args: BenchArgs, database: &DatabaseUrl) -> anyhow::Result<()> 
     };
     let dir = std::env::temp_dir().join(format!("fulfilld-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("cannot create the bench's directory")?;
+    let binary = match &args.server {
+        Some(binary) => binary.clone(),
+        None => std::env::current_exe().context("cannot find the fulfilld binary")?,
+    };
     let place = Place {
+        binary,
         dir: dir.clone(),
         postgres: match database {
             DatabaseUrl::Sqlite(_) => None,
@@ -135,7 +144,7 @@ impl BenchArgs {
 }
 
 async fn acks(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::Result<()> {
-    let rig = Rig::start(place, "acks", args.events, &[]).await?;
+    let rig = Rig::start(place, "acks", args.events).await?;
     let bar = progress("acks", args.events);
     let started = Instant::now();
     rig.deliverer
@@ -150,7 +159,7 @@ async fn acks(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::R
 
 async fn latency(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::Result<()> {
     let count = (f64::from(args.rate) * args.duration.as_secs_f64()).ceil() as usize;
-    let rig = Rig::start(place, "latency", count.max(1), &[]).await?;
+    let rig = Rig::start(place, "latency", count.max(1)).await?;
     let bar = progress("offered", rig.sessions.len());
     let mut latencies = rig
         .deliverer
@@ -175,7 +184,7 @@ async fn e2e(
     } else {
         "e2e"
     };
-    let rig = Rig::start(place, name, count, &[]).await?;
+    let rig = Rig::start(place, name, count).await?;
     let before = rig.server.usage()?;
     let bar = progress("delivered", count);
     let started = Instant::now();
@@ -208,7 +217,7 @@ const STORMS: usize = 5;
 
 async fn storm(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::Result<()> {
     let storms = if args.quick { 1 } else { STORMS };
-    let rig = Rig::start(place, "storm", storms, &[]).await?;
+    let rig = Rig::start(place, "storm", storms).await?;
     let mut most = 0;
     for (index, session) in rig.sessions.iter().enumerate() {
         let mut requests = tokio::task::JoinSet::new();

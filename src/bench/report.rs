@@ -139,10 +139,8 @@ impl Report {
             };
             rows.push((
                 what.to_owned(),
-                e2e.syncs_per_fulfillment.map_or_else(
-                    || "not counted (no strace)".to_owned(),
-                    |s| format!("{s:.2}"),
-                ),
+                e2e.syncs_per_fulfillment
+                    .map_or_else(|| "not counted (no perf)".to_owned(), |s| format!("{s:.2}")),
                 goal,
             ));
             rows.push((

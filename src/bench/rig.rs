@@ -11,7 +11,7 @@ use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::load::{Deliverer, progress, wait_until};
-use super::server::{Server, Usage};
+use super::server::{Server, Usage, can_count_syncs};
 use super::smtp::MailSink;
 use crate::catalog::Catalog;
 use crate::db::{Database, DatabaseUrl};
@@ -45,6 +45,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Where a run keeps its files and its databases.
 pub struct Place {
+    /// The fulfilld to start.
+    pub binary: PathBuf,
     /// Logs, the catalog and SQLite databases.
     pub dir: PathBuf,
     /// The PostgreSQL server to create databases on; SQLite when `None`.
@@ -68,7 +70,7 @@ pub struct Drained {
     pub last_receipt: Instant,
     /// Resource use once drained, before stopping.
     pub usage: Usage,
-    /// `fsync`s (SQLite, counted by strace) or WAL syncs (PostgreSQL), if counted.
+    /// `fsync`s (SQLite, counted by perf) or WAL syncs (PostgreSQL), if counted.
     pub syncs: Option<u64>,
     pub stripe_calls: usize,
     pub stripe_connections: usize,
@@ -77,12 +79,7 @@ pub struct Drained {
 
 impl Rig {
     /// Starts a world for `sessions` paid sessions of two items each.
-    pub async fn start(
-        place: &Place,
-        name: &str,
-        sessions: usize,
-        extra_env: &[(&str, String)],
-    ) -> anyhow::Result<Self> {
+    pub async fn start(place: &Place, name: &str, sessions: usize) -> anyhow::Result<Self> {
         let catalog = Catalog::parse(CATALOG).map_err(anyhow::Error::msg)?;
         let double = StripeDouble::with_catalog(Arc::new(catalog))?;
         let building = progress("sessions", sessions);
@@ -105,7 +102,7 @@ impl Rig {
                 let path = dir.join(format!("{name}.db"));
                 (
                     format!("sqlite://{}", path.display()),
-                    strace_available(),
+                    can_count_syncs(),
                     None,
                 )
             }
@@ -114,7 +111,7 @@ impl Rig {
                 (database, false, Some(wal_syncs(server).await?))
             }
         };
-        let mut env = vec![
+        let env = [
             ("DATABASE_URL", database.clone()),
             ("STRIPE_SECRET_KEY", SECRET_KEY.to_owned()),
             ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
@@ -128,8 +125,13 @@ impl Rig {
             ("RECONCILE_EVERY", "0".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ];
-        env.extend(extra_env.iter().map(|(key, value)| (*key, value.clone())));
-        let server = Server::start(&env, &dir.join(format!("{name}.log")), count_fsyncs).await?;
+        let server = Server::start(
+            &place.binary,
+            &env,
+            &dir.join(format!("{name}.log")),
+            count_fsyncs,
+        )
+        .await?;
         let deliverer = Deliverer::new(&server.address, WEBHOOK_SECRET, (*double).clone())?;
         Ok(Self {
             server,
@@ -229,14 +231,6 @@ async fn live_actors(deliverer: &Deliverer, address: &str) -> Option<usize> {
     body.lines()
         .find_map(|line| line.strip_prefix("live session actors: "))
         .and_then(|count| count.trim().parse().ok())
-}
-
-fn strace_available() -> bool {
-    std::process::Command::new("strace")
-        .arg("-V")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
 }
 
 /// Creates a database named after the scenario and the run on `server`; returns its URL.

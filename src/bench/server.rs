@@ -1,5 +1,7 @@
 //! The fulfilld under test: a process of its own (this very binary, `serve`), so its CPU,
-//! memory and system calls are measured alone.
+//! memory and system calls are measured alone. Its `fsync`s are counted by `perf stat`
+//! on the kernel's syscall tracepoints, which costs the process nothing (strace, which
+//! stops the process at every counted call, would slow it down and skew the figures).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,11 +16,12 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// A running fulfilld; killed if dropped before [`Server::stop`].
 pub struct Server {
     pub address: String,
-    /// The process's id: fulfilld's own, not strace's.
+    /// The process's id: fulfilld's own, not perf's.
     pid: u32,
     child: Child,
-    /// Where strace writes its count of `fsync`s when it watches the server.
-    strace_summary: Option<PathBuf>,
+    binary: PathBuf,
+    /// Where `perf stat` writes its count of `fsync`s when it watches the server.
+    counts: Option<PathBuf>,
 }
 
 /// The process's resource use at a moment.
@@ -30,9 +33,10 @@ pub struct Usage {
 }
 
 impl Server {
-    /// Starts `fulfilld serve` with `env`, under strace when `count_fsyncs`, and waits until
-    /// it is ready.
+    /// Starts `fulfilld serve` with `env`, under `perf stat` when `count_fsyncs`, and waits
+    /// until it is ready.
     pub async fn start(
+        exe: &Path,
         env: &[(&str, String)],
         log: &Path,
         count_fsyncs: bool,
@@ -40,22 +44,18 @@ impl Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let exe = std::env::current_exe().context("cannot find the fulfilld binary")?;
-        let strace_summary = count_fsyncs.then(|| log.with_extension("strace"));
-        let mut command = match &strace_summary {
-            // Only the counted calls stop the process (seccomp), so strace costs little.
-            Some(summary) => {
-                let mut command = Command::new("strace");
+        let counts = count_fsyncs.then(|| log.with_extension("syncs"));
+        let mut command = match &counts {
+            Some(counts) => {
+                let mut command = Command::new("perf");
                 command
-                    .args(["-f", "-c", "-q", "--seccomp-bpf"])
-                    .args(["-e", "trace=fsync,fdatasync,sync_file_range"])
-                    .arg("-o")
-                    .arg(summary)
+                    .args(["stat", "-x", ",", "-e", SYNC_CALLS, "-o"])
+                    .arg(counts)
                     .arg("--")
-                    .arg(&exe);
+                    .arg(exe);
                 command
             }
-            None => Command::new(&exe),
+            None => Command::new(exe),
         };
         let log = std::fs::File::create(log).context("cannot create the server's log")?;
         let child = command
@@ -68,16 +68,17 @@ impl Server {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .context("cannot start fulfilld (or strace)")?;
+            .context("cannot start fulfilld (or perf)")?;
         let mut server = Self {
             address: format!("http://127.0.0.1:{port}"),
             pid: child.id().context("fulfilld exited at once")?,
             child,
-            strace_summary,
+            binary: exe.to_owned(),
+            counts,
         };
         server.wait_ready().await?;
-        if server.strace_summary.is_some() {
-            server.pid = traced_child(server.pid)?;
+        if server.counts.is_some() {
+            server.pid = counted_child(server.pid, exe)?;
         }
         Ok(server)
     }
@@ -138,14 +139,14 @@ impl Server {
     }
 
     /// SIGTERM, as a deploy sends it; waits for the drain and returns the number of
-    /// `fsync`-like calls strace counted, if it watched.
+    /// `fsync`-like calls counted, if they were.
     pub async fn stop(&mut self) -> anyhow::Result<Option<u64>> {
         signal(self.pid, libc::SIGTERM);
         tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .context("fulfilld did not stop within a minute of SIGTERM")??;
-        match self.strace_summary.take() {
-            Some(summary) => Ok(Some(syncs_counted(&summary)?)),
+        match self.counts.take() {
+            Some(counts) => Ok(Some(syncs_counted(&counts)?)),
             None => Ok(None),
         }
     }
@@ -153,10 +154,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Under strace, killing strace would leave fulfilld running: kill fulfilld itself.
-        if self.strace_summary.is_some() && matches!(self.child.try_wait(), Ok(None)) {
-            // Before it was found (a start that failed), `pid` is strace's.
-            if let Ok(traced) = traced_child(self.pid) {
+        // Under perf, killing perf would leave fulfilld running: kill fulfilld itself.
+        if self.counts.is_some() && matches!(self.child.try_wait(), Ok(None)) {
+            // Before it was found (a start that failed), `pid` is perf's.
+            if let Ok(traced) = counted_child(self.pid, &self.binary) {
                 signal(traced, libc::SIGKILL);
             }
             signal(self.pid, libc::SIGKILL);
@@ -171,32 +172,45 @@ fn signal(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// The fulfilld strace started (strace also forks short-lived children of its own).
-fn traced_child(strace: u32) -> anyhow::Result<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
-        .context("cannot list strace's children")?;
+/// The kernel's tracepoints for the calls that flush a file to disk.
+const SYNC_CALLS: &str = "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync";
+
+/// Whether `perf stat` can count the syncing calls here.
+pub fn can_count_syncs() -> bool {
+    std::process::Command::new("perf")
+        .args(["stat", "-x", ",", "-e", SYNC_CALLS, "--", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The fulfilld perf started, known by its binary's name.
+fn counted_child(perf: u32, binary: &Path) -> anyhow::Result<u32> {
+    // The kernel keeps the first 15 bytes of a process's name.
+    let name: String = binary
+        .file_name()
+        .map(|name| name.to_string_lossy().chars().take(15).collect())
+        .unwrap_or_default();
+    let children = std::fs::read_to_string(format!("/proc/{perf}/task/{perf}/children"))
+        .context("cannot list perf's children")?;
     children
         .split_whitespace()
         .filter_map(|pid| pid.parse::<u32>().ok())
         .find(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "fulfilld")
+                .is_ok_and(|comm| comm.trim() == name)
         })
-        .context("strace did not start fulfilld")
+        .context("perf did not start fulfilld")
 }
 
-/// The `calls` column of strace's summary, summed over the syncing calls.
-fn syncs_counted(summary: &Path) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(summary).context("cannot read strace's summary")?;
+/// The counts `perf stat -x ,` wrote, summed: the count is each line's first field.
+fn syncs_counted(counts: &Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(counts).context("cannot read perf's counts")?;
     Ok(text
         .lines()
-        .filter_map(|line| {
-            let columns: Vec<&str> = line.split_whitespace().collect();
-            let name = columns.last()?;
-            let syncing = ["fsync", "fdatasync", "sync_file_range"].contains(name);
-            // Rows with no errors have five columns, with errors six.
-            syncing.then(|| columns.get(3)?.parse::<u64>().ok())?
-        })
+        .filter(|line| line.contains("sys_enter_"))
+        .filter_map(|line| line.split(',').next()?.trim().parse::<u64>().ok())
         .sum())
 }
 
@@ -205,21 +219,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strace_summaries_are_read_for_their_syncing_calls_only() {
-        let dir = std::env::temp_dir().join(format!("fulfilld-strace-{}", std::process::id()));
+    fn perf_counts_are_summed_over_the_syncing_calls() {
+        let dir = std::env::temp_dir().join(format!("fulfilld-perf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let summary = dir.join("summary");
+        let counts = dir.join("counts");
         std::fs::write(
-            &summary,
-            "% time     seconds  usecs/call     calls    errors syscall\n\
-             ------ ----------- ----------- --------- --------- ----------------\n \
-             90.00    0.010000         100       100           fdatasync\n \
-             10.00    0.001000          50        20         1 fsync\n\
-             ------ ----------- ----------- --------- --------- ----------------\n\
-             100.00    0.011000          91       120         1 total\n",
+            &counts,
+            "# started on Mon Nov 23 16:00:00 2026\n\n\
+             120,,syscalls:sys_enter_fsync,859172,100.00,,\n\
+             3,,syscalls:sys_enter_fdatasync,859172,100.00,,\n",
         )
         .unwrap();
-        assert_eq!(syncs_counted(&summary).unwrap(), 120);
+        assert_eq!(syncs_counted(&counts).unwrap(), 123);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

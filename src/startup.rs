@@ -58,7 +58,8 @@ impl Core {
             outbox: outbox.clone(),
             send_receipts: config.effects.send_receipts,
         });
-        let sessions = Sessions::start(engine, config.session_idle);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let sessions = Sessions::start(engine, config.session_idle, cores);
         Ok(Self {
             db,
             sessions,

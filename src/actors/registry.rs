@@ -100,22 +100,40 @@ impl Handler<Passivated> for SessionRegistry {
 
 /// The engine's front door: every webhook, landing-page visit and CLI request for a
 /// session goes through here to that session's actor.
+///
+/// Session actors are spread over one arbiter (thread) per core by their id's hash, each
+/// arbiter with a registry of its own, so the engine uses every core and one session's
+/// requests always meet the same actor.
 #[derive(Clone)]
 pub struct Sessions {
-    registry: Addr<SessionRegistry>,
+    registries: Arc<[Addr<SessionRegistry>]>,
 }
 
 impl Sessions {
-    /// Starts the registry on the current arbiter.
-    pub fn start(engine: Arc<Engine>, idle_after: Duration) -> Self {
-        let registry = SessionRegistry {
-            engine,
-            idle_after,
-            sessions: HashMap::new(),
-            next_generation: 0,
-        }
-        .start();
-        Self { registry }
+    /// Starts a registry on each of `shards` new arbiters (at least one).
+    pub fn start(engine: Arc<Engine>, idle_after: Duration, shards: usize) -> Self {
+        let registries = (0..shards.max(1))
+            .map(|_| {
+                let engine = Arc::clone(&engine);
+                SessionRegistry::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                    SessionRegistry {
+                        engine,
+                        idle_after,
+                        sessions: HashMap::new(),
+                        next_generation: 0,
+                    }
+                })
+            })
+            .collect();
+        Self { registries }
+    }
+
+    /// The registry of the arbiter that serves `id`.
+    fn registry(&self, id: &SessionId) -> &Addr<SessionRegistry> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(id.as_str(), &mut hasher);
+        let shard = std::hash::Hasher::finish(&hasher) % self.registries.len() as u64;
+        &self.registries[usize::try_from(shard).unwrap_or_default()]
     }
 
     /// Hands `trigger` to the actor for `id` and waits for the outcome.
@@ -126,7 +144,7 @@ impl Sessions {
     ) -> Result<Arc<Outcome>, FulfillError> {
         for _ in 0..MAX_ROUTING_TRIES {
             let (actor, urgency) = self
-                .registry
+                .registry(id)
                 .send(Lookup(id.clone()))
                 .await
                 .map_err(|_| FulfillError::ShuttingDown)?;
@@ -146,7 +164,11 @@ impl Sessions {
 
     /// How many session actors are live, for metrics and tests of passivation.
     pub async fn live_actors(&self) -> usize {
-        self.registry.send(CountLive).await.unwrap_or(0)
+        let mut live = 0;
+        for registry in self.registries.iter() {
+            live += registry.send(CountLive).await.unwrap_or(0);
+        }
+        live
     }
 }
 

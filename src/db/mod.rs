@@ -115,11 +115,11 @@ impl Database {
         migrate(url).await?;
         match url {
             DatabaseUrl::Sqlite(path) => {
-                let path = path.clone();
-                let connection = tokio::task::spawn_blocking(move || open_sqlite(&path))
+                let opening = path.clone();
+                let connection = tokio::task::spawn_blocking(move || open_sqlite(&opening))
                     .await
                     .context("SQLite start-up task failed")??;
-                Ok(Self::Sqlite(sqlite::Sqlite::new(connection)))
+                Ok(Self::Sqlite(sqlite::Sqlite::new(connection, path)))
             }
             DatabaseUrl::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
@@ -189,7 +189,7 @@ where
     Ok(())
 }
 
-fn open_sqlite(path: &str) -> anyhow::Result<SqliteConnection> {
+pub(crate) fn open_sqlite(path: &str) -> anyhow::Result<SqliteConnection> {
     let mut conn = SqliteConnection::establish(path)
         .with_context(|| format!("could not open SQLite database {path}"))?;
     conn.batch_execute(&format!(

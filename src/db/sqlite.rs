@@ -13,11 +13,15 @@
 //! may wait for another process's write lock) and its `COMMIT` (which waits for the disk)
 //! go to the blocking pool; inside a group nothing waits for a lock.
 //!
-//! A turn abandoned half-way (an error returned early, a cancelled future) leaves its
-//! savepoints open; the next turn rolls them back, so what it did not finish is undone
-//! and the rest of its group is kept.
+//! Opening a group (and committing one that is due) runs as a task of its own, which
+//! a caller that goes away cannot cut short. A turn abandoned half-way (an error returned
+//! early, a cancelled future) leaves its savepoints open; the next turn rolls them back,
+//! so what it did not finish is undone and the rest of its group is kept. A commit that
+//! fails is reported to every caller of its group; if it left the connection unusable,
+//! the connection is opened again.
 
 use std::error::Error;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -28,8 +32,9 @@ use diesel::result::QueryResult;
 use diesel::sqlite::SqliteConnection;
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, TransactionManager};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Mutex, MutexGuard, Notify, watch};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 
 /// The connection every query runs on.
 pub type Connection = SyncConnectionWrapper<SqliteConnection, Inline>;
@@ -39,20 +44,22 @@ type Outcome = Option<Result<(), Arc<str>>>;
 
 /// Turns in one group at most: bounds how long the first caller waits.
 const MAX_TURNS: usize = 256;
-/// A group older than this is committed after the current turn, however many wait.
+/// A group older than this is committed before the next turn, however many wait.
 const MAX_AGE: Duration = Duration::from_millis(5);
 /// How often the committer looks for a group nobody asked it to commit.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// The shared connection and its committer.
 pub struct Sqlite {
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
     /// Callers waiting for a turn.
     waiting: AtomicUsize,
     commit_now: Notify,
 }
 
 struct Writer {
+    /// Where the database lives, to open the connection again if it breaks.
+    path: String,
     conn: Connection,
     /// Set while the connection's work must go to the blocking pool.
     blocking: Arc<AtomicBool>,
@@ -68,20 +75,22 @@ struct Group {
 /// A caller's turn on the connection; see [`Turn::durable`].
 pub struct Turn<'a> {
     sqlite: &'a Sqlite,
-    writer: MutexGuard<'a, Writer>,
+    writer: OwnedMutexGuard<Writer>,
     outcome: watch::Receiver<Outcome>,
 }
 
 impl Sqlite {
-    /// Takes over `conn` and starts its committer on the current runtime.
-    pub fn new(conn: SqliteConnection) -> Arc<Self> {
+    /// Takes over `conn`, opened on `path`, and starts its committer on the current
+    /// runtime.
+    pub fn new(conn: SqliteConnection, path: &str) -> Arc<Self> {
         let inline = Inline::default();
         let sqlite = Arc::new(Self {
-            writer: Mutex::new(Writer {
+            writer: Arc::new(Mutex::new(Writer {
+                path: path.to_owned(),
                 blocking: Arc::clone(&inline.blocking),
                 conn: SyncConnectionWrapper::with_runtime(conn, inline),
                 group: None,
-            }),
+            })),
             waiting: AtomicUsize::new(0),
             commit_now: Notify::new(),
         });
@@ -92,9 +101,24 @@ impl Sqlite {
     /// Waits for a turn, inside the open group (or a new one).
     pub async fn turn(&self) -> anyhow::Result<Turn<'_>> {
         let mut writer = {
-            let _waiting = Waiting::on(&self.waiting);
-            self.writer.lock().await
+            let waiting = Waiting::on(self);
+            let writer = Arc::clone(&self.writer).lock_owned().await;
+            waiting.served();
+            writer
         };
+        if writer.group.as_ref().is_none_or(Group::due) {
+            let (returned, opened) = tokio::spawn(async move {
+                let opened = writer.open().await;
+                (writer, opened)
+            })
+            .await
+            .map_err(|e| anyhow!("opening a SQLite transaction failed: {e}"))?;
+            writer = returned;
+            if let Err(error) = opened {
+                self.commit_now.notify_one();
+                return Err(error);
+            }
+        }
         let outcome = writer.join().await?;
         Ok(Turn {
             sqlite: self,
@@ -127,45 +151,54 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let due = self
-            .writer
-            .group
-            .as_ref()
-            .is_none_or(|group| group.turns >= MAX_TURNS || group.opened.elapsed() >= MAX_AGE);
-        if due || self.sqlite.waiting.load(Ordering::SeqCst) == 0 {
+        // A turn that waits commits a due group itself, before it joins.
+        if self.sqlite.waiting.load(Ordering::SeqCst) == 0 {
             self.sqlite.commit_now.notify_one();
         }
     }
 }
 
+impl Group {
+    fn due(&self) -> bool {
+        self.turns >= MAX_TURNS || self.opened.elapsed() >= MAX_AGE
+    }
+}
+
 impl Writer {
-    /// Joins the open group, opening one if there is none, and tidies what an abandoned
-    /// turn left.
-    async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
-        if self.group.is_none() {
-            self.blocking.store(true, Ordering::SeqCst);
-            let began = self
-                .conn
-                .spawn_blocking(|conn| {
-                    AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
-                })
-                .await;
-            self.blocking.store(false, Ordering::SeqCst);
-            began.context("could not begin a SQLite transaction")?;
-            self.group = Some(Group {
-                turns: 0,
-                opened: Instant::now(),
-                outcome: watch::Sender::new(None),
-            });
-        } else {
-            self.roll_back_abandoned()
-                .await
-                .context("could not undo an abandoned turn")?;
+    /// Commits the open group if it is due, and opens one if none is open.
+    async fn open(&mut self) -> anyhow::Result<()> {
+        if self.group.as_ref().is_some_and(Group::due) {
+            self.commit().await;
         }
+        if self.group.is_some() {
+            return Ok(());
+        }
+        self.blocking.store(true, Ordering::SeqCst);
+        let began = self
+            .conn
+            .spawn_blocking(|conn| {
+                AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
+            })
+            .await;
+        self.blocking.store(false, Ordering::SeqCst);
+        began.context("could not begin a SQLite transaction")?;
+        self.group = Some(Group {
+            turns: 0,
+            opened: Instant::now(),
+            outcome: watch::Sender::new(None),
+        });
+        Ok(())
+    }
+
+    /// Joins the open group, after undoing what an abandoned turn left.
+    async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
+        self.roll_back_abandoned()
+            .await
+            .context("could not undo an abandoned turn")?;
         let group = self
             .group
             .as_mut()
-            .context("a SQLite group was just opened")?;
+            .context("no SQLite transaction is open")?;
         group.turns += 1;
         Ok(group.outcome.subscribe())
     }
@@ -196,16 +229,40 @@ impl Writer {
             Ok(()) => Ok(()),
             Err(error) => {
                 tracing::error!(error = %error, turns = group.turns, "could not commit to SQLite");
-                // Leave no transaction behind for the next group.
-                while depth(&mut self.conn).is_ok_and(|depth| depth > 0) {
-                    if Manager::rollback_transaction(&mut self.conn).await.is_err() {
-                        break;
-                    }
-                }
+                self.recover().await;
                 Err(Arc::from(error.to_string()))
             }
         };
         group.outcome.send_replace(Some(outcome));
+    }
+}
+
+impl Writer {
+    /// Leaves no transaction behind for the next group: rolls back what is open, or opens
+    /// the connection again when it cannot (its transaction state is broken).
+    async fn recover(&mut self) {
+        while depth(&mut self.conn).is_ok_and(|depth| depth > 0) {
+            if Manager::rollback_transaction(&mut self.conn).await.is_err() {
+                break;
+            }
+        }
+        if depth(&mut self.conn).is_ok_and(|depth| depth == 0) {
+            return;
+        }
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || super::open_sqlite(&path)).await {
+            Ok(Ok(conn)) => {
+                let inline = Inline {
+                    blocking: Arc::clone(&self.blocking),
+                };
+                self.conn = SyncConnectionWrapper::with_runtime(conn, inline);
+                tracing::warn!("SQLite connection opened again after a failed commit");
+            }
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "could not open SQLite again");
+            }
+            Err(error) => tracing::error!(%error, "could not open SQLite again"),
+        }
     }
 }
 
@@ -228,26 +285,50 @@ async fn commit_groups(connection: Weak<Sqlite>) {
             .group
             .as_ref()
             .is_some_and(|group| group.opened.elapsed() >= SWEEP_EVERY);
-        if asked || forgotten {
-            writer.commit().await;
+        if (asked || forgotten)
+            && AssertUnwindSafe(writer.commit())
+                .catch_unwind()
+                .await
+                .is_err()
+        {
+            // Its callers learn that the commit failed (their `Sender` is gone); the
+            // connection's state is unknown.
+            tracing::error!("committing to SQLite panicked");
+            writer.group = None;
+            writer.recover().await;
         }
     }
 }
 
 /// Counts a caller as waiting for a turn for as long as it lives, even if the caller is
 /// cancelled while waiting.
-struct Waiting<'a>(&'a AtomicUsize);
+struct Waiting<'a> {
+    sqlite: &'a Sqlite,
+    served: bool,
+}
 
 impl<'a> Waiting<'a> {
-    fn on(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::SeqCst);
-        Self(waiting)
+    fn on(sqlite: &'a Sqlite) -> Self {
+        sqlite.waiting.fetch_add(1, Ordering::SeqCst);
+        Self {
+            sqlite,
+            served: false,
+        }
+    }
+
+    /// The caller has its turn.
+    fn served(mut self) {
+        self.served = true;
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let last = self.sqlite.waiting.fetch_sub(1, Ordering::SeqCst) == 1;
+        // The last turn left the group for this caller to carry on, and it went away.
+        if last && !self.served {
+            self.sqlite.commit_now.notify_one();
+        }
     }
 }
 

@@ -107,25 +107,40 @@ impl Handler<Passivated> for SessionRegistry {
 #[derive(Clone)]
 pub struct Sessions {
     registries: Arc<[Addr<SessionRegistry>]>,
+    /// Stopped, with their actors, when the last handle goes.
+    _arbiters: Arc<Arbiters>,
+}
+
+struct Arbiters(Vec<Arbiter>);
+
+impl Drop for Arbiters {
+    fn drop(&mut self) {
+        for arbiter in &self.0 {
+            arbiter.stop();
+        }
+    }
 }
 
 impl Sessions {
     /// Starts a registry on each of `shards` new arbiters (at least one).
     pub fn start(engine: Arc<Engine>, idle_after: Duration, shards: usize) -> Self {
-        let registries = (0..shards.max(1))
-            .map(|_| {
+        let arbiters: Vec<Arbiter> = (0..shards.max(1)).map(|_| Arbiter::new()).collect();
+        let registries = arbiters
+            .iter()
+            .map(|arbiter| {
                 let engine = Arc::clone(&engine);
-                SessionRegistry::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                    SessionRegistry {
-                        engine,
-                        idle_after,
-                        sessions: HashMap::new(),
-                        next_generation: 0,
-                    }
+                SessionRegistry::start_in_arbiter(&arbiter.handle(), move |_| SessionRegistry {
+                    engine,
+                    idle_after,
+                    sessions: HashMap::new(),
+                    next_generation: 0,
                 })
             })
             .collect();
-        Self { registries }
+        Self {
+            registries,
+            _arbiters: Arc::new(Arbiters(arbiters)),
+        }
     }
 
     /// The registry of the arbiter that serves `id`.

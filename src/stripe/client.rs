@@ -4,7 +4,8 @@
 //! because Stripe closes idle connections at any time and a pooled one may turn out dead
 //! when used. This client keeps them (reqwest's pool), and answers that hazard instead: a
 //! GET that fails before any answer came back is sent again at once, once, on a fresh
-//! connection. Every other failure is left to the gateway's retry policy.
+//! connection; so is a POST that carries an idempotency key, which Stripe answers once
+//! however often it arrives. Every other failure is left to the gateway's retry policy.
 
 use std::time::Duration;
 
@@ -88,8 +89,8 @@ impl PooledClient {
         let response = match self.request(request).send().await {
             Ok(response) => response,
             // No answer at all, on a connection the pool may have kept past its life:
-            // safe to repeat for a read.
-            Err(error) if matches!(request.method, StripeMethod::Get) && !error.is_timeout() => {
+            // safe to repeat for a read, or a write Stripe deduplicates.
+            Err(error) if request.repeatable() && !error.is_timeout() => {
                 tracing::debug!(error = %error, "Stripe connection failed, sending again");
                 self.request(request).send().await.map_err(transport)?
             }
@@ -118,6 +119,12 @@ struct Request {
     body: Option<String>,
     idempotency_key: Option<String>,
     account: Option<String>,
+}
+
+impl Request {
+    fn repeatable(&self) -> bool {
+        matches!(self.method, StripeMethod::Get) || self.idempotency_key.is_some()
+    }
 }
 
 impl StripeClient for PooledClient {

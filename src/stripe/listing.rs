@@ -7,7 +7,9 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSessionShippingAddressCollection,
     CreateCheckoutSessionShippingAddressCollectionAllowedCountries,
 };
-use stripe_client_core::{RequestBuilder, StripeMethod};
+use stripe_client_core::{
+    IdempotencyKey, RequestBuilder, RequestStrategy, StripeMethod, StripeRequest,
+};
 use stripe_shared::CheckoutSessionMode;
 
 use super::{GatewayError, Priority, StripeGateway};
@@ -104,8 +106,17 @@ impl StripeGateway {
                 CreateCheckoutSessionShippingAddressCollection::new(countries),
             );
         }
+        // One key for every attempt: Stripe creates the session once, however often the
+        // request arrives, so a request whose answer was lost may be sent again.
+        let key = IdempotencyKey::new(format!("fulfilld-checkout-{:032x}", fastrand::u128(..)))
+            .map_err(|e| GatewayError::Unavailable(format!("idempotency key: {e}")))?;
         let session = self
-            .call_with(&Priority::Interactive, 1, || request.send(&self.client))
+            .call_with(&Priority::Interactive, 2, || {
+                request
+                    .customize()
+                    .request_strategy(RequestStrategy::Idempotent(key.clone()))
+                    .send(&self.client)
+            })
             .await?;
         session.url.ok_or_else(|| {
             GatewayError::Unavailable("Stripe created a session without a URL".into())

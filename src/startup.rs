@@ -215,6 +215,7 @@ impl Application {
         let grace = self.shutdown_grace;
         tracing::info!(
             grace_s = grace.as_secs(),
+            live_session_actors = self.core.sessions.live_actors().await,
             "shutting down: finishing the requests and effects in flight"
         );
         let started = Instant::now();

@@ -7,14 +7,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// The database answers (migrations ran before the server started); the body also says
-/// how many session actors are live.
+/// The database answers (migrations ran before the server started).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok().content_type("text/plain").body(format!(
-            "ready\nlive session actors: {}\n",
-            state.sessions.live_actors().await
-        )),
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
         Err(error) => {
             tracing::warn!(error = %format!("{error:#}"), "not ready");
             HttpResponse::ServiceUnavailable()

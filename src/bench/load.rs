@@ -68,12 +68,6 @@ impl Deliverer {
         Ok(response.status().as_u16())
     }
 
-    /// The body of a GET of `url`.
-    pub async fn text(&self, url: &str) -> anyhow::Result<String> {
-        let response = self.client.get(url).send().await.context("a GET failed")?;
-        response.text().await.context("a GET's body")
-    }
-
     /// Delivers one event per session over `connections` connections, each sending its
     /// next as soon as the last is answered. Returns when the last one is answered.
     pub async fn closed_loop(

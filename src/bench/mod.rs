@@ -88,36 +88,53 @@ pub async fn run(args: BenchArgs, database: &DatabaseUrl) -> anyhow::Result<()> 
         ],
         named => named.to_vec(),
     };
-    let dir = std::env::temp_dir().join(format!("fulfilld-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).context("cannot create the bench's directory")?;
+    // Private to this user (0700), so its logs and databases cannot be planted or read.
+    let dir = tempfile::Builder::new()
+        .prefix("fulfilld-bench-")
+        .tempdir()
+        .context("cannot create the bench's directory")?;
     let binary = match &args.server {
         Some(binary) => binary.clone(),
         None => std::env::current_exe().context("cannot find the fulfilld binary")?,
     };
     let place = Place {
         binary,
-        dir: dir.clone(),
+        dir: dir.path().to_owned(),
         postgres: match database {
             DatabaseUrl::Sqlite(_) => None,
             DatabaseUrl::Postgres(url) => Some(url.clone()),
         },
+        databases: Default::default(),
     };
     let mut report = Report::new(&args, database.backend());
     eprintln!("{}", report.heading());
-    for scenario in scenarios {
+    let measured = run_scenarios(&args, &scenarios, &place, &mut report).await;
+    place.drop_databases().await;
+    if let Err(error) = measured {
+        let kept = dir.keep();
+        return Err(error.context(format!("the servers' logs are in {}", kept.display())));
+    }
+    println!("{report}");
+    Ok(())
+}
+
+async fn run_scenarios(
+    args: &BenchArgs,
+    scenarios: &[Scenario],
+    place: &Place,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    for &scenario in scenarios {
         eprintln!("{scenario:?}…");
         let measured = match scenario {
-            Scenario::Acks => acks(&args, &place, &mut report).await,
-            Scenario::Latency => latency(&args, &place, &mut report).await,
-            Scenario::E2e => e2e(&args, &place, &mut report, Scenario::E2e).await,
-            Scenario::Soak => e2e(&args, &place, &mut report, Scenario::Soak).await,
-            Scenario::Storm => storm(&args, &place, &mut report).await,
+            Scenario::Acks => acks(args, place, report).await,
+            Scenario::Latency => latency(args, place, report).await,
+            Scenario::E2e => e2e(args, place, report, Scenario::E2e).await,
+            Scenario::Soak => e2e(args, place, report, Scenario::Soak).await,
+            Scenario::Storm => storm(args, place, report).await,
         };
         measured.with_context(|| format!("scenario {scenario:?} failed"))?;
     }
-    // Only this run's files are in its directory.
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("{report}");
     Ok(())
 }
 

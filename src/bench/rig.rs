@@ -51,6 +51,24 @@ pub struct Place {
     pub dir: PathBuf,
     /// The PostgreSQL server to create databases on; SQLite when `None`.
     pub postgres: Option<String>,
+    /// The URLs of the PostgreSQL databases created and not dropped yet.
+    pub databases: std::sync::Mutex<Vec<String>>,
+}
+
+impl Place {
+    /// Drops every PostgreSQL database the run created, whether or not it succeeded.
+    pub async fn drop_databases(&self) {
+        let Some(server) = &self.postgres else {
+            return;
+        };
+        let created =
+            std::mem::take(&mut *self.databases.lock().unwrap_or_else(|p| p.into_inner()));
+        for database in created {
+            if let Err(error) = drop_postgres(server, &database).await {
+                eprintln!("fulfilld bench: could not drop {database}: {error:#}");
+            }
+        }
+    }
 }
 
 /// A scenario's world, serving.
@@ -62,6 +80,8 @@ pub struct Rig {
     pub sessions: Vec<String>,
     database: String,
     postgres_syncs_before: Option<i64>,
+    /// The scenario's name, which names its database and log.
+    name: String,
 }
 
 /// What a scenario cost the server, from the moment it was ready until it drained.
@@ -108,6 +128,11 @@ impl Rig {
             }
             Some(server) => {
                 let database = fresh_postgres(server, name).await?;
+                place
+                    .databases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(database.clone());
                 (database, false, Some(wal_syncs(server).await?))
             }
         };
@@ -123,7 +148,8 @@ impl Rig {
             ("MAIL_FROM", format!("Bench Shop <shop@{MAIL_DOMAIN}>")),
             ("CATALOG", catalog_path.display().to_string()),
             ("RECONCILE_EVERY", "0".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
+            // The shutdown line tells how many session actors were live.
+            ("RUST_LOG", "warn,fulfilld::startup=info".to_owned()),
         ];
         let server = Server::start(
             &place.binary,
@@ -141,6 +167,7 @@ impl Rig {
             sessions: ids,
             database,
             postgres_syncs_before,
+            name: name.to_owned(),
         })
     }
 
@@ -155,10 +182,10 @@ impl Rig {
         receipts.finish_and_clear();
         let last_receipt = self.sink.last_at().context("no receipt arrived")?;
         let usage = self.server.usage()?;
-        let live_actors = live_actors(&self.deliverer, &self.server.address).await;
         let stripe_calls = self.double.total_calls();
         let stripe_connections = self.double.connections();
         let syncs = self.server.stop().await?;
+        let live_actors = live_actors(&place.dir.join(format!("{}.log", self.name)));
         let syncs = match (&place.postgres, self.postgres_syncs_before) {
             (Some(server), Some(before)) => {
                 Some(u64::try_from(wal_syncs(server).await? - before).unwrap_or(0))
@@ -166,9 +193,6 @@ impl Rig {
             _ => syncs,
         };
         self.check_exactly_once().await?;
-        if let Some(server) = &place.postgres {
-            drop_postgres(server, &self.database).await?;
-        }
         Ok(Drained {
             last_receipt,
             usage,
@@ -225,12 +249,12 @@ impl Rig {
     }
 }
 
-/// The live session actors the server reports on `/readyz`.
-async fn live_actors(deliverer: &Deliverer, address: &str) -> Option<usize> {
-    let body = deliverer.text(&format!("{address}/readyz")).await.ok()?;
-    body.lines()
-        .find_map(|line| line.strip_prefix("live session actors: "))
-        .and_then(|count| count.trim().parse().ok())
+/// The live session actors the server's log reports as it began shutting down.
+fn live_actors(log: &std::path::Path) -> Option<usize> {
+    let log = std::fs::read_to_string(log).ok()?;
+    let (_, after) = log.split_once("live_session_actors=")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Creates a database named after the scenario and the run on `server`; returns its URL.

@@ -41,9 +41,7 @@ impl Server {
         log: &Path,
         count_fsyncs: bool,
     ) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port();
         let counts = count_fsyncs.then(|| log.with_extension("syncs"));
         let mut command = match &counts {
             Some(counts) => {
@@ -169,6 +167,17 @@ fn signal(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// A free port for the server to bind, outside the kernel's ephemeral range (32768 and
+/// up): none of the bench's own outgoing connections can hold it when the server binds.
+fn free_port() -> u16 {
+    loop {
+        let port = fastrand::u16(20_000..32_768);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 

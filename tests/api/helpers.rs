@@ -158,6 +158,18 @@ pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Setti
     }
 }
 
+/// A free port for a server that binds it itself, outside the kernel's ephemeral range
+/// (32768 and up): no outgoing connection of another test can hold it when the server
+/// binds, as one could a port the kernel handed out.
+pub fn free_port() -> u16 {
+    loop {
+        let port = fastrand::u16(20_000..32_768);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub fn unix_now() -> i64 {
     fulfilld::db::now_ms() / 1000
 }
@@ -433,10 +445,7 @@ impl Process {
         filter: &str,
     ) -> Process {
         let mail_dir = tempfile::tempdir().expect("temporary directory");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_fulfilld"))
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", database_url)

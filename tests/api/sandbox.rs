@@ -1,19 +1,15 @@
 //! Sandbox mode, driven like a browser: the storefront, the simulator's hosted checkout,
 //! its signed webhooks and the landing page, all from one fulfilld with no Stripe key.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use fulfilld::domain::Status;
 
-use crate::helpers::{Backend, TestApp, backends, spawn_app_with};
+use crate::helpers::{Backend, TestApp, backends, free_port, spawn_app_with};
 
 /// A fulfilld in sandbox mode: no key, so it mounts the simulator under `/sandbox`.
 async fn spawn_sandbox(backend: &Backend) -> TestApp {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     spawn_app_with(backend, |settings| {
         settings.stripe_secret_key = None;
         settings.stripe_webhook_secret = None;
@@ -301,10 +297,7 @@ fn keyless_on_every_interface(port: u16, database: &str) -> tokio::process::Comm
 async fn without_a_key_a_public_bind_refuses_to_start_unless_sandbox_is_asked_for() {
     for backend in backends() {
         let database = backend.fresh_database().await;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
 
         let refused = keyless_on_every_interface(port, &database.url)
             .output()

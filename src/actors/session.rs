@@ -17,6 +17,10 @@ const MAILBOX_CAPACITY: usize = 1024;
 /// How long an actor that learnt nothing worth keeping (Stripe does not know its session,
 /// or a customer's lookup was refused or abandoned) stays for the attempts queued behind.
 const LINGER: Duration = Duration::from_secs(1);
+/// How long an actor whose session is settled stays after its last request: long enough
+/// to answer a storm of duplicates from memory, short enough that a busy shop's memory
+/// does not grow with its sales (a later request finds the outcome in the database).
+const SETTLED_IDLE: Duration = Duration::from_secs(5);
 
 /// Ask the session's actor to act on a trigger; answers with the session's outcome.
 #[derive(Message)]
@@ -133,11 +137,24 @@ impl Handler<Attempt> for SessionActor {
                 }
                 if let Ok(outcome) = &result
                     && outcome.is_final()
+                    && actor.settled.is_none()
                 {
                     actor.settled = Some(Arc::clone(outcome));
+                    stop_when_idle(ctx, SETTLED_IDLE);
                 }
                 result
             },
         )))
     }
+}
+
+/// Stops the actor once it has had no request for `idle`.
+fn stop_when_idle(ctx: &mut Context<SessionActor>, idle: Duration) {
+    ctx.run_later(idle, move |actor, ctx| {
+        if actor.last_active.elapsed() >= idle {
+            ctx.stop();
+        } else {
+            stop_when_idle(ctx, idle);
+        }
+    });
 }

@@ -150,6 +150,7 @@ impl Rig {
             ("RECONCILE_EVERY", "0".to_owned()),
             // The shutdown line tells how many session actors were live.
             ("RUST_LOG", "warn,fulfilld::startup=info".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
         ];
         let server = Server::start(
             &place.binary,
@@ -252,7 +253,7 @@ impl Rig {
 /// The live session actors the server's log reports as it began shutting down.
 fn live_actors(log: &std::path::Path) -> Option<usize> {
     let log = std::fs::read_to_string(log).ok()?;
-    let (_, after) = log.split_once("live_session_actors=")?;
+    let (_, after) = log.split_once("\"live_session_actors\":")?;
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }

@@ -173,6 +173,10 @@ impl Writer {
         if self.group.is_some() {
             return Ok(());
         }
+        // What a failed commit or recovery left open is rolled back first.
+        if !matches!(depth(&mut self.conn), Ok(0)) {
+            self.recover().await;
+        }
         self.blocking.store(true, Ordering::SeqCst);
         let began = self
             .conn
@@ -192,9 +196,16 @@ impl Writer {
 
     /// Joins the open group, after undoing what an abandoned turn left.
     async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
-        self.roll_back_abandoned()
-            .await
-            .context("could not undo an abandoned turn")?;
+        if let Err(error) = self.roll_back_abandoned().await {
+            // The group's work is lost or unknown: its callers are told, none joins it.
+            if let Some(group) = self.group.take() {
+                group
+                    .outcome
+                    .send_replace(Some(Err(Arc::from(error.to_string()))));
+            }
+            self.recover().await;
+            return Err(error).context("the SQLite transaction was lost");
+        }
         let group = self
             .group
             .as_mut()
@@ -203,12 +214,16 @@ impl Writer {
         Ok(group.outcome.subscribe())
     }
 
-    /// Rolls back the savepoints a turn left open, back to the group's own transaction.
+    /// Rolls back the savepoints a turn left open, back to the group's own transaction;
+    /// fails when that transaction is gone.
     async fn roll_back_abandoned(&mut self) -> QueryResult<()> {
         while depth(&mut self.conn)? > 1 {
             Manager::rollback_transaction(&mut self.conn).await?;
         }
-        Ok(())
+        match depth(&mut self.conn)? {
+            1 => Ok(()),
+            _ => Err(diesel::result::Error::NotInTransaction),
+        }
     }
 
     /// Commits the open group, if any, and tells its callers how that went.

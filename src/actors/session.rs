@@ -72,12 +72,7 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        let tick = (self.idle_after / 2).max(Duration::from_millis(100));
-        ctx.run_interval(tick, |actor, ctx| {
-            if actor.last_active.elapsed() >= actor.idle_after {
-                ctx.stop();
-            }
-        });
+        stop_when_idle(ctx, self.idle_after, self.idle_after);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -140,7 +135,7 @@ impl Handler<Attempt> for SessionActor {
                     && actor.settled.is_none()
                 {
                     actor.settled = Some(Arc::clone(outcome));
-                    stop_when_idle(ctx, SETTLED_IDLE);
+                    stop_when_idle(ctx, SETTLED_IDLE, SETTLED_IDLE);
                 }
                 result
             },
@@ -148,13 +143,13 @@ impl Handler<Attempt> for SessionActor {
     }
 }
 
-/// Stops the actor once it has had no request for `idle`.
-fn stop_when_idle(ctx: &mut Context<SessionActor>, idle: Duration) {
-    ctx.run_later(idle, move |actor, ctx| {
-        if actor.last_active.elapsed() >= idle {
-            ctx.stop();
-        } else {
-            stop_when_idle(ctx, idle);
+/// Stops the actor once it has had no request for `idle`, looking again in `check_in`
+/// and then whenever that much time will have passed since its latest request.
+fn stop_when_idle(ctx: &mut Context<SessionActor>, idle: Duration, check_in: Duration) {
+    ctx.run_later(check_in, move |actor, ctx| {
+        match idle.checked_sub(actor.last_active.elapsed()) {
+            Some(left) if !left.is_zero() => stop_when_idle(ctx, idle, left),
+            _ => ctx.stop(),
         }
     });
 }

@@ -64,7 +64,7 @@ impl Report {
             args.connections,
             args.rate,
             args.duration,
-            args.sessions.unwrap_or(3_000),
+            args.sessions_for(super::Scenario::E2e),
             args.concurrency,
             args.storm,
             if args.quick { " (--quick)" } else { "" },

@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, Plan};
 use crate::db::Database;
 use crate::db::sessions::Record;
 use crate::domain::{
-    LineItem, Outcome, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
+    AccountId, LineItem, Outcome, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
 };
 use crate::effects::Outbox;
 use crate::stripe::event::CheckoutEvent;
@@ -160,6 +160,7 @@ pub async fn fulfill_checkout(
 ) -> Result<Outcome, FulfillError> {
     let background = Priority::Raisable(Arc::clone(urgency));
     let mut stored_items = Vec::new();
+    let mut stored_account = None;
     if let Some(stored) = engine.db.outcome(id).await? {
         let answer_from_store = stored.status.is_terminal()
             || matches!(
@@ -171,23 +172,44 @@ pub async fn fulfill_checkout(
         }
         // Stored with `awaiting_payment`: a completed session's cart never changes.
         stored_items = stored.line_items;
+        stored_account = stored.account;
     }
     let (summary, status, items) = match trigger {
         Trigger::Fulfill(Source::PaidEvent(summary)) => {
             let items = match stored_items {
-                items if items.is_empty() => engine.stripe.line_items(id, &background).await?,
+                items if items.is_empty() => {
+                    let account = summary.account.as_ref();
+                    engine.stripe.line_items(id, account, &background).await?
+                }
                 items => items,
             };
             (summary, Status::Fulfilled, items)
         }
         Trigger::Fulfill(source) => {
+            // Nothing signed comes with these: the session's connected account is the one
+            // its stored record or events named.
+            let account = match stored_account {
+                Some(account) => Some(account),
+                None => engine.db.account_of(id).await?,
+            }
+            .and_then(|raw| AccountId::parse(&raw).ok());
+            let account = account.as_ref();
             let (summary, items) = match source {
                 Source::Customer(customer) => {
                     customer
-                        .call(engine.stripe.checkout_session(id, &Priority::Interactive))
+                        .call(
+                            engine
+                                .stripe
+                                .checkout_session(id, account, &Priority::Interactive),
+                        )
                         .await?
                 }
-                _ => engine.stripe.checkout_session(id, &background).await?,
+                _ => {
+                    engine
+                        .stripe
+                        .checkout_session(id, account, &background)
+                        .await?
+                }
             };
             let status = match (summary.state, summary.payment_status) {
                 // Not paid yet, and nothing to record: the customer is still at checkout.
@@ -201,7 +223,8 @@ pub async fn fulfill_checkout(
         // Fetched now, stored with the status and used again when the payment clears: the
         // customer sees the cart on every view, at no extra call.
         Trigger::AwaitPayment(summary) => {
-            let items = engine.stripe.line_items(id, &background).await?;
+            let account = summary.account.as_ref();
+            let items = engine.stripe.line_items(id, account, &background).await?;
             (summary, Status::AwaitingPayment, items)
         }
         Trigger::PaymentFailed(summary) => (summary, Status::PaymentFailed, Vec::new()),
@@ -242,6 +265,7 @@ pub async fn fulfill_checkout(
 fn unrecorded(summary: &SessionSummary, line_items: Vec<LineItem>) -> Outcome {
     Outcome {
         session_id: summary.id.to_string(),
+        account: summary.account.as_ref().map(ToString::to_string),
         status: Status::AwaitingPayment,
         livemode: summary.livemode,
         currency: summary.currency.clone(),

@@ -105,6 +105,7 @@ async fn events(
                 payload: body,
                 received_at: crate::db::now_ms(),
                 processed_at: None,
+                account: summary.account.as_ref().map(ToString::to_string),
             };
             let fresh = db.store_events(std::slice::from_ref(&stored)).await?;
             if fresh.first() == Some(&Stored::Duplicate { processed: true }) {

@@ -142,6 +142,9 @@ pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::
         return Ok(());
     };
     println!("{id}: {}", outcome.status.as_str());
+    if let Some(account) = &outcome.account {
+        println!("account: {account}");
+    }
     if let Some(total) = outcome.formatted_total() {
         println!("total: {total}");
     }

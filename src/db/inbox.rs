@@ -19,6 +19,8 @@ pub struct StoredEvent {
     pub payload: String,
     pub received_at: i64,
     pub processed_at: Option<i64>,
+    /// The connected account the event came from (Stripe Connect).
+    pub account: Option<String>,
 }
 
 /// An event as an operator sees it.

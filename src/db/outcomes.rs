@@ -4,7 +4,7 @@ use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::schema::{checkout_sessions, line_items};
+use super::schema::{checkout_sessions, line_items, webhook_events};
 use super::{Database, with_connection};
 use crate::domain::{
     AccessGrant, LineItem, Outcome, SessionId, Shipment, ShipmentStatus, ShippingAddress, Status,
@@ -20,6 +20,7 @@ pub(super) struct StoredSession {
     amount_total: Option<i64>,
     shipping_address: Option<String>,
     fulfilled_at: Option<i64>,
+    account: Option<String>,
 }
 
 #[derive(Insertable, Queryable)]
@@ -154,6 +155,7 @@ impl StoredOutcome {
             .transpose()?;
         Ok(Outcome {
             session_id: session.id,
+            account: session.account,
             status: session.status,
             livemode: session.livemode,
             currency: session.currency,
@@ -180,6 +182,33 @@ impl Database {
         with_connection!(self, |conn| {
             let read = async { Ok::<_, anyhow::Error>(read_outcome!(conn, id.as_str())) };
             read.await.context("could not read the session")
+        })
+    }
+
+    /// The connected account a session belongs to, as its record or any stored event of
+    /// it says (Stripe Connect); `None` for the platform's own sessions.
+    pub async fn account_of(&self, id: &SessionId) -> anyhow::Result<Option<String>> {
+        with_connection!(self, |conn| {
+            let recorded = checkout_sessions::table
+                .find(id.as_str())
+                .select(checkout_sessions::account)
+                .first::<Option<String>>(conn)
+                .await
+                .optional()
+                .context("could not read the session's account")?
+                .flatten();
+            match recorded {
+                Some(account) => Ok(Some(account)),
+                None => webhook_events::table
+                    .filter(webhook_events::session_id.eq(id.as_str()))
+                    .filter(webhook_events::account.is_not_null())
+                    .select(webhook_events::account)
+                    .first::<Option<String>>(conn)
+                    .await
+                    .optional()
+                    .map(Option::flatten)
+                    .context("could not read the session's events"),
+            }
         })
     }
 

@@ -12,6 +12,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         shipping_address -> Nullable<Text>,
+        account -> Nullable<Text>,
     }
 }
 
@@ -44,6 +45,7 @@ diesel::table! {
         next_attempt_at -> BigInt,
         last_error -> Nullable<Text>,
         dead_at -> Nullable<BigInt>,
+        account -> Nullable<Text>,
     }
 }
 

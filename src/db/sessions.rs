@@ -12,7 +12,7 @@ use super::types::DbNow;
 use super::{Database, now_ms, with_connection};
 use crate::catalog::Plan;
 use crate::domain::{
-    EffectKind, EffectStatus, LineItem, Outcome, SessionSummary, ShipmentStatus, Status,
+    AccountId, EffectKind, EffectStatus, LineItem, Outcome, SessionSummary, ShipmentStatus, Status,
 };
 
 /// A status to record for a session, with what was learnt about it.
@@ -76,6 +76,7 @@ struct SessionRow<'a> {
     fulfilled_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    account: Option<&'a str>,
 }
 
 #[derive(Insertable)]
@@ -148,6 +149,7 @@ impl Database {
             fulfilled_at: (status == Status::Fulfilled).then_some(now),
             created_at: now,
             updated_at: now,
+            account: summary.account.as_ref().map(AccountId::as_str),
         };
         let items = LineItemRow::for_session(id, record.line_items);
         let plan = record.plan;

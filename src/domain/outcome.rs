@@ -3,7 +3,9 @@ use diesel::expression::AsExpression;
 use diesel::sql_types::Text;
 use serde::Serialize;
 
-use super::{AccessGrant, SessionId, Shipment, ShipmentStatus, ShippingAddress, format_amount};
+use super::{
+    AccessGrant, AccountId, SessionId, Shipment, ShipmentStatus, ShippingAddress, format_amount,
+};
 
 /// What fulfilld has made of a Checkout Session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, AsExpression, FromSqlRow)]
@@ -78,6 +80,9 @@ pub enum SessionState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSummary {
     pub id: SessionId,
+    /// The connected account the session belongs to (Stripe Connect); `None` for the
+    /// platform's own sessions.
+    pub account: Option<AccountId>,
     pub livemode: bool,
     pub state: SessionState,
     pub payment_status: PaymentStatus,
@@ -108,6 +113,9 @@ pub struct LineItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {
     pub session_id: String,
+    /// The connected account (`acct_…`) the session belongs to, for a Connect platform.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub status: Status,
     pub livemode: bool,
     pub currency: Option<String>,

@@ -123,11 +123,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-fn find(shared: &Shared, id: &str) -> Result<(SessionSpec, String), ApiError> {
+/// The session `id`, if the account the request acts as (`Stripe-Account`, or the
+/// platform without it) is the one it belongs to: like Stripe, a connected account's
+/// session does not exist for anyone else.
+fn find(
+    request: &HttpRequest,
+    shared: &Shared,
+    id: &str,
+) -> Result<(SessionSpec, String), ApiError> {
+    let account = request
+        .headers()
+        .get("Stripe-Account")
+        .and_then(|value| value.to_str().ok());
     let state = shared.lock();
     state
         .sessions
         .get(id)
+        .filter(|spec| spec.account.as_deref() == account)
         .map(|spec| (spec.clone(), state.hosted.clone()))
         .ok_or_else(|| {
             stripe_error(
@@ -147,7 +159,7 @@ pub(super) async fn retrieve(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     admit(&request, &shared, Some(&id)).await?;
-    let (spec, hosted) = find(&shared, &id)?;
+    let (spec, hosted) = find(&request, &shared, &id)?;
     let mut session = spec.to_json(&id, &hosted);
     if query
         .iter()
@@ -166,7 +178,7 @@ pub(super) async fn line_items(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     admit(&request, &shared, Some(&id)).await?;
-    let (spec, _) = find(&shared, &id)?;
+    let (spec, _) = find(&request, &shared, &id)?;
     let limit = limit(&query)?;
     Ok(HttpResponse::Ok().json(items_page(
         &id,
@@ -357,6 +369,7 @@ pub(super) async fn create_session(
         success_url,
         cancel_url,
         created: crate::db::now_ms() / 1000,
+        account: None,
     };
     let id = state.new_id("cs_test_");
     let session = spec.to_json(&id, &state.hosted);

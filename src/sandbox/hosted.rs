@@ -205,13 +205,8 @@ pub(super) async fn emit(shared: &Shared, event_type: &str, id: &str) -> String 
     let (event_id, body, target) = {
         let mut state = shared.lock();
         let event_id = state.new_id("evt_");
-        let object = state
-            .sessions
-            .get(id)
-            .map(|spec| spec.to_json(id, &state.hosted))
-            .unwrap_or_default();
         let created = crate::db::now_ms() / 1000;
-        let body = objects::event(&event_id, event_type, object, created).to_string();
+        let body = state.event_body(&event_id, event_type, id, created);
         state.events.push(EventRecord {
             id: event_id.clone(),
             event_type: event_type.to_owned(),

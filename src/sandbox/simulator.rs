@@ -8,7 +8,7 @@ use actix_web::web;
 use serde_json::Value;
 
 use super::state::{EventRecord, SessionSpec, Shared, WebhookTarget};
-use super::{api, hosted, objects};
+use super::{api, hosted};
 use crate::catalog::Catalog;
 
 /// A Stripe simulator; cheap to clone.
@@ -131,9 +131,10 @@ impl Simulator {
 
     /// The JSON body of a webhook event of `event_type` about session `id`.
     pub fn event_payload(&self, event_id: &str, event_type: &str, id: &str) -> String {
-        let object = self.session_object(id).unwrap_or(Value::Null);
         let created = crate::db::now_ms() / 1000;
-        objects::event(event_id, event_type, object, created).to_string()
+        self.shared
+            .lock()
+            .event_body(event_id, event_type, id, created)
     }
 
     /// Records an event of `event_type` about session `id` and delivers it like Stripe

@@ -26,6 +26,10 @@ pub struct SessionSpec {
     pub cancel_url: Option<String>,
     /// Seconds since the epoch.
     pub created: i64,
+    /// The connected account the session belongs to (Stripe Connect): the API shows it
+    /// only to requests that name this account in `Stripe-Account`, and its events carry
+    /// `account`.
+    pub account: Option<String>,
 }
 
 impl SessionSpec {
@@ -51,7 +55,14 @@ impl SessionSpec {
             success_url: None,
             cancel_url: None,
             created: crate::db::now_ms() / 1000,
+            account: None,
         }
+    }
+
+    /// The same session, belonging to connected account `account`.
+    pub fn on_account(mut self, account: &str) -> Self {
+        self.account = Some(account.into());
+        self
     }
 
     /// The same session with its items' prices set to `price_ids`, in order (for example
@@ -209,6 +220,20 @@ impl Shared {
 }
 
 impl State {
+    /// The body of a webhook event of `event_type` about session `id`, from the account
+    /// the session belongs to.
+    pub fn event_body(&self, event_id: &str, event_type: &str, id: &str, created: i64) -> String {
+        let spec = self.sessions.get(id);
+        let object = spec
+            .map(|spec| spec.to_json(id, &self.hosted))
+            .unwrap_or_default();
+        let mut event = objects::event(event_id, event_type, object, created);
+        if let Some(account) = spec.and_then(|spec| spec.account.as_deref()) {
+            event["account"] = account.into();
+        }
+        event.to_string()
+    }
+
     /// A fresh id with Stripe's prefix.
     pub fn new_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;

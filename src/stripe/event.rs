@@ -8,7 +8,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::domain::{PaymentStatus, SessionId, SessionState, SessionSummary, ShippingAddress};
+use crate::domain::{
+    AccountId, PaymentStatus, SessionId, SessionState, SessionSummary, ShippingAddress,
+};
 
 /// The Checkout events fulfilld acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub enum EventError {
     SessionId(String),
     #[error("the event's data.object.payment_status is missing or unknown")]
     PaymentStatus,
+    #[error("the event's account is not a Stripe account id: {0}")]
+    Account(String),
 }
 
 #[derive(Deserialize)]
@@ -62,6 +66,8 @@ struct Envelope {
     #[serde(rename = "type")]
     type_name: String,
     livemode: bool,
+    /// Set on events from a connected account (Stripe Connect).
+    account: Option<String>,
     data: Data,
 }
 
@@ -90,6 +96,12 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
             type_name: envelope.type_name,
         });
     };
+    let account = envelope
+        .account
+        .as_deref()
+        .map(AccountId::parse)
+        .transpose()
+        .map_err(EventError::Account)?;
     let object = envelope.data.object;
     let raw_id = object.id.unwrap_or_default();
     let id = SessionId::parse(&raw_id).map_err(EventError::SessionId)?;
@@ -106,6 +118,7 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
     };
     let summary = SessionSummary {
         id,
+        account,
         livemode: envelope.livemode,
         state,
         payment_status,
@@ -189,5 +202,26 @@ mod tests {
         ));
         assert!(matches!(bad, Err(EventError::SessionId(_))));
         assert!(matches!(parse(b"not json"), Err(EventError::Shape(_))));
+    }
+
+    #[test]
+    fn a_connected_accounts_event_names_its_account() {
+        let object = serde_json::json!({"id": "cs_test_1", "payment_status": "paid"});
+        let mut body: Value =
+            serde_json::from_slice(&event("checkout.session.completed", object)).unwrap();
+        let Event::Checkout { summary, .. } = parse(body.to_string().as_bytes()).unwrap() else {
+            panic!("not a checkout event");
+        };
+        assert_eq!(summary.account, None);
+        body["account"] = "acct_1Connected".into();
+        let Event::Checkout { summary, .. } = parse(body.to_string().as_bytes()).unwrap() else {
+            panic!("not a checkout event");
+        };
+        assert_eq!(summary.account.unwrap().as_str(), "acct_1Connected");
+        body["account"] = "acct_1 <b>".into();
+        assert!(matches!(
+            parse(body.to_string().as_bytes()),
+            Err(EventError::Account(_))
+        ));
     }
 }

@@ -11,13 +11,14 @@ use std::time::Duration;
 use stripe::StripeError;
 use stripe_checkout::checkout_session::{ListLineItemsCheckoutSession, RetrieveCheckoutSession};
 use stripe_checkout::{CheckoutSession, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
+use stripe_client_core::{CustomizableStripeRequest, StripeRequest};
 use stripe_shared::{ApiErrorsCode, CheckoutSessionItem};
 
 use super::client::PooledClient;
 use super::pacer::{Pacer, Priority};
 use crate::configuration::Secret;
 use crate::domain::{
-    LineItem, PaymentStatus, SessionId, SessionState, SessionSummary, ShippingAddress,
+    AccountId, LineItem, PaymentStatus, SessionId, SessionState, SessionSummary, ShippingAddress,
 };
 use crate::retry::backoff;
 
@@ -54,15 +55,21 @@ impl StripeGateway {
     }
 
     /// The session and all its line items: one call for carts whose items fit in the
-    /// embedded first page, one more per further page of 100.
+    /// embedded first page, one more per further page of 100. A connected account's
+    /// session is asked for on that account.
     #[tracing::instrument(skip_all, fields(session.id = %id))]
     pub async fn checkout_session(
         &self,
         id: &SessionId,
+        account: Option<&AccountId>,
         priority: &Priority,
     ) -> Result<(SessionSummary, Vec<LineItem>), GatewayError> {
         let request = RetrieveCheckoutSession::new(id.as_str()).expand(["line_items".to_owned()]);
-        let mut session = self.call(priority, || request.send(&self.client)).await?;
+        let mut session = self
+            .call(priority, || {
+                on_account(request.customize(), account).send(&self.client)
+            })
+            .await?;
         // A session without an embedded list (an older API version, a double) is listed
         // from the start.
         let (mut items, has_more) = match session.line_items.take() {
@@ -74,9 +81,11 @@ impl StripeGateway {
         };
         if has_more {
             let last = items.last().map(|item| item.id.clone());
-            items.extend(self.list_line_items(id, last, priority).await?);
+            items.extend(self.list_line_items(id, account, last, priority).await?);
         }
-        Ok((to_summary(id, session), items))
+        let mut summary = to_summary(id, session);
+        summary.account = account.cloned();
+        Ok((summary, items))
     }
 
     /// All line items of a session, 100 per call.
@@ -84,14 +93,16 @@ impl StripeGateway {
     pub async fn line_items(
         &self,
         id: &SessionId,
+        account: Option<&AccountId>,
         priority: &Priority,
     ) -> Result<Vec<LineItem>, GatewayError> {
-        self.list_line_items(id, None, priority).await
+        self.list_line_items(id, account, None, priority).await
     }
 
     async fn list_line_items(
         &self,
         id: &SessionId,
+        account: Option<&AccountId>,
         mut starting_after: Option<String>,
         priority: &Priority,
     ) -> Result<Vec<LineItem>, GatewayError> {
@@ -101,7 +112,11 @@ impl StripeGateway {
             if let Some(after) = &starting_after {
                 request = request.starting_after(after.clone());
             }
-            let page = self.call(priority, || request.send(&self.client)).await?;
+            let page = self
+                .call(priority, || {
+                    on_account(request.customize(), account).send(&self.client)
+                })
+                .await?;
             let has_more = page.has_more;
             items.extend(page.data.into_iter().map(to_line_item));
             starting_after = items.last().map(|item| item.id.clone());
@@ -167,6 +182,17 @@ impl StripeGateway {
     }
 }
 
+/// Sends `request` as the connected account, when there is one (`Stripe-Account`).
+fn on_account<T>(
+    request: CustomizableStripeRequest<T>,
+    account: Option<&AccountId>,
+) -> CustomizableStripeRequest<T> {
+    match account {
+        Some(account) => request.account_id(account.as_str().into()),
+        None => request,
+    }
+}
+
 fn is_transient(error: &StripeError) -> bool {
     match error {
         StripeError::Stripe(_, status) => *status == 429 || *status == 409 || *status >= 500,
@@ -202,6 +228,7 @@ fn to_summary(id: &SessionId, session: CheckoutSession) -> SessionSummary {
     };
     SessionSummary {
         id: id.clone(),
+        account: None,
         livemode: session.livemode,
         state,
         payment_status,

@@ -85,6 +85,7 @@ pub async fn receive(
             payload,
             received_at: now_ms(),
             processed_at: None,
+            account: summary.account.as_ref().map(ToString::to_string),
         })
         .await
         .map_err(|error| {

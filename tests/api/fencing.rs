@@ -33,6 +33,7 @@ async fn an_attempt_whose_lease_passed_on_changes_nothing() {
         };
         let summary = SessionSummary {
             id: id.clone(),
+            account: None,
             livemode: false,
             state: SessionState::Complete,
             payment_status: PaymentStatus::Paid,

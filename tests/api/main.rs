@@ -3,6 +3,7 @@
 
 mod backlog;
 mod concurrency;
+mod connect;
 mod effects;
 mod events;
 mod faults;

@@ -1,0 +1,2 @@
+ALTER TABLE webhook_events DROP COLUMN account;
+ALTER TABLE checkout_sessions DROP COLUMN account;

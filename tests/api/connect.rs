@@ -1,0 +1,118 @@
+//! Stripe Connect: a connected account's events are fulfilled against that account.
+
+use fulfilld::domain::Status;
+use fulfilld::sandbox::SessionSpec;
+
+use crate::helpers::{backends, spawn_app};
+
+const ACCOUNTS: [&str; 3] = ["acct_1NorthShop", "acct_1SouthShop", "acct_1EastShop"];
+
+#[actix_web::test]
+async fn connected_accounts_events_interleave_and_each_is_fulfilled_on_its_account() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        // Ten sessions on each of three connected accounts, and ten of the platform's own.
+        let mut sessions = Vec::new();
+        for n in 0..10 {
+            for account in ACCOUNTS.iter().map(Some).chain([None]) {
+                let mut spec = SessionSpec::paid(&[("Print", 1000 + n, 1), ("Frame", 500, 2)]);
+                if let Some(account) = account {
+                    spec = spec.on_account(account);
+                }
+                sessions.push((app.stripe.add_session(spec), account.copied()));
+            }
+        }
+        fastrand::shuffle(&mut sessions);
+
+        // Every event twice, all at once, the accounts' interleaved.
+        let (app, count) = (&app, sessions.len());
+        let deliveries =
+            sessions
+                .iter()
+                .chain(&sessions)
+                .enumerate()
+                .map(|(n, (session, _))| async move {
+                    let event = format!("evt_connect_{}", n % count);
+                    app.deliver(&event, "checkout.session.completed", session)
+                        .await
+                        .status()
+                        .as_u16()
+                });
+        let statuses = futures_util::future::join_all(deliveries).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+        for (session, account) in &sessions {
+            let outcome = app.wait_for(session, Status::Fulfilled).await;
+            assert_eq!(outcome.account.as_deref(), *account, "{}", app.backend);
+            assert_eq!(outcome.line_items.len(), 2, "{session} on {}", app.backend);
+            assert_eq!(app.stripe.calls(session), 1, "{session} on {}", app.backend);
+            assert_eq!(app.effect_kinds(session).await, ["receipt"]);
+        }
+
+        // The JSON and the CLI name the account.
+        let (session, account) = sessions
+            .iter()
+            .find(|(_, account)| account.is_some())
+            .expect("a connected session");
+        let json: serde_json::Value = app
+            .get(&format!("/api/checkout-sessions/{session}"))
+            .await
+            .json()
+            .await
+            .expect("JSON outcome");
+        assert_eq!(json["account"], account.unwrap_or_default(), "{json}");
+        let shown = app.cli(&["sessions", "show", session]).await;
+        assert!(
+            shown.contains(&format!("account: {}", account.unwrap_or_default())),
+            "{shown}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_delayed_payment_on_a_connected_account_is_checked_on_that_account() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let session = app.stripe.add_session(
+            SessionSpec::paid(&[("Print", 4000, 1)])
+                .with_payment_status("unpaid")
+                .on_account(ACCOUNTS[0]),
+        );
+        app.deliver("evt_unpaid", "checkout.session.completed", &session)
+            .await;
+        let awaiting = app.wait_for(&session, Status::AwaitingPayment).await;
+        assert_eq!(awaiting.account.as_deref(), Some(ACCOUNTS[0]));
+
+        // The payment clears; the operator asks before any event says so. Nothing signed
+        // comes with the request: the stored record names the account to ask.
+        app.stripe.set_payment_status(&session, "paid");
+        let printed = app.cli(&["fulfill", &session]).await;
+        assert!(printed.contains("fulfilled"), "{printed}");
+        let outcome = app.wait_for(&session, Status::Fulfilled).await;
+        assert_eq!(outcome.account.as_deref(), Some(ACCOUNTS[0]));
+        assert_eq!(outcome.line_items.len(), 1, "{}", app.backend);
+    }
+}
+
+#[actix_web::test]
+async fn an_event_naming_a_malformed_account_is_refused_and_changes_nothing() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let session = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Print", 1000, 1)]));
+        let mut body: serde_json::Value = serde_json::from_str(&app.stripe.event_payload(
+            "evt_bad_account",
+            "checkout.session.completed",
+            &session,
+        ))
+        .expect("event JSON");
+        body["account"] = "acct_1<script>".into();
+        let body = body.to_string();
+        let signature = crate::helpers::sign(&body);
+        let response = app.post_webhook(body, Some(signature)).await;
+        assert_eq!(response.status(), 400, "{}", app.backend);
+        assert_eq!(app.outcome(&session).await, None);
+        assert_eq!(app.stripe.calls(&session), 0);
+    }
+}

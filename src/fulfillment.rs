@@ -18,6 +18,7 @@ use crate::domain::{
     AccountId, LineItem, Outcome, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
 };
 use crate::effects::Outbox;
+use crate::metrics::{self, METRICS};
 use crate::stripe::event::CheckoutEvent;
 use crate::stripe::{GatewayError, Priority, StripeGateway, Urgency};
 
@@ -137,6 +138,21 @@ pub enum FulfillError {
     CustomerGone,
 }
 
+impl FulfillError {
+    /// The error's name, as a metric's label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::UnknownSession => "unknown_session",
+            Self::StripeUnavailable(_) => "stripe_unavailable",
+            Self::Database(_) => "database_unavailable",
+            Self::ShuttingDown => "shutting_down",
+            Self::Unrouted => "unrouted",
+            Self::AllowanceSpent(_) => "allowance_spent",
+            Self::CustomerGone => "customer_gone",
+        }
+    }
+}
+
 impl From<GatewayError> for FulfillError {
     fn from(error: GatewayError) -> Self {
         match error {
@@ -153,6 +169,26 @@ impl From<GatewayError> for FulfillError {
 /// raised (a customer asked for this session), then go ahead of it.
 #[tracing::instrument(skip_all, fields(session.id = %id))]
 pub async fn fulfill_checkout(
+    engine: &Engine,
+    id: &SessionId,
+    trigger: Trigger,
+    urgency: &Arc<Urgency>,
+) -> Result<Outcome, FulfillError> {
+    let result = attempt(engine, id, trigger, urgency).await;
+    let result_label = match &result {
+        Ok(outcome) => outcome.status.as_str(),
+        Err(error) => error.label(),
+    };
+    METRICS
+        .fulfillment_attempts
+        .get_or_create(&metrics::Outcome {
+            outcome: result_label,
+        })
+        .inc();
+    result
+}
+
+async fn attempt(
     engine: &Engine,
     id: &SessionId,
     trigger: Trigger,
@@ -249,6 +285,12 @@ pub async fn fulfill_checkout(
     }
     let outcome = recorded.outcome;
     if recorded.claimed {
+        METRICS
+            .fulfillments
+            .get_or_create(&metrics::Outcome {
+                outcome: status.as_str(),
+            })
+            .inc();
         tracing::info!(
             status = outcome.status.as_str(),
             line_items = outcome.line_items.len(),

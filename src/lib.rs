@@ -11,6 +11,7 @@ pub mod domain;
 pub mod effects;
 pub mod fulfillment;
 pub mod inbox;
+pub mod metrics;
 pub mod reconcile;
 pub mod retry;
 pub mod sandbox;

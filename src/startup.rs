@@ -19,7 +19,7 @@ use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
-use crate::web::{AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, routes};
+use crate::web::{AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, metrics, routes};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -74,6 +74,8 @@ impl Core {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on `METRICS_BIND`, when it has an address of its own.
+    metrics_server: Option<(u16, Server)>,
     core: Core,
     effects: Effects,
     shutdown_grace: Duration,
@@ -125,12 +127,22 @@ impl Application {
             clients,
         });
         let shutdown_grace = config.shutdown_grace;
+        let metrics_server = match config.metrics_bind {
+            Some(address) => Some(metrics_server(address, state.clone(), shutdown_grace)?),
+            None => None,
+        };
+        let metrics_here = metrics_server.is_none();
         let server = HttpServer::new(move || {
             let simulator = simulator.clone();
             App::new()
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .configure(routes)
+                .configure(|config| {
+                    if metrics_here {
+                        config.route("/metrics", web::get().to(metrics));
+                    }
+                })
                 .configure(|config| {
                     if let Some(simulator) = simulator {
                         config.service(
@@ -177,6 +189,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            metrics_server,
             core,
             effects,
             shutdown_grace,
@@ -185,6 +198,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `METRICS_BIND`, when `/metrics` has an address of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     pub fn database(&self) -> &Database {
@@ -207,6 +225,10 @@ impl Application {
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = self.server;
+        if let Some((_, metrics)) = self.metrics_server {
+            // Stops with the process: it holds nothing that needs draining.
+            actix_web::rt::spawn(metrics);
+        }
         tokio::pin!(server);
         tokio::select! {
             served = &mut server => return served.context("the HTTP server failed"),
@@ -230,6 +252,28 @@ impl Application {
         );
         served.context("the HTTP server failed")
     }
+}
+
+/// A server for `/metrics` alone, on `address`.
+fn metrics_server(
+    address: SocketAddr,
+    state: web::Data<AppState>,
+    shutdown_grace: Duration,
+) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind(address)
+        .with_context(|| format!("could not listen on {address} (METRICS_BIND)"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(shutdown_grace.as_secs())
+    .listen(listener)?
+    .run();
+    Ok((port, server))
 }
 
 /// Completes on SIGTERM (a deploy, `docker stop`, systemd) or Ctrl-C.

@@ -46,6 +46,10 @@ pub struct Settings {
     /// Listen address.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:4242", global = true)]
     pub bind: SocketAddr,
+    /// A separate listen address for `GET /metrics`, so that it need not be public
+    /// [default: `/metrics` on BIND].
+    #[arg(long, env = "METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
     /// Base of `success_url` and of links in emails.
     #[arg(
         long,
@@ -198,6 +202,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Where `/metrics` is served when not on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
     pub public_url: String,
     pub database_url: DatabaseUrl,
     pub stripe: StripeConfig,
@@ -241,6 +247,7 @@ impl Settings {
         let database_url = self.database_url()?;
         Ok(Config {
             bind: self.bind,
+            metrics_bind: self.metrics_bind,
             stripe: self.stripe(&public_url, self.bind)?,
             public_url,
             database_url,

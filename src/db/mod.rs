@@ -11,6 +11,7 @@
 //! that arrive together share one commit.
 
 pub mod effects;
+pub mod figures;
 pub mod inbox;
 pub mod inventory;
 pub mod outcomes;
@@ -35,6 +36,8 @@ use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::metrics::{METRICS, seconds};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -90,17 +93,21 @@ macro_rules! with_connection {
     ($db:expr, |$conn:ident| $body:expr) => {
         match $db {
             $crate::db::Database::Sqlite(sqlite) => {
+                let waiting = $crate::db::Timing::start();
                 let mut turn = sqlite.turn().await?;
+                let _working = waiting.connected();
                 let $conn = turn.connection();
                 let result = $body;
                 turn.durable().await?;
                 result
             }
             $crate::db::Database::Postgres(pool) => {
+                let waiting = $crate::db::Timing::start();
                 let mut pooled = pool
                     .get()
                     .await
                     .map_err(|e| ::anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+                let _working = waiting.connected();
                 let $conn = &mut *pooled;
                 $body
             }
@@ -108,6 +115,31 @@ macro_rules! with_connection {
     };
 }
 pub(crate) use with_connection;
+
+/// Times one use of [`with_connection!`] for the metrics: the wait for a connection, then
+/// (see [`Working`]) the work on it until it is durable or given up.
+pub struct Timing(std::time::Instant);
+
+impl Timing {
+    pub fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// The connection is here: records the wait and times the work from now.
+    pub fn connected(self) -> Working {
+        METRICS.db_wait.observe(seconds(self.0.elapsed()));
+        Working(std::time::Instant::now())
+    }
+}
+
+/// Work on a connection, timed until it is dropped, whichever way the body ends.
+pub struct Working(std::time::Instant);
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        METRICS.db_transaction.observe(seconds(self.0.elapsed()));
+    }
+}
 
 impl Database {
     /// Applies pending migrations, then opens the handle the engine uses.

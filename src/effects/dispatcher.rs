@@ -24,6 +24,7 @@ use super::{EffectActors, EffectError, Effected, Outbox};
 use crate::configuration::EffectsConfig;
 use crate::db::Database;
 use crate::db::effects::{ClaimedEffect, Fence};
+use crate::metrics::{EffectAttempt, METRICS};
 use crate::retry::backoff;
 
 /// Attempts running at once in one process.
@@ -185,15 +186,19 @@ impl EffectDispatcher {
         let duration_ms = started.elapsed().as_millis();
         let succeeded = result.is_ok();
         let recording = std::time::Instant::now();
-        let recorded = match result {
-            Ok(Effected::Recorded) => Ok(true),
+        let kind = attempt.effect.kind.as_str();
+        let (outcome, recorded) = match result {
+            Ok(Effected::Recorded) => ("done", Ok(true)),
             // From here until the commit, a crash would repeat an effect already done:
             // `record_ms` measures that window.
-            Ok(Effected::Done) => self.db.complete_effect(fence).await,
+            Ok(Effected::Done) => ("done", self.db.complete_effect(fence).await),
             // Shut down before anything left: hand the effect back, uncounted.
             Err(EffectError::Cancelled) if !attempt.committed() => {
                 self.released.fetch_add(1, Ordering::Relaxed);
-                self.db.release_effect(fence, Duration::ZERO).await
+                (
+                    "released",
+                    self.db.release_effect(fence, Duration::ZERO).await,
+                )
             }
             // Shut down while waiting for an answer: the server may have it. Counted, so
             // a server that never answers is dead in the end rather than sent to forever.
@@ -202,12 +207,12 @@ impl EffectDispatcher {
                 let reason = "shut down before the answer came; it may have arrived";
                 if attempts < self.max_attempts {
                     let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
-                    self.db.retry_effect(fence, delay, reason).await
+                    ("retry", self.db.retry_effect(fence, delay, reason).await)
                 } else {
-                    self.db.bury_effect(fence, reason).await
+                    ("dead", self.db.bury_effect(fence, reason).await)
                 }
             }
-            Err(EffectError::Superseded) => Ok(false),
+            Err(EffectError::Superseded) => ("superseded", Ok(false)),
             Err(EffectError::Retry(reason)) if attempts < self.max_attempts => {
                 let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
                 tracing::warn!(
@@ -215,7 +220,7 @@ impl EffectDispatcher {
                     retry_in_ms = delay.as_millis(),
                     "effect failed; will retry"
                 );
-                self.db.retry_effect(fence, delay, &reason).await
+                ("retry", self.db.retry_effect(fence, delay, &reason).await)
             }
             Err(EffectError::Retry(reason) | EffectError::Permanent(reason)) => {
                 tracing::error!(
@@ -223,9 +228,13 @@ impl EffectDispatcher {
                     "effect dead; `fulfilld effects retry {}` tries it again",
                     fence.id
                 );
-                self.db.bury_effect(fence, &reason).await
+                ("dead", self.db.bury_effect(fence, &reason).await)
             }
         };
+        METRICS
+            .effect_attempts
+            .get_or_create(&EffectAttempt { kind, outcome })
+            .inc();
         match recorded {
             Ok(true) if succeeded => {
                 let record_ms = recording.elapsed().as_millis();

@@ -13,6 +13,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_
 use stripe::StripeError;
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeMethod};
 
+use crate::metrics::{Endpoint, METRICS, StripeCall, seconds};
+
 /// How long an unused connection is kept: shorter than a load balancer's idle timeout,
 /// so most dead connections are dropped before they are picked.
 const IDLE_FOR: Duration = Duration::from_secs(20);
@@ -86,6 +88,40 @@ impl PooledClient {
     }
 
     async fn send(&self, request: &Request) -> Result<bytes::Bytes, StripeError> {
+        let endpoint = request.endpoint();
+        let started = std::time::Instant::now();
+        let answer = self.exchange(request).await;
+        let status = match &answer {
+            Ok((status, _)) => status_label(*status),
+            Err(StripeError::Timeout) => "timeout",
+            Err(_) => "network",
+        };
+        METRICS
+            .stripe_requests
+            .get_or_create(&StripeCall { endpoint, status })
+            .inc();
+        METRICS
+            .stripe_request_duration
+            .get_or_create(&Endpoint { endpoint })
+            .observe(seconds(started.elapsed()));
+        let (status, body) = answer?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let text = std::str::from_utf8(&body).unwrap_or_default();
+        Err(
+            miniserde::json::from_str::<stripe_shared::Error>(text).map_or_else(
+                |_| StripeError::JSONDeserialize(format!("status {status} with no Stripe error")),
+                |error| StripeError::Stripe(error.error, status.as_u16()),
+            ),
+        )
+    }
+
+    /// One request and its whole answer, whatever its status.
+    async fn exchange(
+        &self,
+        request: &Request,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), StripeError> {
         let response = match self.request(request).send().await {
             Ok(response) => response,
             // No answer at all, on a connection the pool may have kept past its life:
@@ -98,16 +134,7 @@ impl PooledClient {
         };
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        let text = std::str::from_utf8(&body).unwrap_or_default();
-        Err(
-            miniserde::json::from_str::<stripe_shared::Error>(text).map_or_else(
-                |_| StripeError::JSONDeserialize(format!("status {status} with no Stripe error")),
-                |error| StripeError::Stripe(error.error, status.as_u16()),
-            ),
-        )
+        Ok((status, body))
     }
 }
 
@@ -124,6 +151,42 @@ struct Request {
 impl Request {
     fn repeatable(&self) -> bool {
         matches!(self.method, StripeMethod::Get) || self.idempotency_key.is_some()
+    }
+
+    /// Which of the endpoints fulfilld uses this is, as a metric's label.
+    fn endpoint(&self) -> &'static str {
+        let path = self.path.trim_start_matches('/');
+        let parts: Vec<&str> = path.split('/').collect();
+        match (&self.method, parts.as_slice()) {
+            (StripeMethod::Get, ["checkout", "sessions", _, "line_items"]) => "list_line_items",
+            (StripeMethod::Get, ["checkout", "sessions", _]) => "retrieve_session",
+            (StripeMethod::Get, ["checkout", "sessions"]) => "list_sessions",
+            (StripeMethod::Post, ["checkout", "sessions"]) => "create_session",
+            (StripeMethod::Get, ["events"]) => "list_events",
+            _ => "other",
+        }
+    }
+}
+
+/// An HTTP status as a label: the ones Stripe documents by number, any other by class.
+fn status_label(status: reqwest::StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        402 => "402",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        424 => "424",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        code if code < 300 => "2xx",
+        code if code < 500 => "4xx",
+        _ => "5xx",
     }
 }
 

@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
+
+use crate::metrics::{METRICS, PacerPriority, seconds};
 
 /// Who is waiting for a call.
 #[derive(Debug, Clone)]
@@ -54,6 +57,7 @@ const QUEUE_DEPTH: usize = 1024;
 pub struct Pacer {
     interactive: mpsc::Sender<Waiter>,
     background: mpsc::Sender<Waiter>,
+    rate: Arc<watch::Sender<f64>>,
 }
 
 impl Pacer {
@@ -64,66 +68,119 @@ impl Pacer {
         let (interactive, interactive_rx) = mpsc::channel(QUEUE_DEPTH);
         let (background, background_rx) = mpsc::channel(QUEUE_DEPTH);
         let share = f64::from(interactive_share.clamp(1, 100)) / 100.0;
-        tokio::spawn(run(rate.max(1), share, interactive_rx, background_rx));
+        let (rate, rate_rx) = watch::channel(f64::from(rate.max(1)));
+        METRICS.pacer_rate.set(*rate.borrow());
+        tokio::spawn(run(rate_rx, share, interactive_rx, background_rx));
         Self {
             interactive,
             background,
+            rate: Arc::new(rate),
         }
+    }
+
+    /// Paces calls at `rate` per second from now on: this process's share of a budget
+    /// shared with other replicas.
+    pub fn set_rate(&self, rate: f64) {
+        let rate = rate.max(MIN_RATE);
+        METRICS.pacer_rate.set(rate);
+        self.rate.send_if_modified(|current| {
+            let changed = *current != rate;
+            *current = rate;
+            changed
+        });
+    }
+
+    /// Calls per second allowed now.
+    pub fn rate(&self) -> f64 {
+        *self.rate.borrow()
     }
 
     /// Waits until a call may be made.
     pub async fn acquire(&self, priority: &Priority) {
         match priority {
-            Priority::Interactive => wait(&self.interactive).await,
-            Priority::Background => wait(&self.background).await,
+            Priority::Interactive => wait(&self.interactive, INTERACTIVE).await,
+            Priority::Background => wait(&self.background, BACKGROUND).await,
             Priority::Raisable(urgency) => {
                 let raised = urgency.notify.notified();
                 tokio::pin!(raised);
                 // Registered before the flag is read, so a raise in between is not missed.
                 raised.as_mut().enable();
                 if urgency.is_raised() {
-                    return wait(&self.interactive).await;
+                    return wait(&self.interactive, INTERACTIVE).await;
                 }
                 tokio::select! {
-                    () = wait(&self.background) => {}
+                    () = wait(&self.background, BACKGROUND) => {}
                     // The background place is given up; its token goes to the next waiter.
-                    () = raised => wait(&self.interactive).await,
+                    () = raised => wait(&self.interactive, INTERACTIVE).await,
                 }
             }
         }
     }
 }
 
-async fn wait(queue: &mpsc::Sender<Waiter>) {
+const INTERACTIVE: PacerPriority = PacerPriority {
+    priority: "interactive",
+};
+const BACKGROUND: PacerPriority = PacerPriority {
+    priority: "background",
+};
+/// The slowest pace: one call every ten seconds.
+const MIN_RATE: f64 = 0.1;
+
+/// A caller counted in the queue's gauge until it is served or gives up.
+struct Queued(Gauge);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn wait(queue: &mpsc::Sender<Waiter>, priority: PacerPriority) {
+    let started = Instant::now();
+    let queued = Queued(METRICS.pacer_queue.get_or_create(&priority).clone());
+    queued.0.inc();
     let (tx, rx) = oneshot::channel();
     // If the pacing task is gone the runtime is shutting down; do not hold calls back.
     if queue.send(tx).await.is_ok() {
         let _ = rx.await;
     }
+    drop(queued);
+    METRICS
+        .pacer_wait
+        .get_or_create(&priority)
+        .observe(seconds(started.elapsed()));
 }
 
 async fn run(
-    rate: u32,
+    mut rates: watch::Receiver<f64>,
     share: f64,
     mut interactive: mpsc::Receiver<Waiter>,
     mut background: mpsc::Receiver<Waiter>,
 ) {
-    let interval = Duration::from_secs(1) / rate;
-    let capacity = f64::from((rate / 4).max(1));
-    let mut tokens = capacity;
+    let capacity_at = |rate: f64| (rate / 4.0).max(1.0);
+    let mut tokens = capacity_at(*rates.borrow());
     // Interactive calls also spend from a bucket refilled at `share` of the rate, so a
     // flood of lookups (made-up session ids) can never take the whole budget from the
     // webhooks waiting behind it.
-    let mut interactive_tokens = capacity;
+    let mut interactive_tokens = tokens;
     let mut refilled = Instant::now();
     loop {
+        // Read afresh each turn: another replica may have come or gone.
+        let rate = *rates.borrow_and_update();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let capacity = capacity_at(rate);
         let now = Instant::now();
-        let earned = now.duration_since(refilled).as_secs_f64() * f64::from(rate);
+        let earned = now.duration_since(refilled).as_secs_f64() * rate;
         tokens = (tokens + earned).min(capacity);
         interactive_tokens = (interactive_tokens + earned * share).min(capacity);
         refilled = now;
         if tokens < 1.0 {
-            tokio::time::sleep(interval.mul_f64(1.0 - tokens)).await;
+            tokio::select! {
+                () = tokio::time::sleep(interval.mul_f64(1.0 - tokens)) => {}
+                // A larger share need not wait out the smaller one's interval.
+                Ok(()) = rates.changed() => {}
+            }
             continue;
         }
         let interactive_may = interactive_tokens >= 1.0 || background.is_empty();

@@ -5,10 +5,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
+use std::time::Instant;
 
 use super::AppState;
 use super::outcome::{LookupError, lookup};
 use crate::domain::{AccessGrant, ItemLine, Outcome, ShipmentStatus, Status};
+use crate::metrics::{METRICS, Route, seconds};
 
 /// Seconds before a page that is still waiting reloads itself.
 const REFRESH_SECS: u32 = 5;
@@ -47,10 +49,13 @@ pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) ->
     let session_id = web::Query::<LandingQuery>::from_query(request.query_string())
         .ok()
         .and_then(|query| query.into_inner().session_id);
-    match lookup(&state, &request, session_id.as_deref()).await {
+    let started = Instant::now();
+    let response = match lookup(&state, &request, session_id.as_deref()).await {
         Ok(outcome) => render(landing_page(&outcome), actix_web::http::StatusCode::OK),
         Err(error) => with_retry_after(render(problem_page(&error), error.status()), &error),
-    }
+    };
+    observe("page", started);
+    response
 }
 
 /// The same outcome as JSON, for embedded checkouts and single-page apps.
@@ -59,7 +64,8 @@ pub async fn outcome_json(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    match lookup(&state, &request, Some(path.as_str())).await {
+    let started = Instant::now();
+    let response = match lookup(&state, &request, Some(path.as_str())).await {
         Ok(outcome) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(&*outcome),
@@ -69,7 +75,16 @@ pub async fn outcome_json(
             })),
             &error,
         ),
-    }
+    };
+    observe("json", started);
+    response
+}
+
+fn observe(route: &'static str, started: Instant) {
+    METRICS
+        .landing
+        .get_or_create(&Route { route })
+        .observe(seconds(started.elapsed()));
 }
 
 /// Adds `Retry-After` to the answer to a client over its allowance.

@@ -4,6 +4,7 @@
 mod clients;
 mod health;
 mod landing;
+mod metrics;
 mod outcome;
 mod storefront;
 mod unknown;
@@ -21,6 +22,7 @@ use crate::db::Database;
 use crate::inbox::{Inbox, Workers};
 use crate::stripe::StripeGateway;
 pub use clients::{ClientLimits, SWEEP_EVERY, parse_proxy};
+pub use metrics::metrics;
 pub use unknown::UnknownSessions;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.

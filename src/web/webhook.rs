@@ -3,12 +3,14 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
+use std::time::Instant;
 
 use super::AppState;
 use crate::db::inbox::{Stored, StoredEvent};
 use crate::db::now_ms;
 use crate::fulfillment::Trigger;
 use crate::inbox::Work;
+use crate::metrics::{METRICS, seconds};
 use crate::stripe::event::{self, Event, EventError};
 use crate::stripe::signature::{self, SignatureError};
 
@@ -21,6 +23,22 @@ pub enum WebhookError {
     Event(#[from] EventError),
     #[error("the event could not be stored; Stripe will retry")]
     Store(#[source] anyhow::Error),
+    /// Too large, or cut off before its end.
+    #[error("the body could not be read: {0}")]
+    Body(actix_web::Error),
+}
+
+impl WebhookError {
+    /// Why, as the `reason` label of `fulfilld_webhooks_refused_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Signature(_) => "signature",
+            Self::Event(_) => "malformed",
+            Self::Store(_) => "unavailable",
+            Self::Body(_) if self.status_code() == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            Self::Body(_) => "malformed",
+        }
+    }
 }
 
 impl ResponseError for WebhookError {
@@ -28,6 +46,7 @@ impl ResponseError for WebhookError {
         match self {
             Self::Signature(_) | Self::Event(_) => StatusCode::BAD_REQUEST,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Body(error) => error.as_response_error().status_code(),
         }
     }
 
@@ -38,11 +57,29 @@ impl ResponseError for WebhookError {
 
 /// Verifies the raw body, stores the event and answers 200 before any slow work; the
 /// event is then carried out by a worker through its session's actor.
-#[tracing::instrument(skip_all, fields(event.id, session.id))]
 pub async fn receive(
     request: HttpRequest,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
     state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let started = Instant::now();
+    METRICS.webhooks_received.inc();
+    let answer = match body {
+        Ok(body) => accept(&request, body, &state).await,
+        Err(error) => Err(WebhookError::Body(error)),
+    };
+    if let Err(error) = &answer {
+        METRICS.webhook_refused(error.reason());
+    }
+    METRICS.webhook_ack.observe(seconds(started.elapsed()));
+    answer
+}
+
+#[tracing::instrument(skip_all, fields(event.id, session.id))]
+async fn accept(
+    request: &HttpRequest,
+    body: web::Bytes,
+    state: &AppState,
 ) -> Result<HttpResponse, WebhookError> {
     let header = request
         .headers()
@@ -62,6 +99,7 @@ pub async fn receive(
         }) => (id, kind, type_name, summary),
         Ok(Event::Ignored { id, type_name }) => {
             tracing::debug!(event.id = %id, event.type = %type_name, "event type ignored");
+            METRICS.webhook_stored("ignored");
             return Ok(HttpResponse::Ok().json(json!({ "received": true, "ignored": true })));
         }
         Err(error) => {
@@ -92,6 +130,10 @@ pub async fn receive(
             tracing::error!(error = %format!("{error:#}"), "webhook not stored; answering 503 so Stripe retries");
             WebhookError::Store(error)
         })?;
+    METRICS.webhook_stored(match stored {
+        Stored::New => "new",
+        Stored::Duplicate { .. } => "duplicate",
+    });
     if stored != (Stored::Duplicate { processed: true }) {
         state.workers.offer(Work {
             event_id,

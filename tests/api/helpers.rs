@@ -78,6 +78,7 @@ impl Backend {
 pub fn settings(database_url: &str, stripe: &str) -> Settings {
     Settings {
         bind: "127.0.0.1:0".parse().expect("address"),
+        metrics_bind: None,
         public_url: "http://localhost:4242".into(),
         database_url: Some(database_url.into()),
         stripe_secret_key: Some(STRIPE_SECRET_KEY.into()),

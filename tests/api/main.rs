@@ -11,6 +11,7 @@ mod fencing;
 mod flood;
 mod helpers;
 mod landing;
+mod metrics;
 mod outbox;
 mod processes;
 mod reconcile;

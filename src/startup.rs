@@ -19,7 +19,7 @@ use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
-use crate::web::{AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, routes};
+use crate::web::{Admin, AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, routes};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -123,6 +123,11 @@ impl Application {
             livemode: config.stripe.livemode,
             unknown: UnknownSessions::default(),
             clients,
+            admin: config
+                .admin_token
+                .clone()
+                .map(|token| Admin::new(token, &config.public_url)),
+            outbox: core.outbox.clone(),
         });
         let shutdown_grace = config.shutdown_grace;
         let server = HttpServer::new(move || {

@@ -161,7 +161,7 @@ pub struct Work {
 impl Work {
     /// What a stored event asks for, or `None` (and the event is set aside) when it is not
     /// a Checkout event.
-    async fn of(db: &Database, stored: StoredEvent) -> Option<Self> {
+    pub async fn of(db: &Database, stored: StoredEvent) -> Option<Self> {
         match event::parse(stored.payload.as_bytes()) {
             Ok(Event::Checkout { kind, summary, .. }) => Some(Self {
                 event_id: stored.id,

@@ -19,7 +19,8 @@ use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
-use crate::web::{AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, metrics, routes};
+use crate::telemetry::RequestSpan;
+use crate::web::{Admin, AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, metrics, routes};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -125,6 +126,11 @@ impl Application {
             livemode: config.stripe.livemode,
             unknown: UnknownSessions::default(),
             clients,
+            admin: config
+                .admin_token
+                .clone()
+                .map(|token| Admin::new(token, &config.public_url)),
+            outbox: core.outbox.clone(),
         });
         let shutdown_grace = config.shutdown_grace;
         let metrics_server = match config.metrics_bind {
@@ -135,7 +141,7 @@ impl Application {
         let server = HttpServer::new(move || {
             let simulator = simulator.clone();
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
                 .configure(routes)
                 .configure(|config| {

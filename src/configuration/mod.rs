@@ -19,6 +19,9 @@ pub use stripe::StripeConfig;
 use crate::catalog::Catalog;
 use crate::db::DatabaseUrl;
 
+/// The shortest `ADMIN_TOKEN` accepted: guessing one is out of reach even unthrottled.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -187,6 +190,10 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+    /// Enables the operators' page at `/admin`, signed in with this token (16 characters
+    /// or more) [default: no admin page].
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
     #[command(flatten)]
     pub effects: EffectSettings,
 }
@@ -214,6 +221,8 @@ pub struct Config {
     pub reconcile_every: Option<Duration>,
     /// How long a shutdown waits for work in flight.
     pub shutdown_grace: Duration,
+    /// Signs operators in to `/admin`; `None` turns the page off.
+    pub admin_token: Option<Secret>,
     /// Stripe lookups a client may cause a minute.
     pub client_lookups_per_min: NonZeroU32,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -256,11 +265,24 @@ impl Settings {
             effects: self.effects.validate()?,
             reconcile_every: Some(self.reconcile_every).filter(|every| !every.is_zero()),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            admin_token: self.admin_token()?,
             client_lookups_per_min: NonZeroU32::new(self.client_lookups_per_min)
                 .ok_or_else(|| invalid("CLIENT_LOOKUPS_PER_MIN", "expected 1 or more"))?,
             trusted_proxies: self.trusted_proxies.clone(),
             webhook_workers: usize::from(self.webhook_workers),
         })
+    }
+
+    /// `ADMIN_TOKEN`, unless unset or empty; a short one is refused without being echoed.
+    fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        match self.admin_token.as_deref() {
+            None | Some("") => Ok(None),
+            Some(token) if token.chars().count() < MIN_ADMIN_TOKEN_CHARS => Err(invalid(
+                "ADMIN_TOKEN",
+                format!("expected at least {MIN_ADMIN_TOKEN_CHARS} characters"),
+            )),
+            Some(token) => Ok(Some(Secret::new(token))),
+        }
     }
 
     /// True without a Stripe key: fulfilld then talks to its built-in simulator.

@@ -10,6 +10,7 @@
 //! busy timeout covers other processes (the CLI) touching the same file, and the turns
 //! that arrive together share one commit.
 
+pub mod admin;
 pub mod effects;
 pub mod figures;
 pub mod inbox;

@@ -1,6 +1,7 @@
 //! The HTTP surface: Stripe's webhooks, the storefront, the customer's landing page, the
-//! JSON outcome and the operator's probes.
+//! JSON outcome, the operator's probes and the operators' page.
 
+mod admin;
 mod clients;
 mod health;
 mod landing;
@@ -19,8 +20,10 @@ use crate::actors::Sessions;
 use crate::catalog::Catalog;
 use crate::configuration::Secret;
 use crate::db::Database;
+use crate::effects::Outbox;
 use crate::inbox::{Inbox, Workers};
 use crate::stripe::StripeGateway;
+pub use admin::Admin;
 pub use clients::{ClientLimits, SWEEP_EVERY, parse_proxy};
 pub use metrics::metrics;
 pub use unknown::UnknownSessions;
@@ -52,6 +55,10 @@ pub struct AppState {
     pub unknown: UnknownSessions,
     /// Each client's allowance of lookups that cost a Stripe call.
     pub clients: Arc<ClientLimits>,
+    /// The operators' page; `None` (every `/admin` path a 404) without `ADMIN_TOKEN`.
+    pub admin: Option<Arc<Admin>>,
+    /// Wakes the effect dispatcher when an operator retries a dead effect.
+    pub outbox: Outbox,
 }
 
 /// Registers every route.
@@ -69,5 +76,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::get().to(landing::outcome_json),
     )
     .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz));
+    .route("/readyz", web::get().to(health::readyz))
+    .configure(admin::routes);
 }

@@ -92,6 +92,7 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         sandbox_payment_delay_secs: 1,
         reconcile_every: Duration::ZERO,
         shutdown_grace_secs: 10,
+        admin_token: None,
         client_lookups_per_min: 30,
         trusted_proxies: Vec::new(),
         webhook_workers: 64,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The headless-Chromium test: a real browser buys a T-shirt in the sandbox storefront, pays
 # on the hosted checkout and reaches the fulfilled landing page; the receipt must follow.
+# Then an operator signs in to /admin and finds that order.
 # Usage: tests/browser/run.sh [SCREENSHOT_DIR]   (tests/browser/run.sh docs refreshes the
 # README's screenshots)
 set -euo pipefail
@@ -24,9 +25,11 @@ npm install --silent --no-audit --no-fund --prefix "$work/npm" playwright-core@1
 cargo build --quiet
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
+admin_token="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET -u DATABASE_URL -u SMTP_URL \
   BIND="127.0.0.1:$port" PUBLIC_URL="$base" CATALOG=catalog.toml \
   DATABASE_URL="sqlite://$work/shop.db" MAIL_DIR="$work/mail" RUST_LOG=warn \
+  ADMIN_TOKEN="$admin_token" \
   "${CARGO_TARGET_DIR:-target}/debug/fulfilld" >"$work/fulfilld.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
@@ -44,4 +47,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -f "$work/mail/$session.receipt.eml" ] || { echo "no receipt for $session" >&2; exit 1; }
-echo "browser test passed: $session fulfilled, receipt saved${shots:+, screenshots in $shots}"
+NODE_PATH="$work/npm/node_modules" node tests/browser/admin.cjs "$base" "$admin_token" "$session" "$shots" || {
+  echo "admin browser test failed; fulfilld's log:" >&2
+  cat "$work/fulfilld.log" >&2
+  exit 1
+}
+echo "browser test passed: $session fulfilled, receipt saved, found on /admin${shots:+, screenshots in $shots}"

@@ -1,0 +1,205 @@
+//! The admin pages: sessions (with search), one session's timeline, dead letters, stock.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::views::{EffectLine, EventLine, SessionLine, StockLine, notice, when};
+use super::{AdminError, Operator, html};
+use crate::db::admin::DeadCounts;
+use crate::domain::{AccessGrant, EffectStatus, ItemLine, SessionId};
+use crate::web::AppState;
+
+/// Sessions listed at most, newest first.
+const SESSIONS_SHOWN: i64 = 50;
+/// Dead effects and dead events listed at most, each.
+const DEAD_SHOWN: i64 = 200;
+/// The longest search looked for: longer than any session id or email address.
+const MAX_SEARCH: usize = 320;
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/sessions.html")]
+struct SessionsPage {
+    csrf: Option<String>,
+    search: String,
+    sessions: Vec<SessionLine>,
+    dead: DeadCounts,
+}
+
+/// `GET /admin`: the latest sessions, or those matching `?q=`.
+pub async fn sessions(
+    operator: Operator,
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let search = web::Query::<SearchQuery>::from_query(request.query_string())
+        .ok()
+        .and_then(|query| query.into_inner().q)
+        .map(|q| q.trim().chars().take(MAX_SEARCH).collect::<String>())
+        .unwrap_or_default();
+    let found = state
+        .db
+        .recent_sessions(
+            Some(search.as_str()).filter(|q| !q.is_empty()),
+            SESSIONS_SHOWN,
+        )
+        .await?;
+    let page = SessionsPage {
+        csrf: Some(operator.csrf()),
+        sessions: found.into_iter().map(SessionLine::from).collect(),
+        dead: state.db.dead_counts().await?,
+        search,
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+struct ShipmentLine {
+    status: &'static str,
+    items: Vec<String>,
+    address: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/timeline.html")]
+struct TimelinePage {
+    csrf: Option<String>,
+    id: String,
+    session: Option<SessionLine>,
+    items: Vec<ItemLine>,
+    events: Vec<EventLine>,
+    effects: Vec<EffectLine>,
+    /// (SKU, quantity, applied).
+    movements: Vec<(String, i64, bool)>,
+    shipment: Option<ShipmentLine>,
+    access: Vec<AccessGrant>,
+}
+
+/// `GET /admin/sessions/{id}`: everything recorded about one session.
+pub async fn timeline(
+    operator: Operator,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let id = SessionId::parse(&path).map_err(AdminError::MalformedId)?;
+    let db = &state.db;
+    let session = db.session_row(id.as_str()).await?;
+    let events = db.events_of(id.as_str()).await?;
+    let effects = db.list_effects_of(&id).await?;
+    if session.is_none() && events.is_empty() && effects.is_empty() {
+        return Err(AdminError::UnknownSession);
+    }
+    let outcome = db.outcome(&id).await?;
+    let shipment = outcome
+        .as_ref()
+        .and_then(|outcome| outcome.shipment.as_ref());
+    let page = TimelinePage {
+        csrf: Some(operator.csrf()),
+        items: outcome.as_ref().map(|o| o.item_lines()).unwrap_or_default(),
+        access: outcome
+            .as_ref()
+            .map(|o| o.access.clone())
+            .unwrap_or_default(),
+        shipment: shipment.map(|shipment| ShipmentLine {
+            status: shipment.status.as_str(),
+            items: shipment
+                .items
+                .iter()
+                .map(|item| format!("{} x {} ({})", item.quantity, item.name, item.sku))
+                .collect(),
+            address: shipment
+                .address
+                .as_ref()
+                .map(|address| address.lines())
+                .unwrap_or_default(),
+        }),
+        movements: db.stock_movements_of(id.as_str()).await?,
+        session: session.map(SessionLine::from),
+        events: events.into_iter().map(EventLine::from).collect(),
+        effects: effects.into_iter().map(EffectLine::from).collect(),
+        id: id.to_string(),
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+struct NoticeQuery {
+    notice: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/dead.html")]
+struct DeadPage {
+    csrf: Option<String>,
+    notice: Option<String>,
+    effects: Vec<EffectLine>,
+    events: Vec<EventLine>,
+}
+
+/// `GET /admin/dead`: what gave up and waits for an operator, each with a retry button.
+pub async fn dead(
+    operator: Operator,
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let notice = web::Query::<NoticeQuery>::from_query(request.query_string())
+        .ok()
+        .and_then(|query| {
+            let query = query.into_inner();
+            notice(query.notice.as_deref()?, query.id.as_deref()?)
+        });
+    let effects = state
+        .db
+        .list_effects(Some(EffectStatus::Dead), DEAD_SHOWN)
+        .await?;
+    let events = state.db.list_events(true, DEAD_SHOWN).await?;
+    let page = DeadPage {
+        csrf: Some(operator.csrf()),
+        notice,
+        effects: effects.into_iter().map(EffectLine::from).collect(),
+        events: events.into_iter().map(EventLine::from).collect(),
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+#[derive(Template)]
+#[template(path = "admin/stock.html")]
+struct StockPage {
+    csrf: Option<String>,
+    levels: Vec<StockLine>,
+    checked: String,
+}
+
+/// `GET /admin/stock`: every SKU's stock, oversold ones flagged.
+pub async fn stock(
+    operator: Operator,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let levels = state
+        .db
+        .stock_levels()
+        .await?
+        .into_iter()
+        .map(|row| {
+            let name = state
+                .catalog
+                .products()
+                .iter()
+                .find(|product| product.sku == row.sku)
+                .and_then(|product| product.name.clone());
+            StockLine::new(row, name)
+        })
+        .collect();
+    let page = StockPage {
+        csrf: Some(operator.csrf()),
+        levels,
+        checked: when(crate::db::now_ms()),
+    };
+    Ok(html(StatusCode::OK, &page))
+}

@@ -13,6 +13,7 @@ pub mod fulfillment;
 pub mod inbox;
 pub mod metrics;
 pub mod reconcile;
+pub mod replicas;
 pub mod retry;
 pub mod sandbox;
 pub mod startup;

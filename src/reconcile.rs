@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::actors::Sessions;
 use crate::db::Database;
 use crate::db::inbox::{Stored, StoredEvent};
@@ -186,11 +188,32 @@ async fn complete_sessions(
     }
 }
 
-/// Runs reconcile over [`SCHEDULED_WINDOW`] now and then every `every`, logging results.
-pub fn spawn_schedule(sessions: Sessions, db: Database, stripe: StripeGateway, every: Duration) {
+/// Runs reconcile over [`SCHEDULED_WINDOW`] every `every`, logging results, while this
+/// replica leads (`leading`); the first run starts as soon as it does. A run is cut short
+/// if leadership is lost meanwhile, so runs never overlap across replicas; what it did
+/// so far stands, and the next leader's run does the rest.
+pub fn spawn_schedule(
+    sessions: Sessions,
+    db: Database,
+    stripe: StripeGateway,
+    every: Duration,
+    mut leading: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         loop {
-            match run(&sessions, &db, &stripe, SCHEDULED_WINDOW, &|_| {}).await {
+            if leading.wait_for(|leads| *leads).await.is_err() {
+                return;
+            }
+            let run = run(&sessions, &db, &stripe, SCHEDULED_WINDOW, &|_| {});
+            let lost = leading.wait_for(|leads| !*leads);
+            let report = tokio::select! {
+                report = run => report,
+                _ = lost => {
+                    tracing::warn!("reconcile stopped: this replica no longer leads");
+                    continue;
+                }
+            };
+            match report {
                 Ok(report) if report.events_processed + report.sessions_recorded.len() > 0 => {
                     tracing::warn!(
                         events = report.events_processed,

@@ -17,6 +17,7 @@ use crate::effects::{EffectActors, EffectDispatcher, Effects, Outbox};
 use crate::fulfillment::Engine;
 use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
+use crate::replicas::Replica;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
 use crate::telemetry::RequestSpan;
@@ -77,6 +78,7 @@ pub struct Application {
     server: Server,
     /// `/metrics` on `METRICS_BIND`, when it has an address of its own.
     metrics_server: Option<(u16, Server)>,
+    replica: Replica,
     core: Core,
     effects: Effects,
     shutdown_grace: Duration,
@@ -93,6 +95,14 @@ impl Application {
             .sandbox
             .map(|payment_delay| sandbox(&mut config, port, payment_delay));
         let core = Core::start(&config).await?;
+        // Before any work: the first calls are paced at this replica's share.
+        let replica = Replica::join(
+            &core.db,
+            &config.database_url,
+            core.stripe.pacer().clone(),
+            config.stripe.max_rps,
+        )
+        .await?;
         if let Some(simulator) = &simulator {
             simulator.accept_only(core.secret_key.expose());
         }
@@ -131,6 +141,7 @@ impl Application {
                 .clone()
                 .map(|token| Admin::new(token, &config.public_url)),
             outbox: core.outbox.clone(),
+            standing: replica.standings(),
         });
         let shutdown_grace = config.shutdown_grace;
         let metrics_server = match config.metrics_bind {
@@ -176,6 +187,7 @@ impl Application {
                 core.db.clone(),
                 core.stripe.clone(),
                 every,
+                replica.leading(),
             );
         }
         tracing::info!(
@@ -196,6 +208,7 @@ impl Application {
             port,
             server,
             metrics_server,
+            replica,
             core,
             effects,
             shutdown_grace,
@@ -250,6 +263,7 @@ impl Application {
         // The server future runs the server's command loop: poll it while it stops.
         let ((), served, effects) =
             tokio::join!(handle.stop(true), server, self.effects.shutdown(grace));
+        self.replica.leave().await;
         tracing::info!(
             shutdown_ms = started.elapsed().as_millis(),
             effects_finished = effects.finished,

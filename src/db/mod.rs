@@ -16,6 +16,7 @@ pub mod figures;
 pub mod inbox;
 pub mod inventory;
 pub mod outcomes;
+pub mod replicas;
 mod sandbox;
 pub mod schema;
 pub mod sessions;

@@ -111,6 +111,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    replicas (id) {
+        id -> Text,
+        started_at -> BigInt,
+        seen_at -> BigInt,
+    }
+}
+
 diesel::joinable!(line_items -> checkout_sessions (session_id));
 diesel::joinable!(effects -> checkout_sessions (session_id));
 diesel::joinable!(stock_movements -> checkout_sessions (session_id));
@@ -125,5 +133,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     stock_movements,
     access_grants,
     shipments,
-    sandbox_keys
+    sandbox_keys,
+    replicas
 );

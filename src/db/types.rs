@@ -57,6 +57,13 @@ impl DbNow {
         Self { offset_ms: 0 }
     }
 
+    /// `duration` ago, by the database's clock.
+    pub fn before(duration: std::time::Duration) -> Self {
+        Self {
+            offset_ms: -i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
     /// `duration` from now, by the database's clock.
     pub fn after(duration: std::time::Duration) -> Self {
         Self {

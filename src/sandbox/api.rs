@@ -95,6 +95,7 @@ async fn admit(
     // up injected faults.
     let (delay, fault) = {
         let mut state = shared.lock();
+        state.call_times.push(std::time::Instant::now());
         if let Some(id) = session {
             *state.calls.entry(id.to_owned()).or_default() += 1;
         }

@@ -120,6 +120,11 @@ impl Simulator {
         self.shared.lock().calls.values().sum()
     }
 
+    /// When each authorized API request arrived, oldest first.
+    pub fn call_times(&self) -> Vec<std::time::Instant> {
+        self.shared.lock().call_times.clone()
+    }
+
     /// The session object as Stripe would embed it in an event's `data.object`.
     pub fn session_object(&self, id: &str) -> Option<Value> {
         let state = self.shared.lock();

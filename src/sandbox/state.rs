@@ -166,6 +166,8 @@ pub(super) struct State {
     pub faults: VecDeque<u16>,
     pub delay: Duration,
     pub calls: HashMap<String, usize>,
+    /// When each authorized API request arrived.
+    pub call_times: Vec<std::time::Instant>,
     pub next_id: u64,
     pub events: Vec<EventRecord>,
     pub webhooks: Option<WebhookTarget>,
@@ -196,6 +198,7 @@ impl Shared {
             faults: VecDeque::new(),
             delay: Duration::ZERO,
             calls: HashMap::new(),
+            call_times: Vec::new(),
             next_id: 0,
             events: Vec::new(),
             webhooks: None,

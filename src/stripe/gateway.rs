@@ -54,6 +54,11 @@ impl StripeGateway {
         Ok(Self { client, pacer })
     }
 
+    /// The pacer every call of this gateway waits for.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
     /// The session and all its line items: one call for carts whose items fit in the
     /// embedded first page, one more per further page of 100. A connected account's
     /// session is asked for on that account.

@@ -14,6 +14,20 @@ use crate::metrics::{CONTENT_TYPE, METRICS};
 /// Prometheus's scrape.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut current = Registry::with_prefix("fulfilld");
+    let standing = state.standing.borrow().clone();
+    gauge(
+        &mut current,
+        "replicas",
+        "Replicas alive on this database, as this one sees them",
+        standing.alive,
+    );
+    let leads = standing.leader.as_deref() == Some(standing.replica.as_str());
+    gauge(
+        &mut current,
+        "leader",
+        "1 on the replica that runs reconcile",
+        i64::from(leads),
+    );
     let live = state.sessions.live_actors().await;
     gauge(&mut current, "session_actors", "Session actors alive", live);
     let reachable = match state.db.figures().await {

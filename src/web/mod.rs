@@ -22,6 +22,7 @@ use crate::configuration::Secret;
 use crate::db::Database;
 use crate::effects::Outbox;
 use crate::inbox::{Inbox, Workers};
+use crate::replicas::Standing;
 use crate::stripe::StripeGateway;
 pub use admin::Admin;
 pub use clients::{ClientLimits, SWEEP_EVERY, parse_proxy};
@@ -33,6 +34,8 @@ pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
 /// What every handler shares.
 pub struct AppState {
+    /// This replica, and who leads the deployment.
+    pub standing: tokio::sync::watch::Receiver<Standing>,
     pub sessions: Sessions,
     pub db: Database,
     pub inbox: Inbox,

@@ -16,6 +16,7 @@ mod metrics;
 mod outbox;
 mod processes;
 mod reconcile;
+mod replicas;
 mod sandbox;
 mod smtp;
 mod warehouse;

@@ -6,7 +6,7 @@
 //! actors like the CLI's `fulfill`. Anything already recorded is left alone, so a second
 //! run does nothing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -190,7 +190,7 @@ async fn complete_sessions(
 
 /// Runs reconcile over [`SCHEDULED_WINDOW`] every `every`, logging results, while this
 /// replica leads (`leading`); the first run starts as soon as it does. A run is cut short
-/// if leadership is lost meanwhile, so runs never overlap across replicas; what it did
+/// if leadership is lost meanwhile, so runs do not overlap across replicas; what it did
 /// so far stands, and the next leader's run does the rest.
 pub fn spawn_schedule(
     sessions: Sessions,
@@ -200,10 +200,20 @@ pub fn spawn_schedule(
     mut leading: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
+        let mut last_run: Option<Instant> = None;
         loop {
             if leading.wait_for(|leads| *leads).await.is_err() {
                 return;
             }
+            // Leadership that comes back soon after a run does not start another.
+            let due_in = last_run.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
+            if !due_in.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(due_in) => {}
+                    _ = leading.wait_for(|leads| !*leads) => continue,
+                }
+            }
+            last_run = Some(Instant::now());
             let run = run(&sessions, &db, &stripe, SCHEDULED_WINDOW, &|_| {});
             let lost = leading.wait_for(|leads| !*leads);
             let report = tokio::select! {
@@ -226,7 +236,6 @@ pub fn spawn_schedule(
                     tracing::warn!(error = %format!("{error:#}"), "reconcile failed; next run will retry")
                 }
             }
-            tokio::time::sleep(every).await;
         }
     });
 }

@@ -18,6 +18,8 @@ use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Database, DatabaseUrl};
@@ -45,18 +47,21 @@ pub struct Standing {
     pub leader: Option<String>,
 }
 
-/// This process's membership of the deployment; dropped or [`Replica::leave`]s on stop.
+/// This process's membership of the deployment; [`Replica::leave`] on stop.
 pub struct Replica {
     name: String,
     db: Database,
     standing: watch::Receiver<Standing>,
     leading: watch::Receiver<bool>,
     stop: CancellationToken,
+    heart: JoinHandle<()>,
 }
 
 impl Replica {
-    /// Joins the replicas on `db`: one heartbeat now (so the pacer's share is right before
-    /// any call), then one every [`HEARTBEAT`] until [`Replica::leave`].
+    /// Joins the replicas on `db` with one heartbeat now, then one every [`HEARTBEAT`]
+    /// until [`Replica::leave`]. A replica alone takes the whole budget at once; one that
+    /// joins others waits a heartbeat at the slowest pace, until they have seen it and
+    /// made room.
     pub async fn join(
         db: &Database,
         url: &DatabaseUrl,
@@ -65,7 +70,10 @@ impl Replica {
     ) -> anyhow::Result<Self> {
         let name = name();
         let alive = db.heartbeat(&name, ALIVE_FOR).await?;
-        pacer.set_rate(share(budget, alive.len()));
+        pacer.set_rate(match alive.len() {
+            1 => share(budget, 1),
+            _ => 0.0,
+        });
         let (standing_tx, standing) = watch::channel(Standing {
             replica: name.clone(),
             alive: alive.len(),
@@ -80,10 +88,11 @@ impl Replica {
             pacer,
             budget,
             lock: None,
+            leads: false,
             standing: standing_tx,
             leading: leading_tx,
         };
-        tokio::spawn(heart.beat(stop.clone()));
+        let heart = tokio::spawn(heart.beat(stop.clone()));
         tracing::info!(replica = %name, replicas = alive.len(), "joined the replicas");
         Ok(Self {
             name,
@@ -91,6 +100,7 @@ impl Replica {
             standing,
             leading,
             stop,
+            heart,
         })
     }
 
@@ -108,19 +118,17 @@ impl Replica {
     /// take its share at their next heartbeat.
     pub async fn leave(self) {
         self.stop.cancel();
+        // No heartbeat in flight may write the row back after it is removed.
+        let _ = self.heart.await;
         if let Err(error) = self.db.leave(&self.name, FORGET_AFTER).await {
             tracing::warn!(error = %format!("{error:#}"), "could not leave the replicas; the others notice in a few seconds");
         }
     }
 }
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// `hostname-pid`: unique on a machine, and telling which machine in a deployment.
+/// `hostname-pid-random`: unique even where every container is pid 1 on one hostname,
+/// and telling which machine in a deployment. Short enough for PostgreSQL's 63-byte
+/// `application_name`.
 fn name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -129,10 +137,10 @@ fn name() -> String {
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        .take(64)
+        .take(40)
         .collect();
     let host = if host.is_empty() { "fulfilld" } else { &host };
-    format!("{host}-{}", std::process::id())
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 /// This replica's calls per second: an equal share of the deployment's budget.
@@ -147,86 +155,104 @@ struct Heart {
     url: DatabaseUrl,
     pacer: Pacer,
     budget: u32,
-    /// PostgreSQL: the connection holding the leader's lock, while this replica leads.
+    /// PostgreSQL: this replica's connection for the leader's lock, kept between tries.
     lock: Option<AsyncPgConnection>,
+    /// Whether this replica holds the lock on that connection.
+    leads: bool,
     standing: watch::Sender<Standing>,
     leading: watch::Sender<bool>,
 }
 
 impl Heart {
     async fn beat(mut self, stop: CancellationToken) {
-        let mut every = tokio::time::interval(HEARTBEAT);
+        let mut every = tokio::time::interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_beat = Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = every.tick() => {}
             }
-            let alive = match self.db.heartbeat(&self.name, ALIVE_FOR).await {
-                Ok(alive) => alive,
-                Err(error) => {
-                    // The share stays as it was: the others cannot see this one either,
-                    // and will not count it after ALIVE_FOR; nor can it reach Stripe's
-                    // work without the database.
-                    tracing::warn!(error = %format!("{error:#}"), "replica heartbeat failed");
+            let beat = self.db.heartbeat(&self.name, ALIVE_FOR);
+            let alive = match tokio::time::timeout(HEARTBEAT, beat).await {
+                Ok(Ok(alive)) => alive,
+                failed => {
+                    if let Ok(Err(error)) = failed {
+                        tracing::warn!(error = %format!("{error:#}"), "replica heartbeat failed");
+                    }
+                    // Unheard, this replica will soon not be counted: the others take
+                    // its share, and one of them may take the lead. It gives up both
+                    // first.
+                    if last_beat.elapsed() + HEARTBEAT >= ALIVE_FOR {
+                        self.pacer.set_rate(0.0);
+                        self.release();
+                        self.announce(None);
+                    }
                     continue;
                 }
             };
+            last_beat = Instant::now();
             self.pacer.set_rate(share(self.budget, alive.len()));
             let leader = match self.url {
                 DatabaseUrl::Postgres(_) => self.lead_by_lock().await,
                 DatabaseUrl::Sqlite(_) => alive.first().cloned(),
             };
-            let leads = leader.as_deref() == Some(self.name.as_str());
-            self.leading.send_if_modified(|was| {
-                let changed = *was != leads;
-                if changed {
-                    tracing::info!(replica = %self.name, leads, "reconcile leadership changed");
-                }
-                *was = leads;
-                changed
-            });
+            self.announce(leader.as_deref());
             self.standing.send_replace(Standing {
                 replica: self.name.clone(),
                 alive: alive.len(),
                 leader,
             });
         }
-        // Dropping the connection releases the lock.
-        self.lock = None;
+        self.release();
         self.leading.send_replace(false);
+    }
+
+    /// Tells the reconcile schedule whether this replica leads now.
+    fn announce(&self, leader: Option<&str>) {
+        let leads = match self.url {
+            // Only the lock says so: a name could be shared.
+            DatabaseUrl::Postgres(_) => self.leads,
+            DatabaseUrl::Sqlite(_) => leader == Some(self.name.as_str()),
+        };
+        self.leading.send_if_modified(|was| {
+            let changed = *was != leads;
+            if changed {
+                tracing::info!(replica = %self.name, leads, "reconcile leadership changed");
+            }
+            *was = leads;
+            changed
+        });
+    }
+
+    /// Drops the lock's connection, and with it the lock.
+    fn release(&mut self) {
+        self.lock = None;
+        self.leads = false;
     }
 
     /// Keeps or tries to take the advisory lock; returns who holds it.
     async fn lead_by_lock(&mut self) -> Option<String> {
-        use diesel_async::RunQueryDsl;
-        if let Some(conn) = &mut self.lock {
-            let check = sql_query("SELECT 1").execute(conn);
-            if !matches!(
-                tokio::time::timeout(LOCK_CHECK_TIMEOUT, check).await,
-                Ok(Ok(_))
-            ) {
-                tracing::warn!("the leader's connection failed; leadership given up");
-                self.lock = None;
-            }
+        if let Err(error) = tokio::time::timeout(LOCK_CHECK_TIMEOUT, self.try_lock()).await {
+            tracing::warn!(error = %error, "the leader's lock did not answer in time");
+            self.release();
         }
-        if self.lock.is_none() {
-            self.lock = self.try_lock().await;
-        }
-        if self.lock.is_some() {
+        if self.leads {
             return Some(self.name.clone());
         }
-        match self.db.advisory_lock_holder(LEADER_LOCK).await {
-            Ok(holder) => holder,
-            Err(error) => {
+        let holder = self.db.advisory_lock_holder(LEADER_LOCK);
+        match tokio::time::timeout(LOCK_CHECK_TIMEOUT, holder).await {
+            Ok(Ok(holder)) => holder,
+            Ok(Err(error)) => {
                 tracing::debug!(error = %format!("{error:#}"), "could not tell who leads");
                 None
             }
+            Err(_) => None,
         }
     }
 
-    /// A connection of its own holding the leader's lock, if no other replica holds it.
-    async fn try_lock(&self) -> Option<AsyncPgConnection> {
+    /// Checks that the lock is still held (its connection answers), or tries to take it.
+    async fn try_lock(&mut self) {
         use diesel_async::RunQueryDsl;
         #[derive(QueryableByName)]
         struct Locked {
@@ -234,28 +260,63 @@ impl Heart {
             locked: bool,
         }
         let DatabaseUrl::Postgres(url) = &self.url else {
-            return None;
+            return;
         };
-        let attempt = async {
-            let mut conn = AsyncPgConnection::establish(url).await?;
-            // Named after the replica, so every replica can tell who holds the lock.
-            sql_query("SELECT set_config('application_name', $1, false)")
-                .bind::<Text, _>(&self.name)
-                .execute(&mut conn)
-                .await?;
-            let locked = sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-                .bind::<BigInt, _>(LEADER_LOCK)
-                .get_result::<Locked>(&mut conn)
-                .await?;
-            Ok::<_, anyhow::Error>(locked.locked.then_some(conn))
-        };
-        match tokio::time::timeout(LOCK_CHECK_TIMEOUT, attempt).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => {
-                tracing::debug!(error = %format!("{error:#}"), "could not try the leader's lock");
-                None
+        if self.lock.is_none() {
+            match connect_for_lock(url, &self.name).await {
+                Ok(conn) => self.lock = Some(conn),
+                Err(error) => {
+                    tracing::debug!(error = %format!("{error:#}"), "no connection for the leader's lock");
+                    return;
+                }
             }
-            Err(_) => None,
+        }
+        let Some(conn) = &mut self.lock else {
+            return;
+        };
+        // Taking a lock this session holds already succeeds again (and stacks, which is
+        // harmless: the session's end releases every hold). Either way the connection
+        // answered, so the lock is still this session's.
+        let answer = sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<BigInt, _>(LEADER_LOCK)
+            .get_result::<Locked>(conn)
+            .await;
+        match answer {
+            Ok(locked) => self.leads = locked.locked,
+            Err(error) => {
+                tracing::warn!(error = %error, "the leader's lock connection failed");
+                self.release();
+            }
         }
     }
+}
+
+/// A connection of its own for the leader's lock, named after the replica (so every
+/// replica can tell who holds the lock), which the server ends if the replica stops
+/// talking: a frozen or cut-off leader loses the lock within seconds, not when TCP
+/// gives up hours later.
+async fn connect_for_lock(url: &str, name: &str) -> anyhow::Result<AsyncPgConnection> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    sql_query("SELECT set_config('application_name', $1, false)")
+        .bind::<Text, _>(name)
+        .execute(&mut conn)
+        .await?;
+    for (setting, value) in [
+        ("tcp_keepalives_idle", "5"),
+        ("tcp_keepalives_interval", "1"),
+        ("tcp_keepalives_count", "3"),
+        // PostgreSQL 14 and later; the replica asks every second.
+        ("idle_session_timeout", "10s"),
+    ] {
+        if let Err(error) = sql_query("SELECT set_config($1, $2, false)")
+            .bind::<Text, _>(setting)
+            .bind::<Text, _>(value)
+            .execute(&mut conn)
+            .await
+        {
+            tracing::debug!(setting, error = %error, "setting not available on this server");
+        }
+    }
+    Ok(conn)
 }

@@ -507,6 +507,15 @@ impl Process {
         panic!("fulfilld did not exit within {within:?} of SIGTERM");
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIG{signal} sent");
+    }
+
     /// SIGKILL: no shutdown, no flush, no goodbye.
     pub fn kill_9(mut self) {
         self.child.kill().expect("process killed");

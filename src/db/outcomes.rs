@@ -212,6 +212,29 @@ impl Database {
         })
     }
 
+    /// Whether anything about the session is stored: a record, or a signed event.
+    pub async fn knows_session(&self, id: &SessionId) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            let read = async {
+                let recorded = checkout_sessions::table
+                    .find(id.as_str())
+                    .count()
+                    .get_result::<i64>(conn)
+                    .await?;
+                if recorded > 0 {
+                    return Ok(true);
+                }
+                let events = webhook_events::table
+                    .filter(webhook_events::session_id.eq(id.as_str()))
+                    .count()
+                    .get_result::<i64>(conn)
+                    .await?;
+                Ok::<_, diesel::result::Error>(events > 0)
+            };
+            read.await.context("could not look the session up")
+        })
+    }
+
     /// Where a session's emails go. Never logged.
     pub async fn customer_email(&self, id: &str) -> anyhow::Result<Option<String>> {
         with_connection!(self, |conn| {

@@ -64,8 +64,20 @@ pub async fn lookup(
     let id = SessionId::parse(raw_id).map_err(LookupError::MalformedId)?;
     // Neither costs a Stripe call: a live session never exists for a test key (nor the
     // reverse), and an id Stripe just said it does not know is still unknown.
-    if id.is_live() != state.livemode || state.unknown.contains(&id) {
+    if id.is_live() != state.livemode {
         return Err(LookupError::UnknownSession);
+    }
+    if state.unknown.contains(&id) {
+        // Unless a signed event has arrived since, on any replica: a connected account's
+        // session is unknown to the platform until its event names the account.
+        match state.db.knows_session(&id).await {
+            Ok(true) => state.unknown.forget(&id),
+            Ok(false) => return Err(LookupError::UnknownSession),
+            Err(error) => {
+                tracing::warn!(session.id = %id, error = %format!("{error:#}"), "could not read a customer's session");
+                return Err(LookupError::Unavailable);
+            }
+        }
     }
     let client = state.clients.client(request);
     if let Some(wait) = client.and_then(|client| state.clients.spent(client)) {

@@ -42,6 +42,12 @@ impl UnknownSessions {
         seen.insert(id, Instant::now());
     }
 
+    /// Forgets `id`: a signed event just proved Stripe knows it (on a connected account,
+    /// say, where a lookup on the platform found nothing).
+    pub fn forget(&self, id: &SessionId) {
+        self.lock().remove(id);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Instant>> {
         self.seen
             .lock()

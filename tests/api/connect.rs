@@ -116,3 +116,25 @@ async fn an_event_naming_a_malformed_account_is_refused_and_changes_nothing() {
         assert_eq!(app.stripe.calls(&session), 0);
     }
 }
+
+#[actix_web::test]
+async fn a_customer_who_arrives_before_the_connected_accounts_event_sees_the_order_once_it_comes() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let session = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Print", 2500, 1)]).on_account(ACCOUNTS[1]));
+        let page = format!("/after-checkout?session_id={session}");
+
+        // Nothing says which account yet: the platform does not know the session.
+        assert_eq!(app.get(&page).await.status(), 404, "{}", app.backend);
+
+        app.deliver("evt_late", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        let response = app.get(&page).await;
+        assert_eq!(response.status(), 200, "{}", app.backend);
+        let body = response.text().await.expect("page");
+        assert!(body.contains("USD 25.00"), "{body}");
+    }
+}

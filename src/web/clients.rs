@@ -124,7 +124,7 @@ impl ClientLimits {
 }
 
 /// What a client's allowance is kept under: its address, or for IPv6 its /64.
-fn key(client: IpAddr) -> IpAddr {
+pub(crate) fn key(client: IpAddr) -> IpAddr {
     match client.to_canonical() {
         IpAddr::V6(v6) => Ipv6Net::new(v6, IPV6_CLIENT_PREFIX)
             .map_or(client, |prefix| IpAddr::V6(prefix.network())),

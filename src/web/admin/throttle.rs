@@ -1,7 +1,9 @@
 //! Failed sign-ins are counted, so `ADMIN_TOKEN` cannot be guessed at speed: per client
-//! address, and for all clients together (an attacker with many addresses), over a fixed
-//! window. A client over either count is refused before its token is compared, so even
-//! the right token gets no answer until the window ends.
+//! address (an IPv6 client is its /64), and for all clients together (an attacker with
+//! many addresses), over a fixed window. A client over its own count is refused before
+//! its token is compared, so even the right token gets no answer until the window ends.
+//! Past the overall count, every client that has failed once is refused too; one that has
+//! not (an operator, while someone else guesses) still gets its one try.
 //!
 //! The counts are per process; behind a load balancer each replica keeps its own, which
 //! multiplies the pace by the number of replicas and still leaves a 16-character token
@@ -11,6 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::web::clients::key;
 
 /// How long failures are remembered.
 const WINDOW: Duration = Duration::from_secs(600);
@@ -46,8 +50,12 @@ impl SignInThrottle {
     /// How long `client` must wait before it may try again, if it is over a count.
     pub fn refused(&self, client: Option<IpAddr>, now: Instant) -> Option<Duration> {
         let strikes = self.current(now);
-        let own = strikes.by_client.get(&client).copied().unwrap_or(0);
-        (own >= PER_CLIENT || strikes.overall >= OVERALL)
+        let own = strikes
+            .by_client
+            .get(&client.map(key))
+            .copied()
+            .unwrap_or(0);
+        (own >= PER_CLIENT || (strikes.overall >= OVERALL && own > 0))
             .then(|| WINDOW.saturating_sub(now.duration_since(strikes.since)))
     }
 
@@ -55,7 +63,7 @@ impl SignInThrottle {
     pub fn fail(&self, client: Option<IpAddr>, now: Instant) {
         let mut strikes = self.current(now);
         strikes.overall = strikes.overall.saturating_add(1);
-        let own = strikes.by_client.entry(client).or_default();
+        let own = strikes.by_client.entry(client.map(key)).or_default();
         *own = own.saturating_add(1);
     }
 
@@ -99,13 +107,18 @@ mod tests {
     }
 
     #[test]
-    fn many_clients_together_are_refused_after_the_overall_count() {
+    fn past_the_overall_count_clients_that_failed_are_refused_and_others_not() {
         let throttle = SignInThrottle::default();
         let start = Instant::now();
         for n in 0..OVERALL {
             throttle.fail(Some(IpAddr::from(n.to_be_bytes())), start);
         }
-        let newcomer = Some(IpAddr::from([198, 51, 100, 7]));
-        assert!(throttle.refused(newcomer, start).is_some());
+        let guesser = Some(IpAddr::from([198, 51, 100, 7]));
+        assert_eq!(throttle.refused(guesser, start), None, "a first try");
+        throttle.fail(guesser, start);
+        assert!(throttle.refused(guesser, start).is_some());
+        // An operator who has not failed still gets in while the guessing goes on.
+        let operator = Some(IpAddr::from([203, 0, 113, 9]));
+        assert_eq!(throttle.refused(operator, start), None);
     }
 }

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::Value;
 
 use super::objects::{self, EMBEDDED_ITEMS, ItemSpec};
-use super::state::{SessionSpec, Shared};
+use super::state::{CALL_TIMES_KEPT, SessionSpec, Shared};
 
 type Params = web::Query<Vec<(String, String)>>;
 
@@ -95,7 +95,10 @@ async fn admit(
     // up injected faults.
     let (delay, fault) = {
         let mut state = shared.lock();
-        state.call_times.push(std::time::Instant::now());
+        if state.call_times.len() == CALL_TIMES_KEPT {
+            state.call_times.pop_front();
+        }
+        state.call_times.push_back(std::time::Instant::now());
         if let Some(id) = session {
             *state.calls.entry(id.to_owned()).or_default() += 1;
         }

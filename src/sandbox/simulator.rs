@@ -120,9 +120,9 @@ impl Simulator {
         self.shared.lock().calls.values().sum()
     }
 
-    /// When each authorized API request arrived, oldest first.
+    /// When each authorized API request arrived, oldest first (the latest 100,000).
     pub fn call_times(&self) -> Vec<std::time::Instant> {
-        self.shared.lock().call_times.clone()
+        self.shared.lock().call_times.iter().copied().collect()
     }
 
     /// The session object as Stripe would embed it in an event's `data.object`.

@@ -10,6 +10,9 @@ use serde_json::Value;
 use super::objects::{self, ItemSpec};
 use crate::catalog::Catalog;
 
+/// How many arrival times of API requests the simulator remembers.
+pub const CALL_TIMES_KEPT: usize = 100_000;
+
 /// A session the simulator knows.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
@@ -166,8 +169,8 @@ pub(super) struct State {
     pub faults: VecDeque<u16>,
     pub delay: Duration,
     pub calls: HashMap<String, usize>,
-    /// When each authorized API request arrived.
-    pub call_times: Vec<std::time::Instant>,
+    /// When each authorized API request arrived, the latest [`CALL_TIMES_KEPT`].
+    pub call_times: VecDeque<std::time::Instant>,
     pub next_id: u64,
     pub events: Vec<EventRecord>,
     pub webhooks: Option<WebhookTarget>,
@@ -198,7 +201,7 @@ impl Shared {
             faults: VecDeque::new(),
             delay: Duration::ZERO,
             calls: HashMap::new(),
-            call_times: Vec::new(),
+            call_times: VecDeque::new(),
             next_id: 0,
             events: Vec::new(),
             webhooks: None,

@@ -1,14 +1,14 @@
 //! What the operators' page reads that no other part of the engine needs: sessions by
-//! search, the size of the dead letters, and every SKU's stock.
+//! search and every SKU's stock.
 
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 use diesel_async::RunQueryDsl;
 
-use super::schema::{checkout_sessions, effects, inventory, webhook_events};
+use super::schema::{checkout_sessions, inventory};
 use super::{Database, with_connection};
-use crate::domain::{EffectStatus, Status};
+use crate::domain::Status;
 
 diesel::define_sql_function! {
     /// SQL's `lower`, which both backends have.
@@ -40,13 +40,6 @@ pub struct StockRow {
     /// Set once the SKU was sold below zero; it stays set so nobody misses it.
     pub oversold: bool,
     pub updated_at: i64,
-}
-
-/// How many effects and events wait for an operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeadCounts {
-    pub effects: i64,
-    pub events: i64,
 }
 
 /// `raw` as a `LIKE` pattern that matches it literally: Stripe's ids are full of `_`,
@@ -102,25 +95,6 @@ impl Database {
                 .await
                 .optional()
                 .context("could not read the session")
-        })
-    }
-
-    /// How many effects and events are dead.
-    pub async fn dead_counts(&self) -> anyhow::Result<DeadCounts> {
-        with_connection!(self, |conn| {
-            let effects = effects::table
-                .filter(effects::status.eq(EffectStatus::Dead))
-                .count()
-                .get_result::<i64>(conn)
-                .await
-                .context("could not count dead effects")?;
-            let events = webhook_events::table
-                .filter(webhook_events::dead_at.is_not_null())
-                .count()
-                .get_result::<i64>(conn)
-                .await
-                .context("could not count dead events")?;
-            Ok(DeadCounts { effects, events })
         })
     }
 

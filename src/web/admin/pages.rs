@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::views::{EffectLine, EventLine, SessionLine, StockLine, notice, when};
 use super::{AdminError, Operator, html};
-use crate::db::admin::DeadCounts;
+use crate::db::figures::Figures;
 use crate::domain::{AccessGrant, EffectStatus, ItemLine, SessionId};
 use crate::web::AppState;
 
@@ -29,7 +29,8 @@ struct SessionsPage {
     csrf: Option<String>,
     search: String,
     sessions: Vec<SessionLine>,
-    dead: DeadCounts,
+    /// The inbox and outbox now; the page shows what is dead.
+    dead: Figures,
 }
 
 /// `GET /admin`: the latest sessions, or those matching `?q=`.
@@ -53,7 +54,7 @@ pub async fn sessions(
     let page = SessionsPage {
         csrf: Some(operator.csrf()),
         sessions: found.into_iter().map(SessionLine::from).collect(),
-        dead: state.db.dead_counts().await?,
+        dead: state.db.figures().await?,
         search,
     };
     Ok(html(StatusCode::OK, &page))

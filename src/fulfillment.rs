@@ -196,7 +196,8 @@ async fn attempt(
 ) -> Result<Outcome, FulfillError> {
     let background = Priority::Raisable(Arc::clone(urgency));
     let mut stored_items = Vec::new();
-    let mut stored_account = None;
+    // `Some` once recorded: the record's account, which its signed event gave it.
+    let mut recorded_account = None;
     if let Some(stored) = engine.db.outcome(id).await? {
         let answer_from_store = stored.status.is_terminal()
             || matches!(
@@ -208,7 +209,7 @@ async fn attempt(
         }
         // Stored with `awaiting_payment`: a completed session's cart never changes.
         stored_items = stored.line_items;
-        stored_account = stored.account;
+        recorded_account = Some(stored.account);
     }
     let (summary, status, items) = match trigger {
         Trigger::Fulfill(Source::PaidEvent(summary)) => {
@@ -223,10 +224,10 @@ async fn attempt(
         }
         Trigger::Fulfill(source) => {
             // Nothing signed comes with these: the session's connected account is the one
-            // its stored record or events named.
-            let account = match stored_account {
-                Some(account) => Some(account),
-                None => engine.db.account_of(id).await?,
+            // its record, or before it is recorded its stored events, named.
+            let account = match recorded_account {
+                Some(account) => account,
+                None => engine.db.event_account(id).await?,
             }
             .and_then(|raw| AccountId::parse(&raw).ok());
             let account = account.as_ref();

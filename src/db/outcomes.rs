@@ -185,30 +185,19 @@ impl Database {
         })
     }
 
-    /// The connected account a session belongs to, as its record or any stored event of
-    /// it says (Stripe Connect); `None` for the platform's own sessions.
-    pub async fn account_of(&self, id: &SessionId) -> anyhow::Result<Option<String>> {
+    /// The connected account (Stripe Connect) a stored event of the session names, if
+    /// any: what tells the account of a session not recorded yet.
+    pub async fn event_account(&self, id: &SessionId) -> anyhow::Result<Option<String>> {
         with_connection!(self, |conn| {
-            let recorded = checkout_sessions::table
-                .find(id.as_str())
-                .select(checkout_sessions::account)
+            webhook_events::table
+                .filter(webhook_events::session_id.eq(id.as_str()))
+                .filter(webhook_events::account.is_not_null())
+                .select(webhook_events::account)
                 .first::<Option<String>>(conn)
                 .await
                 .optional()
-                .context("could not read the session's account")?
-                .flatten();
-            match recorded {
-                Some(account) => Ok(Some(account)),
-                None => webhook_events::table
-                    .filter(webhook_events::session_id.eq(id.as_str()))
-                    .filter(webhook_events::account.is_not_null())
-                    .select(webhook_events::account)
-                    .first::<Option<String>>(conn)
-                    .await
-                    .optional()
-                    .map(Option::flatten)
-                    .context("could not read the session's events"),
-            }
+                .map(Option::flatten)
+                .context("could not read the session's events")
         })
     }
 

@@ -1,7 +1,7 @@
 // Signs in to /admin like an operator and looks at a fulfilled session: search, timeline,
 // dead letters, stock, a phone-width view; a form posted without its CSRF token must fail.
 // Usage: node admin.cjs BASE_URL ADMIN_TOKEN SESSION_ID [SCREENSHOT_DIR]
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium.cjs');
 
 function check(condition, message) {
   if (!condition) throw new Error(message);
@@ -9,15 +9,7 @@ function check(condition, message) {
 
 async function main() {
   const [base, token, session, shots] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-quic', '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
     const page = await context.newPage();

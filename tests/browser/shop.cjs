@@ -1,18 +1,10 @@
 // Clicks through the sandbox like a customer: storefront → hosted checkout → landing page.
 // Usage: node shop.cjs BASE_URL [SCREENSHOT_DIR]; prints the Checkout Session id.
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium.cjs');
 
 async function main() {
   const [base, shots] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-quic', '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1000, height: 720 } });
     const shoot = async (name) => {

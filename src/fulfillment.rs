@@ -198,6 +198,7 @@ async fn attempt(
     let mut stored_items = Vec::new();
     // `Some` once recorded: the record's account, which its signed event gave it.
     let mut recorded_account = None;
+    let known_at = std::time::Instant::now();
     if let Some(stored) = engine.db.outcome(id).await? {
         let answer_from_store = stored.status.is_terminal()
             || matches!(
@@ -216,7 +217,22 @@ async fn attempt(
             let items = match stored_items {
                 items if items.is_empty() => {
                     let account = summary.account.as_ref();
-                    engine.stripe.line_items(id, account, &background).await?
+                    // Asked again if this was learnt long ago: another replica may have
+                    // recorded the session meanwhile, and its items need no call.
+                    let needed = async || !matches!(engine.db.outcome(id).await, Ok(Some(stored)) if stored.status.is_terminal());
+                    let fetched = engine
+                        .stripe
+                        .line_items_if_needed(id, account, &background, known_at, needed)
+                        .await?;
+                    match fetched {
+                        Some(items) => items,
+                        None => {
+                            if let Some(stored) = engine.db.outcome(id).await? {
+                                return Ok(stored);
+                            }
+                            engine.stripe.line_items(id, account, &background).await?
+                        }
+                    }
                 }
                 items => items,
             };

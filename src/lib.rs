@@ -14,6 +14,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod reconcile;
 pub mod replicas;
+pub mod retention;
 pub mod retry;
 pub mod sandbox;
 pub mod startup;

@@ -104,6 +104,11 @@ impl Replica {
         })
     }
 
+    /// This replica's name, unique among the replicas.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// What this replica knows of the deployment, updated each heartbeat.
     pub fn standings(&self) -> watch::Receiver<Standing> {
         self.standing.clone()

@@ -18,6 +18,7 @@ use crate::fulfillment::Engine;
 use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
 use crate::replicas::Replica;
+use crate::retention;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
 use crate::telemetry::RequestSpan;
@@ -111,13 +112,16 @@ impl Application {
             config.trusted_proxies.clone(),
         ));
         spawn_sweeper(Arc::downgrade(&clients));
+        let inbox = Inbox::start(core.db.clone());
         let state = web::Data::new(AppState {
             sessions: core.sessions.clone(),
             db: core.db.clone(),
-            inbox: Inbox::start(core.db.clone()),
+            inbox: inbox.clone(),
             workers: Workers::start(
                 core.sessions.clone(),
                 core.db.clone(),
+                inbox,
+                replica.name(),
                 config.webhook_workers,
                 REPLAY_EVERY,
             ),
@@ -189,6 +193,9 @@ impl Application {
                 every,
                 replica.leading(),
             );
+        }
+        if let Some(retention) = config.event_retention {
+            retention::spawn_pruner(core.db.clone(), retention, replica.leading());
         }
         tracing::info!(
             address = %format!("http://{}:{port}", config.bind.ip()),

@@ -16,13 +16,15 @@ use crate::stripe::signature::signature_header;
 #[derive(Clone)]
 pub struct Deliverer {
     client: reqwest::Client,
-    webhook_url: String,
+    /// The servers' webhook URLs: a delivery goes to one of them.
+    webhook_urls: Arc<[String]>,
     secret: String,
     simulator: Simulator,
 }
 
 impl Deliverer {
-    pub fn new(server: &str, secret: &str, simulator: Simulator) -> anyhow::Result<Self> {
+    /// A deliverer that spreads its deliveries over `servers`.
+    pub fn spread(servers: &[&str], secret: &str, simulator: Simulator) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
@@ -30,7 +32,10 @@ impl Deliverer {
             .context("cannot build the HTTP client")?;
         Ok(Self {
             client,
-            webhook_url: format!("{server}/webhook"),
+            webhook_urls: servers
+                .iter()
+                .map(|server| format!("{server}/webhook"))
+                .collect(),
             secret: secret.to_owned(),
             simulator,
         })
@@ -45,21 +50,43 @@ impl Deliverer {
         (body, signature)
     }
 
-    /// Posts one delivery; an answer other than 2xx is an error.
+    /// Posts one delivery to the first server; an answer other than 2xx is an error.
     pub async fn deliver(&self, body: String, signature: String) -> anyhow::Result<()> {
+        self.deliver_to(0, body, signature).await
+    }
+
+    /// Posts one delivery to server `server` (modulo their number); an answer other than
+    /// 2xx is an error.
+    pub async fn deliver_to(
+        &self,
+        server: usize,
+        body: String,
+        signature: String,
+    ) -> anyhow::Result<()> {
+        match self.post(server, body, signature).await? {
+            status if (200..300).contains(&status) => Ok(()),
+            status => bail!("a webhook delivery was answered {status}"),
+        }
+    }
+
+    /// Posts one delivery to server `server` and returns the answer's status.
+    pub async fn post(
+        &self,
+        server: usize,
+        body: String,
+        signature: String,
+    ) -> anyhow::Result<u16> {
+        let url = &self.webhook_urls[server % self.webhook_urls.len()];
         let response = self
             .client
-            .post(&self.webhook_url)
+            .post(url)
             .header("Stripe-Signature", signature)
             .header("Content-Type", "application/json")
             .body(body)
             .send()
             .await
             .context("a webhook delivery failed")?;
-        if !response.status().is_success() {
-            bail!("a webhook delivery was answered {}", response.status());
-        }
-        Ok(())
+        Ok(response.status().as_u16())
     }
 
     /// A GET of `url`, answered whatever its status.
@@ -76,6 +103,20 @@ impl Deliverer {
         connections: usize,
         progress: &ProgressBar,
     ) -> anyhow::Result<()> {
+        self.closed_loop_copies(sessions, connections, 1, progress)
+            .await
+    }
+
+    /// Like [`Self::closed_loop`], each event delivered `copies` times, each copy to the
+    /// next server: what Stripe's retries to a fleet behind a load balancer look like.
+    pub async fn closed_loop_copies(
+        &self,
+        sessions: &[String],
+        connections: usize,
+        copies: usize,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let copies = copies.max(1);
         let sessions: Arc<[String]> = sessions.into();
         let next = Arc::new(AtomicUsize::new(0));
         let mut senders = tokio::task::JoinSet::new();
@@ -84,13 +125,16 @@ impl Deliverer {
             let progress = progress.clone();
             senders.spawn(async move {
                 loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let delivery = next.fetch_add(1, Ordering::Relaxed);
+                    let (index, copy) = (delivery / copies, delivery % copies);
                     let Some(session) = sessions.get(index) else {
                         return Ok::<_, anyhow::Error>(());
                     };
                     let (body, signature) = this.completed(&format!("evt_bench_{index}"), session);
-                    this.deliver(body, signature).await?;
-                    progress.inc(1);
+                    this.deliver_to(index + copy, body, signature).await?;
+                    if copy + 1 == copies {
+                        progress.inc(1);
+                    }
                 }
             });
         }
@@ -109,6 +153,23 @@ impl Deliverer {
         rate: u32,
         progress: &ProgressBar,
     ) -> anyhow::Result<Vec<Duration>> {
+        let answers = self.open_loop_answers(sessions, rate, progress).await?;
+        answers
+            .into_iter()
+            .map(|(status, latency)| match status {
+                200..300 => Ok(latency),
+                status => bail!("a webhook delivery was answered {status}"),
+            })
+            .collect()
+    }
+
+    /// Like [`Self::open_loop`], whatever the answers: each delivery's status and latency.
+    pub async fn open_loop_answers(
+        &self,
+        sessions: &[String],
+        rate: u32,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<Vec<(u16, Duration)>> {
         let interval = Duration::from_secs(1) / rate.max(1);
         let start = tokio::time::Instant::now();
         let mut deliveries = tokio::task::JoinSet::new();
@@ -118,9 +179,9 @@ impl Deliverer {
             let (body, signature) = self.completed(&format!("evt_bench_{index}"), session);
             let (this, progress) = (self.clone(), progress.clone());
             deliveries.spawn(async move {
-                this.deliver(body, signature).await?;
+                let status = this.post(index, body, signature).await?;
                 progress.inc(1);
-                Ok::<_, anyhow::Error>(due.elapsed())
+                Ok::<_, anyhow::Error>((status, due.elapsed()))
             });
         }
         let mut latencies = Vec::with_capacity(sessions.len());

@@ -55,6 +55,15 @@ pub struct BenchArgs {
     /// landing pages.
     #[arg(long, default_value_t = 250)]
     pub storm: usize,
+    /// Deliveries per second offered by `flash`.
+    #[arg(long, default_value_t = 3_000)]
+    pub flash_rate: u32,
+    /// How long `flash` offers its rate.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub flash_for: Duration,
+    /// Servers in `replicas`.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
     /// The fulfilld binary to measure (this one by default): two builds compared under
     /// the very same load.
     #[arg(long)]
@@ -74,18 +83,31 @@ pub enum Scenario {
     Soak,
     /// Stripe calls for a storm of duplicates and landing pages for one session.
     Storm,
+    /// A flash sale past fulfilment capacity: `--flash-rate` offered for `--flash-for`;
+    /// the acknowledgements' latency while the backlog grows, and any 5xx.
+    Flash,
+    /// `--replicas` servers on one PostgreSQL, each event delivered to two of them:
+    /// acks/s, e2e/s and Stripe calls per session.
+    Replicas,
 }
 
 /// Runs the scenarios `args` names against `database` and prints the table.
 pub async fn run(args: BenchArgs, database: &DatabaseUrl) -> anyhow::Result<()> {
     let args = if args.quick { args.quick() } else { args };
     let scenarios = match args.scenarios.as_slice() {
-        [] => vec![
-            Scenario::Acks,
-            Scenario::Latency,
-            Scenario::E2e,
-            Scenario::Storm,
-        ],
+        [] => {
+            let mut all = vec![
+                Scenario::Acks,
+                Scenario::Latency,
+                Scenario::Flash,
+                Scenario::E2e,
+                Scenario::Storm,
+            ];
+            if matches!(database, DatabaseUrl::Postgres(_)) {
+                all.push(Scenario::Replicas);
+            }
+            all
+        }
         named => named.to_vec(),
     };
     // Private to this user (0700), so its logs and databases cannot be planted or read.
@@ -132,6 +154,8 @@ async fn run_scenarios(
             Scenario::E2e => e2e(args, place, report, Scenario::E2e).await,
             Scenario::Soak => e2e(args, place, report, Scenario::Soak).await,
             Scenario::Storm => storm(args, place, report).await,
+            Scenario::Flash => flash(args, place, report).await,
+            Scenario::Replicas => replicas(args, place, report).await,
         };
         measured.with_context(|| format!("scenario {scenario:?} failed"))?;
     }
@@ -147,6 +171,8 @@ impl BenchArgs {
             rate: self.rate.min(200),
             duration: self.duration.min(Duration::from_secs(1)),
             storm: self.storm.min(50),
+            flash_rate: self.flash_rate.min(300),
+            flash_for: self.flash_for.min(Duration::from_secs(1)),
             ..self
         }
     }
@@ -226,6 +252,74 @@ async fn e2e(
         Scenario::Soak => report.soak = Some(run),
         _ => report.e2e = Some(run),
     }
+    Ok(())
+}
+
+async fn flash(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::Result<()> {
+    let count = (f64::from(args.flash_rate) * args.flash_for.as_secs_f64()).ceil() as usize;
+    let rig = Rig::start(place, "flash", count.max(1)).await?;
+    let bar = progress("offered", rig.sessions.len());
+    let answers = rig
+        .deliverer
+        .open_loop_answers(&rig.sessions, args.flash_rate, &bar)
+        .await?;
+    bar.finish_and_clear();
+    let refused = answers.iter().filter(|(status, _)| *status >= 500).count();
+    anyhow::ensure!(
+        answers
+            .iter()
+            .all(|(status, _)| *status < 300 || *status >= 500),
+        "a flash-sale delivery was refused: {:?}",
+        answers
+            .iter()
+            .find(|(status, _)| !(200..300).contains(status))
+    );
+    if refused > 0 {
+        // Stripe would retry them; the run's checks need every event stored.
+        for (index, session) in rig.sessions.iter().enumerate() {
+            let (body, signature) = rig
+                .deliverer
+                .completed(&format!("evt_bench_{index}"), session);
+            rig.deliverer.deliver(body, signature).await?;
+        }
+    }
+    rig.drain(place).await?;
+    let mut latencies: Vec<Duration> = answers.into_iter().map(|(_, latency)| latency).collect();
+    latencies.sort_unstable();
+    report.flash = Some(report::Flash {
+        rate: args.flash_rate,
+        seconds: args.flash_for.as_secs_f64(),
+        latency: report::Latency::of(&latencies),
+        server_errors: refused,
+    });
+    Ok(())
+}
+
+async fn replicas(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        place.postgres.is_some(),
+        "replicas share PostgreSQL: run it with --database-url postgres://…"
+    );
+    let count = args.sessions_for(Scenario::E2e);
+    let rig = Rig::start_replicas(place, "replicas", count, args.replicas).await?;
+    let before = rig.cpu()?;
+    let bar = progress("delivered", count);
+    let started = Instant::now();
+    // Every event twice, to two replicas: Stripe retrying to another one.
+    rig.deliverer
+        .closed_loop_copies(&rig.sessions, args.connections, 2, &bar)
+        .await?;
+    let acked = started.elapsed();
+    bar.finish_and_clear();
+    let drained = rig.drain(place).await?;
+    let elapsed = drained.last_receipt.saturating_duration_since(started);
+    report.replicas = Some(report::Replicas {
+        servers: args.replicas.max(1),
+        acks_per_second: per_second(2 * count, acked),
+        per_second: per_second(count, elapsed),
+        cpu_per_fulfillment: drained.usage.cpu.saturating_sub(before) / to_u32(count),
+        stripe_calls_per_session: drained.stripe_calls as f64 / count as f64,
+    });
     Ok(())
 }
 

@@ -74,6 +74,8 @@ impl Place {
 /// A scenario's world, serving.
 pub struct Rig {
     pub server: Server,
+    /// More servers on the same database (`bench replicas`).
+    pub replicas: Vec<Server>,
     pub double: StripeDouble,
     pub sink: MailSink,
     pub deliverer: Deliverer,
@@ -100,6 +102,17 @@ pub struct Drained {
 impl Rig {
     /// Starts a world for `sessions` paid sessions of two items each.
     pub async fn start(place: &Place, name: &str, sessions: usize) -> anyhow::Result<Self> {
+        Self::start_replicas(place, name, sessions, 1).await
+    }
+
+    /// Like [`Rig::start`], with `servers` replicas on the one database, the deliveries
+    /// spread over them.
+    pub async fn start_replicas(
+        place: &Place,
+        name: &str,
+        sessions: usize,
+        servers: usize,
+    ) -> anyhow::Result<Self> {
         let catalog = Catalog::parse(CATALOG).map_err(anyhow::Error::msg)?;
         let double = StripeDouble::with_catalog(Arc::new(catalog))?;
         let building = progress("sessions", sessions);
@@ -159,9 +172,19 @@ impl Rig {
             count_fsyncs,
         )
         .await?;
-        let deliverer = Deliverer::new(&server.address, WEBHOOK_SECRET, (*double).clone())?;
+        let mut replicas = Vec::new();
+        for replica in 1..servers.max(1) {
+            let log = dir.join(format!("{name}-{replica}.log"));
+            replicas.push(Server::start(&place.binary, &env, &log, false).await?);
+        }
+        let addresses: Vec<&str> = std::iter::once(&server)
+            .chain(&replicas)
+            .map(|server| server.address.as_str())
+            .collect();
+        let deliverer = Deliverer::spread(&addresses, WEBHOOK_SECRET, (*double).clone())?;
         Ok(Self {
             server,
+            replicas,
             double,
             sink,
             deliverer,
@@ -170,6 +193,15 @@ impl Rig {
             postgres_syncs_before,
             name: name.to_owned(),
         })
+    }
+
+    /// The CPU time all of the rig's servers have used so far.
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        let mut cpu = self.server.usage()?.cpu;
+        for replica in &self.replicas {
+            cpu += replica.usage()?.cpu;
+        }
+        Ok(cpu)
     }
 
     /// Waits for a receipt per session, stops the server, and checks that each session
@@ -182,9 +214,15 @@ impl Rig {
             .context("waiting for receipts")?;
         receipts.finish_and_clear();
         let last_receipt = self.sink.last_at().context("no receipt arrived")?;
-        let usage = self.server.usage()?;
+        let mut usage = self.server.usage()?;
+        for replica in &self.replicas {
+            usage.cpu += replica.usage()?.cpu;
+        }
         let stripe_calls = self.double.total_calls();
         let stripe_connections = self.double.connections();
+        for replica in &mut self.replicas {
+            replica.stop().await?;
+        }
         let syncs = self.server.stop().await?;
         let live_actors = live_actors(&place.dir.join(format!("{}.log", self.name)));
         let syncs = match (&place.postgres, self.postgres_syncs_before) {

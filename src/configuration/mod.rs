@@ -143,6 +143,16 @@ pub struct Settings {
         global = true
     )]
     pub webhook_workers: u16,
+    /// How long processed webhook events are kept before they are pruned (`30d`, `12h`;
+    /// at least a minute; `0` keeps them for ever). Stripe keeps events 30 days.
+    #[arg(
+        long,
+        env = "EVENT_RETENTION",
+        default_value = "30d",
+        value_parser = parse_interval,
+        global = true
+    )]
+    pub event_retention: Duration,
     /// `text` or `json`.
     #[arg(
         long,
@@ -229,6 +239,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Webhook events carried out at once.
     pub webhook_workers: usize,
+    /// How long processed events are kept; `None`: for ever.
+    pub event_retention: Option<Duration>,
 }
 
 /// A setting that is missing or malformed; displays as one line naming it.
@@ -270,6 +282,7 @@ impl Settings {
                 .ok_or_else(|| invalid("CLIENT_LOOKUPS_PER_MIN", "expected 1 or more"))?,
             trusted_proxies: self.trusted_proxies.clone(),
             webhook_workers: usize::from(self.webhook_workers),
+            event_retention: Some(self.event_retention).filter(|keep| !keep.is_zero()),
         })
     }
 

@@ -1,11 +1,14 @@
 //! The webhook-event inbox: every accepted event is stored before it is acknowledged.
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::Context;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::schema::webhook_events;
-use super::{Database, now_ms, with_connection};
+use super::{Database, Lane, now_ms, with_connection};
 
 /// An event as it is stored, deduplicated by its id.
 #[derive(Debug, Clone, Insertable, Queryable, Selectable)]
@@ -71,15 +74,116 @@ pub enum Stored {
     },
 }
 
+/// The acknowledgement lane's one statement on PostgreSQL: the batch is inserted from
+/// arrays, in id order, leaving out the ids already stored (read from the statement's
+/// snapshot, so that a row another session has locked, to mark it processed, say, is
+/// never waited for); each id comes back with whether it was inserted and, if it was not,
+/// whether it was processed. Run on its own, it is its own transaction: one commit.
+const STORE_POSTGRES: &str = "\
+    WITH incoming AS ( \
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], \
+                             $6::bigint[], $7::text[]) \
+            AS t(id, event_type, session_id, livemode, payload, received_at, account) \
+    ), known AS ( \
+        SELECT w.id, w.processed_at IS NOT NULL AS processed \
+        FROM webhook_events w JOIN incoming i ON i.id = w.id \
+    ), inserted AS ( \
+        INSERT INTO webhook_events (id, event_type, session_id, livemode, payload, \
+                                    received_at, account) \
+        SELECT i.id, i.event_type, i.session_id, i.livemode, i.payload, i.received_at, \
+               i.account \
+        FROM incoming i WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.id = i.id) \
+        ORDER BY i.id \
+        ON CONFLICT DO NOTHING RETURNING id \
+    ) \
+    SELECT i.id, ins.id IS NOT NULL AS inserted, COALESCE(k.processed, false) AS processed \
+    FROM incoming i LEFT JOIN inserted ins ON ins.id = i.id LEFT JOIN known k ON k.id = i.id";
+
+#[derive(QueryableByName)]
+struct StoredRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Bool)]
+    inserted: bool,
+    #[diesel(sql_type = Bool)]
+    processed: bool,
+}
+
+/// Stores a batch of events with one statement on `conn`, a connection of the
+/// acknowledgement lane's own. Ids repeated in the batch are stored once; the later
+/// copies are duplicates.
+pub async fn store_events_postgres(
+    conn: &mut AsyncPgConnection,
+    events: &[StoredEvent],
+) -> anyhow::Result<Vec<Stored>> {
+    let mut unique: Vec<&StoredEvent> = Vec::with_capacity(events.len());
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if seen.insert(event.id.as_str()) {
+            unique.push(event);
+        }
+    }
+    let column =
+        |field: fn(&StoredEvent) -> String| unique.iter().map(|e| field(e)).collect::<Vec<_>>();
+    let rows = diesel::sql_query(STORE_POSTGRES)
+        .bind::<Array<Text>, _>(column(|e| e.id.clone()))
+        .bind::<Array<Text>, _>(column(|e| e.event_type.clone()))
+        .bind::<Array<Text>, _>(column(|e| e.session_id.clone()))
+        .bind::<Array<Bool>, _>(unique.iter().map(|e| e.livemode).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(column(|e| e.payload.clone()))
+        .bind::<Array<BigInt>, _>(unique.iter().map(|e| e.received_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            unique.iter().map(|e| e.account.clone()).collect::<Vec<_>>(),
+        )
+        .load::<StoredRow>(conn)
+        .await
+        .context("could not store webhook events")?;
+    let mut found: HashMap<String, Stored> = rows
+        .into_iter()
+        .map(|row| {
+            let stored = match row.inserted {
+                true => Stored::New,
+                false => Stored::Duplicate {
+                    processed: row.processed,
+                },
+            };
+            (row.id, stored)
+        })
+        .collect();
+    events
+        .iter()
+        .map(|event| {
+            // The first copy of an id takes its answer; any later one is a duplicate.
+            match found.insert(event.id.clone(), Stored::Duplicate { processed: false }) {
+                Some(stored) => Ok(stored),
+                None => Err(anyhow::anyhow!(
+                    "the database did not answer for event {}",
+                    event.id
+                )),
+            }
+        })
+        .collect()
+}
+
 impl Database {
-    /// Stores a batch of events in one transaction (one commit for the whole batch).
-    /// Rows are written in id order, so that replicas storing overlapping batches (Stripe
-    /// retrying an event to another replica) take their locks in the same order and never
-    /// deadlock.
+    /// Stores a batch of events in one transaction (one commit for the whole batch), in
+    /// the acknowledgement lane: on SQLite, ahead of every background turn. Rows are
+    /// written in id order, so that processes storing overlapping batches (Stripe
+    /// retrying an event to another replica) take their locks in the same order and
+    /// never deadlock. On PostgreSQL this runs on a pooled connection; the webhook's
+    /// lane has connections of its own (see [`store_events_postgres`]).
     pub async fn store_events(&self, events: &[StoredEvent]) -> anyhow::Result<Vec<Stored>> {
+        if let Self::Postgres(postgres) = self {
+            let mut conn = postgres
+                .pool
+                .get()
+                .await
+                .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+            return store_events_postgres(&mut conn, events).await;
+        }
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by(|a, b| events[*a].id.cmp(&events[*b].id));
-        with_connection!(self, |conn| {
+        with_connection!(self, Lane::Acknowledgement, |conn| {
             conn.transaction(async |conn| {
                 let mut stored = vec![Stored::New; events.len()];
                 for &index in &order {
@@ -115,7 +219,10 @@ impl Database {
                     .find(event_id)
                     .filter(webhook_events::processed_at.is_null()),
             )
-            .set(webhook_events::processed_at.eq(now_ms()))
+            .set((
+                webhook_events::processed_at.eq(now_ms()),
+                webhook_events::lease_until.eq(None::<i64>),
+            ))
             .execute(conn)
             .await
             .context("could not mark the event processed")?;
@@ -183,6 +290,8 @@ impl Database {
                         webhook_events::last_error.eq(error),
                         webhook_events::next_attempt_at.eq(next),
                         webhook_events::dead_at.eq(retry.is_none().then_some(now)),
+                        webhook_events::lease_until.eq(None::<i64>),
+                        webhook_events::claimed_by.eq(None::<String>),
                     ))
                     .execute(conn)
                     .await?;

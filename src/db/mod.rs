@@ -11,11 +11,13 @@
 //! that arrive together share one commit.
 
 pub mod admin;
+mod claims;
 pub mod effects;
 pub mod figures;
 pub mod inbox;
 pub mod inventory;
 pub mod outcomes;
+pub mod postgres;
 pub mod replicas;
 mod sandbox;
 pub mod schema;
@@ -24,18 +26,16 @@ mod sqlite;
 mod tally;
 pub mod types;
 
+pub use sqlite::Lane;
 pub use tally::Tally;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel::sqlite::SqliteConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -46,8 +46,6 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 
 /// How long a SQLite statement waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
-/// Connections per process to PostgreSQL.
-const POSTGRES_POOL_SIZE: usize = 16;
 
 /// Where the data lives, parsed from `DATABASE_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,29 +84,32 @@ impl DatabaseUrl {
 #[derive(Clone)]
 pub enum Database {
     Sqlite(Arc<sqlite::Sqlite>),
-    Postgres(Pool<AsyncPgConnection>),
+    Postgres(Arc<postgres::Postgres>),
 }
 
 /// Runs `$body` with `$conn` bound to a connection of whichever backend `$db` holds.
 /// The body is compiled once per backend, so it must type-check against both.
 macro_rules! with_connection {
     ($db:expr, |$conn:ident| $body:expr) => {
+        $crate::db::with_connection!($db, $crate::db::Lane::Background, |$conn| $body)
+    };
+    ($db:expr, $lane:expr, |$conn:ident| $body:expr) => {
         match $db {
             $crate::db::Database::Sqlite(sqlite) => {
                 let waiting = $crate::db::Timing::start();
-                let mut turn = sqlite.turn().await?;
+                let mut turn = sqlite.turn($lane).await?;
                 let _working = waiting.connected();
                 let $conn = turn.connection();
                 let result = $body;
                 turn.durable().await?;
                 result
             }
-            $crate::db::Database::Postgres(pool) => {
+            $crate::db::Database::Postgres(postgres) => {
                 let waiting = $crate::db::Timing::start();
-                let mut pooled = pool
-                    .get()
-                    .await
-                    .map_err(|e| ::anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+                let mut pooled =
+                    postgres.pool.get().await.map_err(|e| {
+                        ::anyhow::anyhow!("no PostgreSQL connection available: {e}")
+                    })?;
                 let _working = waiting.connected();
                 let $conn = &mut *pooled;
                 $body
@@ -156,15 +157,7 @@ impl Database {
                 Ok(Self::Sqlite(sqlite::Sqlite::new(connection, path)))
             }
             DatabaseUrl::Postgres(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-                let pool = Pool::builder(manager)
-                    .max_size(POSTGRES_POOL_SIZE)
-                    .wait_timeout(Some(Duration::from_secs(5)))
-                    .create_timeout(Some(Duration::from_secs(5)))
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .context("could not build the PostgreSQL pool")?;
-                let database = Self::Postgres(pool);
+                let database = Self::Postgres(Arc::new(postgres::Postgres::new(url)?));
                 database.ping().await?;
                 Ok(database)
             }
@@ -201,8 +194,10 @@ pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
             run_migrations(&mut conn, SQLITE_MIGRATIONS)
         }
         DatabaseUrl::Postgres(url) => {
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)
-                .context("could not connect to PostgreSQL")?;
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(
+                &postgres::with_keepalives(url),
+            )
+            .context("could not connect to PostgreSQL")?;
             run_migrations(&mut conn, POSTGRES_MIGRATIONS)
         }
     })

@@ -19,33 +19,40 @@ struct Holder {
 
 impl Database {
     /// Records that `replica` is alive now, and returns the replicas seen within
-    /// `alive_for`, the longest-running first.
+    /// `alive_for`, the longest-running first. On PostgreSQL this runs on the control
+    /// connection: a pool busy with fulfilments cannot make a replica look gone.
     pub async fn heartbeat(
         &self,
         replica: &str,
         alive_for: Duration,
     ) -> anyhow::Result<Vec<String>> {
-        with_connection!(self, |conn| {
-            diesel::insert_into(replicas::table)
-                .values((
-                    replicas::id.eq(replica),
-                    replicas::started_at.eq(DbNow::now()),
-                    replicas::seen_at.eq(DbNow::now()),
-                ))
-                .on_conflict(replicas::id)
-                .do_update()
-                .set(replicas::seen_at.eq(DbNow::now()))
-                .execute(conn)
-                .await
-                .context("could not record this replica's heartbeat")?;
-            replicas::table
-                .filter(replicas::seen_at.ge(DbNow::before(alive_for)))
-                .order((replicas::started_at, replicas::id))
-                .select(replicas::id)
-                .load::<String>(conn)
-                .await
-                .context("could not list the replicas")
-        })
+        macro_rules! beat {
+            ($conn:ident) => {{
+                diesel::insert_into(replicas::table)
+                    .values((
+                        replicas::id.eq(replica),
+                        replicas::started_at.eq(DbNow::now()),
+                        replicas::seen_at.eq(DbNow::now()),
+                    ))
+                    .on_conflict(replicas::id)
+                    .do_update()
+                    .set(replicas::seen_at.eq(DbNow::now()))
+                    .execute($conn)
+                    .await
+                    .context("could not record this replica's heartbeat")?;
+                replicas::table
+                    .filter(replicas::seen_at.ge(DbNow::before(alive_for)))
+                    .order((replicas::started_at, replicas::id))
+                    .select(replicas::id)
+                    .load::<String>($conn)
+                    .await
+                    .context("could not list the replicas")
+            }};
+        }
+        match self {
+            Database::Postgres(postgres) => postgres.on_control(async |conn| beat!(conn)).await,
+            Database::Sqlite(_) => with_connection!(self, |conn| beat!(conn)),
+        }
     }
 
     /// Forgets `replica` (it is stopping), and any replica not seen for `gone_for`.
@@ -68,10 +75,11 @@ impl Database {
     /// PostgreSQL: the `application_name` of the session holding advisory lock `key` in
     /// this database, if any session holds it.
     pub async fn advisory_lock_holder(&self, key: i64) -> anyhow::Result<Option<String>> {
-        let Database::Postgres(pool) = self else {
+        let Database::Postgres(postgres) = self else {
             return Ok(None);
         };
-        let mut conn = pool
+        let mut conn = postgres
+            .pool
             .get()
             .await
             .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;

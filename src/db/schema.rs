@@ -46,6 +46,8 @@ diesel::table! {
         last_error -> Nullable<Text>,
         dead_at -> Nullable<BigInt>,
         account -> Nullable<Text>,
+        lease_until -> Nullable<BigInt>,
+        claimed_by -> Nullable<Text>,
     }
 }
 

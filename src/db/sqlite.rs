@@ -13,6 +13,11 @@
 //! may wait for another process's write lock) and its `COMMIT` (which waits for the disk)
 //! go to the blocking pool; inside a group nothing waits for a lock.
 //!
+//! Acknowledgements go first: a background turn (a fulfilment, an effect) waits at a gate
+//! before it queues for the connection, so at most one background turn is ever queued
+//! there, and a delivery waits for the turn on the connection and that one at most,
+//! however deep the backlog of background work.
+//!
 //! Opening a group (and committing one that is due) runs as a task of its own, which
 //! a caller that goes away cannot cut short. A turn abandoned half-way (an error returned
 //! early, a cancelled future) leaves its savepoints open; the next turn rolls them back,
@@ -52,6 +57,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(50);
 /// The shared connection and its committer.
 pub struct Sqlite {
     writer: Arc<Mutex<Writer>>,
+    /// Passed by background turns, one at a time, on their way to `writer`.
+    background: Mutex<()>,
     /// Callers waiting for a turn.
     waiting: AtomicUsize,
     commit_now: Notify,
@@ -70,6 +77,16 @@ struct Group {
     turns: usize,
     opened: Instant,
     outcome: watch::Sender<Outcome>,
+}
+
+/// Which callers a turn may be queued behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Storing deliveries before they are acknowledged: queued behind at most one
+    /// background turn.
+    Acknowledgement,
+    /// Everything else.
+    Background,
 }
 
 /// A caller's turn on the connection; see [`Turn::durable`].
@@ -91,6 +108,7 @@ impl Sqlite {
                 conn: SyncConnectionWrapper::with_runtime(conn, inline),
                 group: None,
             })),
+            background: Mutex::new(()),
             waiting: AtomicUsize::new(0),
             commit_now: Notify::new(),
         });
@@ -98,11 +116,18 @@ impl Sqlite {
         sqlite
     }
 
-    /// Waits for a turn, inside the open group (or a new one).
-    pub async fn turn(&self) -> anyhow::Result<Turn<'_>> {
+    /// Waits for a turn, inside the open group (or a new one), behind at most one
+    /// background turn.
+    pub async fn turn(&self, lane: Lane) -> anyhow::Result<Turn<'_>> {
         let mut writer = {
             let waiting = Waiting::on(self);
-            let writer = Arc::clone(&self.writer).lock_owned().await;
+            let writer = match lane {
+                Lane::Acknowledgement => Arc::clone(&self.writer).lock_owned().await,
+                Lane::Background => {
+                    let _gate = self.background.lock().await;
+                    Arc::clone(&self.writer).lock_owned().await
+                }
+            };
             waiting.served();
             writer
         };

@@ -6,7 +6,7 @@
 //! fault. Any other 404 (a proxy, a mistyped `STRIPE_API_BASE`) is a fault.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stripe::StripeError;
 use stripe_checkout::checkout_session::{ListLineItemsCheckoutSession, RetrieveCheckoutSession};
@@ -30,6 +30,9 @@ const MAX_ATTEMPTS: u32 = 5;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// What a caller learnt of a session is asked again before a call this long after: by
+/// then another replica may have taken over (see `replicas::ALIVE_FOR`).
+pub const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// Why Stripe could not tell us about a session.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +107,42 @@ impl StripeGateway {
         self.list_line_items(id, account, None, priority).await
     }
 
+    /// All line items of a session, for a caller that learnt at `known_at` that it needs
+    /// them: if that was more than [`STALE_AFTER`] ago once the pacer lets the call
+    /// through (a long wait behind the backlog, or a process frozen meanwhile), `needed`
+    /// is asked first, and `Ok(None)` is the answer when the items are needed no more
+    /// (another replica recorded the session meanwhile).
+    #[tracing::instrument(skip_all, fields(session.id = %id))]
+    pub async fn line_items_if_needed(
+        &self,
+        id: &SessionId,
+        account: Option<&AccountId>,
+        priority: &Priority,
+        known_at: Instant,
+        needed: impl AsyncFnOnce() -> bool,
+    ) -> Result<Option<Vec<LineItem>>, GatewayError> {
+        self.pacer.acquire(priority).await;
+        if known_at.elapsed() > STALE_AFTER && !needed().await {
+            return Ok(None);
+        }
+        let request = ListLineItemsCheckoutSession::new(id.as_str()).limit(PAGE_SIZE);
+        let page = self
+            .call_paced(priority, MAX_ATTEMPTS, true, || {
+                on_account(request.customize(), account).send(&self.client)
+            })
+            .await?;
+        let mut items: Vec<LineItem> = page.data.into_iter().map(to_line_item).collect();
+        if page.has_more
+            && let Some(last) = items.last().map(|item| item.id.clone())
+        {
+            items.extend(
+                self.list_line_items(id, account, Some(last), priority)
+                    .await?,
+            );
+        }
+        Ok(Some(items))
+    }
+
     async fn list_line_items(
         &self,
         id: &SessionId,
@@ -149,6 +188,22 @@ impl StripeGateway {
         &self,
         priority: &Priority,
         max_attempts: u32,
+        send: F,
+    ) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StripeError>>,
+    {
+        self.call_paced(priority, max_attempts, false, send).await
+    }
+
+    /// Like [`Self::call_with`]; `acquired` when the caller has already waited for the
+    /// pacer for the first attempt.
+    async fn call_paced<T, F, Fut>(
+        &self,
+        priority: &Priority,
+        max_attempts: u32,
+        mut acquired: bool,
         mut send: F,
     ) -> Result<T, GatewayError>
     where
@@ -157,7 +212,9 @@ impl StripeGateway {
     {
         let mut attempt = 1;
         loop {
-            self.pacer.acquire(priority).await;
+            if !std::mem::take(&mut acquired) {
+                self.pacer.acquire(priority).await;
+            }
             let error = match send().await {
                 Ok(value) => return Ok(value),
                 // Only Stripe's own word that the object does not exist: a 404 from a proxy

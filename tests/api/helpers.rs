@@ -96,6 +96,7 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         client_lookups_per_min: 30,
         trusted_proxies: Vec::new(),
         webhook_workers: 64,
+        event_retention: Duration::from_secs(30 * 86_400),
         effects: EffectSettings {
             catalog: Some(CATALOG.into()),
             smtp_url: None,
@@ -411,7 +412,7 @@ pub struct Process {
     pub address: String,
     pub database_url: String,
     child: Child,
-    _mail_dir: TempDir,
+    mail_dir: TempDir,
 }
 
 impl Process {
@@ -469,13 +470,31 @@ impl Process {
             address: format!("http://127.0.0.1:{port}"),
             database_url: database_url.to_owned(),
             child,
-            _mail_dir: mail_dir,
+            mail_dir,
         };
         process.wait_ready().await;
         process
     }
 
-    async fn wait_ready(&self) {
+    /// The process's id, as PostgreSQL's `application_name` of its connections ends.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The `.eml` files the process has saved so far.
+    pub fn mail_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.mail_dir.path())
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".eml"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the process answers `/readyz` with 200.
+    pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {

@@ -12,6 +12,7 @@ mod fencing;
 mod flood;
 mod helpers;
 mod landing;
+mod lanes;
 mod metrics;
 mod outbox;
 mod processes;

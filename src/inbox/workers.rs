@@ -1,27 +1,27 @@
-//! The webhook inbox: events are stored (group-committed) before they are acknowledged,
-//! carried out after by a bounded pool of workers through the session actors, and
-//! replayed if a crash, an outage or a full queue left them undone.
+//! The workers that carry out stored events: each event claimed for this replica first
+//! (see `db::claims`), in batches, so that of several replicas exactly one works it;
+//! claims renewed while they are worked; background work gives way to the
+//! acknowledgement lane.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
+use super::Inbox;
 use crate::actors::Sessions;
-use crate::db::inbox::{EventFate, Stored, StoredEvent};
+use crate::db::inbox::{EventFate, StoredEvent};
 use crate::db::{Database, now_ms};
 use crate::domain::SessionId;
 use crate::fulfillment::{FulfillError, Trigger};
+use crate::replicas::ALIVE_FOR;
 use crate::retry::backoff;
 use crate::stripe::event::{self, Event};
 
-/// Events written in one transaction at most.
-const MAX_BATCH: usize = 512;
-/// Deliveries waiting for the writer before the webhook handler waits for room.
-const QUEUE_DEPTH: usize = 8192;
 /// Attempts at an event before it is dead: with the backoff below, about a day of trying.
 const EVENT_MAX_ATTEMPTS: u32 = 30;
 /// The first wait before an event is tried again, doubled each time, capped.
@@ -30,66 +30,19 @@ const EVENT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
 /// Events waiting for each worker before the rest wait in the inbox only.
 const QUEUE_PER_WORKER: usize = 16;
 const REPLAY_PAGE: i64 = 500;
-
-type Pending = (StoredEvent, oneshot::Sender<Result<Stored, String>>);
-
-/// A handle to the inbox writer; cheap to clone.
-#[derive(Clone)]
-pub struct Inbox {
-    queue: mpsc::Sender<Pending>,
-}
-
-impl Inbox {
-    /// Starts the writer task on the current runtime.
-    pub fn start(db: Database) -> Self {
-        let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(write_batches(db, pending));
-        Self { queue }
-    }
-
-    /// Stores one event durably. Concurrent deliveries share a commit.
-    pub async fn store(&self, event: StoredEvent) -> anyhow::Result<Stored> {
-        let (reply, stored) = oneshot::channel();
-        self.queue
-            .send((event, reply))
-            .await
-            .map_err(|_| anyhow::anyhow!("the inbox writer has stopped"))?;
-        stored
-            .await
-            .map_err(|_| anyhow::anyhow!("the inbox writer has stopped"))?
-            .map_err(anyhow::Error::msg)
-    }
-}
-
-async fn write_batches(db: Database, mut pending: mpsc::Receiver<Pending>) {
-    while let Some(first) = pending.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let (events, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        match db.store_events(&events).await {
-            Ok(stored) => {
-                for (reply, stored) in replies.into_iter().zip(stored) {
-                    let _ = reply.send(Ok(stored));
-                }
-            }
-            Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), events = events.len(), "could not store webhook events");
-                for reply in replies {
-                    let _ = reply.send(Err(format!("{error:#}")));
-                }
-            }
-        }
-    }
-}
+/// Events claimed with one statement at most.
+const CLAIM_BATCH: usize = 64;
+/// When an attempt that met another session's lock is tried again.
+const CONTENDED_RETRY: Duration = Duration::from_secs(2);
+/// How long a claim holds unless renewed; it is renewed every third of it.
+const EVENT_LEASE: Duration = Duration::from_secs(15);
 
 /// Carries out a stored event through its session's actor and marks it processed once
 /// the outcome is recorded. A failure is recorded on the event: it is retried with backoff
-/// by the replayer, or dead when it cannot succeed or its attempts ran out.
+/// by the replayer, or dead when it cannot succeed or its attempts ran out. Returns
+/// true when the attempt met a lock another session holds (a replica frozen inside its
+/// transaction, which the server ends within seconds): the event is due again in
+/// [`CONTENDED_RETRY`], not after the usual backoff.
 #[tracing::instrument(skip_all, fields(event.id = %event_id, session.id = %session_id))]
 pub async fn process(
     sessions: &Sessions,
@@ -97,13 +50,27 @@ pub async fn process(
     event_id: &str,
     session_id: &SessionId,
     trigger: Trigger,
-) {
+) -> bool {
     let (reason, permanent) = match sessions.handle(session_id, trigger).await {
         Ok(_) => {
             if let Err(error) = db.mark_processed(event_id).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");
             }
-            return;
+            return false;
+        }
+        Err(FulfillError::Database(error)) if is_lock_timeout(&error) => {
+            let reason = format!("{error:#}");
+            let retry_after = |attempts: i32| {
+                (u32::try_from(attempts).unwrap_or(u32::MAX) < EVENT_MAX_ATTEMPTS)
+                    .then_some(CONTENDED_RETRY)
+            };
+            if let Err(error) = db.fail_event(event_id, &reason, retry_after).await {
+                tracing::warn!(error = %format!("{error:#}"), "could not record the event's failure; it will be replayed");
+            }
+            tracing::info!(
+                "the session is locked by another database session; trying again shortly"
+            );
+            return true;
         }
         // Signed by Stripe yet unknown to it: another account's event, or a deleted
         // session. Kept, dead, for an operator: a wrong key can be fixed and the event
@@ -114,10 +81,21 @@ pub async fn process(
                 .to_owned(),
             true,
         ),
-        Err(FulfillError::ShuttingDown) => return,
+        Err(FulfillError::ShuttingDown) => return false,
         Err(error) => (error.to_string(), false),
     };
     record_failure(db, event_id, &reason, permanent).await;
+    false
+}
+
+/// Whether `error` is PostgreSQL giving up on a lock after `lock_timeout`.
+fn is_lock_timeout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<diesel::result::Error>(),
+            Some(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("lock timeout")
+        )
+    })
 }
 
 /// Records a failed attempt at an event: retried with backoff, or dead when `permanent`
@@ -153,7 +131,7 @@ pub struct Work {
     pub event_id: String,
     pub session_id: SessionId,
     pub trigger: Trigger,
-    /// For a replayed event: carried out only if, when a worker takes it, it is still
+    /// For a replayed event: carried out only if, when it is claimed, it is still
     /// waiting and due by then (a page is read long before its last event is queued).
     pub due_by: Option<i64>,
 }
@@ -185,31 +163,43 @@ impl Work {
 #[derive(Clone)]
 pub struct Workers {
     queue: mpsc::Sender<Work>,
+    /// This replica, as its claims name it.
+    replica: Arc<str>,
     /// The events queued or being carried out: none is queued twice.
     taken: Arc<Mutex<HashSet<String>>>,
     /// Told when an event did not fit in the queue: the replayer takes it from the inbox.
     spilled: Arc<Notify>,
+    /// Set when a claim was refused: the claimant may be gone, and the replayer looks
+    /// again once its heartbeat would have lapsed, not a whole period later.
+    refused: Arc<AtomicBool>,
 }
 
 impl Workers {
     /// Starts `workers` workers behind a queue of `QUEUE_PER_WORKER` events each, and the
     /// replayer: at start-up it queues every waiting event; then, every `every` and
     /// whenever an event did not fit, those due, as fast as the workers take them.
-    pub fn start(sessions: Sessions, db: Database, workers: usize, every: Duration) -> Self {
+    pub fn start(
+        sessions: Sessions,
+        db: Database,
+        inbox: Inbox,
+        replica: &str,
+        workers: usize,
+        every: Duration,
+    ) -> Self {
         let workers = workers.max(1);
         let (queue, jobs) = mpsc::channel(workers * QUEUE_PER_WORKER);
         let this = Self {
             queue,
+            replica: Arc::from(replica),
             taken: Arc::default(),
             spilled: Arc::default(),
+            refused: Arc::default(),
         };
-        tokio::spawn(work(
-            sessions,
-            db.clone(),
-            jobs,
-            workers,
-            Arc::clone(&this.taken),
-        ));
+        tokio::spawn(
+            this.clone()
+                .work(sessions, db.clone(), inbox, jobs, workers),
+        );
+        tokio::spawn(this.clone().renew_claims(db.clone()));
         tokio::spawn(this.clone().replay_forever(db, every));
         this
     }
@@ -269,9 +259,13 @@ impl Workers {
                 }
             }
             due_only = true;
+            let (wait, younger) = match self.refused.swap(false, Ordering::SeqCst) {
+                true => (ALIVE_FOR + Duration::from_secs(1), Duration::ZERO),
+                false => (every, every),
+            };
             received_before = tokio::select! {
                 // Younger events are with the workers of the process that stored them.
-                () = tokio::time::sleep(every) => now_ms() - millis(every),
+                () = tokio::time::sleep(wait) => now_ms() - millis(younger),
                 // Ours did not fit in the queue: everything stored so far.
                 () = self.spilled.notified() => now_ms(),
             };
@@ -322,44 +316,118 @@ fn lock(taken: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
     taken.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-async fn work(
-    sessions: Sessions,
-    db: Database,
-    jobs: mpsc::Receiver<Work>,
-    workers: usize,
-    taken: Arc<Mutex<HashSet<String>>>,
-) {
-    let jobs = futures_util::stream::unfold(jobs, |mut jobs| async move {
-        jobs.recv().await.map(|job| (job, jobs))
-    });
-    jobs.for_each_concurrent(workers, |job| {
-        let (sessions, db, taken) = (sessions.clone(), db.clone(), Arc::clone(&taken));
-        async move {
-            let event_id = job.event_id.clone();
-            // A task of its own, so that a panic ends one attempt, not the pool.
-            let attempt = tokio::spawn({
-                let db = db.clone();
+impl Workers {
+    /// Claims what is queued, a batch at a time as workers come free, and carries out
+    /// what it claimed, `workers` at once.
+    async fn work(
+        self,
+        sessions: Sessions,
+        db: Database,
+        inbox: Inbox,
+        jobs: mpsc::Receiver<Work>,
+        workers: usize,
+    ) {
+        let (this, claiming, yielding) = (self.clone(), db.clone(), inbox.clone());
+        let claimed = futures_util::stream::unfold(jobs, move |mut jobs| {
+            let (this, db, inbox) = (this.clone(), claiming.clone(), yielding.clone());
+            async move {
+                let first = jobs.recv().await?;
+                // Acknowledgements first: claiming is background work too.
+                inbox.give_way().await;
+                let mut batch = vec![first];
+                while batch.len() < CLAIM_BATCH {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let claimed = this.claim(&db, batch).await;
+                Some((futures_util::stream::iter(claimed), jobs))
+            }
+        })
+        .flatten();
+        claimed
+            .for_each_concurrent(workers, |job| {
+                let (sessions, db, inbox) = (sessions.clone(), db.clone(), inbox.clone());
+                let this = self.clone();
                 async move {
-                    if let Some(due_by) = job.due_by {
-                        match db.is_waiting(&job.event_id, due_by).await {
-                            Ok(true) => {}
-                            // Carried out, dead, or put off since its page was read.
-                            Ok(false) => return,
-                            Err(error) => {
-                                tracing::warn!(event.id = %job.event_id, error = %format!("{error:#}"), "could not read a replayed event; it will be replayed");
-                                return;
+                    inbox.give_way().await;
+                    let event_id = job.event_id.clone();
+                    // A task of its own, so that a panic ends one attempt, not the pool.
+                    let attempt = tokio::spawn({
+                        let db = db.clone();
+                        async move {
+                            process(&sessions, &db, &job.event_id, &job.session_id, job.trigger)
+                                .await
+                        }
+                    });
+                    match attempt.await {
+                        Ok(contended) => {
+                            if contended {
+                                this.refused.store(true, Ordering::SeqCst);
                             }
                         }
+                        Err(_) => {
+                            tracing::error!(event.id = %event_id, "carrying out an event panicked");
+                            record_failure(&db, &event_id, "carrying it out panicked", false).await;
+                        }
                     }
-                    process(&sessions, &db, &job.event_id, &job.session_id, job.trigger).await;
+                    this.untake(&event_id);
                 }
-            });
-            if attempt.await.is_err() {
-                tracing::error!(event.id = %event_id, "carrying out an event panicked");
-                record_failure(&db, &event_id, "carrying it out panicked", false).await;
+            })
+            .await;
+    }
+
+    /// Claims the events of `batch` for this replica; returns those it got. The others
+    /// are another replica's, or were carried out, buried or put off meanwhile.
+    async fn claim(&self, db: &Database, batch: Vec<Work>) -> Vec<Work> {
+        // A fresh delivery is due at once; a replayed one only if it still is.
+        let mut by_due: Vec<(i64, Vec<Work>)> = Vec::new();
+        for work in batch {
+            let due_by = work.due_by.unwrap_or(i64::MAX);
+            match by_due.iter_mut().find(|(due, _)| *due == due_by) {
+                Some((_, works)) => works.push(work),
+                None => by_due.push((due_by, vec![work])),
             }
-            lock(&taken).remove(&event_id);
         }
-    })
-    .await;
+        let mut claimed = Vec::new();
+        for (due_by, works) in by_due {
+            let ids: Vec<String> = works.iter().map(|work| work.event_id.clone()).collect();
+            let got = db
+                .claim_events(&ids, &self.replica, due_by, EVENT_LEASE, ALIVE_FOR)
+                .await;
+            let got: HashSet<String> = match got {
+                Ok(got) => got.into_iter().collect(),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), events = ids.len(), "could not claim events; they will be replayed");
+                    HashSet::new()
+                }
+            };
+            for work in works {
+                if got.contains(&work.event_id) {
+                    claimed.push(work);
+                } else {
+                    self.untake(&work.event_id);
+                    self.refused.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        claimed
+    }
+
+    /// Renews this replica's claims on the events it has, every third of their lease.
+    async fn renew_claims(self, db: Database) {
+        let mut every = tokio::time::interval(EVENT_LEASE / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let ids: Vec<String> = lock(&self.taken).iter().cloned().collect();
+            if let Err(error) = db
+                .renew_event_claims(&ids, &self.replica, EVENT_LEASE)
+                .await
+            {
+                tracing::warn!(error = %format!("{error:#}"), events = ids.len(), "could not renew the claims on events");
+            }
+        }
+    }
 }

@@ -1,0 +1,191 @@
+//! Claims on stored events: one replica at a time carries an event out.
+//!
+//! A claim names the replica and holds until `lease_until`, by the database's clock; the
+//! replica renews its claims while it works them. Another replica may take an event whose
+//! claim ran out, or whose claimant stopped beating its heart (killed, frozen, cut off):
+//! it is never stuck behind a replica that will not come back. On PostgreSQL a claim
+//! skips the rows another session has locked at that moment (`FOR UPDATE SKIP LOCKED`),
+//! so it never waits behind a frozen replica's open transaction either.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::RunQueryDsl;
+
+use super::types::now_ms_sql;
+use super::{Database, with_connection};
+
+/// The claim, for each backend: `$1` the ids (a JSON array on SQLite, an array on
+/// PostgreSQL), `$2` the lease in ms, `$3` the replica, `$4` due by (ms), `$5` how
+/// recently a claimant must have beaten its heart to keep its claims (ms).
+macro_rules! claim_events_sql {
+    ($backend:ident, $ids:literal, $lock:literal) => {
+        concat!(
+            "UPDATE webhook_events SET lease_until = ",
+            now_ms_sql!($backend),
+            " + $2, claimed_by = $3 WHERE id IN (SELECT id FROM webhook_events WHERE id IN (",
+            $ids,
+            ") AND processed_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $4 AND (",
+            "lease_until IS NULL OR claimed_by IS NULL OR claimed_by = $3 OR lease_until <= ",
+            now_ms_sql!($backend),
+            " OR claimed_by NOT IN (SELECT id FROM replicas WHERE seen_at >= ",
+            now_ms_sql!($backend),
+            " - $5))",
+            $lock,
+            ") RETURNING id"
+        )
+    };
+}
+
+/// SQLite numbers `$N` parameters in the order they first appear; `?N` is the N-th bind.
+static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    claim_events_sql!(sqlite, "SELECT value FROM json_each($1)", "").replace('$', "?")
+});
+const CLAIM_POSTGRES: &str = claim_events_sql!(
+    postgres,
+    "SELECT unnest($1::text[])",
+    " FOR UPDATE SKIP LOCKED"
+);
+
+/// Renews `$3`'s claims on the ids `$1` for `$2` ms.
+macro_rules! renew_claims_sql {
+    ($backend:ident, $ids:literal) => {
+        concat!(
+            "UPDATE webhook_events SET lease_until = ",
+            now_ms_sql!($backend),
+            " + $2 WHERE id IN (",
+            $ids,
+            ") AND claimed_by = $3 AND processed_at IS NULL"
+        )
+    };
+}
+
+static RENEW_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    renew_claims_sql!(sqlite, "SELECT value FROM json_each($1)").replace('$', "?")
+});
+const RENEW_POSTGRES: &str = renew_claims_sql!(postgres, "SELECT unnest($1::text[])");
+
+#[derive(QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Database {
+    /// Claims for `replica`, leased for `lease`, those of the events `ids` that are
+    /// waiting (neither processed nor dead), due by `due_by`, and not claimed by another
+    /// replica that holds its lease and was heard from within `alive_for`. Returns the
+    /// ids claimed.
+    pub async fn claim_events(
+        &self,
+        ids: &[String],
+        replica: &str,
+        due_by: i64,
+        lease: Duration,
+        alive_for: Duration,
+    ) -> anyhow::Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed = match self {
+            Self::Postgres(postgres) => {
+                let mut conn = postgres
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+                diesel::sql_query(CLAIM_POSTGRES)
+                    .bind::<diesel::sql_types::Array<Text>, _>(ids)
+                    .bind::<BigInt, _>(millis(lease))
+                    .bind::<Text, _>(replica)
+                    .bind::<BigInt, _>(due_by)
+                    .bind::<BigInt, _>(millis(alive_for))
+                    .load::<Claimed>(&mut *conn)
+                    .await
+            }
+            Self::Sqlite(_) => {
+                let ids = serde_json::to_string(ids)?;
+                with_connection!(self, |conn| {
+                    diesel::sql_query(CLAIM_SQLITE.as_str())
+                        .bind::<Text, _>(&ids)
+                        .bind::<BigInt, _>(millis(lease))
+                        .bind::<Text, _>(replica)
+                        .bind::<BigInt, _>(due_by)
+                        .bind::<BigInt, _>(millis(alive_for))
+                        .load::<Claimed>(conn)
+                        .await
+                })
+            }
+        };
+        Ok(claimed
+            .context("could not claim events")?
+            .into_iter()
+            .map(|claimed| claimed.id)
+            .collect())
+    }
+
+    /// Extends `replica`'s claims on the events `ids` still waiting to `lease` from now.
+    /// On PostgreSQL this runs on the control connection, so a busy pool cannot let a
+    /// claim lapse.
+    pub async fn renew_event_claims(
+        &self,
+        ids: &[String],
+        replica: &str,
+        lease: Duration,
+    ) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Postgres(postgres) => {
+                postgres
+                    .on_control(async |conn| {
+                        diesel::sql_query(RENEW_POSTGRES)
+                            .bind::<diesel::sql_types::Array<Text>, _>(ids)
+                            .bind::<BigInt, _>(millis(lease))
+                            .bind::<Text, _>(replica)
+                            .execute(conn)
+                            .await
+                            .context("could not renew the claims on events")
+                    })
+                    .await?;
+            }
+            Self::Sqlite(_) => {
+                let ids = serde_json::to_string(ids)?;
+                with_connection!(self, |conn| {
+                    diesel::sql_query(RENEW_SQLITE.as_str())
+                        .bind::<Text, _>(&ids)
+                        .bind::<BigInt, _>(millis(lease))
+                        .bind::<Text, _>(replica)
+                        .execute(conn)
+                        .await
+                        .context("could not renew the claims on events")?;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` events processed before `before` (ms since the epoch), with
+    /// nothing else of theirs: the sessions they recorded stay. Returns how many.
+    pub async fn prune_events(&self, before: i64, limit: i64) -> anyhow::Result<usize> {
+        with_connection!(self, |conn| {
+            diesel::sql_query(
+                "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events \
+                 WHERE processed_at < $1 ORDER BY processed_at LIMIT $2)",
+            )
+            .bind::<BigInt, _>(before)
+            .bind::<BigInt, _>(limit)
+            .execute(conn)
+            .await
+            .context("could not prune processed events")
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! PostgreSQL's connections: a pool for the engine's work, and connections of their own
+//! for what must never queue behind it (the acknowledgements, the heartbeat, the lease
+//! renewals).
+//!
+//! Every connection is opened with TCP keepalives and a user timeout, so a cut network
+//! is noticed within seconds, and with server-side limits that fit its work:
+//! `statement_timeout` bounds a statement, `lock_timeout` bounds a wait for a lock that
+//! another session (a frozen replica) holds, and `idle_in_transaction_session_timeout`
+//! makes the server end a session that stopped talking inside a transaction, so that what
+//! it locked is released even if its process never runs again.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::ConnectionResult;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::FutureExt;
+use tokio::sync::Mutex;
+
+/// Connections per process in the engine's pool.
+const POOL_SIZE: usize = 16;
+
+/// What a connection is for, and so the limits it is opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Fulfilments, effects, the CLI: transactions of a few statements.
+    Pool,
+    /// The acknowledgement lane: one statement per batch of deliveries, answered within
+    /// Stripe's wait.
+    Inbox,
+    /// Heartbeats and lease renewals: a statement or two, every second.
+    Control,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pool => "fulfilld",
+            Self::Inbox => "fulfilld-inbox",
+            Self::Control => "fulfilld-control",
+        }
+    }
+
+    /// `(statement_timeout, lock_timeout, idle_in_transaction_session_timeout)`.
+    fn limits(self) -> (Duration, Duration, Duration) {
+        let s = Duration::from_secs;
+        match self {
+            Self::Pool => (s(30), s(5), s(5)),
+            Self::Inbox => (s(5), s(1), s(5)),
+            Self::Control => (s(2), s(1), s(5)),
+        }
+    }
+}
+
+/// A PostgreSQL database: the pool, and the URL to open connections of their own.
+pub struct Postgres {
+    pub(super) pool: Pool<AsyncPgConnection>,
+    url: String,
+    /// The heartbeat's and the lease renewals' connection, opened when first needed and
+    /// again after it fails.
+    control: Mutex<Option<AsyncPgConnection>>,
+}
+
+impl Postgres {
+    /// The pool and handle for `url`; no connection is opened yet.
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let mut config = ManagerConfig::default();
+        // `is_broken` already drops a closed connection or one left in a transaction;
+        // a `SELECT 1` on every checkout would cost a round trip per transaction.
+        config.recycling_method = RecyclingMethod::Fast;
+        config.custom_setup = Box::new(|url| open(url.to_owned(), Role::Pool).boxed());
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .context("could not build the PostgreSQL pool")?;
+        Ok(Self {
+            pool,
+            url: url.to_owned(),
+            control: Mutex::new(None),
+        })
+    }
+
+    /// Opens a connection of its own for `role`, outside the pool.
+    pub async fn connect(&self, role: Role) -> anyhow::Result<AsyncPgConnection> {
+        open(self.url.clone(), role)
+            .await
+            .context("could not connect to PostgreSQL")
+    }
+
+    /// Runs `work` on the control connection, opening it first if need be; the
+    /// connection is dropped when `work` fails, and opened again next time.
+    pub async fn on_control<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut control = self.control.lock().await;
+        let conn = match &mut *control {
+            Some(conn) => conn,
+            empty => empty.insert(self.connect(Role::Control).await?),
+        };
+        let result = work(conn).await;
+        if result.is_err() {
+            *control = None;
+        }
+        result
+    }
+}
+
+/// Opens a connection for `role`: keepalives in its URL, its limits set once.
+async fn open(url: String, role: Role) -> ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(&with_keepalives(&url)).await?;
+    let (statement, lock, idle) = role.limits();
+    // Named after the role and the process, so an operator (or a test) can tell whose
+    // session holds what in `pg_stat_activity`.
+    conn.batch_execute(&format!(
+        "SET application_name = '{}:{}'; SET statement_timeout = {}; SET lock_timeout = {}; \
+         SET idle_in_transaction_session_timeout = {};",
+        role.name(),
+        std::process::id(),
+        statement.as_millis(),
+        lock.as_millis(),
+        idle.as_millis(),
+    ))
+    .await
+    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    Ok(conn)
+}
+
+/// `url` with TCP keepalives (probes after 5 s of silence, every second, three of them)
+/// a 10 s TCP user timeout and a 5 s connect timeout, unless it sets them itself.
+pub(super) fn with_keepalives(url: &str) -> String {
+    let mut url = url.to_owned();
+    for (key, value) in [
+        ("keepalives", "1"),
+        ("keepalives_idle", "5"),
+        ("keepalives_interval", "1"),
+        ("keepalives_retries", "3"),
+        ("tcp_user_timeout", "10"),
+        ("connect_timeout", "5"),
+    ] {
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        if query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(key))
+        {
+            continue;
+        }
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("{key}={value}"));
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_keepalives;
+
+    #[test]
+    fn keepalives_are_added_unless_the_url_sets_them() {
+        assert_eq!(
+            with_keepalives("postgres://u@h/db?keepalives_idle=30"),
+            "postgres://u@h/db?keepalives_idle=30&keepalives=1&keepalives_interval=1\
+             &keepalives_retries=3&tcp_user_timeout=10&connect_timeout=5"
+        );
+        assert!(
+            with_keepalives("postgres://u@h/db").starts_with("postgres://u@h/db?keepalives=1&")
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Pruning: processed webhook events are deleted once older than `EVENT_RETENTION`, by
+//! the leading replica, in small batches so that no statement holds the table for long.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::db::{Database, now_ms};
+
+/// How often the leader looks for events to prune.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Events deleted by one statement at most.
+const PRUNE_BATCH: i64 = 1_000;
+
+/// Prunes events processed more than `retention` ago, every [`PRUNE_EVERY`] while this
+/// replica leads, for as long as the runtime runs.
+pub fn spawn_pruner(db: Database, retention: Duration, mut leading: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if !*leading.borrow_and_update() {
+                continue;
+            }
+            let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            match prune(&db, before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(events = pruned, "pruned processed events"),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "could not prune processed events");
+                }
+            }
+        }
+    });
+}
+
+/// Deletes every event processed before `before`, a batch at a time. Returns how many.
+pub async fn prune(db: &Database, before: i64) -> anyhow::Result<usize> {
+    let mut pruned = 0;
+    loop {
+        let deleted = db.prune_events(before, PRUNE_BATCH).await?;
+        pruned += deleted;
+        if deleted < usize::try_from(PRUNE_BATCH).unwrap_or(usize::MAX) {
+            return Ok(pruned);
+        }
+    }
+}

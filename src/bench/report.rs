@@ -50,6 +50,8 @@ pub struct Flash {
     pub latency: Latency,
     /// Deliveries answered 5xx.
     pub server_errors: usize,
+    /// Deliveries whose connection failed before an answer.
+    pub dropped: usize,
 }
 
 /// What a `replicas` run measured.
@@ -213,11 +215,12 @@ impl Report {
                     flash.rate, flash.seconds
                 ),
                 format!(
-                    "{} (p50 {}, max {}), {} answered 5xx",
+                    "{} (p50 {}, max {}), {} answered 5xx, {} connections failed",
                     millis(flash.latency.p99),
                     millis(flash.latency.p50),
                     millis(flash.latency.max),
-                    flash.server_errors
+                    flash.server_errors,
+                    flash.dropped
                 ),
                 self.goal(("≤ 20 ms, no 5xx", "≤ 50 ms, no 5xx")),
             ));

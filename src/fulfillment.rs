@@ -173,8 +173,9 @@ pub async fn fulfill_checkout(
     id: &SessionId,
     trigger: Trigger,
     urgency: &Arc<Urgency>,
+    event: Option<&str>,
 ) -> Result<Outcome, FulfillError> {
-    let result = attempt(engine, id, trigger, urgency).await;
+    let result = attempt(engine, id, trigger, urgency, event).await;
     let result_label = match &result {
         Ok(outcome) => outcome.status.as_str(),
         Err(error) => error.label(),
@@ -193,6 +194,7 @@ async fn attempt(
     id: &SessionId,
     trigger: Trigger,
     urgency: &Arc<Urgency>,
+    event: Option<&str>,
 ) -> Result<Outcome, FulfillError> {
     let background = Priority::Raisable(Arc::clone(urgency));
     let mut stored_items = Vec::new();
@@ -295,6 +297,7 @@ async fn attempt(
             line_items: &items,
             plan: &plan,
             send_receipt: engine.send_receipts,
+            event,
         })
         .await?;
     if recorded.effects > 0 {

@@ -157,6 +157,18 @@ impl Sessions {
         id: &SessionId,
         trigger: Trigger,
     ) -> Result<Arc<Outcome>, FulfillError> {
+        self.handle_event(id, trigger, None).await
+    }
+
+    /// Like [`Self::handle`], for stored event `event`: the transaction that records the
+    /// session marks the event processed too.
+    pub async fn handle_event(
+        &self,
+        id: &SessionId,
+        trigger: Trigger,
+        event: Option<&str>,
+    ) -> Result<Arc<Outcome>, FulfillError> {
+        let event: Option<Arc<str>> = event.map(Arc::from);
         for _ in 0..MAX_ROUTING_TRIES {
             let (actor, urgency) = self
                 .registry(id)
@@ -167,7 +179,7 @@ impl Sessions {
             if matches!(trigger, Trigger::Fulfill(Source::Customer(_))) {
                 urgency.raise();
             }
-            match actor.send(Attempt(trigger.clone())).await {
+            match actor.send(Attempt(trigger.clone(), event.clone())).await {
                 Ok(result) => return result,
                 // The actor passivated between lookup and delivery: ask again.
                 Err(MailboxError::Closed) => continue,

@@ -22,10 +22,12 @@ const LINGER: Duration = Duration::from_secs(1);
 /// does not grow with its sales (a later request finds the outcome in the database).
 const SETTLED_IDLE: Duration = Duration::from_secs(5);
 
-/// Ask the session's actor to act on a trigger; answers with the session's outcome.
+/// Ask the session's actor to act on a trigger, for the stored event it names if any (the
+/// event is marked processed in the transaction that records the session); answers with
+/// the session's outcome.
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Outcome>, FulfillError>")]
-pub struct Attempt(pub Trigger);
+pub struct Attempt(pub Trigger, pub Option<Arc<str>>);
 
 pub struct SessionActor {
     id: SessionId,
@@ -90,7 +92,11 @@ impl Handler<Attempt> for SessionActor {
     // interleave across their awaits.
     type Result = AtomicResponse<Self, Result<Arc<Outcome>, FulfillError>>;
 
-    fn handle(&mut self, Attempt(trigger): Attempt, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        Attempt(trigger, event): Attempt,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
         self.last_active = Instant::now();
         if let Some(outcome) = &self.settled {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(Arc::clone(outcome)))));
@@ -109,7 +115,7 @@ impl Handler<Attempt> for SessionActor {
         let id = self.id.clone();
         let urgency = Arc::clone(&self.urgency);
         let attempt = async move {
-            fulfill_checkout(&engine, &id, trigger, &urgency)
+            fulfill_checkout(&engine, &id, trigger, &urgency, event.as_deref())
                 .await
                 .map(Arc::new)
         };

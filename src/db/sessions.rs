@@ -7,6 +7,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::outcomes::{LineItemRow, read_outcome};
 use super::schema::{
     access_grants, checkout_sessions, effects, line_items, shipments, stock_movements,
+    webhook_events,
 };
 use super::types::DbNow;
 use super::{Database, now_ms, with_connection};
@@ -25,6 +26,9 @@ pub struct Record<'a> {
     pub plan: &'a Plan,
     /// Whether a fulfillment sends fulfilld's own receipt (`SEND_RECEIPTS`).
     pub send_receipt: bool,
+    /// The stored event this record carries out: marked processed in the same
+    /// transaction, so a fulfilment costs one commit.
+    pub event: Option<&'a str>,
 }
 
 impl Record<'_> {
@@ -271,6 +275,19 @@ impl Database {
                             .execute(conn)
                             .await?;
                     }
+                }
+                if let Some(event) = record.event {
+                    diesel::update(
+                        webhook_events::table
+                            .find(event)
+                            .filter(webhook_events::processed_at.is_null()),
+                    )
+                    .set((
+                        webhook_events::processed_at.eq(now),
+                        webhook_events::lease_until.eq(None::<i64>),
+                    ))
+                    .execute(conn)
+                    .await?;
                 }
                 let outcome = read_outcome!(conn, id)
                     .context("the session vanished inside its own transaction")?;

@@ -50,6 +50,7 @@ async fn an_attempt_whose_lease_passed_on_changes_nothing() {
             line_items: &items,
             plan: &plan,
             send_receipt: false,
+            event: None,
         })
         .await
         .expect("recorded");

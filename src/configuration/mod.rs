@@ -143,13 +143,14 @@ pub struct Settings {
         global = true
     )]
     pub webhook_workers: u16,
-    /// How long processed webhook events are kept before they are pruned (`30d`, `12h`;
-    /// at least a minute; `0` keeps them for ever). Stripe keeps events 30 days.
+    /// How long processed webhook events are kept before they are pruned (`30d`; at
+    /// least 3 days, as long as Stripe retries a delivery; `0` keeps them for ever).
+    /// Stripe keeps events 30 days.
     #[arg(
         long,
         env = "EVENT_RETENTION",
         default_value = "30d",
-        value_parser = parse_interval,
+        value_parser = parse_retention,
         global = true
     )]
     pub event_retention: Duration,
@@ -336,6 +337,18 @@ fn parse_interval(raw: &str) -> Result<Duration, String> {
             Err("expected 0 (off) or a minute or more, like 15m".to_owned())
         }
         every => Ok(every),
+    }
+}
+
+/// `EVENT_RETENTION`: 0 (for ever) or 3 days or more, so that a delivery Stripe retries is
+/// still recognised as a duplicate.
+fn parse_retention(raw: &str) -> Result<Duration, String> {
+    match parse_duration(raw)? {
+        Duration::ZERO => Ok(Duration::ZERO),
+        keep if keep < Duration::from_secs(3 * 86_400) => {
+            Err("expected 0 (keep for ever) or 3 days or more, like 30d".to_owned())
+        }
+        keep => Ok(keep),
     }
 }
 

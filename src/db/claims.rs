@@ -1,9 +1,10 @@
 //! Claims on stored events: one replica at a time carries an event out.
 //!
 //! A claim names the replica and holds until `lease_until`, by the database's clock; the
-//! replica renews its claims while it works them. Another replica may take an event whose
-//! claim ran out, or whose claimant stopped beating its heart (killed, frozen, cut off):
-//! it is never stuck behind a replica that will not come back. On PostgreSQL a claim
+//! replica renews its claims while it works them, on a connection of its own. Another
+//! replica may take an event whose claim ran out (its claimant was killed, frozen or cut
+//! off), and looks for such events as often as a lease lasts: an event is never stuck
+//! behind a replica that will not come back. On PostgreSQL a claim
 //! skips the rows another session has locked at that moment (`FOR UPDATE SKIP LOCKED`),
 //! so it never waits behind a frozen replica's open transaction either.
 
@@ -15,12 +16,12 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 
-use super::types::now_ms_sql;
+use super::inbox::StoredEvent;
+use super::types::{DbNow, now_ms_sql};
 use super::{Database, with_connection};
 
 /// The claim, for each backend: `$1` the ids (a JSON array on SQLite, an array on
-/// PostgreSQL), `$2` the lease in ms, `$3` the replica, `$4` due by (ms), `$5` how
-/// recently a claimant must have beaten its heart to keep its claims (ms).
+/// PostgreSQL), `$2` the lease in ms, `$3` the replica, `$4` due by (ms).
 macro_rules! claim_events_sql {
     ($backend:ident, $ids:literal, $lock:literal) => {
         concat!(
@@ -31,9 +32,7 @@ macro_rules! claim_events_sql {
             ") AND processed_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $4 AND (",
             "lease_until IS NULL OR claimed_by IS NULL OR claimed_by = $3 OR lease_until <= ",
             now_ms_sql!($backend),
-            " OR claimed_by NOT IN (SELECT id FROM replicas WHERE seen_at >= ",
-            now_ms_sql!($backend),
-            " - $5))",
+            ")",
             $lock,
             ") RETURNING id"
         )
@@ -81,15 +80,13 @@ fn millis(duration: Duration) -> i64 {
 impl Database {
     /// Claims for `replica`, leased for `lease`, those of the events `ids` that are
     /// waiting (neither processed nor dead), due by `due_by`, and not claimed by another
-    /// replica that holds its lease and was heard from within `alive_for`. Returns the
-    /// ids claimed.
+    /// replica whose lease holds. Returns the ids claimed.
     pub async fn claim_events(
         &self,
         ids: &[String],
         replica: &str,
         due_by: i64,
         lease: Duration,
-        alive_for: Duration,
     ) -> anyhow::Result<Vec<String>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -106,7 +103,6 @@ impl Database {
                     .bind::<BigInt, _>(millis(lease))
                     .bind::<Text, _>(replica)
                     .bind::<BigInt, _>(due_by)
-                    .bind::<BigInt, _>(millis(alive_for))
                     .load::<Claimed>(&mut *conn)
                     .await
             }
@@ -118,7 +114,6 @@ impl Database {
                         .bind::<BigInt, _>(millis(lease))
                         .bind::<Text, _>(replica)
                         .bind::<BigInt, _>(due_by)
-                        .bind::<BigInt, _>(millis(alive_for))
                         .load::<Claimed>(conn)
                         .await
                 })
@@ -171,6 +166,26 @@ impl Database {
             }
         }
         Ok(())
+    }
+
+    /// Up to `limit` waiting events whose claim has run out: their claimant stopped
+    /// renewing it (killed, frozen, cut off) before it carried them out.
+    pub async fn abandoned_events(&self, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
+        use super::schema::webhook_events;
+        use diesel::{ExpressionMethods, NullableExpressionMethods, QueryDsl, SelectableHelper};
+        with_connection!(self, |conn| {
+            webhook_events::table
+                .filter(webhook_events::processed_at.is_null())
+                .filter(webhook_events::dead_at.is_null())
+                .filter(webhook_events::lease_until.le(DbNow::now().nullable()))
+                .filter(webhook_events::next_attempt_at.le(super::now_ms()))
+                .order(webhook_events::id)
+                .limit(limit)
+                .select(StoredEvent::as_select())
+                .load::<StoredEvent>(conn)
+                .await
+                .context("could not list abandoned events")
+        })
     }
 
     /// Deletes up to `limit` events processed before `before` (ms since the epoch), with

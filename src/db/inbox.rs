@@ -289,9 +289,8 @@ impl Database {
                         webhook_events::attempts.eq(attempts),
                         webhook_events::last_error.eq(error),
                         webhook_events::next_attempt_at.eq(next),
+                        // The claim is left as it is: it may be another replica's by now.
                         webhook_events::dead_at.eq(retry.is_none().then_some(now)),
-                        webhook_events::lease_until.eq(None::<i64>),
-                        webhook_events::claimed_by.eq(None::<String>),
                     ))
                     .execute(conn)
                     .await?;

@@ -97,19 +97,22 @@ impl Postgres {
     }
 
     /// Runs `work` on the control connection, opening it first if need be; the
-    /// connection is dropped when `work` fails, and opened again next time.
+    /// connection is dropped when `work` fails or is cancelled, and opened again next
+    /// time.
     pub async fn on_control<T>(
         &self,
         work: impl AsyncFnOnce(&mut AsyncPgConnection) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let mut control = self.control.lock().await;
-        let conn = match &mut *control {
+        // Taken out while in use: if `work` is cancelled (a caller's timeout) the
+        // connection goes with it, and a stuck one is never used again.
+        let mut conn = match control.take() {
             Some(conn) => conn,
-            empty => empty.insert(self.connect(Role::Control).await?),
+            None => self.connect(Role::Control).await?,
         };
-        let result = work(conn).await;
-        if result.is_err() {
-            *control = None;
+        let result = work(&mut conn).await;
+        if result.is_ok() {
+            *control = Some(conn);
         }
         result
     }

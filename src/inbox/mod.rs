@@ -60,6 +60,35 @@ impl Pressure {
     }
 }
 
+/// A delivery counted as waiting until the writer has it, even if the handler is dropped
+/// while it waits for room in the queue.
+struct Waiting<'a> {
+    pressure: &'a Pressure,
+    handed_over: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn on(pressure: &'a Pressure) -> Self {
+        pressure.waiting.fetch_add(1, Ordering::SeqCst);
+        Self {
+            pressure,
+            handed_over: false,
+        }
+    }
+
+    fn handed_over(mut self) {
+        self.handed_over = true;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.pressure.answered(1);
+        }
+    }
+}
+
 impl Inbox {
     /// Starts the lane's writers on the current runtime: on SQLite one, whose turns go
     /// ahead of every background turn; on PostgreSQL [`POSTGRES_LANES`], each on a
@@ -88,11 +117,12 @@ impl Inbox {
     /// Stores one event durably. Concurrent deliveries share a commit.
     pub async fn store(&self, event: StoredEvent) -> anyhow::Result<Stored> {
         let (reply, stored) = oneshot::channel();
-        self.pressure.waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting::on(&self.pressure);
         if self.queue.send((event, reply)).await.is_err() {
-            self.pressure.answered(1);
             anyhow::bail!("the inbox writer has stopped");
         }
+        // The writer counts it from here: it answers the delivery whatever becomes of us.
+        waiting.handed_over();
         stored
             .await
             .map_err(|_| anyhow::anyhow!("the inbox writer has stopped"))?

@@ -18,7 +18,6 @@ use crate::db::inbox::{EventFate, StoredEvent};
 use crate::db::{Database, now_ms};
 use crate::domain::SessionId;
 use crate::fulfillment::{FulfillError, Trigger};
-use crate::replicas::ALIVE_FOR;
 use crate::retry::backoff;
 use crate::stripe::event::{self, Event};
 
@@ -34,8 +33,9 @@ const REPLAY_PAGE: i64 = 500;
 const CLAIM_BATCH: usize = 64;
 /// When an attempt that met another session's lock is tried again.
 const CONTENDED_RETRY: Duration = Duration::from_secs(2);
-/// How long a claim holds unless renewed; it is renewed every third of it.
-const EVENT_LEASE: Duration = Duration::from_secs(15);
+/// How long a claim holds unless renewed; it is renewed every third of it, and events
+/// whose claim ran out are looked for as often.
+const EVENT_LEASE: Duration = Duration::from_secs(6);
 
 /// Carries out a stored event through its session's actor and marks it processed once
 /// the outcome is recorded. A failure is recorded on the event: it is retried with backoff
@@ -51,8 +51,13 @@ pub async fn process(
     session_id: &SessionId,
     trigger: Trigger,
 ) -> bool {
-    let (reason, permanent) = match sessions.handle(session_id, trigger).await {
+    let (reason, permanent) = match sessions
+        .handle_event(session_id, trigger, Some(event_id))
+        .await
+    {
         Ok(_) => {
+            // Already marked when this attempt recorded the session; not when the outcome
+            // was known before (a duplicate), and then this marks it.
             if let Err(error) = db.mark_processed(event_id).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");
             }
@@ -169,8 +174,8 @@ pub struct Workers {
     taken: Arc<Mutex<HashSet<String>>>,
     /// Told when an event did not fit in the queue: the replayer takes it from the inbox.
     spilled: Arc<Notify>,
-    /// Set when a claim was refused: the claimant may be gone, and the replayer looks
-    /// again once its heartbeat would have lapsed, not a whole period later.
+    /// Set when an attempt met another session's lock: the replayer looks again in
+    /// seconds, not a whole period later.
     refused: Arc<AtomicBool>,
 }
 
@@ -200,6 +205,7 @@ impl Workers {
                 .work(sessions, db.clone(), inbox, jobs, workers),
         );
         tokio::spawn(this.clone().renew_claims(db.clone()));
+        tokio::spawn(this.clone().take_over_abandoned(db.clone()));
         tokio::spawn(this.clone().replay_forever(db, every));
         this
     }
@@ -260,7 +266,7 @@ impl Workers {
             }
             due_only = true;
             let (wait, younger) = match self.refused.swap(false, Ordering::SeqCst) {
-                true => (ALIVE_FOR + Duration::from_secs(1), Duration::ZERO),
+                true => (CONTENDED_RETRY + Duration::from_secs(1), Duration::ZERO),
                 false => (every, every),
             };
             received_before = tokio::select! {
@@ -394,7 +400,7 @@ impl Workers {
         for (due_by, works) in by_due {
             let ids: Vec<String> = works.iter().map(|work| work.event_id.clone()).collect();
             let got = db
-                .claim_events(&ids, &self.replica, due_by, EVENT_LEASE, ALIVE_FOR)
+                .claim_events(&ids, &self.replica, due_by, EVENT_LEASE)
                 .await;
             let got: HashSet<String> = match got {
                 Ok(got) => got.into_iter().collect(),
@@ -408,11 +414,43 @@ impl Workers {
                     claimed.push(work);
                 } else {
                     self.untake(&work.event_id);
-                    self.refused.store(true, Ordering::SeqCst);
                 }
             }
         }
         claimed
+    }
+
+    /// Every lease's length, queues the events whose claim ran out before their claimant
+    /// carried them out, whenever they were received.
+    async fn take_over_abandoned(self, db: Database) {
+        let mut every = tokio::time::interval(EVENT_LEASE);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let abandoned = match db.abandoned_events(REPLAY_PAGE).await {
+                Ok(abandoned) => abandoned,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "could not look for abandoned events");
+                    continue;
+                }
+            };
+            let mut queued = 0;
+            for stored in abandoned {
+                if let Some(work) = Work::of(&db, stored).await
+                    && self
+                        .submit(Work {
+                            due_by: Some(now_ms()),
+                            ..work
+                        })
+                        .await
+                {
+                    queued += 1;
+                }
+            }
+            if queued > 0 {
+                tracing::info!(events = queued, "took over events whose claim ran out");
+            }
+        }
     }
 
     /// Renews this replica's claims on the events it has, every third of their lease.

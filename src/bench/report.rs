@@ -48,7 +48,8 @@ pub struct Flash {
     pub rate: u32,
     pub seconds: f64,
     pub latency: Latency,
-    /// Deliveries answered 5xx.
+    /// Deliveries answered with anything but a 2xx (a 5xx, or a 408 from a server too
+    /// busy to read the request in time).
     pub server_errors: usize,
     /// Deliveries whose connection failed before an answer.
     pub dropped: usize,
@@ -215,14 +216,14 @@ impl Report {
                     flash.rate, flash.seconds
                 ),
                 format!(
-                    "{} (p50 {}, max {}), {} answered 5xx, {} connections failed",
+                    "{} (p50 {}, max {}), {} not answered 2xx, {} connections failed",
                     millis(flash.latency.p99),
                     millis(flash.latency.p50),
                     millis(flash.latency.max),
                     flash.server_errors,
                     flash.dropped
                 ),
-                self.goal(("≤ 20 ms, no 5xx", "≤ 50 ms, no 5xx")),
+                self.goal(("≤ 20 ms, all 2xx", "≤ 50 ms, all 2xx")),
             ));
         }
         if let Some(replicas) = &self.replicas {

@@ -201,6 +201,8 @@ async fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
         ("EFFECT_LEASE_SECS", "-1"),
         ("RECONCILE_EVERY", "soon"),
         ("RECONCILE_EVERY", "500ms"),
+        // Shorter than Stripe retries a delivery: a late retry would be stored again.
+        ("EVENT_RETENTION", "1d"),
         ("SEND_RECEIPTS", "perhaps"),
         ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ("BIND", "localhost"),

@@ -338,23 +338,6 @@ impl Database {
         })
     }
 
-    /// Whether event `event_id` is still waiting (neither processed nor dead) and due by
-    /// `due_by`.
-    pub async fn is_waiting(&self, event_id: &str, due_by: i64) -> anyhow::Result<bool> {
-        with_connection!(self, |conn| {
-            diesel::select(diesel::dsl::exists(
-                webhook_events::table
-                    .find(event_id)
-                    .filter(webhook_events::processed_at.is_null())
-                    .filter(webhook_events::dead_at.is_null())
-                    .filter(webhook_events::next_attempt_at.le(due_by)),
-            ))
-            .get_result::<bool>(conn)
-            .await
-            .context("could not read the event")
-        })
-    }
-
     /// Events for an operator, newest first; only the dead ones when `dead`.
     pub async fn list_events(&self, dead: bool, limit: i64) -> anyhow::Result<Vec<EventView>> {
         with_connection!(self, |conn| {

@@ -176,7 +176,7 @@ pub struct Workers {
     spilled: Arc<Notify>,
     /// Set when an attempt met another session's lock: the replayer looks again in
     /// seconds, not a whole period later.
-    refused: Arc<AtomicBool>,
+    contended: Arc<AtomicBool>,
 }
 
 impl Workers {
@@ -198,7 +198,7 @@ impl Workers {
             replica: Arc::from(replica),
             taken: Arc::default(),
             spilled: Arc::default(),
-            refused: Arc::default(),
+            contended: Arc::default(),
         };
         tokio::spawn(
             this.clone()
@@ -265,7 +265,7 @@ impl Workers {
                 }
             }
             due_only = true;
-            let (wait, younger) = match self.refused.swap(false, Ordering::SeqCst) {
+            let (wait, younger) = match self.contended.swap(false, Ordering::SeqCst) {
                 true => (CONTENDED_RETRY + Duration::from_secs(1), Duration::ZERO),
                 false => (every, every),
             };
@@ -370,7 +370,7 @@ impl Workers {
                     match attempt.await {
                         Ok(contended) => {
                             if contended {
-                                this.refused.store(true, Ordering::SeqCst);
+                                this.contended.store(true, Ordering::SeqCst);
                             }
                         }
                         Err(_) => {

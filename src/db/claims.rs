@@ -168,16 +168,31 @@ impl Database {
         Ok(())
     }
 
-    /// Up to `limit` waiting events whose claim has run out: their claimant stopped
-    /// renewing it (killed, frozen, cut off) before it carried them out.
-    pub async fn abandoned_events(&self, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
+    /// Up to `limit` waiting events that nobody is carrying out: their claim has run out
+    /// (the claimant was killed, frozen or cut off), or they were received before
+    /// `unclaimed_before` and never claimed (a claim skipped them while another session
+    /// had them locked).
+    pub async fn abandoned_events(
+        &self,
+        unclaimed_before: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<StoredEvent>> {
         use super::schema::webhook_events;
-        use diesel::{ExpressionMethods, NullableExpressionMethods, QueryDsl, SelectableHelper};
+        use diesel::{
+            BoolExpressionMethods, ExpressionMethods, NullableExpressionMethods, QueryDsl,
+            SelectableHelper,
+        };
         with_connection!(self, |conn| {
             webhook_events::table
                 .filter(webhook_events::processed_at.is_null())
                 .filter(webhook_events::dead_at.is_null())
-                .filter(webhook_events::lease_until.le(DbNow::now().nullable()))
+                .filter(
+                    webhook_events::lease_until.le(DbNow::now().nullable()).or(
+                        webhook_events::lease_until
+                            .is_null()
+                            .and(webhook_events::received_at.lt(unclaimed_before)),
+                    ),
+                )
                 .filter(webhook_events::next_attempt_at.le(super::now_ms()))
                 .order(webhook_events::id)
                 .limit(limit)

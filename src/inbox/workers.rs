@@ -420,14 +420,15 @@ impl Workers {
         claimed
     }
 
-    /// Every lease's length, queues the events whose claim ran out before their claimant
-    /// carried them out, whenever they were received.
+    /// Every lease's length, queues the events nobody is carrying out, whenever they were
+    /// received: those whose claim ran out, and those older than a lease never claimed.
     async fn take_over_abandoned(self, db: Database) {
         let mut every = tokio::time::interval(EVENT_LEASE);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let abandoned = match db.abandoned_events(REPLAY_PAGE).await {
+            let unclaimed_before = now_ms() - millis(EVENT_LEASE);
+            let abandoned = match db.abandoned_events(unclaimed_before, REPLAY_PAGE).await {
                 Ok(abandoned) => abandoned,
                 Err(error) => {
                     tracing::warn!(error = %format!("{error:#}"), "could not look for abandoned events");

@@ -24,8 +24,21 @@
 //! so what it did not finish is undone and the rest of its group is kept. A commit that
 //! fails is reported to every caller of its group; if it left the connection unusable,
 //! the connection is opened again.
+//!
+//! One turn failing never fails its group: an error or a cancellation is undone by
+//! rolling back to its savepoints, and a statement that panics is answered with an
+//! error (see [`Inline`]). Only SQLite ending the whole transaction by itself (after a
+//! disk or memory error, say) loses a group. Diesel does not notice that, and the turns
+//! after it would run outside any transaction, so each group holds a marker savepoint
+//! under its turns: the group commits only if the marker is still there to release, and
+//! otherwise every caller of the group is told its work was not committed.
 
-use std::error::Error;
+mod inline;
+#[cfg(test)]
+mod tests;
+
+pub use inline::Inline;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -35,10 +48,9 @@ use anyhow::{Context, anyhow};
 use diesel::connection::AnsiTransactionManager;
 use diesel::result::QueryResult;
 use diesel::sqlite::SqliteConnection;
-use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, TransactionManager};
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 
 /// The connection every query runs on.
@@ -47,18 +59,32 @@ type Manager = <Connection as AsyncConnection>::TransactionManager;
 /// What a group's commit came to, once it came: `None` while the group is open.
 type Outcome = Option<Result<(), Arc<str>>>;
 
-/// Turns in one group at most: bounds how long the first caller waits.
-const MAX_TURNS: usize = 256;
-/// A group older than this is committed before the next turn, however many wait.
-const MAX_AGE: Duration = Duration::from_millis(5);
-/// How often the committer looks for a group nobody asked it to commit.
-const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// How large and how old a group may grow.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Turns in one group at most: bounds how long the first caller waits.
+    turns: usize,
+    /// A group older than this is committed before the next turn, however many wait.
+    age: Duration,
+    /// How often the committer looks for a group nobody asked it to commit.
+    sweep: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    turns: 256,
+    age: Duration::from_millis(5),
+    sweep: Duration::from_millis(50),
+};
+
+/// How deep a group's own transactions go: `BEGIN IMMEDIATE`, then the marker.
+const GROUP_DEPTH: u32 = 2;
 
 /// The shared connection and its committer.
 pub struct Sqlite {
     writer: Arc<Mutex<Writer>>,
     /// Passed by background turns, one at a time, on their way to `writer`.
     background: Mutex<()>,
+    limits: Limits,
     /// Callers waiting for a turn.
     waiting: AtomicUsize,
     commit_now: Notify,
@@ -68,14 +94,16 @@ struct Writer {
     /// Where the database lives, to open the connection again if it breaks.
     path: String,
     conn: Connection,
-    /// Set while the connection's work must go to the blocking pool.
-    blocking: Arc<AtomicBool>,
+    /// Where the connection's work runs.
+    inline: Inline,
     group: Option<Group>,
+    limits: Limits,
 }
 
 struct Group {
     turns: usize,
     opened: Instant,
+    limits: Limits,
     outcome: watch::Sender<Outcome>,
 }
 
@@ -100,15 +128,21 @@ impl Sqlite {
     /// Takes over `conn`, opened on `path`, and starts its committer on the current
     /// runtime.
     pub fn new(conn: SqliteConnection, path: &str) -> Arc<Self> {
+        Self::with_limits(conn, path, LIMITS)
+    }
+
+    fn with_limits(conn: SqliteConnection, path: &str, limits: Limits) -> Arc<Self> {
         let inline = Inline::default();
         let sqlite = Arc::new(Self {
             writer: Arc::new(Mutex::new(Writer {
                 path: path.to_owned(),
-                blocking: Arc::clone(&inline.blocking),
-                conn: SyncConnectionWrapper::with_runtime(conn, inline),
+                conn: SyncConnectionWrapper::with_runtime(conn, inline.clone()),
+                inline,
                 group: None,
+                limits,
             })),
             background: Mutex::new(()),
+            limits,
             waiting: AtomicUsize::new(0),
             commit_now: Notify::new(),
         });
@@ -185,7 +219,7 @@ impl Drop for Turn<'_> {
 
 impl Group {
     fn due(&self) -> bool {
-        self.turns >= MAX_TURNS || self.opened.elapsed() >= MAX_AGE
+        self.turns >= self.limits.turns || self.opened.elapsed() >= self.limits.age
     }
 }
 
@@ -199,21 +233,27 @@ impl Writer {
             return Ok(());
         }
         // What a failed commit or recovery left open is rolled back first.
+        self.heal().await;
         if !matches!(depth(&mut self.conn), Ok(0)) {
             self.recover().await;
         }
-        self.blocking.store(true, Ordering::SeqCst);
+        let blocking = Blocking::on(&self.inline);
         let began = self
             .conn
             .spawn_blocking(|conn| {
                 AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
             })
             .await;
-        self.blocking.store(false, Ordering::SeqCst);
+        drop(blocking);
         began.context("could not begin a SQLite transaction")?;
+        if let Err(error) = Manager::begin_transaction(&mut self.conn).await {
+            self.recover().await;
+            return Err(error).context("could not mark a SQLite transaction");
+        }
         self.group = Some(Group {
             turns: 0,
             opened: Instant::now(),
+            limits: self.limits,
             outcome: watch::Sender::new(None),
         });
         Ok(())
@@ -221,6 +261,7 @@ impl Writer {
 
     /// Joins the open group, after undoing what an abandoned turn left.
     async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
+        self.heal().await;
         if let Err(error) = self.roll_back_abandoned().await {
             // The group's work is lost or unknown: its callers are told, none joins it.
             if let Some(group) = self.group.take() {
@@ -239,15 +280,26 @@ impl Writer {
         Ok(group.outcome.subscribe())
     }
 
-    /// Rolls back the savepoints a turn left open, back to the group's own transaction;
-    /// fails when that transaction is gone.
+    /// Rolls back the savepoints a turn left open, back to the group's marker; fails
+    /// when the group's transaction is gone.
     async fn roll_back_abandoned(&mut self) -> QueryResult<()> {
-        while depth(&mut self.conn)? > 1 {
+        while depth(&mut self.conn)? > GROUP_DEPTH {
             Manager::rollback_transaction(&mut self.conn).await?;
         }
         match depth(&mut self.conn)? {
-            1 => Ok(()),
+            GROUP_DEPTH => Ok(()),
             _ => Err(diesel::result::Error::NotInTransaction),
+        }
+    }
+
+    /// Clears the poison a turn that panicked (writing a statement's values, or in work
+    /// run on the connection) left on the wrapper's mutex, which would otherwise make
+    /// every later look at the transaction state panic.
+    async fn heal(&mut self) {
+        // Any call through the wrapper takes its mutex, clearing the poison. Only a
+        // panic would make it fail.
+        if let Err(error) = self.conn.spawn_blocking(|_| Ok(())).await {
+            tracing::error!(%error, "could not reach SQLite after a turn panicked");
         }
     }
 
@@ -256,13 +308,16 @@ impl Writer {
         let Some(group) = self.group.take() else {
             return;
         };
+        self.heal().await;
         let committed = match self.roll_back_abandoned().await {
-            Ok(()) => {
-                self.blocking.store(true, Ordering::SeqCst);
-                let committed = Manager::commit_transaction(&mut self.conn).await;
-                self.blocking.store(false, Ordering::SeqCst);
-                committed
-            }
+            // Releasing the marker fails if SQLite ended the transaction by itself.
+            Ok(()) => match Manager::commit_transaction(&mut self.conn).await {
+                Ok(()) => {
+                    let _blocking = Blocking::on(&self.inline);
+                    Manager::commit_transaction(&mut self.conn).await
+                }
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         let outcome = match committed {
@@ -281,6 +336,7 @@ impl Writer {
     /// Leaves no transaction behind for the next group: rolls back what is open, or opens
     /// the connection again when it cannot (its transaction state is broken).
     async fn recover(&mut self) {
+        self.heal().await;
         while depth(&mut self.conn).is_ok_and(|depth| depth > 0) {
             if Manager::rollback_transaction(&mut self.conn).await.is_err() {
                 break;
@@ -292,10 +348,7 @@ impl Writer {
         let path = self.path.clone();
         match tokio::task::spawn_blocking(move || super::open_sqlite(&path)).await {
             Ok(Ok(conn)) => {
-                let inline = Inline {
-                    blocking: Arc::clone(&self.blocking),
-                };
-                self.conn = SyncConnectionWrapper::with_runtime(conn, inline);
+                self.conn = SyncConnectionWrapper::with_runtime(conn, self.inline.clone());
                 tracing::warn!("SQLite connection opened again after a failed commit");
             }
             Ok(Err(error)) => {
@@ -317,14 +370,14 @@ fn depth(conn: &mut Connection) -> QueryResult<u32> {
 /// connection lives.
 async fn commit_groups(connection: Weak<Sqlite>) {
     while let Some(sqlite) = connection.upgrade() {
-        let asked = tokio::time::timeout(SWEEP_EVERY, sqlite.commit_now.notified())
+        let asked = tokio::time::timeout(sqlite.limits.sweep, sqlite.commit_now.notified())
             .await
             .is_ok();
         let mut writer = sqlite.writer.lock().await;
         let forgotten = writer
             .group
             .as_ref()
-            .is_some_and(|group| group.opened.elapsed() >= SWEEP_EVERY);
+            .is_some_and(|group| group.opened.elapsed() >= sqlite.limits.sweep);
         if (asked || forgotten)
             && AssertUnwindSafe(writer.commit())
                 .catch_unwind()
@@ -337,6 +390,23 @@ async fn commit_groups(connection: Weak<Sqlite>) {
             writer.group = None;
             writer.recover().await;
         }
+    }
+}
+
+/// Sends the connection's work to the blocking pool for as long as it lives, even if
+/// the task holding it is dropped at an `.await`.
+struct Blocking(Arc<AtomicBool>);
+
+impl Blocking {
+    fn on(inline: &Inline) -> Self {
+        inline.blocking.store(true, Ordering::SeqCst);
+        Self(Arc::clone(&inline.blocking))
+    }
+}
+
+impl Drop for Blocking {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -369,35 +439,5 @@ impl Drop for Waiting<'_> {
         if last && !self.served {
             self.sqlite.commit_now.notify_one();
         }
-    }
-}
-
-/// Runs the connection's work where it is asked for, or on Tokio's blocking pool while
-/// `blocking` is set.
-#[derive(Default)]
-pub struct Inline {
-    blocking: Arc<AtomicBool>,
-}
-
-type TaskResult<R> = Result<R, Box<dyn Error + Send + Sync + 'static>>;
-
-impl SpawnBlocking for Inline {
-    fn spawn_blocking<'a, R>(
-        &mut self,
-        task: impl FnOnce() -> R + Send + 'static,
-    ) -> BoxFuture<'a, TaskResult<R>>
-    where
-        R: Send + 'static,
-    {
-        if self.blocking.load(Ordering::SeqCst) {
-            let task = tokio::task::spawn_blocking(task);
-            Box::pin(async move { task.await.map_err(|e| Box::new(e) as _) })
-        } else {
-            Box::pin(std::future::ready(Ok(task())))
-        }
-    }
-
-    fn get_runtime() -> Self {
-        Self::default()
     }
 }

@@ -1,0 +1,225 @@
+//! Group commit when a member of the group goes wrong.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Integer;
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use tempfile::TempDir;
+
+use super::{Connection, Lane, Limits, Manager, Sqlite, TransactionManager};
+
+/// Limits under which a group ends only when no caller waits, however slow the machine.
+const ONE_GROUP: Limits = Limits {
+    turns: 1_000,
+    age: Duration::from_secs(600),
+    sweep: Duration::from_secs(600),
+};
+
+/// What one member of a group does with its turn.
+#[derive(Debug, Clone, Copy)]
+enum Member {
+    /// Inserts `n` in a transaction of its own.
+    Inserts(i32),
+    /// Inserts `n`, then fails inside the same transaction.
+    Fails(i32),
+    /// Inserts `n` in a transaction it never ends, as a cancelled caller does.
+    Abandons(i32),
+    /// Binds a value whose conversion panics, with the connection's mutex held.
+    PanicsBinding,
+    /// Panics in work run on the connection.
+    PanicsRunning,
+    /// Ends the whole transaction behind diesel's back, as SQLite itself does after
+    /// some disk and memory errors, then opens a transaction it abandons.
+    EndsTheTransaction,
+}
+
+struct Database {
+    sqlite: Arc<Sqlite>,
+    _dir: TempDir,
+}
+
+fn database() -> Database {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("group.db");
+    let path = path.to_str().expect("a UTF-8 path");
+    let mut conn = crate::db::open_sqlite(path).expect("SQLite opens");
+    conn.batch_execute("CREATE TABLE marks (n INTEGER PRIMARY KEY NOT NULL)")
+        .expect("the table is created");
+    Database {
+        sqlite: Sqlite::with_limits(conn, path, ONE_GROUP),
+        _dir: dir,
+    }
+}
+
+/// Runs `members` as one group, in order, and returns what each caller was told.
+async fn group(sqlite: &Arc<Sqlite>, members: &[Member]) -> Vec<Result<(), String>> {
+    // The group opens on this turn; the members queue behind it, so none of them sees
+    // an empty queue (which commits) before the last.
+    let opener = sqlite.turn(Lane::Acknowledgement).await.expect("a turn");
+    let tasks: Vec<_> = members
+        .iter()
+        .map(|&member| {
+            let sqlite = Arc::clone(sqlite);
+            tokio::spawn(async move { take_turn(&sqlite, member).await })
+        })
+        .collect();
+    while AtomicUsize::load(&sqlite.waiting, Ordering::SeqCst) < members.len() {
+        tokio::task::yield_now().await;
+    }
+    // Its group commits with the last member's turn.
+    drop(opener);
+    let mut told = Vec::new();
+    for task in tasks {
+        told.push(match task.await {
+            Ok(result) => result.map_err(|error| format!("{error:#}")),
+            Err(error) => Err(format!("the caller panicked: {error}")),
+        });
+    }
+    told
+}
+
+async fn take_turn(sqlite: &Sqlite, member: Member) -> anyhow::Result<()> {
+    let mut turn = sqlite.turn(Lane::Acknowledgement).await?;
+    let conn = turn.connection();
+    let worked = match member {
+        Member::Inserts(n) => conn.transaction(async |conn| insert(conn, n).await).await,
+        Member::Fails(n) => {
+            conn.transaction(async |conn| {
+                insert(conn, n).await?;
+                insert(conn, n).await
+            })
+            .await
+        }
+        Member::Abandons(n) => {
+            Manager::begin_transaction(conn).await?;
+            insert(conn, n).await
+        }
+        Member::PanicsBinding => diesel::sql_query("SELECT ?")
+            .bind::<Integer, _>(Boom)
+            .execute(conn)
+            .await
+            .map(drop),
+        Member::PanicsRunning => {
+            conn.spawn_blocking(|_| -> diesel::QueryResult<()> { panic!("this work fails") })
+                .await
+        }
+        Member::EndsTheTransaction => {
+            conn.batch_execute("ROLLBACK").await?;
+            Manager::begin_transaction(conn).await
+        }
+    };
+    turn.durable().await?;
+    Ok(worked?)
+}
+
+async fn insert(conn: &mut Connection, n: i32) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!("INSERT INTO marks (n) VALUES ({n})"))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+async fn marks(sqlite: &Sqlite) -> BTreeSet<i32> {
+    #[derive(diesel::QueryableByName)]
+    struct Mark {
+        #[diesel(sql_type = Integer)]
+        n: i32,
+    }
+    let mut turn = sqlite.turn(Lane::Background).await.expect("a turn");
+    let rows = diesel::sql_query("SELECT n FROM marks")
+        .load::<Mark>(turn.connection())
+        .await
+        .expect("the marks are read");
+    turn.durable().await.expect("the read ends");
+    rows.into_iter().map(|row| row.n).collect()
+}
+
+#[derive(Debug)]
+struct Boom;
+
+impl ToSql<Integer, diesel::sqlite::Sqlite> for Boom {
+    fn to_sql<'b>(&'b self, _: &mut Output<'b, '_, diesel::sqlite::Sqlite>) -> serialize::Result {
+        panic!("this value cannot be written")
+    }
+}
+
+#[tokio::test]
+async fn a_failing_or_abandoned_turn_leaves_the_rest_of_its_group_committed() {
+    let db = database();
+    let told = group(
+        &db.sqlite,
+        &[
+            Member::Inserts(1),
+            Member::Fails(2),
+            Member::Abandons(3),
+            Member::Inserts(4),
+        ],
+    )
+    .await;
+
+    assert_eq!(told[0], Ok(()));
+    assert!(told[1].is_err(), "the failing turn is told: {:?}", told[1]);
+    assert_eq!(told[3], Ok(()));
+    assert_eq!(marks(&db.sqlite).await, BTreeSet::from([1, 4]));
+}
+
+#[tokio::test]
+async fn a_turn_that_panics_fails_alone_and_the_connection_works_on() {
+    let db = database();
+    let told = group(
+        &db.sqlite,
+        &[
+            Member::Inserts(1),
+            Member::PanicsBinding,
+            Member::Inserts(3),
+            Member::PanicsRunning,
+            Member::Inserts(5),
+        ],
+    )
+    .await;
+    assert_eq!(told[0], Ok(()));
+    assert!(told[1].is_err(), "{:?}", told[1]);
+    assert_eq!(told[2], Ok(()));
+    assert!(
+        told[3]
+            .as_ref()
+            .is_err_and(|e| !e.contains("the caller panicked")),
+        "work that panics on the connection is answered with an error: {:?}",
+        told[3]
+    );
+    assert_eq!(told[4], Ok(()));
+
+    let later = group(&db.sqlite, &[Member::Inserts(6)]).await;
+    assert_eq!(later, [Ok(())]);
+    assert_eq!(marks(&db.sqlite).await, BTreeSet::from([1, 3, 5, 6]));
+}
+
+#[tokio::test]
+async fn a_transaction_sqlite_ended_by_itself_is_never_reported_committed() {
+    let db = database();
+    let told = group(
+        &db.sqlite,
+        &[
+            Member::Inserts(1),
+            Member::EndsTheTransaction,
+            Member::Inserts(3),
+        ],
+    )
+    .await;
+
+    let marks = marks(&db.sqlite).await;
+    for (member, n) in [(0, 1), (2, 3)] {
+        if told[member].is_ok() {
+            assert!(marks.contains(&n), "{n} was reported committed: {marks:?}");
+        }
+    }
+    assert!(told[0].is_err(), "the lost insert is reported: {told:?}");
+
+    let later = group(&db.sqlite, &[Member::Inserts(4)]).await;
+    assert_eq!(later, [Ok(())], "the connection works again");
+}

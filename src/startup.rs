@@ -88,8 +88,8 @@ pub struct Application {
 impl Application {
     /// Builds everything and binds the listener; the server runs once awaited.
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.bind)
-            .with_context(|| format!("could not listen on {}", config.bind))?;
+        let listener =
+            listen(config.bind).with_context(|| format!("could not listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
         let simulator = config
             .stripe
@@ -120,7 +120,7 @@ impl Application {
             workers: Workers::start(
                 core.sessions.clone(),
                 core.db.clone(),
-                inbox,
+                inbox.clone(),
                 replica.name(),
                 config.webhook_workers,
                 REPLAY_EVERY,
@@ -182,6 +182,7 @@ impl Application {
             core.db.clone(),
             actors,
             core.outbox.clone(),
+            inbox,
             &config.effects,
         )
         .spawn();
@@ -281,14 +282,33 @@ impl Application {
     }
 }
 
+/// Connections the kernel holds for the server before it accepts them (capped by
+/// `net.core.somaxconn`). The standard library's 128 overflows in a burst of new
+/// connections, and each connection dropped then waits a second or more to retry its SYN.
+const BACKLOG: i32 = 4096;
+
+/// A listening socket on `address`, as `TcpListener::bind` makes it but for its backlog.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// A server for `/metrics` alone, on `address`.
 fn metrics_server(
     address: SocketAddr,
     state: web::Data<AppState>,
     shutdown_grace: Duration,
 ) -> anyhow::Result<(u16, Server)> {
-    let listener = TcpListener::bind(address)
-        .with_context(|| format!("could not listen on {address} (METRICS_BIND)"))?;
+    let listener =
+        listen(address).with_context(|| format!("could not listen on {address} (METRICS_BIND)"))?;
     let port = listener.local_addr()?.port();
     let server = HttpServer::new(move || {
         App::new()

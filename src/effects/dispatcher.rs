@@ -24,6 +24,7 @@ use super::{EffectActors, EffectError, Effected, Outbox};
 use crate::configuration::EffectsConfig;
 use crate::db::Database;
 use crate::db::effects::{ClaimedEffect, Fence};
+use crate::inbox::Inbox;
 use crate::metrics::{EffectAttempt, METRICS};
 use crate::retry::backoff;
 
@@ -41,6 +42,8 @@ pub struct EffectDispatcher {
     db: Database,
     actors: EffectActors,
     outbox: Outbox,
+    /// Given way to before each claim: acknowledgements go first.
+    inbox: Inbox,
     max_attempts: u32,
     backoff: Duration,
     timeout: Duration,
@@ -74,11 +77,18 @@ pub struct Shutdown {
 }
 
 impl EffectDispatcher {
-    pub fn new(db: Database, actors: EffectActors, outbox: Outbox, config: &EffectsConfig) -> Self {
+    pub fn new(
+        db: Database,
+        actors: EffectActors,
+        outbox: Outbox,
+        inbox: Inbox,
+        config: &EffectsConfig,
+    ) -> Self {
         Self {
             db,
             actors,
             outbox,
+            inbox,
             max_attempts: config.max_attempts,
             backoff: config.backoff,
             timeout: config.timeout,
@@ -106,6 +116,7 @@ impl EffectDispatcher {
     async fn run(self: Arc<Self>, stop: CancellationToken, attempts: TaskTracker) {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         while !stop.is_cancelled() {
+            self.inbox.give_way().await;
             let free = in_flight.available_permits();
             let claimed_at = Instant::now();
             let claimed = if free == 0 {

@@ -26,11 +26,14 @@ const QUEUE_DEPTH: usize = 8192;
 /// Connections of the acknowledgement lane's own on PostgreSQL: while one batch waits
 /// for its commit, the next is written on the other.
 const POSTGRES_LANES: usize = 2;
-/// Deliveries waiting in the lane beyond which the workers give way (see
-/// [`Inbox::give_way`]).
-const BUSY_AT: usize = 64;
-/// The longest a worker gives way before it takes its next event all the same.
-const GIVE_WAY_AT_MOST: Duration = Duration::from_millis(50);
+/// Deliveries in flight (received and not answered yet) beyond which background work
+/// gives way (see [`Inbox::give_way`]). At 1,000 deliveries/s answered in 5 ms, 5 are in
+/// flight; 32 means they are coming faster than they are answered, or are being answered
+/// slowly.
+const BUSY_AT: usize = 32;
+/// The longest background work gives way before it takes its next job all the same, so
+/// that a sale lasting longer than this still sees fulfilments go on.
+const GIVE_WAY_AT_MOST: Duration = Duration::from_millis(250);
 
 type Pending = (StoredEvent, oneshot::Sender<Result<Stored, String>>);
 type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>;
@@ -42,49 +45,25 @@ pub struct Inbox {
     pressure: Arc<Pressure>,
 }
 
-/// How busy the lane is, for the workers to give way.
+/// How busy the acknowledgements are, for background work to give way.
 #[derive(Default)]
 struct Pressure {
-    /// Deliveries handed to the lane and not answered yet.
-    waiting: AtomicUsize,
-    /// Told when `waiting` falls to [`BUSY_AT`] or below.
+    /// Deliveries received and not answered yet.
+    in_flight: AtomicUsize,
+    /// Told when `in_flight` falls to [`BUSY_AT`] or below.
     calm: Notify,
 }
 
-impl Pressure {
-    fn answered(&self, count: usize) {
-        let before = self.waiting.fetch_sub(count, Ordering::SeqCst);
-        if before > BUSY_AT && before - count <= BUSY_AT {
-            self.calm.notify_waiters();
-        }
-    }
+/// A delivery counted in flight for as long as its handler holds it (see
+/// [`Inbox::arriving`]), however the handler ends.
+pub struct Arrival {
+    pressure: Arc<Pressure>,
 }
 
-/// A delivery counted as waiting until the writer has it, even if the handler is dropped
-/// while it waits for room in the queue.
-struct Waiting<'a> {
-    pressure: &'a Pressure,
-    handed_over: bool,
-}
-
-impl<'a> Waiting<'a> {
-    fn on(pressure: &'a Pressure) -> Self {
-        pressure.waiting.fetch_add(1, Ordering::SeqCst);
-        Self {
-            pressure,
-            handed_over: false,
-        }
-    }
-
-    fn handed_over(mut self) {
-        self.handed_over = true;
-    }
-}
-
-impl Drop for Waiting<'_> {
+impl Drop for Arrival {
     fn drop(&mut self) {
-        if !self.handed_over {
-            self.pressure.answered(1);
+        if self.pressure.in_flight.fetch_sub(1, Ordering::SeqCst) == BUSY_AT + 1 {
+            self.pressure.calm.notify_waiters();
         }
     }
 }
@@ -96,44 +75,43 @@ impl Inbox {
     pub fn start(db: Database) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
         let pending: Queue = Arc::new(tokio::sync::Mutex::new(pending));
-        let lane = Arc::new(Pressure::default());
+        let pressure = Arc::new(Pressure::default());
         let writers = match db {
             Database::Sqlite(_) => 1,
             Database::Postgres(_) => POSTGRES_LANES,
         };
         for _ in 0..writers {
-            tokio::spawn(write_batches(
-                db.clone(),
-                Arc::clone(&pending),
-                Arc::clone(&lane),
-            ));
+            tokio::spawn(write_batches(db.clone(), Arc::clone(&pending)));
         }
-        Self {
-            queue,
-            pressure: lane,
-        }
+        Self { queue, pressure }
     }
 
     /// Stores one event durably. Concurrent deliveries share a commit.
     pub async fn store(&self, event: StoredEvent) -> anyhow::Result<Stored> {
         let (reply, stored) = oneshot::channel();
-        let waiting = Waiting::on(&self.pressure);
         if self.queue.send((event, reply)).await.is_err() {
             anyhow::bail!("the inbox writer has stopped");
         }
-        // The writer counts it from here: it answers the delivery whatever becomes of us.
-        waiting.handed_over();
         stored
             .await
             .map_err(|_| anyhow::anyhow!("the inbox writer has stopped"))?
             .map_err(anyhow::Error::msg)
     }
 
-    /// Waits, [`GIVE_WAY_AT_MOST`] at most, while more than [`BUSY_AT`] deliveries wait
-    /// for the lane: background work gives way to acknowledgements, never the reverse.
+    /// Counts a delivery in flight until the returned guard is dropped: a webhook
+    /// handler holds it from its first line to its answer.
+    pub fn arriving(&self) -> Arrival {
+        self.pressure.in_flight.fetch_add(1, Ordering::SeqCst);
+        Arrival {
+            pressure: Arc::clone(&self.pressure),
+        }
+    }
+
+    /// Waits, [`GIVE_WAY_AT_MOST`] at most, while more than [`BUSY_AT`] deliveries are
+    /// in flight: background work gives way to acknowledgements, never the reverse.
     pub async fn give_way(&self) {
         let calm = self.pressure.calm.notified();
-        if self.pressure.waiting.load(Ordering::SeqCst) > BUSY_AT {
+        if self.pressure.in_flight.load(Ordering::SeqCst) > BUSY_AT {
             let _ = tokio::time::timeout(GIVE_WAY_AT_MOST, calm).await;
         }
     }
@@ -141,7 +119,7 @@ impl Inbox {
 
 /// One writer of the lane: takes what is waiting, up to [`MAX_BATCH`], writes it as one
 /// transaction, and answers each delivery once its batch is durable (or failed).
-async fn write_batches(db: Database, pending: Queue, lane: Arc<Pressure>) {
+async fn write_batches(db: Database, pending: Queue) {
     // PostgreSQL: this writer's connection, opened again after a failure.
     let mut conn = None;
     loop {
@@ -186,7 +164,6 @@ async fn write_batches(db: Database, pending: Queue, lane: Arc<Pressure>) {
             }
             Database::Sqlite(_) => db.store_events(&events).await,
         };
-        lane.answered(replies.len());
         match stored {
             Ok(stored) => {
                 for (reply, stored) in replies.into_iter().zip(stored) {

@@ -63,6 +63,7 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
     let started = Instant::now();
+    let _arrival = state.inbox.arriving();
     METRICS.webhooks_received.inc();
     let answer = match body {
         Ok(body) => accept(&request, body, &state).await,

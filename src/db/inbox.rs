@@ -304,6 +304,34 @@ impl Database {
         })
     }
 
+    /// Puts a waiting event off for `delay`, its attempts uncounted: it met another
+    /// session's lock, which says nothing about whether it can be carried out, so a
+    /// long contention never makes it dead.
+    pub async fn put_off_event(
+        &self,
+        event_id: &str,
+        reason: &str,
+        delay: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        with_connection!(self, |conn| {
+            diesel::update(
+                webhook_events::table
+                    .find(event_id)
+                    .filter(webhook_events::processed_at.is_null())
+                    .filter(webhook_events::dead_at.is_null()),
+            )
+            .set((
+                webhook_events::last_error.eq(reason),
+                webhook_events::next_attempt_at.eq(next),
+            ))
+            .execute(conn)
+            .await
+            .map(drop)
+            .context("could not put the event off")
+        })
+    }
+
     /// Makes a dead event waiting again, due at once, with a fresh count of attempts.
     /// False when no dead event has this id.
     pub async fn revive_event(&self, event_id: &str) -> anyhow::Result<bool> {

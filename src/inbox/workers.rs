@@ -42,7 +42,7 @@ const EVENT_LEASE: Duration = Duration::from_secs(6);
 /// by the replayer, or dead when it cannot succeed or its attempts ran out. Returns
 /// true when the attempt met a lock another session holds (a replica frozen inside its
 /// transaction, which the server ends within seconds): the event is due again in
-/// [`CONTENDED_RETRY`], not after the usual backoff.
+/// [`CONTENDED_RETRY`], not after the usual backoff, and the attempt is not counted.
 #[tracing::instrument(skip_all, fields(event.id = %event_id, session.id = %session_id))]
 pub async fn process(
     sessions: &Sessions,
@@ -65,11 +65,7 @@ pub async fn process(
         }
         Err(FulfillError::Database(error)) if is_lock_timeout(&error) => {
             let reason = format!("{error:#}");
-            let retry_after = |attempts: i32| {
-                (u32::try_from(attempts).unwrap_or(u32::MAX) < EVENT_MAX_ATTEMPTS)
-                    .then_some(CONTENDED_RETRY)
-            };
-            if let Err(error) = db.fail_event(event_id, &reason, retry_after).await {
+            if let Err(error) = db.put_off_event(event_id, &reason, CONTENDED_RETRY).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not record the event's failure; it will be replayed");
             }
             tracing::info!(

@@ -108,6 +108,68 @@ async fn rows_locked_by_another_session_do_not_hold_up_acknowledgements() {
     assert_each_fulfilled_once(app.database_url(), &everything).await;
 }
 
+#[actix_web::test]
+async fn an_event_kept_waiting_by_another_sessions_lock_is_put_off_not_worn_out() {
+    let Some(backend) =
+        postgres("an_event_kept_waiting_by_another_sessions_lock_is_put_off_not_worn_out")
+    else {
+        return;
+    };
+    let app = spawn_app(&backend).await;
+    let sessions = paid_sessions(&app.stripe, "Book", 1000, 1);
+
+    // Another session (a frozen replica) holds the table the fulfilment records into:
+    // each attempt meets its lock, waits the pool's lock_timeout (5 s) and is put off.
+    let mut holder = AsyncPgConnection::establish(app.database_url())
+        .await
+        .expect("PostgreSQL answers");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE checkout_sessions IN SHARE ROW EXCLUSIVE MODE;")
+        .await
+        .expect("table locked");
+    let answers = deliver_all(&app.stripe, &app.address, &sessions).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+
+    // Long enough for two attempts to meet the lock.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (attempts, last_error) = event_attempts(app.database_url(), &sessions[0]).await;
+    holder
+        .batch_execute("ROLLBACK;")
+        .await
+        .expect("table released");
+    assert!(
+        last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("lock timeout")),
+        "the event shows why it waits: {last_error:?}"
+    );
+    assert_eq!(attempts, 0, "attempts that met a lock are not counted");
+    assert_each_fulfilled_once(app.database_url(), &sessions).await;
+}
+
+/// The attempts counted on the event of `session`, and its last error.
+async fn event_attempts(url: &str, session: &str) -> (i32, Option<String>) {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        attempts: i32,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        last_error: Option<String>,
+    }
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .expect("PostgreSQL answers");
+    let row = diesel::sql_query("SELECT attempts, last_error FROM webhook_events WHERE id = $1")
+        .bind::<Text, _>(format!("evt_{session}"))
+        .get_result::<Row>(&mut conn)
+        .await
+        .expect("the event is stored");
+    (row.attempts, row.last_error)
+}
+
 /// How many of the process's connections sit inside a transaction.
 async fn open_transactions(admin: &mut AsyncPgConnection, pid: u32) -> i64 {
     #[derive(diesel::QueryableByName)]

@@ -3,8 +3,8 @@
 //! Callers take turns on the connection. Each turn runs inside the transaction open at
 //! the time (a *group*), its own transactions becoming savepoints, and ends only once its
 //! group is committed: a caller never sees success before its writes are durable. A group
-//! is committed when no caller is waiting for a turn, when it has [`MAX_TURNS`] turns or
-//! when it is [`MAX_AGE`] old, so one `fsync` serves every caller that arrived while the
+//! is committed when no caller is waiting for a turn, when it has 256 turns or when it
+//! is 5 ms old (see [`LIMITS`]), so one `fsync` serves every caller that arrived while the
 //! previous group was being written. Under load a fulfillment costs a fraction of one
 //! `fsync`; alone, a caller waits for its own commit, as before.
 //!
@@ -25,9 +25,10 @@
 //! fails is reported to every caller of its group; if it left the connection unusable,
 //! the connection is opened again.
 //!
-//! One turn failing never fails its group: an error or a cancellation is undone by
-//! rolling back to its savepoints, and a statement that panics is answered with an
-//! error (see [`Inline`]). Only SQLite ending the whole transaction by itself (after a
+//! One turn failing never fails its group: an error, a cancellation or a panic is undone
+//! by rolling back to its savepoints. Work that panics on the connection is answered
+//! with an error (see [`Inline`]); a panic elsewhere in a turn abandons it; and the
+//! poison either leaves on the connection's mutex is cleared before the next turn. Only SQLite ending the whole transaction by itself (after a
 //! disk or memory error, say) loses a group. Diesel does not notice that, and the turns
 //! after it would run outside any transaction, so each group holds a marker savepoint
 //! under its turns: the group commits only if the marker is still there to release, and

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{Database, now_ms};
+use crate::db::{Database, millis, now_ms};
 
 /// How often the leader looks for events to prune.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -23,7 +23,7 @@ pub fn spawn_pruner(db: Database, retention: Duration, mut leading: watch::Recei
             if !*leading.borrow_and_update() {
                 continue;
             }
-            let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            let before = now_ms() - millis(retention);
             match prune(&db, before).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(events = pruned, "pruned processed events"),

@@ -18,7 +18,7 @@ use diesel_async::RunQueryDsl;
 
 use super::inbox::StoredEvent;
 use super::types::{DbNow, now_ms_sql};
-use super::{Database, with_connection};
+use super::{Database, millis, with_connection};
 
 /// The claim, for each backend: `$1` the ids (a JSON array on SQLite, an array on
 /// PostgreSQL), `$2` the lease in ms, `$3` the replica, `$4` due by (ms).
@@ -71,10 +71,6 @@ const RENEW_POSTGRES: &str = renew_claims_sql!(postgres, "SELECT unnest($1::text
 struct Claimed {
     #[diesel(sql_type = Text)]
     id: String,
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Database {

@@ -18,7 +18,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{effects, shipments};
 use super::types::{DbNow, now_ms_sql};
-use super::{Database, now_ms, with_connection};
+use super::{Database, millis, now_ms, with_connection};
 use crate::domain::{EffectKind, EffectStatus, SessionId, ShipmentStatus};
 
 /// An effect claimed for one attempt.
@@ -128,10 +128,6 @@ macro_rules! claim_sql {
 
 const CLAIM_SQLITE: (&str, &str) = claim_sql!(sqlite, "");
 const CLAIM_POSTGRES: (&str, &str) = claim_sql!(postgres, " FOR UPDATE SKIP LOCKED");
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
 
 impl Database {
     /// Claims up to `limit` due effects for one attempt each, leased for `lease` from the

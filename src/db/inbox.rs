@@ -281,9 +281,7 @@ impl Database {
                     return Ok::<_, anyhow::Error>(None);
                 };
                 let retry = retry_after(attempts);
-                let next = retry.map_or(now, |delay| {
-                    now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
-                });
+                let next = retry.map_or(now, |delay| now.saturating_add(super::millis(delay)));
                 diesel::update(webhook_events::table.find(event_id))
                     .set((
                         webhook_events::attempts.eq(attempts),
@@ -313,7 +311,7 @@ impl Database {
         reason: &str,
         delay: std::time::Duration,
     ) -> anyhow::Result<()> {
-        let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        let next = now_ms().saturating_add(super::millis(delay));
         with_connection!(self, |conn| {
             diesel::update(
                 webhook_events::table

@@ -232,6 +232,11 @@ pub(crate) fn open_sqlite(path: &str) -> anyhow::Result<SqliteConnection> {
     Ok(conn)
 }
 
+/// `duration` in milliseconds, the unit of every timestamp column; saturating.
+pub fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now()

@@ -60,14 +60,14 @@ impl DbNow {
     /// `duration` ago, by the database's clock.
     pub fn before(duration: std::time::Duration) -> Self {
         Self {
-            offset_ms: -i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+            offset_ms: -super::millis(duration),
         }
     }
 
     /// `duration` from now, by the database's clock.
     pub fn after(duration: std::time::Duration) -> Self {
         Self {
-            offset_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+            offset_ms: super::millis(duration),
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc};
 use super::Inbox;
 use crate::actors::Sessions;
 use crate::db::inbox::{EventFate, StoredEvent};
-use crate::db::{Database, now_ms};
+use crate::db::{Database, millis, now_ms};
 use crate::domain::SessionId;
 use crate::fulfillment::{FulfillError, Trigger};
 use crate::retry::backoff;
@@ -308,10 +308,6 @@ impl Workers {
             }
         }
     }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn lock(taken: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {

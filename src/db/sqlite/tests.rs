@@ -8,10 +8,10 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Integer;
-use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
 use tempfile::TempDir;
 
-use super::{Connection, Lane, Limits, Manager, Sqlite, TransactionManager};
+use super::{Connection, Lane, Limits, Manager, Sqlite};
 
 /// Limits under which a group ends only when no caller waits, however slow the machine.
 const ONE_GROUP: Limits = Limits {

@@ -1,0 +1,200 @@
+//! The writer: opens a group's transaction and its marker, lets turns join it, commits
+//! it, and leaves the connection usable whatever a turn or SQLite itself did to it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use diesel::connection::AnsiTransactionManager;
+use diesel::result::QueryResult;
+use diesel_async::TransactionManager;
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use tokio::sync::watch;
+
+use super::{Connection, GROUP_DEPTH, Inline, Limits, Manager, Outcome};
+
+/// The connection, and the group open on it.
+pub(super) struct Writer {
+    /// Where the database lives, to open the connection again if it breaks.
+    pub(super) path: String,
+    pub(super) conn: Connection,
+    /// Where the connection's work runs.
+    pub(super) inline: Inline,
+    pub(super) group: Option<Group>,
+    pub(super) limits: Limits,
+}
+
+/// One transaction shared by the turns that joined it.
+pub(super) struct Group {
+    turns: usize,
+    pub(super) opened: Instant,
+    limits: Limits,
+    outcome: watch::Sender<Outcome>,
+}
+
+impl Group {
+    pub(super) fn due(&self) -> bool {
+        self.turns >= self.limits.turns || self.opened.elapsed() >= self.limits.age
+    }
+}
+
+impl Writer {
+    /// Commits the open group if it is due, and opens one if none is open.
+    pub(super) async fn open(&mut self) -> anyhow::Result<()> {
+        if self.group.as_ref().is_some_and(Group::due) {
+            self.commit().await;
+        }
+        if self.group.is_some() {
+            return Ok(());
+        }
+        // What a failed commit or recovery left open is rolled back first.
+        self.heal().await;
+        if !matches!(depth(&mut self.conn), Ok(0)) {
+            self.recover().await;
+        }
+        let blocking = Blocking::on(&self.inline);
+        let began = self
+            .conn
+            .spawn_blocking(|conn| {
+                AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
+            })
+            .await;
+        drop(blocking);
+        began.context("could not begin a SQLite transaction")?;
+        if let Err(error) = Manager::begin_transaction(&mut self.conn).await {
+            self.recover().await;
+            return Err(error).context("could not mark a SQLite transaction");
+        }
+        self.group = Some(Group {
+            turns: 0,
+            opened: Instant::now(),
+            limits: self.limits,
+            outcome: watch::Sender::new(None),
+        });
+        Ok(())
+    }
+
+    /// Joins the open group, after undoing what an abandoned turn left.
+    pub(super) async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
+        self.heal().await;
+        if let Err(error) = self.roll_back_abandoned().await {
+            // The group's work is lost or unknown: its callers are told, none joins it.
+            if let Some(group) = self.group.take() {
+                group
+                    .outcome
+                    .send_replace(Some(Err(Arc::from(error.to_string()))));
+            }
+            self.recover().await;
+            return Err(error).context("the SQLite transaction was lost");
+        }
+        let group = self
+            .group
+            .as_mut()
+            .context("no SQLite transaction is open")?;
+        group.turns += 1;
+        Ok(group.outcome.subscribe())
+    }
+
+    /// Rolls back the savepoints a turn left open, back to the group's marker; fails
+    /// when the group's transaction is gone.
+    async fn roll_back_abandoned(&mut self) -> QueryResult<()> {
+        while depth(&mut self.conn)? > GROUP_DEPTH {
+            Manager::rollback_transaction(&mut self.conn).await?;
+        }
+        match depth(&mut self.conn)? {
+            GROUP_DEPTH => Ok(()),
+            _ => Err(diesel::result::Error::NotInTransaction),
+        }
+    }
+
+    /// Clears the poison a turn that panicked (writing a statement's values, or in work
+    /// run on the connection) left on the wrapper's mutex, which would otherwise make
+    /// every later look at the transaction state panic.
+    async fn heal(&mut self) {
+        // Any call through the wrapper takes its mutex, clearing the poison. Only a
+        // panic would make it fail.
+        if let Err(error) = self.conn.spawn_blocking(|_| Ok(())).await {
+            tracing::error!(%error, "could not reach SQLite after a turn panicked");
+        }
+    }
+
+    /// Commits the open group, if any, and tells its callers how that went.
+    pub(super) async fn commit(&mut self) {
+        let Some(group) = self.group.take() else {
+            return;
+        };
+        self.heal().await;
+        let committed = match self.roll_back_abandoned().await {
+            // Releasing the marker fails if SQLite ended the transaction by itself.
+            Ok(()) => match Manager::commit_transaction(&mut self.conn).await {
+                Ok(()) => {
+                    let _blocking = Blocking::on(&self.inline);
+                    Manager::commit_transaction(&mut self.conn).await
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        let outcome = match committed {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::error!(error = %error, turns = group.turns, "could not commit to SQLite");
+                self.recover().await;
+                Err(Arc::from(error.to_string()))
+            }
+        };
+        group.outcome.send_replace(Some(outcome));
+    }
+}
+
+impl Writer {
+    /// Leaves no transaction behind for the next group: rolls back what is open, or opens
+    /// the connection again when it cannot (its transaction state is broken).
+    pub(super) async fn recover(&mut self) {
+        self.heal().await;
+        while depth(&mut self.conn).is_ok_and(|depth| depth > 0) {
+            if Manager::rollback_transaction(&mut self.conn).await.is_err() {
+                break;
+            }
+        }
+        if depth(&mut self.conn).is_ok_and(|depth| depth == 0) {
+            return;
+        }
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || crate::db::open_sqlite(&path)).await {
+            Ok(Ok(conn)) => {
+                self.conn = SyncConnectionWrapper::with_runtime(conn, self.inline.clone());
+                tracing::warn!("SQLite connection opened again after a failed commit");
+            }
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "could not open SQLite again");
+            }
+            Err(error) => tracing::error!(%error, "could not open SQLite again"),
+        }
+    }
+}
+
+/// How many transactions deep the connection is (0: none open).
+fn depth(conn: &mut Connection) -> QueryResult<u32> {
+    Ok(Manager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .map_or(0, |depth| depth.get()))
+}
+
+/// Sends the connection's work to the blocking pool for as long as it lives, even if
+/// the task holding it is dropped at an `.await`.
+struct Blocking(Arc<AtomicBool>);
+
+impl Blocking {
+    fn on(inline: &Inline) -> Self {
+        inline.blocking.store(true, Ordering::SeqCst);
+        Self(Arc::clone(&inline.blocking))
+    }
+}
+
+impl Drop for Blocking {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}

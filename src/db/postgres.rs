@@ -12,13 +12,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use diesel::ConnectionResult;
+use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
+use tokio::runtime::Handle;
 use tokio::sync::Mutex;
 
 /// Connections per process in the engine's pool.
@@ -63,16 +64,23 @@ pub struct Postgres {
     /// The heartbeat's and the lease renewals' connection, opened when first needed and
     /// again after it fails.
     control: Mutex<Option<AsyncPgConnection>>,
+    /// Where every connection is opened, so that its driver task lives on this runtime,
+    /// which lasts as long as the process. Opened on an HTTP worker's runtime, a pooled
+    /// connection died with that worker at shutdown, under whatever used it next.
+    runtime: Handle,
 }
 
 impl Postgres {
     /// The pool and handle for `url`; no connection is opened yet.
     pub fn new(url: &str) -> anyhow::Result<Self> {
+        let runtime = Handle::try_current().context("PostgreSQL needs a Tokio runtime")?;
         let mut config = ManagerConfig::default();
         // `is_broken` already drops a closed connection or one left in a transaction;
         // a `SELECT 1` on every checkout would cost a round trip per transaction.
         config.recycling_method = RecyclingMethod::Fast;
-        config.custom_setup = Box::new(|url| open(url.to_owned(), Role::Pool).boxed());
+        let opening = runtime.clone();
+        config.custom_setup =
+            Box::new(move |url| open_on(opening.clone(), url.to_owned(), Role::Pool).boxed());
         let manager =
             AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
         let pool = Pool::builder(manager)
@@ -86,12 +94,13 @@ impl Postgres {
             pool,
             url: url.to_owned(),
             control: Mutex::new(None),
+            runtime,
         })
     }
 
     /// Opens a connection of its own for `role`, outside the pool.
     pub async fn connect(&self, role: Role) -> anyhow::Result<AsyncPgConnection> {
-        open(self.url.clone(), role)
+        open_on(self.runtime.clone(), self.url.clone(), role)
             .await
             .context("could not connect to PostgreSQL")
     }
@@ -116,6 +125,14 @@ impl Postgres {
         }
         result
     }
+}
+
+/// Opens a connection for `role` on `runtime`, where its driver task then runs.
+async fn open_on(runtime: Handle, url: String, role: Role) -> ConnectionResult<AsyncPgConnection> {
+    runtime
+        .spawn(open(url, role))
+        .await
+        .map_err(|error| ConnectionError::BadConnection(format!("opening failed: {error}")))?
 }
 
 /// Opens a connection for `role`: keepalives in its URL, its limits set once.

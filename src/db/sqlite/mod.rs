@@ -28,11 +28,15 @@
 //! One turn failing never fails its group: an error, a cancellation or a panic is undone
 //! by rolling back to its savepoints. Work that panics on the connection is answered
 //! with an error (see [`Inline`]); a panic elsewhere in a turn abandons it; and the
-//! poison either leaves on the connection's mutex is cleared before the next turn. Only SQLite ending the whole transaction by itself (after a
-//! disk or memory error, say) loses a group. Diesel does not notice that, and the turns
-//! after it would run outside any transaction, so each group holds a marker savepoint
-//! under its turns: the group commits only if the marker is still there to release, and
-//! otherwise every caller of the group is told its work was not committed.
+//! poison either leaves on the connection's mutex is cleared before the next turn.
+//!
+//! Only SQLite ending the whole transaction by itself (after a disk or memory error, or a
+//! trigger's `RAISE(ROLLBACK)`) loses a group. Diesel does not always notice that, and a
+//! turn after it would run outside any transaction, so each group holds a marker
+//! savepoint of its own name under its turns, released and taken again before every turn
+//! joins and released at the commit. When it is gone, every caller of the lost group is
+//! told its work was not committed, and the caller about to join opens a new group
+//! instead.
 
 mod inline;
 #[cfg(test)]
@@ -43,7 +47,6 @@ pub use inline::Inline;
 use writer::{Group, Writer};
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -52,7 +55,9 @@ use diesel::sqlite::SqliteConnection;
 use diesel_async::AsyncConnection;
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use futures_util::FutureExt;
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+use super::queue::{Leaving, Queue, Waiting};
 
 /// The connection every query runs on.
 pub type Connection = SyncConnectionWrapper<SqliteConnection, Inline>;
@@ -77,8 +82,9 @@ const LIMITS: Limits = Limits {
     sweep: Duration::from_millis(50),
 };
 
-/// How deep a group's own transactions go: `BEGIN IMMEDIATE`, then the marker.
-const GROUP_DEPTH: u32 = 2;
+/// How deep a group's own transaction goes, as diesel counts: `BEGIN IMMEDIATE`. The
+/// marker savepoint under the turns is the group's own, unknown to diesel.
+const GROUP_DEPTH: u32 = 1;
 
 /// The shared connection and its committer.
 pub struct Sqlite {
@@ -86,9 +92,7 @@ pub struct Sqlite {
     /// Passed by background turns, one at a time, on their way to `writer`.
     background: Mutex<()>,
     limits: Limits,
-    /// Callers waiting for a turn.
-    waiting: AtomicUsize,
-    commit_now: Notify,
+    queue: Queue,
 }
 
 /// Which callers a turn may be queued behind.
@@ -103,9 +107,9 @@ pub enum Lane {
 
 /// A caller's turn on the connection; see [`Turn::durable`].
 pub struct Turn<'a> {
-    sqlite: &'a Sqlite,
     writer: OwnedMutexGuard<Writer>,
     outcome: watch::Receiver<Outcome>,
+    _leaving: Leaving<'a>,
 }
 
 impl Sqlite {
@@ -127,8 +131,7 @@ impl Sqlite {
             })),
             background: Mutex::new(()),
             limits,
-            waiting: AtomicUsize::new(0),
-            commit_now: Notify::new(),
+            queue: Queue::default(),
         });
         tokio::spawn(commit_groups(Arc::downgrade(&sqlite)));
         sqlite
@@ -137,8 +140,8 @@ impl Sqlite {
     /// Waits for a turn, inside the open group (or a new one), behind at most one
     /// background turn.
     pub async fn turn(&self, lane: Lane) -> anyhow::Result<Turn<'_>> {
-        let mut writer = {
-            let waiting = Waiting::on(self);
+        let (mut writer, leaving) = {
+            let waiting = Waiting::on(&self.queue);
             let writer = match lane {
                 Lane::Acknowledgement => Arc::clone(&self.writer).lock_owned().await,
                 Lane::Background => {
@@ -146,28 +149,34 @@ impl Sqlite {
                     Arc::clone(&self.writer).lock_owned().await
                 }
             };
-            waiting.served();
-            writer
+            (writer, waiting.served())
         };
-        if writer.group.as_ref().is_none_or(Group::due) {
-            let (returned, opened) = tokio::spawn(async move {
-                let opened = writer.open().await;
-                (writer, opened)
-            })
-            .await
-            .map_err(|e| anyhow!("opening a SQLite transaction failed: {e}"))?;
-            writer = returned;
-            if let Err(error) = opened {
-                self.commit_now.notify_one();
-                return Err(error);
+        // A lost group is told to its callers; this caller, who wrote nothing in it,
+        // joins a new one.
+        let mut lost = false;
+        loop {
+            if writer.group.as_ref().is_none_or(Group::due) {
+                let (returned, opened) = tokio::spawn(async move {
+                    let opened = writer.open().await;
+                    (writer, opened)
+                })
+                .await
+                .map_err(|e| anyhow!("opening a SQLite transaction failed: {e}"))?;
+                writer = returned;
+                opened?;
+            }
+            match writer.join().await {
+                Ok(outcome) => {
+                    return Ok(Turn {
+                        writer,
+                        outcome,
+                        _leaving: leaving,
+                    });
+                }
+                Err(error) if lost => return Err(error),
+                Err(_) => lost = true,
             }
         }
-        let outcome = writer.join().await?;
-        Ok(Turn {
-            sqlite: self,
-            writer,
-            outcome,
-        })
     }
 }
 
@@ -177,10 +186,13 @@ impl Turn<'_> {
         &mut self.writer.conn
     }
 
-    /// Ends the turn and waits until its group is committed.
-    pub async fn durable(self) -> anyhow::Result<()> {
+    /// Ends the turn and waits until its group is committed. A turn that left its own
+    /// transaction open is undone and told so: the group's commit would not include it.
+    pub async fn durable(mut self) -> anyhow::Result<()> {
+        let left_open = self.writer.undo_unfinished().await;
         let mut outcome = self.outcome.clone();
         drop(self);
+        left_open?;
         let committed = outcome
             .wait_for(Option::is_some)
             .await
@@ -192,20 +204,11 @@ impl Turn<'_> {
     }
 }
 
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        // A turn that waits commits a due group itself, before it joins.
-        if self.sqlite.waiting.load(Ordering::SeqCst) == 0 {
-            self.sqlite.commit_now.notify_one();
-        }
-    }
-}
-
 /// Commits a group whenever a turn asks, and any group left open, for as long as the
 /// connection lives.
 async fn commit_groups(connection: Weak<Sqlite>) {
     while let Some(sqlite) = connection.upgrade() {
-        let asked = tokio::time::timeout(sqlite.limits.sweep, sqlite.commit_now.notified())
+        let asked = tokio::time::timeout(sqlite.limits.sweep, sqlite.queue.commit_now.notified())
             .await
             .is_ok();
         let mut writer = sqlite.writer.lock().await;
@@ -223,39 +226,13 @@ async fn commit_groups(connection: Weak<Sqlite>) {
             // connection's state is unknown.
             tracing::error!("committing to SQLite panicked");
             writer.group = None;
-            writer.recover().await;
-        }
-    }
-}
-
-/// Counts a caller as waiting for a turn for as long as it lives, even if the caller is
-/// cancelled while waiting.
-struct Waiting<'a> {
-    sqlite: &'a Sqlite,
-    served: bool,
-}
-
-impl<'a> Waiting<'a> {
-    fn on(sqlite: &'a Sqlite) -> Self {
-        sqlite.waiting.fetch_add(1, Ordering::SeqCst);
-        Self {
-            sqlite,
-            served: false,
-        }
-    }
-
-    /// The caller has its turn.
-    fn served(mut self) {
-        self.served = true;
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        let last = self.sqlite.waiting.fetch_sub(1, Ordering::SeqCst) == 1;
-        // The last turn left the group for this caller to carry on, and it went away.
-        if last && !self.served {
-            self.sqlite.commit_now.notify_one();
+            if AssertUnwindSafe(writer.recover())
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!("recovering the SQLite connection panicked");
+            }
         }
     }
 }

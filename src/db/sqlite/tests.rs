@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -36,7 +35,16 @@ enum Member {
     /// Ends the whole transaction behind diesel's back, as SQLite itself does after
     /// some disk and memory errors, then opens a transaction it abandons.
     EndsTheTransaction,
+    /// Inserts [`REFUSED`] in a transaction of its own: the trigger's `RAISE(ROLLBACK)`
+    /// ends the whole transaction, and diesel's rollback of its savepoint then fails.
+    RaisesRollback,
+    /// Inserts [`REFUSED`] in a plain statement, outside any transaction of its own:
+    /// SQLite ends the whole transaction and diesel does not notice.
+    RaisesRollbackPlainly,
 }
+
+/// The mark whose insert a trigger answers with `RAISE(ROLLBACK)`.
+const REFUSED: i32 = 13;
 
 struct Database {
     sqlite: Arc<Sqlite>,
@@ -48,16 +56,27 @@ fn database() -> Database {
     let path = dir.path().join("group.db");
     let path = path.to_str().expect("a UTF-8 path");
     let mut conn = crate::db::open_sqlite(path).expect("SQLite opens");
-    conn.batch_execute("CREATE TABLE marks (n INTEGER PRIMARY KEY NOT NULL)")
-        .expect("the table is created");
+    conn.batch_execute(&format!(
+        "CREATE TABLE marks (n INTEGER PRIMARY KEY NOT NULL);
+         CREATE TRIGGER refuse BEFORE INSERT ON marks WHEN NEW.n = {REFUSED}
+         BEGIN SELECT RAISE(ROLLBACK, 'refused'); END;"
+    ))
+    .expect("the table is created");
     Database {
         sqlite: Sqlite::with_limits(conn, path, ONE_GROUP),
         _dir: dir,
     }
 }
 
-/// Runs `members` as one group, in order, and returns what each caller was told.
+/// Runs `members` as one group, in order, and returns what each caller was told; fails
+/// the test if that takes a minute (a group nobody commits, a stuck connection).
 async fn group(sqlite: &Arc<Sqlite>, members: &[Member]) -> Vec<Result<(), String>> {
+    tokio::time::timeout(Duration::from_secs(60), run_group(sqlite, members))
+        .await
+        .expect("every member of the group is answered")
+}
+
+async fn run_group(sqlite: &Arc<Sqlite>, members: &[Member]) -> Vec<Result<(), String>> {
     // The group opens on this turn; the members queue behind it, so none of them sees
     // an empty queue (which commits) before the last.
     let opener = sqlite.turn(Lane::Acknowledgement).await.expect("a turn");
@@ -68,7 +87,7 @@ async fn group(sqlite: &Arc<Sqlite>, members: &[Member]) -> Vec<Result<(), Strin
             tokio::spawn(async move { take_turn(&sqlite, member).await })
         })
         .collect();
-    while AtomicUsize::load(&sqlite.waiting, Ordering::SeqCst) < members.len() {
+    while sqlite.queue.waiting() < members.len() {
         tokio::task::yield_now().await;
     }
     // Its group commits with the last member's turn.
@@ -112,6 +131,11 @@ async fn take_turn(sqlite: &Sqlite, member: Member) -> anyhow::Result<()> {
             conn.batch_execute("ROLLBACK").await?;
             Manager::begin_transaction(conn).await
         }
+        Member::RaisesRollback => {
+            conn.transaction(async |conn| insert(conn, REFUSED).await)
+                .await
+        }
+        Member::RaisesRollbackPlainly => insert(conn, REFUSED).await,
     };
     turn.durable().await?;
     Ok(worked?)
@@ -164,6 +188,11 @@ async fn a_failing_or_abandoned_turn_leaves_the_rest_of_its_group_committed() {
 
     assert_eq!(told[0], Ok(()));
     assert!(told[1].is_err(), "the failing turn is told: {:?}", told[1]);
+    assert!(
+        told[2].is_err(),
+        "the abandoned turn is told: {:?}",
+        told[2]
+    );
     assert_eq!(told[3], Ok(()));
     assert_eq!(marks(&db.sqlite).await, BTreeSet::from([1, 4]));
 }
@@ -219,7 +248,44 @@ async fn a_transaction_sqlite_ended_by_itself_is_never_reported_committed() {
         }
     }
     assert!(told[0].is_err(), "the lost insert is reported: {told:?}");
+    assert_eq!(
+        told[2],
+        Ok(()),
+        "the turn after the loss is not failed with it"
+    );
 
     let later = group(&db.sqlite, &[Member::Inserts(4)]).await;
     assert_eq!(later, [Ok(())], "the connection works again");
+}
+
+/// Each way a trigger's `RAISE(ROLLBACK)` ends the transaction: the callers of the lost
+/// group are told, and those who join after it lose nothing they were told was kept.
+#[tokio::test]
+async fn a_rollback_raised_inside_a_group_fails_only_the_work_it_undid() {
+    for refused in [Member::RaisesRollback, Member::RaisesRollbackPlainly] {
+        let db = database();
+        let told = group(
+            &db.sqlite,
+            &[
+                Member::Inserts(1),
+                refused,
+                Member::Inserts(3),
+                Member::Inserts(4),
+            ],
+        )
+        .await;
+
+        let marks = marks(&db.sqlite).await;
+        assert!(
+            told[0].is_err(),
+            "{refused:?}: the undone insert is reported: {told:?}"
+        );
+        assert!(told[1].is_err(), "{refused:?}: {told:?}");
+        assert_eq!(
+            told[2..],
+            [Ok(()), Ok(())],
+            "{refused:?}: later turns are kept"
+        );
+        assert_eq!(marks, BTreeSet::from([3, 4]), "{refused:?}");
+    }
 }

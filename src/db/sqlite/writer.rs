@@ -6,13 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use diesel::connection::AnsiTransactionManager;
+use diesel::connection::{AnsiTransactionManager, TransactionManagerStatus};
 use diesel::result::QueryResult;
-use diesel_async::TransactionManager;
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{SimpleAsyncConnection, TransactionManager};
 use tokio::sync::watch;
 
 use super::{Connection, GROUP_DEPTH, Inline, Limits, Manager, Outcome};
+
+/// Taken under each group's turns, released and taken again before each turn joins, and
+/// released at the commit: a name no turn uses, gone only if the transaction is.
+const MARKER: &str = "SAVEPOINT fulfilld_group";
+const CHECK_MARKER: &str = "RELEASE fulfilld_group; SAVEPOINT fulfilld_group";
+const RELEASE_MARKER: &str = "RELEASE fulfilld_group";
 
 /// The connection, and the group open on it.
 pub(super) struct Writer {
@@ -62,7 +68,7 @@ impl Writer {
             .await;
         drop(blocking);
         began.context("could not begin a SQLite transaction")?;
-        if let Err(error) = Manager::begin_transaction(&mut self.conn).await {
+        if let Err(error) = self.conn.batch_execute(MARKER).await {
             self.recover().await;
             return Err(error).context("could not mark a SQLite transaction");
         }
@@ -75,10 +81,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Joins the open group, after undoing what an abandoned turn left.
+    /// Joins the open group, after undoing what an abandoned turn left. When the group's
+    /// transaction is gone, its callers are told, the connection is left with no
+    /// transaction open, and there is no group to join.
     pub(super) async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
         self.heal().await;
-        if let Err(error) = self.roll_back_abandoned().await {
+        let checked = match self.roll_back_abandoned().await {
+            Ok(()) => self.conn.batch_execute(CHECK_MARKER).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = checked {
             // The group's work is lost or unknown: its callers are told, none joins it.
             if let Some(group) = self.group.take() {
                 group
@@ -96,8 +108,20 @@ impl Writer {
         Ok(group.outcome.subscribe())
     }
 
-    /// Rolls back the savepoints a turn left open, back to the group's marker; fails
-    /// when the group's transaction is gone.
+    /// Rolls back what a turn that is ending left open, if anything; Err when it did,
+    /// since its work then is not part of what its group commits.
+    pub(super) async fn undo_unfinished(&mut self) -> anyhow::Result<()> {
+        self.heal().await;
+        if matches!(depth(&mut self.conn), Ok(depth) if depth <= GROUP_DEPTH) {
+            return Ok(());
+        }
+        // What cannot be rolled back here is found by the next join, and its group lost.
+        let _ = self.roll_back_abandoned().await;
+        anyhow::bail!("the turn left its transaction open; what it did was rolled back")
+    }
+
+    /// Rolls back the savepoints a turn left open, back to the group's own depth; fails
+    /// when diesel knows the group's transaction is gone.
     async fn roll_back_abandoned(&mut self) -> QueryResult<()> {
         while depth(&mut self.conn)? > GROUP_DEPTH {
             Manager::rollback_transaction(&mut self.conn).await?;
@@ -111,7 +135,7 @@ impl Writer {
     /// Clears the poison a turn that panicked (writing a statement's values, or in work
     /// run on the connection) left on the wrapper's mutex, which would otherwise make
     /// every later look at the transaction state panic.
-    async fn heal(&mut self) {
+    pub(super) async fn heal(&mut self) {
         // Any call through the wrapper takes its mutex, clearing the poison. Only a
         // panic would make it fail.
         if let Err(error) = self.conn.spawn_blocking(|_| Ok(())).await {
@@ -127,7 +151,7 @@ impl Writer {
         self.heal().await;
         let committed = match self.roll_back_abandoned().await {
             // Releasing the marker fails if SQLite ended the transaction by itself.
-            Ok(()) => match Manager::commit_transaction(&mut self.conn).await {
+            Ok(()) => match self.conn.batch_execute(RELEASE_MARKER).await {
                 Ok(()) => {
                     let _blocking = Blocking::on(&self.inline);
                     Manager::commit_transaction(&mut self.conn).await
@@ -149,18 +173,24 @@ impl Writer {
 }
 
 impl Writer {
-    /// Leaves no transaction behind for the next group: rolls back what is open, or opens
-    /// the connection again when it cannot (its transaction state is broken).
+    /// Leaves no transaction behind for the next group: rolls back what is open and
+    /// tells diesel so, or opens the connection again when even that fails.
     pub(super) async fn recover(&mut self) {
         self.heal().await;
-        while depth(&mut self.conn).is_ok_and(|depth| depth > 0) {
-            if Manager::rollback_transaction(&mut self.conn).await.is_err() {
-                break;
+        match self.conn.batch_execute("ROLLBACK").await {
+            Ok(()) => {}
+            Err(error) if error.to_string().contains("no transaction is active") => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not roll back on SQLite; opening it again");
+                self.reopen().await;
+                return;
             }
         }
-        if depth(&mut self.conn).is_ok_and(|depth| depth == 0) {
-            return;
-        }
+        *Manager::transaction_manager_status_mut(&mut self.conn) =
+            TransactionManagerStatus::default();
+    }
+
+    async fn reopen(&mut self) {
         let path = self.path.clone();
         match tokio::task::spawn_blocking(move || crate::db::open_sqlite(&path)).await {
             Ok(Ok(conn)) => {

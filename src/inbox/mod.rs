@@ -63,7 +63,9 @@ pub struct Arrival {
 impl Drop for Arrival {
     fn drop(&mut self) {
         if self.pressure.in_flight.fetch_sub(1, Ordering::SeqCst) == BUSY_AT + 1 {
-            self.pressure.calm.notify_waiters();
+            // One waiter at a time: each passes the calm on as it goes (see `give_way`),
+            // so background work resumes gradually, not all at once.
+            self.pressure.calm.notify_one();
         }
     }
 }
@@ -110,9 +112,16 @@ impl Inbox {
     /// Waits, [`GIVE_WAY_AT_MOST`] at most, while more than [`BUSY_AT`] deliveries are
     /// in flight: background work gives way to acknowledgements, never the reverse.
     pub async fn give_way(&self) {
-        let calm = self.pressure.calm.notified();
-        if self.pressure.in_flight.load(Ordering::SeqCst) > BUSY_AT {
-            let _ = tokio::time::timeout(GIVE_WAY_AT_MOST, calm).await;
+        let busy = || self.pressure.in_flight.load(Ordering::SeqCst) > BUSY_AT;
+        if !busy() {
+            return;
+        }
+        // A calm told between the check and this wait is kept for it (`notify_one`).
+        let calmed = tokio::time::timeout(GIVE_WAY_AT_MOST, self.pressure.calm.notified())
+            .await
+            .is_ok();
+        if calmed && !busy() {
+            self.pressure.calm.notify_one();
         }
     }
 }

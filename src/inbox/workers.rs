@@ -327,13 +327,11 @@ impl Workers {
         jobs: mpsc::Receiver<Work>,
         workers: usize,
     ) {
-        let (this, claiming, yielding) = (self.clone(), db.clone(), inbox.clone());
+        let (this, claiming) = (self.clone(), db.clone());
         let claimed = futures_util::stream::unfold(jobs, move |mut jobs| {
-            let (this, db, inbox) = (this.clone(), claiming.clone(), yielding.clone());
+            let (this, db) = (this.clone(), claiming.clone());
             async move {
                 let first = jobs.recv().await?;
-                // Acknowledgements first: claiming is background work too.
-                inbox.give_way().await;
                 let mut batch = vec![first];
                 while batch.len() < CLAIM_BATCH {
                     match jobs.try_recv() {
@@ -351,6 +349,8 @@ impl Workers {
                 let (sessions, db, inbox) = (sessions.clone(), db.clone(), inbox.clone());
                 let this = self.clone();
                 async move {
+                    // Acknowledgements first, once per job (its batch's claim does not
+                    // wait as well).
                     inbox.give_way().await;
                     let event_id = job.event_id.clone();
                     // A task of its own, so that a panic ends one attempt, not the pool.

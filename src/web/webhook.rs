@@ -63,7 +63,6 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
     let started = Instant::now();
-    let _arrival = state.inbox.arriving();
     METRICS.webhooks_received.inc();
     let answer = match body {
         Ok(body) => accept(&request, body, &state).await,
@@ -91,6 +90,9 @@ async fn accept(
         tracing::warn!(reason = %error, "webhook refused");
         return Err(error.into());
     }
+    // Only a signed delivery makes background work give way: a flood of unsigned
+    // requests must not slow fulfilment down.
+    let _arrival = state.inbox.arriving();
     let (event_id, kind, type_name, summary) = match event::parse(&body) {
         Ok(Event::Checkout {
             id,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::attempt::{Attempt, hold_lease};
+use super::settle::Completions;
 use super::{EffectActors, EffectError, Effected, Outbox};
 use crate::configuration::EffectsConfig;
 use crate::db::Database;
@@ -44,6 +45,8 @@ pub struct EffectDispatcher {
     outbox: Outbox,
     /// Given way to before each claim: acknowledgements go first.
     inbox: Inbox,
+    /// Where attempts that are done are recorded, together.
+    completions: Completions,
     max_attempts: u32,
     backoff: Duration,
     timeout: Duration,
@@ -77,6 +80,7 @@ pub struct Shutdown {
 }
 
 impl EffectDispatcher {
+    /// The dispatcher, and the writer of its completions on the current runtime.
     pub fn new(
         db: Database,
         actors: EffectActors,
@@ -85,6 +89,7 @@ impl EffectDispatcher {
         config: &EffectsConfig,
     ) -> Self {
         Self {
+            completions: Completions::start(db.clone()),
             db,
             actors,
             outbox,
@@ -116,7 +121,10 @@ impl EffectDispatcher {
     async fn run(self: Arc<Self>, stop: CancellationToken, attempts: TaskTracker) {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         while !stop.is_cancelled() {
-            self.inbox.give_way().await;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.inbox.give_way() => {}
+            }
             let free = in_flight.available_permits();
             let claimed_at = Instant::now();
             let claimed = if free == 0 {
@@ -202,7 +210,7 @@ impl EffectDispatcher {
             Ok(Effected::Recorded) => ("done", Ok(true)),
             // From here until the commit, a crash would repeat an effect already done:
             // `record_ms` measures that window.
-            Ok(Effected::Done) => ("done", self.db.complete_effect(fence).await),
+            Ok(Effected::Done) => ("done", self.completions.complete(fence).await),
             // Shut down before anything left: hand the effect back, uncounted.
             Err(EffectError::Cancelled) if !attempt.committed() => {
                 self.released.fetch_add(1, Ordering::Relaxed);

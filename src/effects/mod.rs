@@ -26,6 +26,7 @@ mod dispatcher;
 mod email;
 mod inventory;
 mod mail;
+mod settle;
 mod shipping;
 mod smtp;
 

@@ -107,12 +107,13 @@ macro_rules! with_connection {
             }
             $crate::db::Database::Postgres(postgres) => {
                 let waiting = $crate::db::Timing::start();
-                let mut turn = postgres.turn($lane).await?;
+                let mut pooled =
+                    postgres.pool.get().await.map_err(|e| {
+                        ::anyhow::anyhow!("no PostgreSQL connection available: {e}")
+                    })?;
                 let _working = waiting.connected();
-                let $conn = turn.connection();
-                let result = $body;
-                turn.durable().await?;
-                result
+                let $conn = &mut *pooled;
+                $body
             }
         }
     };

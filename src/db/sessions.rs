@@ -10,7 +10,7 @@ use super::schema::{
     webhook_events,
 };
 use super::types::DbNow;
-use super::{Database, Lane, now_ms, with_connection};
+use super::{Database, now_ms, with_connection};
 use crate::catalog::Plan;
 use crate::domain::{
     AccountId, EffectKind, EffectStatus, LineItem, Outcome, SessionSummary, ShipmentStatus, Status,
@@ -208,7 +208,7 @@ impl Database {
                 updated_at: now,
             })
             .collect();
-        with_connection!(self, Lane::Grouped, |conn| {
+        with_connection!(self, |conn| {
             conn.transaction(async |conn| {
                 let mut claimed = diesel::insert_into(checkout_sessions::table)
                     .values(&row)

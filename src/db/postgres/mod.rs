@@ -8,18 +8,12 @@
 //! another session (a frozen replica) holds, and `idle_in_transaction_session_timeout`
 //! makes the server end a session that stopped talking inside a transaction, so that what
 //! it locked is released even if its process never runs again.
-//!
-//! A fulfilment's record is written in a group of its own connections instead (see
-//! [`group`]), where the records that arrive together share one commit.
 
-mod group;
-
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use diesel::{ConnectionError, ConnectionResult};
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
@@ -27,9 +21,6 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::Mutex;
-
-use super::Lane;
-use group::Groups;
 
 /// Connections per process in the engine's pool.
 const POOL_SIZE: usize = 16;
@@ -44,9 +35,6 @@ pub enum Role {
     Inbox,
     /// Heartbeats and lease renewals: a statement or two, every second.
     Control,
-    /// Group commit: turns of a few statements each, one after another in a shared
-    /// transaction, where a wait for a lock holds up every later turn of the group.
-    Group,
 }
 
 impl Role {
@@ -55,7 +43,6 @@ impl Role {
             Self::Pool => "fulfilld",
             Self::Inbox => "fulfilld-inbox",
             Self::Control => "fulfilld-control",
-            Self::Group => "fulfilld-group",
         }
     }
 
@@ -66,63 +53,21 @@ impl Role {
             Self::Pool => (s(30), s(5), s(5)),
             Self::Inbox => (s(5), s(1), s(5)),
             Self::Control => (s(2), s(1), s(5)),
-            Self::Group => (s(5), group::LOCK_TIMEOUT, s(5)),
         }
     }
 }
 
-/// A PostgreSQL database: the pool, the group writer, and what opens connections of
-/// their own.
+/// A PostgreSQL database: the pool, and the URL to open connections of their own.
 pub struct Postgres {
     pub(super) pool: Pool<AsyncPgConnection>,
-    groups: Arc<Groups>,
-    opener: Opener,
+    url: String,
     /// The heartbeat's and the lease renewals' connection, opened when first needed and
     /// again after it fails.
     control: Mutex<Option<AsyncPgConnection>>,
-}
-
-/// Opens connections of their own, outside the pool.
-#[derive(Clone)]
-struct Opener {
-    url: String,
     /// Where every connection is opened, so that its driver task lives on this runtime,
     /// which lasts as long as the process. Opened on an HTTP worker's runtime, a pooled
     /// connection died with that worker at shutdown, under whatever used it next.
     runtime: Handle,
-}
-
-impl Opener {
-    async fn open(&self, role: Role) -> anyhow::Result<AsyncPgConnection> {
-        open_on(self.runtime.clone(), self.url.clone(), role)
-            .await
-            .context("could not connect to PostgreSQL")
-    }
-}
-
-/// A connection for one use of [`with_connection!`](crate::db::with_connection): from
-/// the pool, or a turn in the open group (see [`Postgres::turn`]).
-pub enum Turn<'a> {
-    Pooled(Box<Object<AsyncPgConnection>>),
-    Grouped(group::Turn<'a>),
-}
-
-impl Turn<'_> {
-    pub fn connection(&mut self) -> &mut AsyncPgConnection {
-        match self {
-            Self::Pooled(pooled) => pooled,
-            Self::Grouped(turn) => turn.connection(),
-        }
-    }
-
-    /// Waits until what the turn wrote is committed: at once for a pooled connection,
-    /// whose transactions commit themselves.
-    pub async fn durable(self) -> anyhow::Result<()> {
-        match self {
-            Self::Pooled(_) => Ok(()),
-            Self::Grouped(turn) => turn.durable().await,
-        }
-    }
 }
 
 impl Postgres {
@@ -145,35 +90,19 @@ impl Postgres {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .context("could not build the PostgreSQL pool")?;
-        let opener = Opener {
-            url: url.to_owned(),
-            runtime,
-        };
         Ok(Self {
             pool,
-            groups: Groups::new(opener.clone()),
-            opener,
+            url: url.to_owned(),
             control: Mutex::new(None),
+            runtime,
         })
     }
 
     /// Opens a connection of its own for `role`, outside the pool.
     pub async fn connect(&self, role: Role) -> anyhow::Result<AsyncPgConnection> {
-        self.opener.open(role).await
-    }
-
-    /// A connection for work in `lane`: a turn in the open group for
-    /// [`Lane::Grouped`], else one from the pool.
-    pub async fn turn(&self, lane: Lane) -> anyhow::Result<Turn<'_>> {
-        match lane {
-            Lane::Grouped => Ok(Turn::Grouped(self.groups.turn().await?)),
-            Lane::Acknowledgement | Lane::Background => self
-                .pool
-                .get()
-                .await
-                .map(|pooled| Turn::Pooled(Box::new(pooled)))
-                .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}")),
-        }
+        open_on(self.runtime.clone(), self.url.clone(), role)
+            .await
+            .context("could not connect to PostgreSQL")
     }
 
     /// Runs `work` on the control connection, opening it first if need be; the

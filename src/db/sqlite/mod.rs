@@ -103,9 +103,6 @@ pub enum Lane {
     Acknowledgement,
     /// Everything else.
     Background,
-    /// A short write transaction of background work that shares its commit with others
-    /// on PostgreSQL too (a fulfilment's record); on SQLite, the same as `Background`.
-    Grouped,
 }
 
 /// A caller's turn on the connection; see [`Turn::durable`].
@@ -147,7 +144,7 @@ impl Sqlite {
             let waiting = Waiting::on(&self.queue);
             let writer = match lane {
                 Lane::Acknowledgement => Arc::clone(&self.writer).lock_owned().await,
-                Lane::Background | Lane::Grouped => {
+                Lane::Background => {
                     let _gate = self.background.lock().await;
                     Arc::clone(&self.writer).lock_owned().await
                 }

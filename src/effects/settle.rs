@@ -1,7 +1,9 @@
-//! Effects marked done in batches: the attempts that end together share one statement
-//! and one commit, instead of a transaction each.
+//! Effects marked done in batches: the attempts that end while the writers are busy
+//! share one statement and one commit, instead of a transaction each.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::db::Database;
 use crate::db::effects::Fence;
@@ -11,20 +13,27 @@ const MAX_BATCH: usize = 256;
 /// Completions waiting for the writer before an attempt waits for room; the dispatcher
 /// runs a bounded number of attempts, so this is never reached in practice.
 const QUEUE_DEPTH: usize = 1024;
+/// Batches written at once: alone, a completion is written at once, as a transaction of
+/// its own would be; when every writer is busy, those that end meanwhile wait together.
+const WRITERS: usize = 4;
 
 type Pending = (Fence, oneshot::Sender<Result<bool, String>>);
+type Queue = Arc<Mutex<mpsc::Receiver<Pending>>>;
 
-/// A handle to the writer of completions; cheap to clone.
+/// A handle to the writers of completions; cheap to clone.
 #[derive(Clone)]
 pub struct Completions {
     queue: mpsc::Sender<Pending>,
 }
 
 impl Completions {
-    /// Starts the writer on the current runtime; it stops when the last handle is gone.
+    /// Starts the writers on the current runtime; they stop when the last handle is gone.
     pub fn start(db: Database) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(write_batches(db, pending));
+        let pending: Queue = Arc::new(Mutex::new(pending));
+        for _ in 0..WRITERS {
+            tokio::spawn(write_batches(db.clone(), Arc::clone(&pending)));
+        }
         Self { queue }
     }
 
@@ -42,11 +51,11 @@ impl Completions {
     }
 }
 
-/// Takes what is waiting, up to [`MAX_BATCH`], writes it at once, and answers each
-/// caller once the batch is durable (or failed).
-async fn write_batches(db: Database, mut pending: mpsc::Receiver<Pending>) {
+/// One writer: takes what is waiting, up to [`MAX_BATCH`], writes it at once, and answers
+/// each caller once the batch is durable (or failed).
+async fn write_batches(db: Database, pending: Queue) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while pending.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (fences, replies): (Vec<Fence>, Vec<_>) = batch.drain(..).unzip();
         match db.complete_effects(&fences).await {
             Ok(done) => {

@@ -132,7 +132,7 @@ const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until
      last_error = NULL, updated_at = $1 \
      FROM unnest($2::bigint[], $3::bigint[]) AS settled(id, lease) \
      WHERE effects.id = settled.id AND effects.lease = settled.lease \
-     AND effects.status = 'pending' RETURNING effects.id";
+     AND effects.status = 'pending' RETURNING effects.id, effects.lease";
 
 const CLAIM_SQLITE: (&str, &str) = claim_sql!(sqlite, "");
 const CLAIM_POSTGRES: (&str, &str) = claim_sql!(postgres, " FOR UPDATE SKIP LOCKED");
@@ -193,15 +193,17 @@ impl Database {
 
     /// Marks effects done, all in one transaction: one statement on PostgreSQL, one turn
     /// on SQLite. For each fence in order, false when its lease is no longer the
-    /// attempt's.
+    /// attempt's; on an error, none is done.
     pub async fn complete_effects(&self, fences: &[Fence]) -> anyhow::Result<Vec<bool>> {
         let now = now_ms();
-        let done: Vec<i64> = match self {
+        match self {
             Self::Postgres(postgres) => {
-                #[derive(QueryableByName)]
+                #[derive(QueryableByName, PartialEq)]
                 struct Done {
                     #[diesel(sql_type = BigInt)]
                     id: i64,
+                    #[diesel(sql_type = BigInt)]
+                    lease: i64,
                 }
                 let (ids, leases): (Vec<i64>, Vec<i64>) =
                     fences.iter().map(|fence| (fence.id, fence.lease)).unzip();
@@ -212,41 +214,44 @@ impl Database {
                     .await
                     .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
                 let _working = waiting.connected();
-                diesel::sql_query(COMPLETE_POSTGRES)
+                let done = diesel::sql_query(COMPLETE_POSTGRES)
                     .bind::<BigInt, _>(now)
                     .bind::<Array<BigInt>, _>(ids)
                     .bind::<Array<BigInt>, _>(leases)
                     .load::<Done>(&mut *conn)
                     .await
-                    .context("could not mark effects done")?
-                    .into_iter()
-                    .map(|done| done.id)
-                    .collect()
+                    .context("could not mark effects done")?;
+                Ok(fences
+                    .iter()
+                    .map(|fence| {
+                        done.contains(&Done {
+                            id: fence.id,
+                            lease: fence.lease,
+                        })
+                    })
+                    .collect())
             }
             Self::Sqlite(_) => with_connection!(self, |conn| {
-                let mut done = Vec::with_capacity(fences.len());
-                for fence in fences {
-                    let rows = diesel::update(fenced!(fence))
-                        .set((
-                            effects::status.eq(EffectStatus::Done),
-                            effects::lease_until.eq(None::<i64>),
-                            effects::last_error.eq(None::<String>),
-                            effects::updated_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await
-                        .context("could not mark effects done")?;
-                    if rows == 1 {
-                        done.push(fence.id);
+                conn.transaction(async |conn| {
+                    let mut done = Vec::with_capacity(fences.len());
+                    for fence in fences {
+                        let rows = diesel::update(fenced!(fence))
+                            .set((
+                                effects::status.eq(EffectStatus::Done),
+                                effects::lease_until.eq(None::<i64>),
+                                effects::last_error.eq(None::<String>),
+                                effects::updated_at.eq(now),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        done.push(rows == 1);
                     }
-                }
-                done
+                    Ok::<_, diesel::result::Error>(done)
+                })
+                .await
+                .context("could not mark effects done")
             }),
-        };
-        Ok(fences
-            .iter()
-            .map(|fence| done.contains(&fence.id))
-            .collect())
+        }
     }
 
     /// Releases an effect to be tried again `after` this, by the database's clock. False

@@ -57,18 +57,35 @@ async fn write_batches(db: Database, pending: Queue) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (fences, replies): (Vec<Fence>, Vec<_>) = batch.drain(..).unzip();
-        match db.complete_effects(&fences).await {
-            Ok(done) => {
-                for (reply, done) in replies.into_iter().zip(done) {
-                    let _ = reply.send(Ok(done));
+        let done = match complete(&db, fences.clone()).await {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            // Not one lost attempt's work for each failure in a batch: what the batch
+            // could not do is tried once more, a fence at a time, before a caller is
+            // told (the fenced update may run again safely).
+            Err(error) if fences.len() > 1 => {
+                tracing::warn!(error = %format!("{error:#}"), effects = fences.len(), "could not mark a batch of effects done; trying each alone");
+                let mut done = Vec::with_capacity(fences.len());
+                for fence in fences {
+                    done.push(match complete(&db, vec![fence]).await {
+                        Ok(one) => Ok(one.first().copied().unwrap_or(false)),
+                        Err(error) => Err(format!("{error:#}")),
+                    });
                 }
+                done
             }
-            Err(error) => {
-                let error = format!("{error:#}");
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
+            Err(error) => vec![Err(format!("{error:#}"))],
+        };
+        for (reply, done) in replies.into_iter().zip(done) {
+            let _ = reply.send(done);
         }
     }
+}
+
+/// Writes one batch in a task of its own, so that a panic fails the batch, not the
+/// writer.
+async fn complete(db: &Database, fences: Vec<Fence>) -> anyhow::Result<Vec<bool>> {
+    let db = db.clone();
+    tokio::spawn(async move { db.complete_effects(&fences).await })
+        .await
+        .map_err(|e| anyhow::anyhow!("marking effects done failed: {e}"))?
 }

@@ -101,7 +101,8 @@ impl Inbox {
     }
 
     /// Counts a delivery in flight until the returned guard is dropped: a webhook
-    /// handler holds it from its first line to its answer.
+    /// handler holds it from the moment the delivery's signature is verified to its
+    /// answer.
     pub fn arriving(&self) -> Arrival {
         self.pressure.in_flight.fetch_add(1, Ordering::SeqCst);
         Arrival {
@@ -116,13 +117,16 @@ impl Inbox {
         if !busy() {
             return;
         }
-        // A calm told between the check and this wait is kept for it (`notify_one`).
-        let calmed = tokio::time::timeout(GIVE_WAY_AT_MOST, self.pressure.calm.notified())
-            .await
-            .is_ok();
-        if calmed && !busy() {
-            self.pressure.calm.notify_one();
+        let until = tokio::time::Instant::now() + GIVE_WAY_AT_MOST;
+        // A calm told while nobody waited is kept (`notify_one`) and may be stale by
+        // now: each wake-up is checked against the count.
+        while busy() {
+            let calm = self.pressure.calm.notified();
+            if tokio::time::timeout_at(until, calm).await.is_err() {
+                return;
+            }
         }
+        self.pressure.calm.notify_one();
     }
 }
 

@@ -20,40 +20,7 @@ async fn an_attempt_whose_lease_passed_on_changes_nothing() {
             Catalog::load(std::path::Path::new(crate::helpers::CATALOG)).expect("catalog");
         db.seed_inventory(&catalog).await.expect("db");
         let id = SessionId::parse("cs_test_fenced").expect("id");
-        let item = LineItem {
-            id: "li_1".into(),
-            price_id: Some("price_tee_m".into()),
-            product_id: None,
-            description: "T-shirt".into(),
-            quantity: 2,
-            currency: "usd".into(),
-            unit_amount: Some(2500),
-            amount_subtotal: 5000,
-            amount_total: 5000,
-        };
-        let summary = SessionSummary {
-            id: id.clone(),
-            account: None,
-            livemode: false,
-            state: SessionState::Complete,
-            payment_status: PaymentStatus::Paid,
-            currency: Some("usd".into()),
-            amount_total: Some(5000),
-            customer_email: None,
-            shipping_address: None,
-        };
-        let items = [item];
-        let plan = catalog.plan(&id, &items);
-        db.record(Record {
-            summary: &summary,
-            status: Status::Fulfilled,
-            line_items: &items,
-            plan: &plan,
-            send_receipt: false,
-            event: None,
-        })
-        .await
-        .expect("recorded");
+        record_physical(&db, &catalog, &id).await;
 
         // The first attempt's lease lapses (1 ms) and a second attempt claims the effect.
         let lapsed = Duration::from_millis(1);
@@ -100,5 +67,96 @@ async fn an_attempt_whose_lease_passed_on_changes_nothing() {
             db.list_effects_of(&id).await.expect("db")[0].status,
             EffectStatus::Done
         );
+    }
+}
+
+/// Records `id` fulfilled, with one T-shirt to ship: one inventory effect, due at once.
+async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &SessionId) {
+    let item = LineItem {
+        id: "li_1".into(),
+        price_id: Some("price_tee_m".into()),
+        product_id: None,
+        description: "T-shirt".into(),
+        quantity: 2,
+        currency: "usd".into(),
+        unit_amount: Some(2500),
+        amount_subtotal: 5000,
+        amount_total: 5000,
+    };
+    let summary = SessionSummary {
+        id: id.clone(),
+        account: None,
+        livemode: false,
+        state: SessionState::Complete,
+        payment_status: PaymentStatus::Paid,
+        currency: Some("usd".into()),
+        amount_total: Some(5000),
+        customer_email: None,
+        shipping_address: None,
+    };
+    let items = [item];
+    let plan = catalog.plan(id, &items);
+    db.record(Record {
+        summary: &summary,
+        status: Status::Fulfilled,
+        line_items: &items,
+        plan: &plan,
+        send_receipt: false,
+        event: None,
+    })
+    .await
+    .expect("recorded");
+}
+
+/// Attempts that end together are written in one batch; each is told its own outcome,
+/// and only those whose lease still holds are done, even beside a stale copy of
+/// themselves.
+#[actix_web::test]
+async fn completions_written_together_are_each_fenced_on_their_own() {
+    for backend in backends() {
+        let database = backend.fresh_database().await;
+        let db = connect(&database.url).await;
+        let catalog =
+            Catalog::load(std::path::Path::new(crate::helpers::CATALOG)).expect("catalog");
+        db.seed_inventory(&catalog).await.expect("db");
+        let ids: Vec<SessionId> = (0..3)
+            .map(|n| SessionId::parse(&format!("cs_test_batch{n}")).expect("id"))
+            .collect();
+        for id in &ids {
+            record_physical(&db, &catalog, id).await;
+        }
+        let first = db
+            .claim_effects(10, Duration::from_millis(1), &[])
+            .await
+            .expect("db");
+        assert_eq!(first.len(), 3, "one inventory effect each, on {backend:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = db
+            .claim_effects(10, Duration::from_secs(60), &[])
+            .await
+            .expect("db");
+        assert_eq!(second.len(), 3);
+        let stale = |id: i64| first.iter().find(|e| e.id == id).expect("claimed").fence();
+        let (a, b, c) = (&second[0], &second[1], &second[2]);
+
+        // a: the stale and the live attempt in one batch; b: live; c: only stale.
+        let batch = [stale(a.id), a.fence(), b.fence(), stale(c.id)];
+        let done = db.complete_effects(&batch).await.expect("db");
+        assert_eq!(done, [false, true, true, false], "on {backend:?}");
+        let status = async |effect: &fulfilld::db::effects::ClaimedEffect| {
+            let id = SessionId::parse(&effect.session_id).expect("id");
+            db.list_effects_of(&id).await.expect("db")[0].status
+        };
+        assert_eq!(status(a).await, EffectStatus::Done);
+        assert_eq!(status(b).await, EffectStatus::Done);
+        assert_eq!(
+            status(c).await,
+            EffectStatus::Pending,
+            "a stale fence did nothing"
+        );
+
+        // Done is done: the same batch again changes nothing and says so.
+        let again = db.complete_effects(&batch).await.expect("db");
+        assert_eq!(again, [false; 4], "on {backend:?}");
     }
 }

@@ -33,10 +33,12 @@
 //! Only SQLite ending the whole transaction by itself (after a disk or memory error, or a
 //! trigger's `RAISE(ROLLBACK)`) loses a group. Diesel does not always notice that, and a
 //! turn after it would run outside any transaction, so each group holds a marker
-//! savepoint of its own name under its turns, released and taken again before every turn
-//! joins and released at the commit. When it is gone, every caller of the lost group is
-//! told its work was not committed, and the caller about to join opens a new group
-//! instead.
+//! savepoint of its own name under its turns, released and taken again as each turn ends
+//! (or, after a turn that was abandoned, before the next joins) and released at the
+//! commit. When it is gone, every caller of the lost group is told its work was not
+//! committed, and a caller about to join opens a new group instead. A turn that carries
+//! on after the loss within itself runs in autocommit until it ends: what it wrote then
+//! is durable although its caller is told it failed, never the reverse.
 
 mod inline;
 #[cfg(test)]
@@ -128,6 +130,7 @@ impl Sqlite {
                 inline,
                 group: None,
                 limits,
+                checked: false,
             })),
             background: Mutex::new(()),
             limits,
@@ -187,12 +190,13 @@ impl Turn<'_> {
     }
 
     /// Ends the turn and waits until its group is committed. A turn that left its own
-    /// transaction open is undone and told so: the group's commit would not include it.
+    /// transaction open is undone and told so, and so is one whose group SQLite ended
+    /// under it: the group's commit would not include it.
     pub async fn durable(mut self) -> anyhow::Result<()> {
-        let left_open = self.writer.undo_unfinished().await;
+        let ended = self.writer.end_turn().await;
         let mut outcome = self.outcome.clone();
         drop(self);
-        left_open?;
+        ended?;
         let committed = outcome
             .wait_for(Option::is_some)
             .await

@@ -41,6 +41,9 @@ enum Member {
     /// Inserts [`REFUSED`] in a plain statement, outside any transaction of its own:
     /// SQLite ends the whole transaction and diesel does not notice.
     RaisesRollbackPlainly,
+    /// As `RaisesRollbackPlainly`, then inserts `n` as if nothing had happened: SQLite
+    /// commits that insert on its own, outside any group.
+    RaisesRollbackAndGoesOn(i32),
 }
 
 /// The mark whose insert a trigger answers with `RAISE(ROLLBACK)`.
@@ -136,6 +139,10 @@ async fn take_turn(sqlite: &Sqlite, member: Member) -> anyhow::Result<()> {
                 .await
         }
         Member::RaisesRollbackPlainly => insert(conn, REFUSED).await,
+        Member::RaisesRollbackAndGoesOn(n) => {
+            let _ = insert(conn, REFUSED).await;
+            insert(conn, n).await
+        }
     };
     turn.durable().await?;
     Ok(worked?)
@@ -262,7 +269,11 @@ async fn a_transaction_sqlite_ended_by_itself_is_never_reported_committed() {
 /// group are told, and those who join after it lose nothing they were told was kept.
 #[tokio::test]
 async fn a_rollback_raised_inside_a_group_fails_only_the_work_it_undid() {
-    for refused in [Member::RaisesRollback, Member::RaisesRollbackPlainly] {
+    for refused in [
+        Member::RaisesRollback,
+        Member::RaisesRollbackPlainly,
+        Member::RaisesRollbackAndGoesOn(5),
+    ] {
         let db = database();
         let told = group(
             &db.sqlite,
@@ -286,6 +297,12 @@ async fn a_rollback_raised_inside_a_group_fails_only_the_work_it_undid() {
             [Ok(()), Ok(())],
             "{refused:?}: later turns are kept"
         );
-        assert_eq!(marks, BTreeSet::from([3, 4]), "{refused:?}");
+        // What a turn did after the loss, SQLite committed on its own: its caller was
+        // told it failed, never the reverse.
+        let expected = match refused {
+            Member::RaisesRollbackAndGoesOn(n) => BTreeSet::from([n, 3, 4]),
+            _ => BTreeSet::from([3, 4]),
+        };
+        assert_eq!(marks, expected, "{refused:?}");
     }
 }

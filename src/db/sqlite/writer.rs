@@ -29,6 +29,9 @@ pub(super) struct Writer {
     pub(super) inline: Inline,
     pub(super) group: Option<Group>,
     pub(super) limits: Limits,
+    /// The group's marker was checked since the last turn joined: that turn ended
+    /// through [`Writer::end_turn`], or none has joined yet.
+    pub(super) checked: bool,
 }
 
 /// One transaction shared by the turns that joined it.
@@ -67,11 +70,16 @@ impl Writer {
             })
             .await;
         drop(blocking);
-        began.context("could not begin a SQLite transaction")?;
+        if let Err(error) = began {
+            // The task may have failed after SQLite began: leave nothing open.
+            self.recover().await;
+            return Err(error).context("could not begin a SQLite transaction");
+        }
         if let Err(error) = self.conn.batch_execute(MARKER).await {
             self.recover().await;
             return Err(error).context("could not mark a SQLite transaction");
         }
+        self.checked = true;
         self.group = Some(Group {
             turns: 0,
             opened: Instant::now(),
@@ -86,6 +94,35 @@ impl Writer {
     /// transaction open, and there is no group to join.
     pub(super) async fn join(&mut self) -> anyhow::Result<watch::Receiver<Outcome>> {
         self.heal().await;
+        // The last turn did not end through `end_turn`: it was abandoned.
+        if !self.checked {
+            self.check().await?;
+        }
+        self.checked = false;
+        let group = self
+            .group
+            .as_mut()
+            .context("no SQLite transaction is open")?;
+        group.turns += 1;
+        Ok(group.outcome.subscribe())
+    }
+
+    /// Ends a turn: undoes what it left open and checks that its group's transaction is
+    /// still there. Err when what the turn did is not part of what its group commits.
+    pub(super) async fn end_turn(&mut self) -> anyhow::Result<()> {
+        self.heal().await;
+        let left_open = depth(&mut self.conn).is_ok_and(|depth| depth > GROUP_DEPTH);
+        self.check().await?;
+        if left_open {
+            anyhow::bail!("the turn left its transaction open; what it did was rolled back");
+        }
+        Ok(())
+    }
+
+    /// Rolls back what a turn left open and checks the group's marker, taking it again
+    /// above everything kept so far. When the group's transaction is gone, its callers
+    /// are told and the connection is left with no transaction open.
+    async fn check(&mut self) -> anyhow::Result<()> {
         let checked = match self.roll_back_abandoned().await {
             Ok(()) => self.conn.batch_execute(CHECK_MARKER).await,
             Err(error) => Err(error),
@@ -100,24 +137,8 @@ impl Writer {
             self.recover().await;
             return Err(error).context("the SQLite transaction was lost");
         }
-        let group = self
-            .group
-            .as_mut()
-            .context("no SQLite transaction is open")?;
-        group.turns += 1;
-        Ok(group.outcome.subscribe())
-    }
-
-    /// Rolls back what a turn that is ending left open, if anything; Err when it did,
-    /// since its work then is not part of what its group commits.
-    pub(super) async fn undo_unfinished(&mut self) -> anyhow::Result<()> {
-        self.heal().await;
-        if matches!(depth(&mut self.conn), Ok(depth) if depth <= GROUP_DEPTH) {
-            return Ok(());
-        }
-        // What cannot be rolled back here is found by the next join, and its group lost.
-        let _ = self.roll_back_abandoned().await;
-        anyhow::bail!("the turn left its transaction open; what it did was rolled back")
+        self.checked = true;
+        Ok(())
     }
 
     /// Rolls back the savepoints a turn left open, back to the group's own depth; fails

@@ -66,6 +66,20 @@ macro_rules! fenced {
 }
 pub(crate) use fenced;
 
+/// The update that marks an attempt's effect done, if its fence still holds; a macro so
+/// it runs inside any transaction, at `$now` (ms since the epoch).
+macro_rules! mark_done {
+    ($fence:expr, $now:expr) => {
+        diesel::update($crate::db::effects::fenced!($fence)).set((
+            effects::status.eq(EffectStatus::Done),
+            effects::lease_until.eq(None::<i64>),
+            effects::last_error.eq(None::<String>),
+            effects::updated_at.eq($now),
+        ))
+    };
+}
+pub(crate) use mark_done;
+
 /// `status = 'pending'`, written out rather than bound: SQLite matches a bound value
 /// against the condition of the partial index `effects_due` by preparing the statement
 /// again for every new binding.
@@ -235,15 +249,7 @@ impl Database {
                 conn.transaction(async |conn| {
                     let mut done = Vec::with_capacity(fences.len());
                     for fence in fences {
-                        let rows = diesel::update(fenced!(fence))
-                            .set((
-                                effects::status.eq(EffectStatus::Done),
-                                effects::lease_until.eq(None::<i64>),
-                                effects::last_error.eq(None::<String>),
-                                effects::updated_at.eq(now),
-                            ))
-                            .execute(conn)
-                            .await?;
+                        let rows = mark_done!(fence, now).execute(conn).await?;
                         done.push(rows == 1);
                     }
                     Ok::<_, diesel::result::Error>(done)
@@ -324,15 +330,7 @@ impl Database {
     ) -> anyhow::Result<bool> {
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let done = diesel::update(fenced!(fence))
-                    .set((
-                        effects::status.eq(EffectStatus::Done),
-                        effects::lease_until.eq(None::<i64>),
-                        effects::last_error.eq(None::<String>),
-                        effects::updated_at.eq(now_ms()),
-                    ))
-                    .execute(conn)
-                    .await?;
+                let done = mark_done!(fence, now_ms()).execute(conn).await?;
                 if done == 1 {
                     set_shipment_status!(conn, session_id, status);
                 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
-use super::effects::{Fence, fenced};
+use super::effects::{Fence, mark_done};
 use super::schema::{effects, inventory, stock_movements};
 use super::{Database, now_ms, with_connection};
 use crate::catalog::{Catalog, Kind};
@@ -76,15 +76,7 @@ impl Database {
                 if let Some(sql) = &lock_timeout {
                     conn.batch_execute(sql).await?;
                 }
-                let done = diesel::update(fenced!(fence))
-                    .set((
-                        effects::status.eq(EffectStatus::Done),
-                        effects::lease_until.eq(None::<i64>),
-                        effects::last_error.eq(None::<String>),
-                        effects::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
+                let done = mark_done!(fence, now).execute(conn).await?;
                 if done == 0 {
                     return Ok::<_, anyhow::Error>(None);
                 }

@@ -15,10 +15,7 @@ use crate::helpers::backends;
 async fn an_attempt_whose_lease_passed_on_changes_nothing() {
     for backend in backends() {
         let database = backend.fresh_database().await;
-        let db = connect(&database.url).await;
-        let catalog =
-            Catalog::load(std::path::Path::new(crate::helpers::CATALOG)).expect("catalog");
-        db.seed_inventory(&catalog).await.expect("db");
+        let (db, catalog) = stocked(&database.url).await;
         let id = SessionId::parse("cs_test_fenced").expect("id");
         record_physical(&db, &catalog, &id).await;
 
@@ -70,6 +67,14 @@ async fn an_attempt_whose_lease_passed_on_changes_nothing() {
     }
 }
 
+/// The database at `url`, its stock seeded from the test catalog, and the catalog.
+async fn stocked(url: &str) -> (fulfilld::db::Database, Catalog) {
+    let db = connect(url).await;
+    let catalog = Catalog::load(std::path::Path::new(crate::helpers::CATALOG)).expect("catalog");
+    db.seed_inventory(&catalog).await.expect("db");
+    (db, catalog)
+}
+
 /// Records `id` fulfilled, with one T-shirt to ship: one inventory effect, due at once.
 async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &SessionId) {
     let item = LineItem {
@@ -115,10 +120,7 @@ async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &Se
 async fn completions_written_together_are_each_fenced_on_their_own() {
     for backend in backends() {
         let database = backend.fresh_database().await;
-        let db = connect(&database.url).await;
-        let catalog =
-            Catalog::load(std::path::Path::new(crate::helpers::CATALOG)).expect("catalog");
-        db.seed_inventory(&catalog).await.expect("db");
+        let (db, catalog) = stocked(&database.url).await;
         let ids: Vec<SessionId> = (0..3)
             .map(|n| SessionId::parse(&format!("cs_test_batch{n}")).expect("id"))
             .collect();

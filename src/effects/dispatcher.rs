@@ -183,6 +183,7 @@ impl EffectDispatcher {
         let work = self.actors.perform(attempt.clone());
         let lease = hold_lease(self.db.clone(), fence, self.lease, claimed_at, stop.clone());
         tokio::pin!(work, lease);
+        let mut leased = true;
         let result = tokio::select! {
             // A finished attempt's result stands, whatever its last renewal found.
             biased;
@@ -191,6 +192,7 @@ impl EffectDispatcher {
                 // The effect is no longer leased to this attempt: either the attempt
                 // recorded its end itself a moment ago, or another attempt holds it, and
                 // then whatever this one writes is fenced off.
+                leased = false;
                 stop.cancel();
                 work.await.map_err(|_| EffectError::Superseded)
             }
@@ -206,49 +208,60 @@ impl EffectDispatcher {
         let succeeded = result.is_ok();
         let recording = std::time::Instant::now();
         let kind = attempt.effect.kind.as_str();
-        let (outcome, recorded) = match result {
-            Ok(Effected::Recorded) => ("done", Ok(true)),
-            // From here until the commit, a crash would repeat an effect already done:
-            // `record_ms` measures that window.
-            Ok(Effected::Done) => ("done", self.completions.complete(fence).await),
-            // Shut down before anything left: hand the effect back, uncounted.
-            Err(EffectError::Cancelled) if !attempt.committed() => {
-                self.released.fetch_add(1, Ordering::Relaxed);
-                (
-                    "released",
-                    self.db.release_effect(fence, Duration::ZERO).await,
-                )
-            }
-            // Shut down while waiting for an answer: the server may have it. Counted, so
-            // a server that never answers is dead in the end rather than sent to forever.
-            Err(EffectError::Cancelled) => {
-                self.released.fetch_add(1, Ordering::Relaxed);
-                let reason = "shut down before the answer came; it may have arrived";
-                if attempts < self.max_attempts {
+        // The lease is renewed until the end is recorded too: an effect done and not yet
+        // marked so must not be claimed by another attempt meanwhile.
+        let record = async {
+            match result {
+                Ok(Effected::Recorded) => ("done", Ok(true)),
+                // From here until the commit, a crash would repeat an effect already done:
+                // `record_ms` measures that window.
+                Ok(Effected::Done) => ("done", self.completions.complete(fence).await),
+                // Shut down before anything left: hand the effect back, uncounted.
+                Err(EffectError::Cancelled) if !attempt.committed() => {
+                    self.released.fetch_add(1, Ordering::Relaxed);
+                    (
+                        "released",
+                        self.db.release_effect(fence, Duration::ZERO).await,
+                    )
+                }
+                // Shut down while waiting for an answer: the server may have it. Counted, so
+                // a server that never answers is dead in the end rather than sent to forever.
+                Err(EffectError::Cancelled) => {
+                    self.released.fetch_add(1, Ordering::Relaxed);
+                    let reason = "shut down before the answer came; it may have arrived";
+                    if attempts < self.max_attempts {
+                        let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
+                        ("retry", self.db.retry_effect(fence, delay, reason).await)
+                    } else {
+                        ("dead", self.db.bury_effect(fence, reason).await)
+                    }
+                }
+                Err(EffectError::Superseded) => ("superseded", Ok(false)),
+                Err(EffectError::Retry(reason)) if attempts < self.max_attempts => {
                     let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
-                    ("retry", self.db.retry_effect(fence, delay, reason).await)
-                } else {
-                    ("dead", self.db.bury_effect(fence, reason).await)
+                    tracing::warn!(
+                        error = %reason,
+                        retry_in_ms = delay.as_millis(),
+                        "effect failed; will retry"
+                    );
+                    ("retry", self.db.retry_effect(fence, delay, &reason).await)
+                }
+                Err(EffectError::Retry(reason) | EffectError::Permanent(reason)) => {
+                    tracing::error!(
+                        error = %reason,
+                        "effect dead; `fulfilld effects retry {}` tries it again",
+                        fence.id
+                    );
+                    ("dead", self.db.bury_effect(fence, &reason).await)
                 }
             }
-            Err(EffectError::Superseded) => ("superseded", Ok(false)),
-            Err(EffectError::Retry(reason)) if attempts < self.max_attempts => {
-                let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
-                tracing::warn!(
-                    error = %reason,
-                    retry_in_ms = delay.as_millis(),
-                    "effect failed; will retry"
-                );
-                ("retry", self.db.retry_effect(fence, delay, &reason).await)
-            }
-            Err(EffectError::Retry(reason) | EffectError::Permanent(reason)) => {
-                tracing::error!(
-                    error = %reason,
-                    "effect dead; `fulfilld effects retry {}` tries it again",
-                    fence.id
-                );
-                ("dead", self.db.bury_effect(fence, &reason).await)
-            }
+        };
+        tokio::pin!(record);
+        let (outcome, recorded) = tokio::select! {
+            biased;
+            recorded = &mut record => recorded,
+            // The lease ended: most often the recording itself just ended it.
+            () = &mut lease, if leased => record.await,
         };
         METRICS
             .effect_attempts

@@ -187,20 +187,24 @@ impl Database {
 
     /// Extends an attempt's lease to `lease` from now. False when the lease is no longer
     /// the attempt's, or the attempt has already recorded its end (a renewal that arrives
-    /// late must not lease the effect again).
-    ///
-    /// On the pool, not on PostgreSQL's control connection: a stock movement holds its
-    /// effect's row while it waits for stock rows, and its own renewal then waits too,
-    /// which must not hold up the heartbeats behind it.
+    /// late must not lease the effect again). On PostgreSQL this runs on a connection of
+    /// its own, so a busy pool cannot let a lease lapse; a row locked elsewhere (by the
+    /// attempt itself, moving stock) fails it at once, and the next renewal tries again.
     pub async fn renew_lease(&self, fence: Fence, lease: Duration) -> anyhow::Result<bool> {
-        with_connection!(self, |conn| {
-            diesel::update(fenced!(fence).filter(effects::lease_until.is_not_null()))
-                .set(effects::lease_until.eq(DbNow::after(lease).nullable()))
-                .execute(conn)
-                .await
-                .map(|rows| rows == 1)
-                .context("could not renew the effect's lease")
-        })
+        macro_rules! renew {
+            ($conn:expr) => {
+                diesel::update(fenced!(fence).filter(effects::lease_until.is_not_null()))
+                    .set(effects::lease_until.eq(DbNow::after(lease).nullable()))
+                    .execute($conn)
+                    .await
+                    .map(|rows| rows == 1)
+                    .context("could not renew the effect's lease")
+            };
+        }
+        match self {
+            Self::Postgres(postgres) => postgres.on_renewals(async |conn| renew!(conn)).await,
+            Self::Sqlite(_) => with_connection!(self, |conn| renew!(conn)),
+        }
     }
 
     /// Marks an effect done. False when the lease is no longer the attempt's.

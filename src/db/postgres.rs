@@ -17,7 +17,10 @@ use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
+};
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::Mutex;
@@ -35,6 +38,9 @@ pub enum Role {
     Inbox,
     /// Heartbeats and lease renewals: a statement or two, every second.
     Control,
+    /// Renewals of effects' leases: one short statement each, which gives up on a row
+    /// locked elsewhere at once and is tried again at the next renewal.
+    Renewals,
 }
 
 impl Role {
@@ -43,6 +49,7 @@ impl Role {
             Self::Pool => "fulfilld",
             Self::Inbox => "fulfilld-inbox",
             Self::Control => "fulfilld-control",
+            Self::Renewals => "fulfilld-renewals",
         }
     }
 
@@ -53,6 +60,7 @@ impl Role {
             Self::Pool => (s(30), s(5), s(5)),
             Self::Inbox => (s(5), s(1), s(5)),
             Self::Control => (s(2), s(1), s(5)),
+            Self::Renewals => (s(2), Duration::from_millis(100), s(5)),
         }
     }
 }
@@ -64,6 +72,10 @@ pub struct Postgres {
     /// The heartbeat's and the lease renewals' connection, opened when first needed and
     /// again after it fails.
     control: Mutex<Option<AsyncPgConnection>>,
+    /// The effects' lease renewals' connection, likewise: apart from the control
+    /// connection, so that a renewal waiting on a row its own attempt holds (a stock
+    /// movement) never holds up a heartbeat.
+    renewals: Mutex<Option<AsyncPgConnection>>,
     /// Where every connection is opened, so that its driver task lives on this runtime,
     /// which lasts as long as the process. Opened on an HTTP worker's runtime, a pooled
     /// connection died with that worker at shutdown, under whatever used it next.
@@ -94,6 +106,7 @@ impl Postgres {
             pool,
             url: url.to_owned(),
             control: Mutex::new(None),
+            renewals: Mutex::new(None),
             runtime,
         })
     }
@@ -106,25 +119,65 @@ impl Postgres {
     }
 
     /// Runs `work` on the control connection, opening it first if need be; the
-    /// connection is dropped when `work` fails or is cancelled, and opened again next
-    /// time.
+    /// connection is dropped when `work` is cancelled or fails other than by the
+    /// server's refusal of a statement, and opened again next time.
     pub async fn on_control<T>(
         &self,
         work: impl AsyncFnOnce(&mut AsyncPgConnection) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut control = self.control.lock().await;
+        self.on_own(&self.control, Role::Control, work).await
+    }
+
+    /// Runs `work` on the renewals' connection, as [`Postgres::on_control`] does.
+    pub async fn on_renewals<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.on_own(&self.renewals, Role::Renewals, work).await
+    }
+
+    async fn on_own<T>(
+        &self,
+        own: &Mutex<Option<AsyncPgConnection>>,
+        role: Role,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut own = own.lock().await;
         // Taken out while in use: if `work` is cancelled (a caller's timeout) the
         // connection goes with it, and a stuck one is never used again.
-        let mut conn = match control.take() {
+        let mut conn = match own.take() {
             Some(conn) => conn,
-            None => self.connect(Role::Control).await?,
+            None => self.connect(role).await?,
         };
         let result = work(&mut conn).await;
-        if result.is_ok() {
-            *control = Some(conn);
+        let usable = match &result {
+            Ok(_) => true,
+            // A statement the server refused (a lock or statement timeout) leaves the
+            // connection as it was, unless a transaction is left open on it.
+            Err(error) => {
+                refused_by_server(error)
+                    && matches!(
+                        AnsiTransactionManager::transaction_manager_status_mut(&mut conn)
+                            .transaction_depth(),
+                        Ok(None)
+                    )
+            }
+        };
+        if usable {
+            *own = Some(conn);
         }
         result
     }
+}
+
+/// Whether `error` is the server refusing a statement, over a connection that works.
+fn refused_by_server(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<diesel::result::Error>(),
+            Some(diesel::result::Error::DatabaseError(..))
+        )
+    })
 }
 
 /// Opens a connection for `role` on `runtime`, where its driver task then runs.

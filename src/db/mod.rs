@@ -18,7 +18,6 @@ pub mod inbox;
 pub mod inventory;
 pub mod outcomes;
 pub mod postgres;
-mod queue;
 pub mod replicas;
 mod sandbox;
 pub mod schema;

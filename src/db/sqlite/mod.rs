@@ -41,6 +41,7 @@
 //! is durable although its caller is told it failed, never the reverse.
 
 mod inline;
+mod queue;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -59,7 +60,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use futures_util::FutureExt;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use super::queue::{Leaving, Queue, Waiting};
+use queue::{Leaving, Queue, Waiting};
 
 /// The connection every query runs on.
 pub type Connection = SyncConnectionWrapper<SqliteConnection, Inline>;

@@ -14,8 +14,9 @@ use tokio::sync::watch;
 
 use super::{Connection, GROUP_DEPTH, Inline, Limits, Manager, Outcome};
 
-/// Taken under each group's turns, released and taken again before each turn joins, and
-/// released at the commit: a name no turn uses, gone only if the transaction is.
+/// Taken under each group's turns, released and taken again as each turn ends (and before
+/// a turn joins after one was abandoned), and released at the commit: a name no turn
+/// uses, gone only if the transaction is.
 const MARKER: &str = "SAVEPOINT fulfilld_group";
 const CHECK_MARKER: &str = "RELEASE fulfilld_group; SAVEPOINT fulfilld_group";
 const RELEASE_MARKER: &str = "RELEASE fulfilld_group";
@@ -156,7 +157,7 @@ impl Writer {
     /// Clears the poison a turn that panicked (writing a statement's values, or in work
     /// run on the connection) left on the wrapper's mutex, which would otherwise make
     /// every later look at the transaction state panic.
-    pub(super) async fn heal(&mut self) {
+    async fn heal(&mut self) {
         // Any call through the wrapper takes its mutex, clearing the poison. Only a
         // panic would make it fail.
         if let Err(error) = self.conn.spawn_blocking(|_| Ok(())).await {

@@ -1,5 +1,5 @@
-//! Callers queued for a turn on a group-committed connection (SQLite's, PostgreSQL's
-//! group writer), and the request to commit that the last of them leaves behind.
+//! Callers queued for a turn on the connection, and the request to commit that the last
+//! of them leaves behind.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

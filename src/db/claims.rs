@@ -17,6 +17,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 
 use super::inbox::StoredEvent;
+use super::prepared::Prepared;
 use super::types::{DbNow, now_ms_sql};
 use super::{Database, millis, with_connection};
 
@@ -89,29 +90,29 @@ impl Database {
         }
         let claimed = match self {
             Self::Postgres(postgres) => {
-                let mut conn = postgres
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
-                diesel::sql_query(CLAIM_POSTGRES)
-                    .bind::<diesel::sql_types::Array<Text>, _>(ids)
-                    .bind::<BigInt, _>(millis(lease))
-                    .bind::<Text, _>(replica)
-                    .bind::<BigInt, _>(due_by)
-                    .load::<Claimed>(&mut *conn)
-                    .await
+                let mut conn = postgres.pooled().await?;
+                Prepared(
+                    diesel::sql_query(CLAIM_POSTGRES)
+                        .bind::<diesel::sql_types::Array<Text>, _>(ids)
+                        .bind::<BigInt, _>(millis(lease))
+                        .bind::<Text, _>(replica)
+                        .bind::<BigInt, _>(due_by),
+                )
+                .load::<Claimed>(&mut *conn)
+                .await
             }
             Self::Sqlite(_) => {
                 let ids = serde_json::to_string(ids)?;
                 with_connection!(self, |conn| {
-                    diesel::sql_query(CLAIM_SQLITE.as_str())
-                        .bind::<Text, _>(&ids)
-                        .bind::<BigInt, _>(millis(lease))
-                        .bind::<Text, _>(replica)
-                        .bind::<BigInt, _>(due_by)
-                        .load::<Claimed>(conn)
-                        .await
+                    Prepared(
+                        diesel::sql_query(CLAIM_SQLITE.as_str())
+                            .bind::<Text, _>(&ids)
+                            .bind::<BigInt, _>(millis(lease))
+                            .bind::<Text, _>(replica)
+                            .bind::<BigInt, _>(due_by),
+                    )
+                    .load::<Claimed>(conn)
+                    .await
                 })
             }
         };

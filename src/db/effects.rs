@@ -16,6 +16,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::prepared::Prepared;
 use super::schema::{effects, shipments};
 use super::types::{DbNow, now_ms_sql};
 use super::{Database, millis, now_ms, with_connection};
@@ -104,26 +105,23 @@ mod operator;
 pub use operator::EffectView;
 
 /// The claim, with the database's clock and the row-locking clause only PostgreSQL has.
-/// `$1` is the lease in milliseconds, `$2` how many to claim. Split where the ids to
-/// leave out go. The status is written out, as in [`is_pending`].
+/// `$1` is the lease in milliseconds, `$2` how many to claim, `$3` the ids to leave out.
+/// The status is written out, as in [`is_pending`]. A constant, so it is prepared once.
 macro_rules! claim_sql {
-    ($backend:ident, $lock:literal) => {
-        (
-            concat!(
-                "UPDATE effects SET lease_until = ",
-                now_ms_sql!($backend),
-                " + $1, lease = lease + 1, attempts = attempts + 1 ",
-                "WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= ",
-                now_ms_sql!($backend),
-                " AND (lease_until IS NULL OR lease_until <= ",
-                now_ms_sql!($backend),
-                ")"
-            ),
-            concat!(
-                " ORDER BY next_attempt_at LIMIT $2",
-                $lock,
-                ") RETURNING id, session_id, kind, attempts, lease"
-            ),
+    ($backend:ident, $left_out:literal, $lock:literal) => {
+        concat!(
+            "UPDATE effects SET lease_until = ",
+            now_ms_sql!($backend),
+            " + $1, lease = lease + 1, attempts = attempts + 1 ",
+            "WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= ",
+            now_ms_sql!($backend),
+            " AND (lease_until IS NULL OR lease_until <= ",
+            now_ms_sql!($backend),
+            ") AND ",
+            $left_out,
+            " ORDER BY next_attempt_at LIMIT $2",
+            $lock,
+            ") RETURNING id, session_id, kind, attempts, lease"
         )
     };
 }
@@ -136,8 +134,8 @@ const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until
      WHERE effects.id = settled.id AND effects.lease = settled.lease \
      AND effects.status = 'pending' RETURNING effects.id, effects.lease";
 
-const CLAIM_SQLITE: (&str, &str) = claim_sql!(sqlite, "");
-const CLAIM_POSTGRES: (&str, &str) = claim_sql!(postgres, " FOR UPDATE SKIP LOCKED");
+const CLAIM_SQLITE: &str = claim_sql!(sqlite, "id NOT IN (SELECT value FROM json_each($3))", "");
+const CLAIM_POSTGRES: &str = claim_sql!(postgres, "id <> ALL($3)", " FOR UPDATE SKIP LOCKED");
 
 impl Database {
     /// Claims up to `limit` due effects for one attempt each, leased for `lease` from the
@@ -150,27 +148,34 @@ impl Database {
         running: &[i64],
     ) -> anyhow::Result<Vec<ClaimedEffect>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (head, tail) = match self {
-            Self::Sqlite(_) => CLAIM_SQLITE,
-            Self::Postgres(_) => CLAIM_POSTGRES,
-        };
-        // Integers of our own, so they may be written into the statement.
-        let left_out = match running {
-            [] => String::new(),
-            ids => {
-                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-                format!(" AND id NOT IN ({})", ids.join(", "))
+        let claimed = match self {
+            Self::Postgres(postgres) => {
+                let mut conn = postgres.pooled().await?;
+                Prepared(
+                    diesel::sql_query(CLAIM_POSTGRES)
+                        .bind::<BigInt, _>(millis(lease))
+                        .bind::<BigInt, _>(limit)
+                        .bind::<Array<BigInt>, _>(running),
+                )
+                .load::<ClaimedEffect>(&mut *conn)
+                .await
+            }
+            Self::Sqlite(_) => {
+                let running = serde_json::to_string(running)?;
+                // SQLite numbers `$N` in the order they first appear, not by N.
+                with_connection!(self, |conn| {
+                    Prepared(
+                        diesel::sql_query(CLAIM_SQLITE)
+                            .bind::<BigInt, _>(millis(lease))
+                            .bind::<Text, _>(&running)
+                            .bind::<BigInt, _>(limit),
+                    )
+                    .load::<ClaimedEffect>(conn)
+                    .await
+                })
             }
         };
-        let sql = format!("{head}{left_out}{tail}");
-        with_connection!(self, |conn| {
-            diesel::sql_query(&sql)
-                .bind::<BigInt, _>(millis(lease))
-                .bind::<BigInt, _>(limit)
-                .load::<ClaimedEffect>(conn)
-                .await
-                .context("could not claim due effects")
-        })
+        claimed.context("could not claim due effects")
     }
 
     /// Extends an attempt's lease to `lease` from now. False when the lease is no longer
@@ -218,19 +223,17 @@ impl Database {
                 let (ids, leases): (Vec<i64>, Vec<i64>) =
                     fences.iter().map(|fence| (fence.id, fence.lease)).unzip();
                 let waiting = super::Timing::start();
-                let mut conn = postgres
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+                let mut conn = postgres.pooled().await?;
                 let _working = waiting.connected();
-                let done = diesel::sql_query(COMPLETE_POSTGRES)
-                    .bind::<BigInt, _>(now)
-                    .bind::<Array<BigInt>, _>(ids)
-                    .bind::<Array<BigInt>, _>(leases)
-                    .load::<Done>(&mut *conn)
-                    .await
-                    .context("could not mark effects done")?;
+                let done = Prepared(
+                    diesel::sql_query(COMPLETE_POSTGRES)
+                        .bind::<BigInt, _>(now)
+                        .bind::<Array<BigInt>, _>(ids)
+                        .bind::<Array<BigInt>, _>(leases),
+                )
+                .load::<Done>(&mut *conn)
+                .await
+                .context("could not mark effects done")?;
                 Ok(fences
                     .iter()
                     .map(|fence| {
@@ -245,7 +248,7 @@ impl Database {
                 conn.transaction(async |conn| {
                     let mut done = Vec::with_capacity(fences.len());
                     for fence in fences {
-                        let rows = mark_done!(fence, now).execute(conn).await?;
+                        let rows = Prepared(mark_done!(fence, now)).execute(conn).await?;
                         done.push(rows == 1);
                     }
                     Ok::<_, diesel::result::Error>(done)

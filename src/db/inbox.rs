@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use super::prepared::Prepared;
 use super::schema::webhook_events;
 use super::{Database, Lane, now_ms, with_connection};
 
@@ -125,19 +126,21 @@ pub async fn store_events_postgres(
     }
     let column =
         |field: fn(&StoredEvent) -> String| unique.iter().map(|e| field(e)).collect::<Vec<_>>();
-    let rows = diesel::sql_query(STORE_POSTGRES)
-        .bind::<Array<Text>, _>(column(|e| e.id.clone()))
-        .bind::<Array<Text>, _>(column(|e| e.event_type.clone()))
-        .bind::<Array<Text>, _>(column(|e| e.session_id.clone()))
-        .bind::<Array<Bool>, _>(unique.iter().map(|e| e.livemode).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(column(|e| e.payload.clone()))
-        .bind::<Array<BigInt>, _>(unique.iter().map(|e| e.received_at).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(
-            unique.iter().map(|e| e.account.clone()).collect::<Vec<_>>(),
-        )
-        .load::<StoredRow>(conn)
-        .await
-        .context("could not store webhook events")?;
+    let rows = Prepared(
+        diesel::sql_query(STORE_POSTGRES)
+            .bind::<Array<Text>, _>(column(|e| e.id.clone()))
+            .bind::<Array<Text>, _>(column(|e| e.event_type.clone()))
+            .bind::<Array<Text>, _>(column(|e| e.session_id.clone()))
+            .bind::<Array<Bool>, _>(unique.iter().map(|e| e.livemode).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(column(|e| e.payload.clone()))
+            .bind::<Array<BigInt>, _>(unique.iter().map(|e| e.received_at).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(
+                unique.iter().map(|e| e.account.clone()).collect::<Vec<_>>(),
+            ),
+    )
+    .load::<StoredRow>(conn)
+    .await
+    .context("could not store webhook events")?;
     let mut found: HashMap<String, Stored> = rows
         .into_iter()
         .map(|row| {
@@ -174,11 +177,7 @@ impl Database {
     /// lane has connections of its own (see [`store_events_postgres`]).
     pub async fn store_events(&self, events: &[StoredEvent]) -> anyhow::Result<Vec<Stored>> {
         if let Self::Postgres(postgres) = self {
-            let mut conn = postgres
-                .pool
-                .get()
-                .await
-                .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+            let mut conn = postgres.pooled().await?;
             return store_events_postgres(&mut conn, events).await;
         }
         let mut order: Vec<usize> = (0..events.len()).collect();
@@ -214,15 +213,17 @@ impl Database {
     /// Marks an event as carried out, so it is not replayed.
     pub async fn mark_processed(&self, event_id: &str) -> anyhow::Result<()> {
         with_connection!(self, |conn| {
-            diesel::update(
-                webhook_events::table
-                    .find(event_id)
-                    .filter(webhook_events::processed_at.is_null()),
+            Prepared(
+                diesel::update(
+                    webhook_events::table
+                        .find(event_id)
+                        .filter(webhook_events::processed_at.is_null()),
+                )
+                .set((
+                    webhook_events::processed_at.eq(now_ms()),
+                    webhook_events::lease_until.eq(None::<i64>),
+                )),
             )
-            .set((
-                webhook_events::processed_at.eq(now_ms()),
-                webhook_events::lease_until.eq(None::<i64>),
-            ))
             .execute(conn)
             .await
             .context("could not mark the event processed")?;

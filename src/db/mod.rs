@@ -18,6 +18,7 @@ pub mod inbox;
 pub mod inventory;
 pub mod outcomes;
 pub mod postgres;
+mod prepared;
 pub mod replicas;
 mod sandbox;
 pub mod schema;
@@ -106,10 +107,7 @@ macro_rules! with_connection {
             }
             $crate::db::Database::Postgres(postgres) => {
                 let waiting = $crate::db::Timing::start();
-                let mut pooled =
-                    postgres.pool.get().await.map_err(|e| {
-                        ::anyhow::anyhow!("no PostgreSQL connection available: {e}")
-                    })?;
+                let mut pooled = postgres.pooled().await?;
                 let _working = waiting.connected();
                 let $conn = &mut *pooled;
                 $body

@@ -2,9 +2,11 @@
 
 use anyhow::Context;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::future::try_join4;
 
-use super::schema::{checkout_sessions, line_items, webhook_events};
+use super::schema::{access_grants, checkout_sessions, line_items, shipments, webhook_events};
+use super::sqlite::Connection as SqliteConnection;
 use super::{Database, with_connection};
 use crate::domain::{
     AccessGrant, LineItem, Outcome, SessionId, Shipment, ShipmentStatus, ShippingAddress, Status,
@@ -21,6 +23,8 @@ pub(super) struct StoredSession {
     shipping_address: Option<String>,
     fulfilled_at: Option<i64>,
     account: Option<String>,
+    /// Kept out of the [`Outcome`]: only the emails read it.
+    customer_email: Option<String>,
 }
 
 #[derive(Insertable, Queryable)]
@@ -83,55 +87,74 @@ pub(super) struct StoredOutcome {
     pub shipment: Option<(ShipmentStatus, String)>,
 }
 
-/// Reads a session's stored outcome as `Option<Outcome>` on `$conn`, inside an async
-/// context whose error type takes diesel's and anyhow's errors. A macro, so that one text
-/// serves both backends and any open transaction.
-macro_rules! read_outcome {
-    ($conn:ident, $id:expr) => {{
-        use $crate::db::outcomes::{LineItemRow, StoredOutcome, StoredSession};
-        use $crate::db::schema::{access_grants, checkout_sessions, line_items, shipments};
-        use $crate::domain::ShipmentStatus;
-        let id: &str = $id;
-        let session = checkout_sessions::table
-            .find(id)
+/// The query for one part of a session's stored outcome, as a future on `$conn` that
+/// loads its rows. A macro, so that one text serves both backends' connection types.
+macro_rules! outcome_query {
+    (session, $conn:expr, $id:expr) => {
+        checkout_sessions::table
+            .find($id)
             .select(StoredSession::as_select())
-            .first::<StoredSession>($conn)
-            .await
-            .optional()?;
-        match session {
-            None => None,
-            Some(session) => {
-                let items = line_items::table
-                    .filter(line_items::session_id.eq(id))
-                    .order(line_items::line_number)
-                    .load::<LineItemRow>($conn)
-                    .await?;
-                let grants = access_grants::table
-                    .filter(access_grants::session_id.eq(id))
-                    .order(access_grants::sku)
-                    .select((access_grants::sku, access_grants::name, access_grants::url))
-                    .load::<(String, String, String)>($conn)
-                    .await?;
-                let shipment = shipments::table
-                    .find(id)
-                    .select((shipments::status, shipments::items))
-                    .first::<(ShipmentStatus, String)>($conn)
-                    .await
-                    .optional()?;
-                Some(
-                    StoredOutcome {
-                        session,
-                        items,
-                        grants,
-                        shipment,
-                    }
-                    .into_outcome()?,
-                )
-            }
-        }
-    }};
+            .load::<StoredSession>($conn)
+    };
+    (items, $conn:expr, $id:expr) => {
+        line_items::table
+            .filter(line_items::session_id.eq($id))
+            .order(line_items::line_number)
+            .load::<LineItemRow>($conn)
+    };
+    (grants, $conn:expr, $id:expr) => {
+        access_grants::table
+            .filter(access_grants::session_id.eq($id))
+            .order(access_grants::sku)
+            .select((access_grants::sku, access_grants::name, access_grants::url))
+            .load::<(String, String, String)>($conn)
+    };
+    (shipment, $conn:expr, $id:expr) => {
+        shipments::table
+            .find($id)
+            .select((shipments::status, shipments::items))
+            .load::<(ShipmentStatus, String)>($conn)
+    };
 }
-pub(crate) use read_outcome;
+
+/// Reads everything stored about a session on a connection, inside any open transaction.
+pub(super) trait ReadOutcome {
+    async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>>;
+}
+
+impl ReadOutcome for SqliteConnection {
+    async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
+        let Some(session) = outcome_query!(session, self, id).await?.pop() else {
+            return Ok(None);
+        };
+        Ok(Some(StoredOutcome {
+            session,
+            items: outcome_query!(items, self, id).await?,
+            grants: outcome_query!(grants, self, id).await?,
+            shipment: outcome_query!(shipment, self, id).await?.pop(),
+        }))
+    }
+}
+
+impl ReadOutcome for AsyncPgConnection {
+    /// The four reads pipelined: one round trip.
+    async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
+        let mut conn: &AsyncPgConnection = self;
+        let (mut session, items, grants, mut shipment) = try_join4(
+            outcome_query!(session, &mut conn, id),
+            outcome_query!(items, &mut conn, id),
+            outcome_query!(grants, &mut conn, id),
+            outcome_query!(shipment, &mut conn, id),
+        )
+        .await?;
+        Ok(session.pop().map(|session| StoredOutcome {
+            session,
+            items,
+            grants,
+            shipment: shipment.pop(),
+        }))
+    }
+}
 
 impl StoredOutcome {
     pub(super) fn into_outcome(self) -> anyhow::Result<Outcome> {
@@ -180,8 +203,11 @@ impl Database {
     /// The stored outcome of a session, if fulfilld has recorded anything for it.
     pub async fn outcome(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
         with_connection!(self, |conn| {
-            let read = async { Ok::<_, anyhow::Error>(read_outcome!(conn, id.as_str())) };
-            read.await.context("could not read the session")
+            let stored = conn
+                .read_outcome(id.as_str())
+                .await
+                .context("could not read the session")?;
+            stored.map(StoredOutcome::into_outcome).transpose()
         })
     }
 
@@ -224,17 +250,23 @@ impl Database {
         })
     }
 
-    /// Where a session's emails go. Never logged.
-    pub async fn customer_email(&self, id: &str) -> anyhow::Result<Option<String>> {
+    /// A session's stored outcome with the address its emails go to, in one read. The
+    /// address is never logged.
+    pub async fn outcome_and_email(
+        &self,
+        id: &SessionId,
+    ) -> anyhow::Result<Option<(Outcome, Option<String>)>> {
         with_connection!(self, |conn| {
-            checkout_sessions::table
-                .find(id)
-                .select(checkout_sessions::customer_email)
-                .first::<Option<String>>(conn)
+            let stored = conn
+                .read_outcome(id.as_str())
                 .await
-                .optional()
-                .map(Option::flatten)
-                .context("could not read the session's email address")
+                .context("could not read the session")?;
+            stored
+                .map(|stored| {
+                    let email = stored.session.customer_email.clone();
+                    Ok((stored.into_outcome()?, email))
+                })
+                .transpose()
         })
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use diesel::{ConnectionError, ConnectionResult};
-use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
@@ -109,6 +109,14 @@ impl Postgres {
             renewals: Mutex::new(None),
             runtime,
         })
+    }
+
+    /// A connection from the pool, for work written for PostgreSQL alone.
+    pub async fn pooled(&self) -> anyhow::Result<Object<AsyncPgConnection>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))
     }
 
     /// Opens a connection of its own for `role`, outside the pool.

@@ -78,11 +78,7 @@ impl Database {
         let Database::Postgres(postgres) = self else {
             return Ok(None);
         };
-        let mut conn = postgres
-            .pool
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("no PostgreSQL connection available: {e}"))?;
+        let mut conn = postgres.pooled().await?;
         // A bigint key is held as (classid, objid) = (high, low) halves, objsubid 1.
         let holders = diesel::sql_query(
             "SELECT a.application_name FROM pg_locks l \

@@ -128,17 +128,13 @@ impl Mailer {
     async fn deliver(&self, attempt: &Attempt, email: Email) -> Result<Effected, EffectError> {
         let session_id = attempt.effect.session_id.as_str();
         let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
-        let outcome = self
+        let (outcome, to) = self
             .db
-            .outcome(&id)
+            .outcome_and_email(&id)
             .await
             .map_err(|e| EffectError::Retry(format!("{e:#}")))?
             .ok_or_else(|| EffectError::Permanent("the session is not recorded".into()))?;
-        let to = self
-            .db
-            .customer_email(session_id)
-            .await
-            .map_err(|e| EffectError::Retry(format!("{e:#}")))?
+        let to = to
             .ok_or_else(|| EffectError::Permanent("the session has no email address".into()))?
             .parse::<Mailbox>()
             .map_err(|_| {

@@ -4,11 +4,11 @@ use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::outcomes::{LineItemRow, read_outcome};
-use super::schema::{
-    access_grants, checkout_sessions, effects, line_items, shipments, stock_movements,
-    webhook_events,
-};
+mod rows;
+
+use self::rows::{EffectRow, GrantRow, MovementRow, SendWrites, SessionRow, ShipmentRow, Write};
+use super::outcomes::{LineItemRow, ReadOutcome};
+use super::schema::checkout_sessions;
 use super::types::DbNow;
 use super::{Database, now_ms, with_connection};
 use crate::catalog::Plan;
@@ -65,65 +65,6 @@ pub struct Recorded {
     pub claimed: bool,
     /// How many effects the transition enqueued.
     pub effects: usize,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = checkout_sessions, treat_none_as_default_value = false)]
-struct SessionRow<'a> {
-    id: &'a str,
-    status: Status,
-    livemode: bool,
-    currency: Option<&'a str>,
-    amount_total: Option<i64>,
-    customer_email: Option<&'a str>,
-    shipping_address: Option<String>,
-    fulfilled_at: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-    account: Option<&'a str>,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = effects)]
-struct EffectRow<'a> {
-    session_id: &'a str,
-    kind: EffectKind,
-    status: EffectStatus,
-    attempts: i32,
-    /// Due at once, by the database's clock.
-    next_attempt_at: DbNow,
-    created_at: i64,
-    updated_at: i64,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = stock_movements, treat_none_as_default_value = false)]
-struct MovementRow<'a> {
-    session_id: &'a str,
-    sku: &'a str,
-    quantity: i64,
-    applied_at: Option<i64>,
-    created_at: i64,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = access_grants)]
-struct GrantRow<'a> {
-    session_id: &'a str,
-    sku: &'a str,
-    name: &'a str,
-    url: &'a str,
-    created_at: i64,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = shipments)]
-struct ShipmentRow<'a> {
-    session_id: &'a str,
-    status: ShipmentStatus,
-    items: String,
-    created_at: i64,
-    updated_at: i64,
 }
 
 impl Database {
@@ -235,62 +176,27 @@ impl Database {
                     .await?
                         == 1;
                 }
+                let mut writes = Vec::new();
                 if claimed && matches!(status, Status::Fulfilled | Status::AwaitingPayment) {
-                    // One statement per row: diesel-async has no multi-row insert for
-                    // SQLite, and the statement is prepared once per connection. Items
-                    // stored while the payment was pending are kept as they are.
-                    for item in &items {
-                        diesel::insert_into(line_items::table)
-                            .values(item)
-                            .on_conflict_do_nothing()
-                            .execute(conn)
-                            .await?;
-                    }
+                    writes.extend(items.iter().map(Write::LineItem));
                 }
                 if claimed && status == Status::Fulfilled {
-                    for movement in &movements {
-                        diesel::insert_into(stock_movements::table)
-                            .values(movement)
-                            .execute(conn)
-                            .await?;
-                    }
-                    for grant in &grants {
-                        diesel::insert_into(access_grants::table)
-                            .values(grant)
-                            .execute(conn)
-                            .await?;
-                    }
-                    if let Some(shipment) = &shipment {
-                        diesel::insert_into(shipments::table)
-                            .values(shipment)
-                            .execute(conn)
-                            .await?;
-                    }
+                    writes.extend(movements.iter().map(Write::Movement));
+                    writes.extend(grants.iter().map(Write::Grant));
+                    writes.extend(shipment.iter().map(Write::Shipment));
                 }
                 if claimed {
-                    for effect in &effects {
-                        diesel::insert_into(effects::table)
-                            .values(effect)
-                            .on_conflict_do_nothing()
-                            .execute(conn)
-                            .await?;
-                    }
+                    writes.extend(effects.iter().map(Write::Effect));
                 }
                 if let Some(event) = record.event {
-                    diesel::update(
-                        webhook_events::table
-                            .find(event)
-                            .filter(webhook_events::processed_at.is_null()),
-                    )
-                    .set((
-                        webhook_events::processed_at.eq(now),
-                        webhook_events::lease_until.eq(None::<i64>),
-                    ))
-                    .execute(conn)
-                    .await?;
+                    writes.push(Write::Processed { event, now });
                 }
-                let outcome = read_outcome!(conn, id)
-                    .context("the session vanished inside its own transaction")?;
+                conn.send(&writes).await?;
+                let outcome = conn
+                    .read_outcome(id)
+                    .await?
+                    .context("the session vanished inside its own transaction")?
+                    .into_outcome()?;
                 Ok::<_, anyhow::Error>(Recorded {
                     outcome,
                     claimed,

@@ -139,26 +139,30 @@ impl Database {
             Self::Postgres(postgres) => {
                 postgres
                     .on_control(async |conn| {
-                        diesel::sql_query(RENEW_POSTGRES)
-                            .bind::<diesel::sql_types::Array<Text>, _>(ids)
-                            .bind::<BigInt, _>(millis(lease))
-                            .bind::<Text, _>(replica)
-                            .execute(conn)
-                            .await
-                            .context("could not renew the claims on events")
+                        Prepared(
+                            diesel::sql_query(RENEW_POSTGRES)
+                                .bind::<diesel::sql_types::Array<Text>, _>(ids)
+                                .bind::<BigInt, _>(millis(lease))
+                                .bind::<Text, _>(replica),
+                        )
+                        .execute(conn)
+                        .await
+                        .context("could not renew the claims on events")
                     })
                     .await?;
             }
             Self::Sqlite(_) => {
                 let ids = serde_json::to_string(ids)?;
                 with_connection!(self, |conn| {
-                    diesel::sql_query(RENEW_SQLITE.as_str())
-                        .bind::<Text, _>(&ids)
-                        .bind::<BigInt, _>(millis(lease))
-                        .bind::<Text, _>(replica)
-                        .execute(conn)
-                        .await
-                        .context("could not renew the claims on events")?;
+                    Prepared(
+                        diesel::sql_query(RENEW_SQLITE.as_str())
+                            .bind::<Text, _>(&ids)
+                            .bind::<BigInt, _>(millis(lease))
+                            .bind::<Text, _>(replica),
+                    )
+                    .execute(conn)
+                    .await
+                    .context("could not renew the claims on events")?;
                 });
             }
         }

@@ -186,12 +186,14 @@ impl Database {
     pub async fn renew_lease(&self, fence: Fence, lease: Duration) -> anyhow::Result<bool> {
         macro_rules! renew {
             ($conn:expr) => {
-                diesel::update(fenced!(fence).filter(effects::lease_until.is_not_null()))
-                    .set(effects::lease_until.eq(DbNow::after(lease).nullable()))
-                    .execute($conn)
-                    .await
-                    .map(|rows| rows == 1)
-                    .context("could not renew the effect's lease")
+                Prepared(
+                    diesel::update(fenced!(fence).filter(effects::lease_until.is_not_null()))
+                        .set(effects::lease_until.eq(DbNow::after(lease).nullable())),
+                )
+                .execute($conn)
+                .await
+                .map(|rows| rows == 1)
+                .context("could not renew the effect's lease")
             };
         }
         match self {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::domain::{AccessGrant, LineItem, SessionId, ShipmentItem};
+use crate::domain::{AccessGrant, GrantStatus, LineItem, SessionId, ShipmentItem};
 
 /// What a product is, and so what fulfilling it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +161,7 @@ impl Catalog {
                         sku: product.sku.clone(),
                         name,
                         url: product.access_url_for(session),
+                        status: GrantStatus::Active,
                     });
                 }
             }

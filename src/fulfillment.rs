@@ -332,6 +332,7 @@ fn unrecorded(summary: &SessionSummary, line_items: Vec<LineItem>) -> Outcome {
         livemode: summary.livemode,
         currency: summary.currency.clone(),
         amount_total: summary.amount_total,
+        amount_refunded: 0,
         fulfilled_at: None,
         line_items,
         access: Vec::new(),

@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod replicas;
 pub mod retention;
 pub mod retry;
+pub mod reversal;
 pub mod sandbox;
 pub mod startup;
 pub mod stripe;

@@ -39,6 +39,11 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Route {
     pub route: &'static str,
 }
@@ -80,6 +85,7 @@ pub struct Metrics {
     pub fulfillments: Family<Outcome, Counter>,
     /// Every attempt on a session by its result.
     pub fulfillment_attempts: Family<Outcome, Counter>,
+    pub reversals: Family<Kind, Counter>,
     /// The landing page and the JSON outcome.
     pub landing: Histograms<Route>,
     pub stripe_requests: Family<StripeCall, Counter>,
@@ -111,6 +117,7 @@ impl Metrics {
             webhook_ack: latency(),
             fulfillments: Family::default(),
             fulfillment_attempts: Family::default(),
+            reversals: Family::default(),
             landing: Family::new_with_constructor(latency),
             stripe_requests: Family::default(),
             stripe_request_duration: Family::new_with_constructor(latency),
@@ -151,6 +158,11 @@ impl Metrics {
             "fulfillment_attempts",
             "Attempts on a session, by result",
             metrics.fulfillment_attempts.clone(),
+        );
+        metrics.registry.register(
+            "reversals",
+            "Fulfilments reversed by this process, by kind (refunded, partially_refunded, refund_failed)",
+            metrics.reversals.clone(),
         );
         metrics.registry.register_with_unit(
             "landing_duration",
@@ -219,6 +231,10 @@ impl Metrics {
         self.webhooks_refused
             .get_or_create(&Reason { reason })
             .inc();
+    }
+
+    pub fn reversal(&self, kind: &'static str) {
+        self.reversals.get_or_create(&Kind { kind }).inc();
     }
 
     pub fn webhook_stored(&self, outcome: &'static str) {

@@ -107,6 +107,7 @@ impl Handler<Passivated> for SessionRegistry {
 #[derive(Clone)]
 pub struct Sessions {
     registries: Arc<[Addr<SessionRegistry>]>,
+    engine: Arc<Engine>,
     /// Stopped, with their actors, when the last handle goes.
     _arbiters: Arc<Arbiters>,
 }
@@ -139,8 +140,14 @@ impl Sessions {
             .collect();
         Self {
             registries,
+            engine,
             _arbiters: Arc::new(Arbiters(arbiters)),
         }
+    }
+
+    /// What the actors work with: the database, Stripe, the catalog and the outbox.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The registry of the arbiter that serves `id`.

@@ -21,6 +21,9 @@ const LINGER: Duration = Duration::from_secs(1);
 /// to answer a storm of duplicates from memory, short enough that a busy shop's memory
 /// does not grow with its sales (a later request finds the outcome in the database).
 const SETTLED_IDLE: Duration = Duration::from_secs(5);
+/// How long a settled outcome is answered from memory before it is read again: refunds
+/// change a settled session, and another replica may have applied them.
+const SETTLED_FRESH: Duration = Duration::from_secs(1);
 
 /// Ask the session's actor to act on a trigger, for the stored event it names if any (the
 /// event is marked processed in the transaction that records the session); answers with
@@ -36,8 +39,9 @@ pub struct SessionActor {
     registry: Addr<SessionRegistry>,
     idle_after: Duration,
     last_active: Instant,
-    /// A final outcome: it never changes, so later requests cost no I/O.
-    settled: Option<Arc<Outcome>>,
+    /// A final outcome and when it was read: only refunds change it, so requests within
+    /// [`SETTLED_FRESH`] of the read cost no I/O.
+    settled: Option<(Arc<Outcome>, Instant)>,
     /// Stripe said it does not know this session.
     unknown: bool,
     /// Raised by the registry's handle when a customer asks for this session, even while
@@ -98,7 +102,9 @@ impl Handler<Attempt> for SessionActor {
         _ctx: &mut Self::Context,
     ) -> Self::Result {
         self.last_active = Instant::now();
-        if let Some(outcome) = &self.settled {
+        if let Some((outcome, read_at)) = &self.settled
+            && read_at.elapsed() < SETTLED_FRESH
+        {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(Arc::clone(outcome)))));
         }
         // Only for triggers that would ask Stripe the same question: signed events that
@@ -138,10 +144,11 @@ impl Handler<Attempt> for SessionActor {
                 }
                 if let Ok(outcome) = &result
                     && outcome.is_final()
-                    && actor.settled.is_none()
                 {
-                    actor.settled = Some(Arc::clone(outcome));
-                    stop_when_idle(ctx, SETTLED_IDLE, SETTLED_IDLE);
+                    if actor.settled.is_none() {
+                        stop_when_idle(ctx, SETTLED_IDLE, SETTLED_IDLE);
+                    }
+                    actor.settled = Some((Arc::clone(outcome), Instant::now()));
                 }
                 result
             },

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod outcomes;
 pub mod postgres;
 mod prepared;
+pub mod refunds;
 pub mod replicas;
 mod sandbox;
 pub mod schema;

@@ -9,7 +9,8 @@ use super::schema::{access_grants, checkout_sessions, line_items, shipments, web
 use super::sqlite::Connection as SqliteConnection;
 use super::{Database, with_connection};
 use crate::domain::{
-    AccessGrant, LineItem, Outcome, SessionId, Shipment, ShipmentStatus, ShippingAddress, Status,
+    AccessGrant, GrantStatus, LineItem, Outcome, SessionId, Shipment, ShipmentStatus,
+    ShippingAddress, Status,
 };
 
 #[derive(Queryable, Selectable)]
@@ -23,6 +24,7 @@ pub(super) struct StoredSession {
     shipping_address: Option<String>,
     fulfilled_at: Option<i64>,
     account: Option<String>,
+    amount_refunded: i64,
     /// Kept out of the [`Outcome`]: only the emails read it.
     customer_email: Option<String>,
 }
@@ -83,7 +85,7 @@ impl LineItemRow {
 pub(super) struct StoredOutcome {
     pub session: StoredSession,
     pub items: Vec<LineItemRow>,
-    pub grants: Vec<(String, String, String)>,
+    pub grants: Vec<(String, String, String, Option<i64>)>,
     pub shipment: Option<(ShipmentStatus, String)>,
 }
 
@@ -106,8 +108,13 @@ macro_rules! outcome_query {
         access_grants::table
             .filter(access_grants::session_id.eq($id))
             .order(access_grants::sku)
-            .select((access_grants::sku, access_grants::name, access_grants::url))
-            .load::<(String, String, String)>($conn)
+            .select((
+                access_grants::sku,
+                access_grants::name,
+                access_grants::url,
+                access_grants::revoked_at,
+            ))
+            .load::<(String, String, String, Option<i64>)>($conn)
     };
     (shipment, $conn:expr, $id:expr) => {
         shipments::table
@@ -183,6 +190,7 @@ impl StoredOutcome {
             livemode: session.livemode,
             currency: session.currency,
             amount_total: session.amount_total,
+            amount_refunded: session.amount_refunded,
             fulfilled_at: session.fulfilled_at,
             line_items: self
                 .items
@@ -192,7 +200,15 @@ impl StoredOutcome {
             access: self
                 .grants
                 .into_iter()
-                .map(|(sku, name, url)| AccessGrant { sku, name, url })
+                .map(|(sku, name, url, revoked_at)| AccessGrant {
+                    sku,
+                    name,
+                    url,
+                    status: match revoked_at {
+                        None => GrantStatus::Active,
+                        Some(_) => GrantStatus::Revoked,
+                    },
+                })
                 .collect(),
             shipment,
         })

@@ -13,6 +13,8 @@ diesel::table! {
         updated_at -> BigInt,
         shipping_address -> Nullable<Text>,
         account -> Nullable<Text>,
+        payment_intent -> Nullable<Text>,
+        amount_refunded -> BigInt,
     }
 }
 
@@ -93,6 +95,21 @@ diesel::table! {
         name -> Text,
         url -> Text,
         created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    refunds (id) {
+        id -> Text,
+        payment_intent -> Text,
+        kind -> Text,
+        amount -> BigInt,
+        status -> Text,
+        items -> Nullable<Text>,
+        event_created -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
     }
 }
 
@@ -135,6 +152,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     stock_movements,
     access_grants,
     shipments,
+    refunds,
     sandbox_keys,
     replicas
 );

@@ -12,6 +12,16 @@ pub struct AccessGrant {
     pub sku: String,
     pub name: String,
     pub url: String,
+    pub status: GrantStatus,
+}
+
+/// Whether a grant still gives access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    Active,
+    /// Taken back by a refund; its link is shown nowhere any more.
+    Revoked,
 }
 
 /// Where physical goods go, as the customer gave it to Checkout. Never logged.
@@ -121,14 +131,17 @@ pub enum EffectKind {
     Inventory,
     /// The request to the warehouse.
     Shipment,
+    /// The email telling the customer their order was refunded in full.
+    RefundEmail,
 }
 
 impl EffectKind {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Receipt,
         Self::PaymentFailedEmail,
         Self::Inventory,
         Self::Shipment,
+        Self::RefundEmail,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -137,6 +150,7 @@ impl EffectKind {
             Self::PaymentFailedEmail => "payment_failed_email",
             Self::Inventory => "inventory",
             Self::Shipment => "shipment",
+            Self::RefundEmail => "refund_email",
         }
     }
 

@@ -4,14 +4,17 @@ mod account;
 mod delivery;
 mod money;
 mod outcome;
+mod refund;
 mod session_id;
 
 pub use account::AccountId;
 pub use delivery::{
-    AccessGrant, EffectKind, EffectStatus, Shipment, ShipmentItem, ShipmentStatus, ShippingAddress,
+    AccessGrant, EffectKind, EffectStatus, GrantStatus, Shipment, ShipmentItem, ShipmentStatus,
+    ShippingAddress,
 };
 pub use money::format_amount;
 pub use outcome::{
     ItemLine, LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status,
 };
+pub use refund::{RefundKind, RefundNews, RefundStatus, refunded_skus, status_after_refunds};
 pub use session_id::SessionId;

@@ -4,7 +4,8 @@ use diesel::sql_types::Text;
 use serde::Serialize;
 
 use super::{
-    AccessGrant, AccountId, SessionId, Shipment, ShipmentStatus, ShippingAddress, format_amount,
+    AccessGrant, AccountId, GrantStatus, SessionId, Shipment, ShipmentStatus, ShippingAddress,
+    format_amount,
 };
 
 /// What fulfilld has made of a Checkout Session.
@@ -20,6 +21,10 @@ pub enum Status {
     PaymentFailed,
     /// The session expired before it was paid.
     Expired,
+    /// Fulfilled, then refunded in full: digital access is taken back.
+    Refunded,
+    /// Fulfilled, then refunded in part; `amount_refunded` says how much.
+    PartiallyRefunded,
 }
 
 impl Status {
@@ -29,6 +34,8 @@ impl Status {
             Self::AwaitingPayment => "awaiting_payment",
             Self::PaymentFailed => "payment_failed",
             Self::Expired => "expired",
+            Self::Refunded => "refunded",
+            Self::PartiallyRefunded => "partially_refunded",
         }
     }
 
@@ -38,14 +45,25 @@ impl Status {
             Self::AwaitingPayment,
             Self::PaymentFailed,
             Self::Expired,
+            Self::Refunded,
+            Self::PartiallyRefunded,
         ]
         .into_iter()
         .find(|status| status.as_str() == raw)
     }
 
-    /// A terminal status never changes again, so it can be answered from memory.
+    /// A terminal status is never fulfilled again: the session's fulfilment is settled.
+    /// Only refunds change it later.
     pub fn is_terminal(self) -> bool {
         self != Self::AwaitingPayment
+    }
+
+    /// Whether the session was fulfilled, whatever was refunded since.
+    pub fn was_fulfilled(self) -> bool {
+        matches!(
+            self,
+            Self::Fulfilled | Self::Refunded | Self::PartiallyRefunded
+        )
     }
 }
 
@@ -90,6 +108,8 @@ pub struct SessionSummary {
     pub amount_total: Option<i64>,
     /// Where receipts go. Never logged.
     pub customer_email: Option<String>,
+    /// The payment intent that took the money (`pi_…`): what refunds name.
+    pub payment_intent: Option<String>,
     /// `collected_information.shipping_details`, or `shipping_details` on older API
     /// versions; boxed to keep summaries small in messages. Never logged.
     pub shipping_address: Option<Box<ShippingAddress>>,
@@ -120,6 +140,8 @@ pub struct Outcome {
     pub livemode: bool,
     pub currency: Option<String>,
     pub amount_total: Option<i64>,
+    /// What refunds have given back so far, in minor units.
+    pub amount_refunded: i64,
     /// Milliseconds since the Unix epoch.
     pub fulfilled_at: Option<i64>,
     pub line_items: Vec<LineItem>,
@@ -138,8 +160,15 @@ pub struct ItemLine {
 }
 
 impl Outcome {
-    /// True when nothing shown about the session can change any more: its status is
-    /// terminal and its shipment, if any, has left fulfilld's hands.
+    /// The grants that still give access: what pages and emails link to.
+    pub fn active_access(&self) -> impl Iterator<Item = &AccessGrant> {
+        self.access
+            .iter()
+            .filter(|grant| grant.status == GrantStatus::Active)
+    }
+
+    /// True when nothing shown about the session changes any more but by a refund: its
+    /// status is terminal and its shipment, if any, has left fulfilld's hands.
     pub fn is_final(&self) -> bool {
         self.status.is_terminal()
             && self.shipment.as_ref().is_none_or(|shipment| {
@@ -167,5 +196,11 @@ impl Outcome {
         self.amount_total
             .zip(self.currency.as_deref())
             .map(|(amount, currency)| format_amount(amount, currency))
+    }
+
+    /// What refunds gave back, formatted, once anything was.
+    pub fn formatted_refunded(&self) -> Option<String> {
+        let currency = self.currency.as_deref()?;
+        (self.amount_refunded > 0).then(|| format_amount(self.amount_refunded, currency))
     }
 }

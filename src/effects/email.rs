@@ -23,6 +23,8 @@ pub enum Email {
     Receipt,
     /// The notice that a delayed payment failed.
     PaymentFailed,
+    /// The notice that the order was refunded in full.
+    Refunded,
 }
 
 impl Email {
@@ -31,6 +33,7 @@ impl Email {
         match self {
             Self::Receipt => EffectKind::Receipt,
             Self::PaymentFailed => EffectKind::PaymentFailedEmail,
+            Self::Refunded => EffectKind::RefundEmail,
         }
         .as_str()
     }
@@ -47,7 +50,10 @@ struct EmailView<'a> {
     /// A test-mode order: no real money moved, and the email says so.
     test: bool,
     address: Vec<String>,
-    access: &'a [AccessGrant],
+    /// The grants that still give access.
+    access: Vec<&'a AccessGrant>,
+    /// Whether the order came with any access, given or since taken back.
+    had_access: bool,
 }
 
 #[derive(Template)]
@@ -71,6 +77,18 @@ struct FailedText<'a> {
 #[derive(Template)]
 #[template(path = "email/payment_failed.html")]
 struct FailedHtml<'a> {
+    r: &'a EmailView<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/refunded.txt")]
+struct RefundedText<'a> {
+    r: &'a EmailView<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/refunded.html")]
+struct RefundedHtml<'a> {
     r: &'a EmailView<'a>,
 }
 
@@ -156,6 +174,15 @@ impl Mailer {
                 FailedText { r: &view }.render(),
                 FailedHtml { r: &view }.render(),
             ),
+            Email::Refunded => (
+                format!(
+                    "{}Your order from {} was refunded",
+                    if view.test { "[Test order] " } else { "" },
+                    self.shop
+                ),
+                RefundedText { r: &view }.render(),
+                RefundedHtml { r: &view }.render(),
+            ),
         };
         let (subject, Ok(text), Ok(html)) = rendered else {
             return Err(EffectError::Permanent("could not render the email".into()));
@@ -194,7 +221,8 @@ impl Mailer {
                 .and_then(|s| s.address.as_ref())
                 .map(|a| a.lines())
                 .unwrap_or_default(),
-            access: &outcome.access,
+            access: outcome.active_access().collect(),
+            had_access: !outcome.access.is_empty(),
         }
     }
 }

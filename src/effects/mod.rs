@@ -140,6 +140,10 @@ impl EffectActors {
                 let email = Email::PaymentFailed;
                 self.email.send(SendEmail { attempt, email }).await
             }
+            EffectKind::RefundEmail => {
+                let email = Email::Refunded;
+                self.email.send(SendEmail { attempt, email }).await
+            }
             EffectKind::Inventory => self.inventory.send(MoveStock(attempt)).await,
             EffectKind::Shipment => self.shipping.send(Ship(attempt)).await,
         };

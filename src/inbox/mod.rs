@@ -5,7 +5,7 @@
 
 mod workers;
 
-pub use workers::{Work, Workers, process};
+pub use workers::{Job, Work, Workers, process};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

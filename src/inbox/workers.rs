@@ -14,146 +14,81 @@ use tokio::sync::{Notify, mpsc};
 
 use super::Inbox;
 use crate::actors::Sessions;
-use crate::db::inbox::{EventFate, StoredEvent};
+use crate::db::inbox::StoredEvent;
 use crate::db::{Database, millis, now_ms};
-use crate::domain::SessionId;
-use crate::fulfillment::{FulfillError, Trigger};
-use crate::retry::backoff;
+use crate::domain::{AccountId, RefundNews, SessionId};
+use crate::fulfillment::Trigger;
 use crate::stripe::event::{self, Event};
 
+mod attempt;
 mod claims;
 
-/// Attempts at an event before it is dead: with the backoff below, about a day of trying.
-const EVENT_MAX_ATTEMPTS: u32 = 30;
-/// The first wait before an event is tried again, doubled each time, capped.
-const EVENT_BACKOFF: Duration = Duration::from_secs(30);
-const EVENT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
+use attempt::{CONTENDED_RETRY, record_failure};
+pub use attempt::{process, reverse};
+
 /// Events waiting for each worker before the rest wait in the inbox only.
 const QUEUE_PER_WORKER: usize = 16;
 const REPLAY_PAGE: i64 = 500;
 /// Events claimed with one statement at most.
 const CLAIM_BATCH: usize = 64;
-/// When an attempt that met another session's lock is tried again.
-const CONTENDED_RETRY: Duration = Duration::from_secs(2);
 /// How long a claim holds unless renewed; it is renewed every third of it, and events
 /// whose claim ran out are looked for as often.
 const EVENT_LEASE: Duration = Duration::from_secs(6);
 
-/// Carries out a stored event through its session's actor and marks it processed once
-/// the outcome is recorded. A failure is recorded on the event: it is retried with backoff
-/// by the replayer, or dead when it cannot succeed or its attempts ran out. Returns
-/// true when the attempt met a lock another session holds (a replica frozen inside its
-/// transaction, which the server ends within seconds): the event is due again in
-/// [`CONTENDED_RETRY`], not after the usual backoff, and the attempt is not counted.
-#[tracing::instrument(skip_all, fields(event.id = %event_id, session.id = %session_id))]
-pub async fn process(
-    sessions: &Sessions,
-    db: &Database,
-    event_id: &str,
-    session_id: &SessionId,
-    trigger: Trigger,
-) -> bool {
-    let (reason, permanent) = match sessions
-        .handle_event(session_id, trigger, Some(event_id))
-        .await
-    {
-        Ok(_) => {
-            // Already marked when this attempt recorded the session; not when the outcome
-            // was known before (a duplicate), and then this marks it.
-            if let Err(error) = db.mark_processed(event_id).await {
-                tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");
-            }
-            return false;
-        }
-        Err(FulfillError::Database(error)) if is_lock_timeout(&error) => {
-            let reason = format!("{error:#}");
-            if let Err(error) = db.put_off_event(event_id, &reason, CONTENDED_RETRY).await {
-                tracing::warn!(error = %format!("{error:#}"), "could not record the event's failure; it will be replayed");
-            }
-            tracing::info!(
-                "the session is locked by another database session; trying again shortly"
-            );
-            return true;
-        }
-        // Signed by Stripe yet unknown to it: another account's event, or a deleted
-        // session. Kept, dead, for an operator: a wrong key can be fixed and the event
-        // replayed.
-        Err(FulfillError::UnknownSession) => (
-            "Stripe answered resource_missing: no such Checkout Session for this key \
-             (another account's event, or a deleted session)"
-                .to_owned(),
-            true,
-        ),
-        Err(FulfillError::ShuttingDown) => return false,
-        Err(error) => (error.to_string(), false),
-    };
-    record_failure(db, event_id, &reason, permanent).await;
-    false
-}
-
-/// Whether `error` is PostgreSQL giving up on a lock after `lock_timeout`.
-fn is_lock_timeout(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<diesel::result::Error>(),
-            Some(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("lock timeout")
-        )
-    })
-}
-
-/// Records a failed attempt at an event: retried with backoff, or dead when `permanent`
-/// or its attempts ran out.
-async fn record_failure(db: &Database, event_id: &str, reason: &str, permanent: bool) {
-    let retry_after = |attempts: i32| {
-        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-        (!permanent && attempts < EVENT_MAX_ATTEMPTS)
-            .then(|| backoff(EVENT_BACKOFF, EVENT_BACKOFF_CAP, attempts))
-    };
-    match db.fail_event(event_id, reason, retry_after).await {
-        Ok(Some(EventFate::Retry { attempts, delay })) => tracing::warn!(
-            error = %reason,
-            attempts,
-            retry_in_s = delay.as_secs(),
-            "event not carried out; it will be replayed"
-        ),
-        Ok(Some(EventFate::Dead { attempts })) => tracing::error!(
-            error = %reason,
-            attempts,
-            "event dead; `fulfilld events replay {event_id}` tries it again"
-        ),
-        Ok(None) => {}
-        Err(error) => tracing::warn!(
-            error = %format!("{error:#}"),
-            "could not record the event's failure; it will be replayed"
-        ),
-    }
-}
-
 /// A stored event for a worker to carry out.
 pub struct Work {
     pub event_id: String,
-    pub session_id: SessionId,
-    pub trigger: Trigger,
+    pub job: Job,
     /// For a replayed event: carried out only if, when it is claimed, it is still
     /// waiting and due by then (a page is read long before its last event is queued).
     pub due_by: Option<i64>,
 }
 
-impl Work {
-    /// What a stored event asks for, or `None` (and the event is set aside) when it is not
-    /// a Checkout event.
-    pub async fn of(db: &Database, stored: StoredEvent) -> Option<Self> {
-        match event::parse(stored.payload.as_bytes()) {
-            Ok(Event::Checkout { kind, summary, .. }) => Some(Self {
-                event_id: stored.id,
+/// What a stored event asks for.
+pub enum Job {
+    /// A Checkout event: the trigger for its session.
+    Checkout {
+        session_id: SessionId,
+        trigger: Trigger,
+    },
+    /// Refund news, from the connected account that sent it, if any.
+    Refund {
+        news: RefundNews,
+        account: Option<AccountId>,
+    },
+}
+
+impl Job {
+    /// What a parsed event asks for; `None` for an event fulfilld does not act on.
+    pub fn of(event: Event) -> Option<Self> {
+        match event {
+            Event::Checkout { kind, summary, .. } => Some(Self::Checkout {
                 session_id: summary.id.clone(),
                 trigger: Trigger::from_event(kind, summary),
+            }),
+            Event::Refund { news, account, .. } => Some(Self::Refund { news, account }),
+            Event::Ignored { .. } => None,
+        }
+    }
+}
+
+impl Work {
+    /// What a stored event asks for, or `None` (and the event is set aside) when it is not
+    /// one fulfilld acts on.
+    pub async fn of(db: &Database, stored: StoredEvent) -> Option<Self> {
+        match event::parse(stored.payload.as_bytes())
+            .ok()
+            .and_then(Job::of)
+        {
+            Some(job) => Some(Self {
+                event_id: stored.id,
+                job,
                 due_by: None,
             }),
-            Ok(Event::Ignored { .. }) | Err(_) => {
-                // Only verified, parseable Checkout events are stored; this row predates a
+            None => {
+                // Only verified events fulfilld acts on are stored; this row predates a
                 // change of rules. Keep it out of every future replay.
-                tracing::warn!(event.id = %stored.id, "stored event is not a Checkout event; skipping it");
+                tracing::warn!(event.id = %stored.id, "stored event is not one fulfilld acts on; skipping it");
                 let _ = db.mark_processed(&stored.id).await;
                 None
             }
@@ -357,8 +292,18 @@ impl Workers {
                     let attempt = tokio::spawn({
                         let db = db.clone();
                         async move {
-                            process(&sessions, &db, &job.event_id, &job.session_id, job.trigger)
-                                .await
+                            match job.job {
+                                Job::Checkout {
+                                    session_id,
+                                    trigger,
+                                } => {
+                                    process(&sessions, &db, &job.event_id, &session_id, trigger)
+                                        .await
+                                }
+                                Job::Refund { news, account } => {
+                                    reverse(&sessions, &db, &job.event_id, &news, account).await
+                                }
+                            }
                         }
                     });
                     match attempt.await {

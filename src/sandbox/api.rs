@@ -236,7 +236,8 @@ fn items_page(id: &str, spec: &SessionSpec, starting_after: Option<&str>, limit:
     )
 }
 
-/// `GET /v1/checkout/sessions`: newest first, filtered by `status` and `created[gte]`.
+/// `GET /v1/checkout/sessions`: newest first, filtered by `status`, `created[gte]` and
+/// `payment_intent`.
 pub(super) async fn list_sessions(
     request: HttpRequest,
     query: Params,
@@ -246,12 +247,18 @@ pub(super) async fn list_sessions(
     let limit = limit(&query)?;
     let status = param(&query, "status");
     let since = param(&query, "created[gte]").and_then(|raw| raw.parse::<i64>().ok());
+    let payment_intent = param(&query, "payment_intent");
     let all = {
         let state = shared.lock();
         let mut sessions: Vec<_> = state
             .sessions
             .iter()
             .filter(|(_, spec)| status.is_none_or(|status| spec.status == status))
+            .filter(|(id, spec)| {
+                payment_intent.is_none_or(|wanted| {
+                    spec.status == "complete" && objects::payment_intent_of(id) == wanted
+                })
+            })
             .filter(|(_, spec)| since.is_none_or(|since| spec.created >= since))
             .collect();
         sessions.sort_by(|a, b| b.1.created.cmp(&a.1.created).then(b.0.cmp(a.0)));

@@ -10,5 +10,5 @@ mod simulator;
 mod state;
 
 pub use double::StripeDouble;
-pub use simulator::Simulator;
+pub use simulator::{RefundSpec, Simulator};
 pub use state::{EventRecord, SessionSpec};

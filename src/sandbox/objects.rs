@@ -103,6 +103,76 @@ pub fn event(id: &str, event_type: &str, object: Value, created: i64) -> Value {
     })
 }
 
+/// The payment intent a completed session `id` paid through: one per session.
+pub fn payment_intent_of(id: &str) -> String {
+    let suffix = id
+        .trim_start_matches("cs_test_")
+        .trim_start_matches("cs_live_");
+    format!("pi_{suffix}")
+}
+
+/// A Refund object (`"object": "refund"`), shaped as Stripe's API reference shows it.
+/// `items`, when given, goes in `metadata.items`.
+pub fn refund(
+    id: &str,
+    payment_intent: &str,
+    amount: i64,
+    currency: &str,
+    status: &str,
+    items: Option<&str>,
+    created: i64,
+) -> Value {
+    let metadata = match items {
+        Some(items) => json!({ "items": items }),
+        None => json!({}),
+    };
+    json!({
+        "id": id,
+        "object": "refund",
+        "amount": amount,
+        "balance_transaction": null,
+        "charge": format!("ch_{}", payment_intent.trim_start_matches("pi_")),
+        "created": created,
+        "currency": currency,
+        "destination_details": null,
+        "failure_reason": if status == "failed" { json!("expired_or_canceled_card") } else { Value::Null },
+        "metadata": metadata,
+        "payment_intent": payment_intent,
+        "reason": "requested_by_customer",
+        "receipt_number": null,
+        "source_transfer_reversal": null,
+        "status": status,
+        "transfer_reversal": null,
+    })
+}
+
+/// A Charge object (`"object": "charge"`) with `amount_refunded` refunded so far, as a
+/// `charge.refunded` event carries it.
+pub fn refunded_charge(
+    payment_intent: &str,
+    amount: i64,
+    amount_refunded: i64,
+    currency: &str,
+    created: i64,
+) -> Value {
+    json!({
+        "id": format!("ch_{}", payment_intent.trim_start_matches("pi_")),
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount,
+        "amount_refunded": amount_refunded,
+        "captured": true,
+        "created": created,
+        "currency": currency,
+        "livemode": false,
+        "metadata": {},
+        "paid": true,
+        "payment_intent": payment_intent,
+        "refunded": amount_refunded >= amount,
+        "status": "succeeded",
+    })
+}
+
 /// `shipping_details` as Checkout collects it.
 pub fn shipping_details(
     name: &str,

@@ -8,13 +8,25 @@ use actix_web::web;
 use serde_json::Value;
 
 use super::state::{EventRecord, SessionSpec, Shared, WebhookTarget};
-use super::{api, hosted};
+use super::{api, hosted, objects};
 use crate::catalog::Catalog;
 
 /// A Stripe simulator; cheap to clone.
 #[derive(Clone)]
 pub struct Simulator {
     shared: Shared,
+}
+
+/// A refund, as a test describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundSpec<'a> {
+    pub id: &'a str,
+    /// The session whose payment it refunds.
+    pub session: &'a str,
+    pub amount: i64,
+    pub status: &'a str,
+    /// `metadata.items`.
+    pub items: Option<&'a str>,
 }
 
 impl Simulator {
@@ -140,6 +152,61 @@ impl Simulator {
         self.shared
             .lock()
             .event_body(event_id, event_type, id, created)
+    }
+
+    /// The payment intent completed session `id` paid through.
+    pub fn payment_intent(&self, id: &str) -> String {
+        objects::payment_intent_of(id)
+    }
+
+    /// The JSON body of a `refund.*` event (`event_type`) about refund `refund_id` of
+    /// `amount` from session `id`'s payment, in `status`, naming `items` if given, created
+    /// at `created` (seconds).
+    pub fn refund_payload(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        refund: &RefundSpec<'_>,
+        created: i64,
+    ) -> String {
+        let state = self.shared.lock();
+        let currency = state
+            .sessions
+            .get(refund.session)
+            .map_or("usd", |spec| spec.currency.as_str());
+        let object = objects::refund(
+            refund.id,
+            &objects::payment_intent_of(refund.session),
+            refund.amount,
+            currency,
+            refund.status,
+            refund.items,
+            created,
+        );
+        objects::event(event_id, event_type, object, created).to_string()
+    }
+
+    /// The JSON body of a `charge.refunded` event: session `id`'s charge with
+    /// `amount_refunded` refunded so far.
+    pub fn charge_refunded_payload(
+        &self,
+        event_id: &str,
+        id: &str,
+        amount_refunded: i64,
+    ) -> String {
+        let created = crate::db::now_ms() / 1000;
+        let state = self.shared.lock();
+        let (amount, currency) = state.sessions.get(id).map_or((0, "usd"), |spec| {
+            (spec.amount_total(), spec.currency.as_str())
+        });
+        let object = objects::refunded_charge(
+            &objects::payment_intent_of(id),
+            amount,
+            amount_refunded,
+            currency,
+            created,
+        );
+        objects::event(event_id, "charge.refunded", object, created).to_string()
     }
 
     /// Records an event of `event_type` about session `id` and delivers it like Stripe

@@ -134,6 +134,11 @@ impl SessionSpec {
         } else {
             Value::Null
         };
+        session["payment_intent"] = if self.status == "complete" {
+            objects::payment_intent_of(id).into()
+        } else {
+            Value::Null
+        };
         session["success_url"] = self.success_url.clone().into();
         session["cancel_url"] = self.cancel_url.clone().into();
         if let Some(details) = &self.shipping_details {

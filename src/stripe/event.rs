@@ -1,7 +1,8 @@
 //! The few fields fulfilld reads from a webhook event.
 //!
-//! Only `id`, `type`, `livemode`, `data.object.id` and `data.object.payment_status` decide
-//! anything. A handful of optional session fields (currency, total, the customer's email,
+//! For a Checkout event only `id`, `type`, `livemode`, `data.object.id` and
+//! `data.object.payment_status` decide anything. For refund news, the refund's (or
+//! charge's) id, `payment_intent`, amount and status. A handful of optional session fields (currency, total, the customer's email,
 //! the shipping address) are read leniently, as untyped JSON, so a new Stripe API version that reshapes them
 //! costs those details, never the event.
 
@@ -9,7 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::{
-    AccountId, PaymentStatus, SessionId, SessionState, SessionSummary, ShippingAddress,
+    AccountId, PaymentStatus, RefundKind, RefundNews, RefundStatus, SessionId, SessionState,
+    SessionSummary, ShippingAddress,
 };
 
 /// The Checkout events fulfilld acts on.
@@ -43,6 +45,15 @@ pub enum Event {
         type_name: String,
         summary: SessionSummary,
     },
+    /// News of money given back: `refund.created`, `refund.updated`, `refund.failed`, or
+    /// `charge.refunded` from accounts on API versions older than 2024-10-28.
+    Refund {
+        id: String,
+        type_name: String,
+        livemode: bool,
+        account: Option<AccountId>,
+        news: RefundNews,
+    },
     /// Any other event type: acknowledged and ignored.
     Ignored { id: String, type_name: String },
 }
@@ -58,6 +69,8 @@ pub enum EventError {
     PaymentStatus,
     #[error("the event's account is not a Stripe account id: {0}")]
     Account(String),
+    #[error("the refund news is not readable: {0}")]
+    Refund(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -66,6 +79,9 @@ struct Envelope {
     #[serde(rename = "type")]
     type_name: String,
     livemode: bool,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    created: i64,
     /// Set on events from a connected account (Stripe Connect).
     account: Option<String>,
     data: Data,
@@ -85,23 +101,26 @@ struct Object {
     customer_details: Option<Value>,
     collected_information: Option<Value>,
     shipping_details: Option<Value>,
+    // Refunds and charges.
+    payment_intent: Option<Value>,
+    amount: Option<Value>,
+    amount_refunded: Option<Value>,
+    status: Option<Value>,
+    metadata: Option<Value>,
 }
 
 /// Parses a verified webhook body.
 pub fn parse(body: &[u8]) -> Result<Event, EventError> {
     let envelope: Envelope = serde_json::from_slice(body)?;
-    let Some(kind) = CheckoutEvent::parse(&envelope.type_name) else {
-        return Ok(Event::Ignored {
-            id: envelope.id,
-            type_name: envelope.type_name,
-        });
-    };
     let account = envelope
         .account
         .as_deref()
         .map(AccountId::parse)
         .transpose()
         .map_err(EventError::Account)?;
+    let Some(kind) = CheckoutEvent::parse(&envelope.type_name) else {
+        return refund_news(envelope, account);
+    };
     let object = envelope.data.object;
     let raw_id = object.id.unwrap_or_default();
     let id = SessionId::parse(&raw_id).map_err(EventError::SessionId)?;
@@ -124,6 +143,7 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
         payment_status,
         currency: object.currency.and_then(|v| v.as_str().map(str::to_owned)),
         amount_total: object.amount_total.and_then(|v| v.as_i64()),
+        payment_intent: object.payment_intent.as_ref().and_then(payment_intent_id),
         customer_email: object
             .customer_details
             .and_then(|v| v.get("email").and_then(Value::as_str).map(str::to_owned)),
@@ -141,6 +161,84 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
         type_name: envelope.type_name,
         summary,
     })
+}
+
+/// Reads refund news, or ignores the event when it is of another type or concerns a
+/// payment no Checkout Session made (a refund with no payment intent).
+fn refund_news(envelope: Envelope, account: Option<AccountId>) -> Result<Event, EventError> {
+    let kind = match envelope.type_name.as_str() {
+        "refund.created" | "refund.updated" | "refund.failed" => RefundKind::Refund,
+        "charge.refunded" => RefundKind::Charge,
+        _ => {
+            return Ok(Event::Ignored {
+                id: envelope.id,
+                type_name: envelope.type_name,
+            });
+        }
+    };
+    let object = envelope.data.object;
+    let Some(payment_intent) = object.payment_intent.as_ref().and_then(payment_intent_id) else {
+        return Ok(Event::Ignored {
+            id: envelope.id,
+            type_name: envelope.type_name,
+        });
+    };
+    let id = object
+        .id
+        .filter(|id| is_stripe_id(id))
+        .ok_or(EventError::Refund("data.object.id is not a Stripe id"))?;
+    let minor_units = |value: Option<Value>| value.and_then(|v| v.as_i64()).filter(|n| *n >= 0);
+    let (amount, status) = match kind {
+        RefundKind::Refund => (
+            minor_units(object.amount).ok_or(EventError::Refund("the amount is missing"))?,
+            object
+                .status
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(RefundStatus::parse)
+                .ok_or(EventError::Refund(
+                    "the refund's status is missing or unknown",
+                ))?,
+        ),
+        // The charge's whole refunded amount, which only grows.
+        RefundKind::Charge => (
+            minor_units(object.amount_refunded)
+                .ok_or(EventError::Refund("amount_refunded is missing"))?,
+            RefundStatus::Succeeded,
+        ),
+    };
+    let items = object
+        .metadata
+        .as_ref()
+        .and_then(|metadata| metadata.get("items"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Event::Refund {
+        id: envelope.id,
+        type_name: envelope.type_name,
+        livemode: envelope.livemode,
+        account,
+        news: RefundNews {
+            id,
+            kind,
+            payment_intent,
+            amount,
+            status,
+            items,
+            event_created: envelope.created,
+        },
+    })
+}
+
+/// `payment_intent` as an id, or expanded into an object with one.
+fn payment_intent_id(value: &Value) -> Option<String> {
+    let id = value.as_str().or_else(|| value.get("id")?.as_str())?;
+    (id.starts_with("pi_") && is_stripe_id(id)).then(|| id.to_owned())
+}
+
+/// Stripe's ids are short runs of letters, digits and underscores.
+fn is_stripe_id(raw: &str) -> bool {
+    (4..=255).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]

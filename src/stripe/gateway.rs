@@ -245,7 +245,7 @@ impl StripeGateway {
 }
 
 /// Sends `request` as the connected account, when there is one (`Stripe-Account`).
-fn on_account<T>(
+pub(super) fn on_account<T>(
     request: CustomizableStripeRequest<T>,
     account: Option<&AccountId>,
 ) -> CustomizableStripeRequest<T> {
@@ -297,6 +297,10 @@ fn to_summary(id: &SessionId, session: CheckoutSession) -> SessionSummary {
         currency: session.currency.map(|c| c.to_string()),
         amount_total: session.amount_total,
         customer_email: session.customer_details.and_then(|d| d.email),
+        payment_intent: session
+            .payment_intent
+            .as_ref()
+            .map(|pi| pi.id().to_string()),
         shipping_address: session
             .collected_information
             .and_then(|c| c.shipping_details)

@@ -12,7 +12,9 @@ use stripe_client_core::{
 };
 use stripe_shared::CheckoutSessionMode;
 
+use super::gateway::on_account;
 use super::{GatewayError, Priority, StripeGateway};
+use crate::domain::{AccountId, SessionId};
 
 /// Countries the storefront ships to.
 const SHIPPING_COUNTRIES: [&str; 10] = ["US", "CA", "GB", "IE", "DE", "FR", "NL", "ES", "IT", "AU"];
@@ -75,7 +77,45 @@ pub struct SessionsQuery<'a> {
     pub starting_after: Option<String>,
 }
 
+/// `GET /v1/checkout/sessions?payment_intent=…` parameters.
+#[derive(Debug, Serialize)]
+struct ByPaymentIntent<'a> {
+    payment_intent: &'a str,
+    limit: u32,
+}
+
 impl StripeGateway {
+    /// The Checkout Session that made `payment_intent`, on the connected account if there
+    /// is one; `None` when no session did (a payment taken some other way).
+    pub async fn session_of_payment_intent(
+        &self,
+        payment_intent: &str,
+        account: Option<&AccountId>,
+    ) -> Result<Option<SessionId>, GatewayError> {
+        let query = ByPaymentIntent {
+            payment_intent,
+            limit: 1,
+        };
+        let raw = self
+            .call(&Priority::Background, || {
+                let request = RequestBuilder::new(StripeMethod::Get, "/checkout/sessions")
+                    .query(&query)
+                    .customize::<miniserde::json::Value>();
+                on_account(request, account).send(&self.client)
+            })
+            .await?;
+        let value: Value = serde_json::from_str(&miniserde::json::to_string(&raw))
+            .map_err(|e| GatewayError::Unavailable(format!("unreadable list from Stripe: {e}")))?;
+        value["data"][0]["id"]
+            .as_str()
+            .map(|id| {
+                SessionId::parse(id).map_err(|e| {
+                    GatewayError::Unavailable(format!("Stripe listed a malformed session id: {e}"))
+                })
+            })
+            .transpose()
+    }
+
     /// Creates a Checkout Session in payment mode and returns the URL to send the
     /// customer to. Tried once: a repeat could create a second session.
     pub async fn create_checkout_session(&self, new: &NewCheckout) -> Result<String, GatewayError> {

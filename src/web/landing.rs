@@ -28,6 +28,8 @@ struct LandingPage {
     items: Vec<ItemLine>,
     total: Option<String>,
     access: Vec<AccessGrant>,
+    /// What refunds gave back, once anything was.
+    refunded: Option<String>,
     shipment: Option<ShipmentView>,
 }
 
@@ -103,7 +105,8 @@ fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
         refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
         items: outcome.item_lines(),
         total: outcome.formatted_total(),
-        access: outcome.access.clone(),
+        access: outcome.active_access().cloned().collect(),
+        refunded: outcome.formatted_refunded(),
         shipment: outcome.shipment.as_ref().map(|shipment| ShipmentView {
             state: match shipment.status {
                 ShipmentStatus::Pending => "Being prepared for the warehouse.",

@@ -8,8 +8,7 @@ use std::time::Instant;
 use super::AppState;
 use crate::db::inbox::{Stored, StoredEvent};
 use crate::db::now_ms;
-use crate::fulfillment::Trigger;
-use crate::inbox::Work;
+use crate::inbox::{Job, Work};
 use crate::metrics::{METRICS, seconds};
 use crate::stripe::event::{self, Event, EventError};
 use crate::stripe::signature::{self, SignatureError};
@@ -93,26 +92,50 @@ async fn accept(
     // Only a signed delivery makes background work give way: a flood of unsigned
     // requests must not slow fulfilment down.
     let _arrival = state.inbox.arriving();
-    let (event_id, kind, type_name, summary) = match event::parse(&body) {
-        Ok(Event::Checkout {
-            id,
-            kind,
-            type_name,
-            summary,
-        }) => (id, kind, type_name, summary),
-        Ok(Event::Ignored { id, type_name }) => {
-            tracing::debug!(event.id = %id, event.type = %type_name, "event type ignored");
-            METRICS.webhook_stored("ignored");
-            return Ok(HttpResponse::Ok().json(json!({ "received": true, "ignored": true })));
-        }
+    let event = match event::parse(&body) {
+        Ok(event) => event,
         Err(error) => {
             tracing::warn!(reason = %error, "webhook body refused");
             return Err(error.into());
         }
     };
+    // What the event is stored under: its session, or for refund news the payment intent
+    // it names (the session may not be known yet).
+    let (event_id, type_name, subject, livemode, account) = match &event {
+        Event::Ignored { id, type_name } => {
+            tracing::debug!(event.id = %id, event.type = %type_name, "event type ignored");
+            METRICS.webhook_stored("ignored");
+            return Ok(HttpResponse::Ok().json(json!({ "received": true, "ignored": true })));
+        }
+        Event::Checkout {
+            id,
+            type_name,
+            summary,
+            ..
+        } => (
+            id.clone(),
+            type_name.clone(),
+            summary.id.to_string(),
+            summary.livemode,
+            summary.account.as_ref().map(ToString::to_string),
+        ),
+        Event::Refund {
+            id,
+            type_name,
+            livemode,
+            account,
+            news,
+        } => (
+            id.clone(),
+            type_name.clone(),
+            news.payment_intent.clone(),
+            *livemode,
+            account.as_ref().map(ToString::to_string),
+        ),
+    };
     let span = tracing::Span::current();
     span.record("event.id", event_id.as_str());
-    span.record("session.id", summary.id.as_str());
+    span.record("session.id", subject.as_str());
     // The signature check proved the body is what Stripe sent, and parsing proved it is
     // JSON, hence UTF-8.
     let payload = String::from_utf8_lossy(&body).into_owned();
@@ -121,12 +144,12 @@ async fn accept(
         .store(StoredEvent {
             id: event_id.clone(),
             event_type: type_name,
-            session_id: summary.id.to_string(),
-            livemode: summary.livemode,
+            session_id: subject,
+            livemode,
             payload,
             received_at: now_ms(),
             processed_at: None,
-            account: summary.account.as_ref().map(ToString::to_string),
+            account,
         })
         .await
         .map_err(|error| {
@@ -137,11 +160,12 @@ async fn accept(
         Stored::New => "new",
         Stored::Duplicate { .. } => "duplicate",
     });
-    if stored != (Stored::Duplicate { processed: true }) {
+    if stored != (Stored::Duplicate { processed: true })
+        && let Some(job) = Job::of(event)
+    {
         state.workers.offer(Work {
             event_id,
-            session_id: summary.id.clone(),
-            trigger: Trigger::from_event(kind, summary),
+            job,
             due_by: None,
         });
     }

@@ -97,6 +97,7 @@ async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &Se
         currency: Some("usd".into()),
         amount_total: Some(5000),
         customer_email: None,
+        payment_intent: None,
         shipping_address: None,
     };
     let items = [item];

@@ -50,7 +50,12 @@ impl Record<'_> {
                 kinds
             }
             Status::PaymentFailed if has_email => vec![EffectKind::PaymentFailedEmail],
-            Status::PaymentFailed | Status::AwaitingPayment | Status::Expired => Vec::new(),
+            // Refunds are applied to a recorded session, never recorded as a fulfilment.
+            Status::PaymentFailed
+            | Status::AwaitingPayment
+            | Status::Expired
+            | Status::Refunded
+            | Status::PartiallyRefunded => Vec::new(),
         }
     }
 }
@@ -95,6 +100,7 @@ impl Database {
             created_at: now,
             updated_at: now,
             account: summary.account.as_ref().map(AccountId::as_str),
+            payment_intent: summary.payment_intent.as_deref(),
         };
         let items = LineItemRow::for_session(id, record.line_items);
         let plan = record.plan;
@@ -170,6 +176,7 @@ impl Database {
                         checkout_sessions::customer_email.eq(row.customer_email),
                         checkout_sessions::shipping_address.eq(&row.shipping_address),
                         checkout_sessions::fulfilled_at.eq(row.fulfilled_at),
+                        checkout_sessions::payment_intent.eq(row.payment_intent),
                         checkout_sessions::updated_at.eq(now),
                     ))
                     .execute(conn)

@@ -30,6 +30,7 @@ pub(super) struct SessionRow<'a> {
     pub created_at: i64,
     pub updated_at: i64,
     pub account: Option<&'a str>,
+    pub payment_intent: Option<&'a str>,
 }
 
 #[derive(Insertable)]

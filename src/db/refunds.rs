@@ -1,0 +1,272 @@
+//! Refunds: each piece of news stored once, by the payment intent it names, and applied
+//! to the session that payment intent paid for.
+//!
+//! Storing and applying are apart. News is stored whether or not its session is recorded
+//! yet, and applying reads all the news stored for the session's payment intent, so it
+//! comes to the same result however often, in whatever order and on however many replicas
+//! it runs.
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::schema::{access_grants, checkout_sessions, effects, refunds};
+use super::types::DbNow;
+use super::{Database, now_ms, with_connection};
+use crate::domain::{
+    EffectKind, EffectStatus, RefundKind, RefundNews, RefundStatus, SessionId, Status,
+    refunded_skus, status_after_refunds,
+};
+
+/// What applying a session's refunds did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub before: Status,
+    pub after: Status,
+    /// Minor units, all refunds together.
+    pub refunded: i64,
+    /// Whether the refund email was enqueued (once per session, at its full refund).
+    pub email: bool,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = refunds, treat_none_as_default_value = false)]
+struct RefundRow<'a> {
+    id: &'a str,
+    payment_intent: &'a str,
+    kind: &'a str,
+    amount: i64,
+    status: &'a str,
+    items: Option<&'a str>,
+    event_created: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// Whether `news` is newer than what is stored: a refund moves forward only, and news of
+/// the same standing counts if its event is not older; a charge's refunded amount only
+/// grows.
+fn supersedes(news: &RefundNews, amount: i64, status: &str, event_created: i64) -> bool {
+    match news.kind {
+        RefundKind::Charge => news.amount > amount,
+        RefundKind::Refund => {
+            let stored = RefundStatus::parse(status).map_or(0, RefundStatus::rank);
+            let rank = news.status.rank();
+            rank > stored || (rank == stored && news.event_created >= event_created)
+        }
+    }
+}
+
+impl Database {
+    /// Stores refund news, or updates what is stored when the news is newer. Concurrent
+    /// stores of the same refund each compare what they read before they write, so the
+    /// newest news wins whatever the order.
+    pub async fn store_refund(&self, news: &RefundNews) -> anyhow::Result<()> {
+        let now = now_ms();
+        let row = RefundRow {
+            id: &news.id,
+            payment_intent: &news.payment_intent,
+            kind: news.kind.as_str(),
+            amount: news.amount,
+            status: news.status.as_str(),
+            items: news.items.as_deref(),
+            event_created: news.event_created,
+            created_at: now,
+            updated_at: now,
+        };
+        for _ in 0..8 {
+            let settled = with_connection!(self, |conn| {
+                let write = async {
+                    let inserted = diesel::insert_into(refunds::table)
+                        .values(&row)
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                    if inserted == 1 {
+                        return Ok(true);
+                    }
+                    let (amount, status, event_created) = refunds::table
+                        .find(row.id)
+                        .select((refunds::amount, refunds::status, refunds::event_created))
+                        .first::<(i64, String, i64)>(conn)
+                        .await?;
+                    if !supersedes(news, amount, &status, event_created) {
+                        return Ok(true);
+                    }
+                    let updated = diesel::update(
+                        refunds::table
+                            .find(row.id)
+                            .filter(refunds::amount.eq(amount))
+                            .filter(refunds::status.eq(&status))
+                            .filter(refunds::event_created.eq(event_created)),
+                    )
+                    .set((
+                        refunds::amount.eq(row.amount),
+                        refunds::status.eq(row.status),
+                        refunds::items.eq(row.items),
+                        refunds::event_created.eq(row.event_created),
+                        refunds::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                    Ok::<_, diesel::result::Error>(updated == 1)
+                };
+                write.await.context("could not store the refund")
+            })?;
+            if settled {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the refund kept changing while it was stored")
+    }
+
+    /// The session the payment intent paid for, if it is recorded with it.
+    pub async fn session_of_payment_intent(
+        &self,
+        payment_intent: &str,
+    ) -> anyhow::Result<Option<SessionId>> {
+        let id = with_connection!(self, |conn| {
+            checkout_sessions::table
+                .filter(checkout_sessions::payment_intent.eq(payment_intent))
+                .select(checkout_sessions::id)
+                .first::<String>(conn)
+                .await
+                .optional()
+                .context("could not look the payment intent up")
+        })?;
+        id.map(|id| SessionId::parse(&id).map_err(anyhow::Error::msg))
+            .transpose()
+    }
+
+    /// Applies every refund stored for `payment_intent` to session `id`, which it paid
+    /// for, in one transaction: the session's refunded amount and status; at a full
+    /// refund, every grant revoked and (with `email`) the refund email enqueued, once;
+    /// before it, the grants of the items refunds name revoked. `None` when the session
+    /// is not recorded or was never fulfilled: nothing is reversed.
+    pub async fn apply_refunds(
+        &self,
+        id: &SessionId,
+        payment_intent: &str,
+        email: bool,
+    ) -> anyhow::Result<Option<Applied>> {
+        let id = id.as_str();
+        let now = now_ms();
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                // Recorded before payment intents were: it is learnt now. The update also
+                // takes the session's row lock on PostgreSQL, so a fulfilment recording it
+                // at this moment commits first.
+                diesel::update(checkout_sessions::table.find(id))
+                    .set(checkout_sessions::payment_intent.eq(payment_intent))
+                    .filter(checkout_sessions::payment_intent.is_null())
+                    .execute(conn)
+                    .await?;
+                diesel::update(checkout_sessions::table.find(id))
+                    .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
+                    .execute(conn)
+                    .await?;
+                let session = checkout_sessions::table
+                    .find(id)
+                    .filter(checkout_sessions::payment_intent.eq(payment_intent))
+                    .select((
+                        checkout_sessions::status,
+                        checkout_sessions::amount_total,
+                        checkout_sessions::customer_email,
+                    ))
+                    .first::<(Status, Option<i64>, Option<String>)>(conn)
+                    .await
+                    .optional()?;
+                let Some((before, total, customer_email)) = session else {
+                    return Ok(None);
+                };
+                if !before.was_fulfilled() {
+                    return Ok(None);
+                }
+                let news = refunds::table
+                    .filter(refunds::payment_intent.eq(payment_intent))
+                    .select((
+                        refunds::kind,
+                        refunds::amount,
+                        refunds::status,
+                        refunds::items,
+                    ))
+                    .load::<(String, i64, String, Option<String>)>(conn)
+                    .await?;
+                let counted = news.iter().filter(|(kind, _, status, _)| {
+                    kind == RefundKind::Refund.as_str()
+                        && RefundStatus::parse(status).is_some_and(RefundStatus::counts)
+                });
+                let refunds_total: i64 = counted.clone().map(|(_, amount, ..)| amount).sum();
+                let charge_total = news
+                    .iter()
+                    .filter(|(kind, ..)| kind == RefundKind::Charge.as_str())
+                    .map(|(_, amount, ..)| *amount)
+                    .max()
+                    .unwrap_or(0);
+                let refunded = refunds_total.max(charge_total);
+                let after = status_after_refunds(before, total, refunded);
+                diesel::update(checkout_sessions::table.find(id))
+                    .set((
+                        checkout_sessions::status.eq(after),
+                        checkout_sessions::amount_refunded.eq(refunded),
+                        checkout_sessions::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                let mut email_enqueued = false;
+                if after == Status::Refunded {
+                    diesel::update(
+                        access_grants::table
+                            .filter(access_grants::session_id.eq(id))
+                            .filter(access_grants::revoked_at.is_null()),
+                    )
+                    .set(access_grants::revoked_at.eq(now))
+                    .execute(conn)
+                    .await?;
+                    if email && customer_email.is_some() {
+                        email_enqueued = diesel::insert_into(effects::table)
+                            .values((
+                                effects::session_id.eq(id),
+                                effects::kind.eq(EffectKind::RefundEmail),
+                                effects::status.eq(EffectStatus::Pending),
+                                effects::attempts.eq(0),
+                                effects::next_attempt_at.eq(DbNow::now()),
+                                effects::created_at.eq(now),
+                                effects::updated_at.eq(now),
+                            ))
+                            .on_conflict_do_nothing()
+                            .execute(conn)
+                            .await?
+                            == 1;
+                    }
+                } else {
+                    let skus: HashSet<&str> = counted
+                        .filter_map(|(_, _, _, items)| items.as_deref())
+                        .flat_map(refunded_skus)
+                        .collect();
+                    if !skus.is_empty() {
+                        diesel::update(
+                            access_grants::table
+                                .filter(access_grants::session_id.eq(id))
+                                .filter(access_grants::sku.eq_any(skus))
+                                .filter(access_grants::revoked_at.is_null()),
+                        )
+                        .set(access_grants::revoked_at.eq(now))
+                        .execute(conn)
+                        .await?;
+                    }
+                }
+                Ok::<_, diesel::result::Error>(Some(Applied {
+                    before,
+                    after,
+                    refunded,
+                    email: email_enqueued,
+                }))
+            })
+            .await
+            .context("could not apply the session's refunds")
+        })
+    }
+}

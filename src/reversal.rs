@@ -1,0 +1,105 @@
+//! Reversing a fulfilment: refund news, stored once, applied to the session it concerns.
+//!
+//! News names a payment intent, not a session. The session is found by the payment intent
+//! it was recorded with, or else by asking Stripe which Checkout Session made it (a session
+//! fulfilled before fulfilld recorded payment intents, or one whose `completed` event has
+//! not arrived yet, which is then fulfilled first). The news is applied once the session
+//! is fulfilled; while its payment is still clearing, the event waits and is tried again.
+
+use crate::actors::Sessions;
+use crate::db::refunds::Applied;
+use crate::domain::{AccountId, RefundKind, RefundNews, Status};
+use crate::fulfillment::{FulfillError, Source, Trigger};
+use crate::metrics::METRICS;
+
+/// What became of refund news.
+#[derive(Debug)]
+pub enum Reversal {
+    /// No Checkout Session made the payment: not fulfilld's to reverse.
+    NotCheckout,
+    /// The session was never fulfilled (it expired, or its payment failed): nothing to
+    /// reverse.
+    NotFulfilled,
+    /// Applied to the session.
+    Applied(Applied),
+}
+
+/// Why refund news could not be applied yet.
+#[derive(Debug, thiserror::Error)]
+pub enum ReversalError {
+    #[error(transparent)]
+    Fulfill(#[from] FulfillError),
+    #[error("the session's payment has not cleared yet; the refund applies once it has")]
+    AwaitingPayment,
+}
+
+impl From<anyhow::Error> for ReversalError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Fulfill(FulfillError::Database(error))
+    }
+}
+
+/// Stores `news` and applies every refund stored for its payment intent to the session
+/// that payment intent paid for.
+#[tracing::instrument(skip_all, fields(refund.id = %news.id, session.id))]
+pub async fn reverse(
+    sessions: &Sessions,
+    news: &RefundNews,
+    account: Option<&AccountId>,
+) -> Result<Reversal, ReversalError> {
+    let engine = sessions.engine();
+    engine.db.store_refund(news).await?;
+    if news.kind == RefundKind::Refund && !news.status.counts() {
+        // Money that was to go back did not: the merchant must know, and look.
+        tracing::warn!(
+            refund.status = news.status.as_str(),
+            "a refund did not go through"
+        );
+        METRICS.reversal("refund_failed");
+    }
+    let id = match engine
+        .db
+        .session_of_payment_intent(&news.payment_intent)
+        .await?
+    {
+        Some(id) => id,
+        None => match engine
+            .stripe
+            .session_of_payment_intent(&news.payment_intent, account)
+            .await
+            .map_err(|e| FulfillError::StripeUnavailable(e.to_string()))?
+        {
+            Some(id) => id,
+            None => return Ok(Reversal::NotCheckout),
+        },
+    };
+    tracing::Span::current().record("session.id", id.as_str());
+    // Recorded already (answered from the database), or fulfilled now: a refund that came
+    // before the session's own `completed` event.
+    let outcome = sessions
+        .handle(&id, Trigger::Fulfill(Source::Operator))
+        .await?;
+    if outcome.status == Status::AwaitingPayment {
+        return Err(ReversalError::AwaitingPayment);
+    }
+    let applied = engine
+        .db
+        .apply_refunds(&id, &news.payment_intent, engine.send_receipts)
+        .await?;
+    let Some(applied) = applied else {
+        return Ok(Reversal::NotFulfilled);
+    };
+    if applied.email {
+        engine.outbox.wake();
+    }
+    if applied.after != applied.before {
+        tracing::warn!(
+            from = applied.before.as_str(),
+            to = applied.after.as_str(),
+            refunded = applied.refunded,
+            "a fulfilled session was refunded"
+        );
+        METRICS.reversal(applied.after.as_str());
+    }
+    Ok(Reversal::Applied(applied))
+}

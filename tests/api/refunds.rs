@@ -1,0 +1,403 @@
+//! Refunds reverse a fulfilment exactly once: duplicate and concurrent news, news of one
+//! refund in several forms, partial refunds that add up, a refund that fails later, a
+//! refund that arrives before the session's own `completed` event or races it.
+
+use std::time::{Duration, Instant};
+
+use fulfilld::domain::{GrantStatus, Status};
+use fulfilld::sandbox::{RefundSpec, SessionSpec};
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, backends, sign, spawn_app_with, unix_now, wait_for_event};
+use crate::smtp::SmtpServer;
+
+const EBOOK_URL: &str = "https://downloads.example.com/EBOOK-FULFILL?order=";
+
+/// A shop that mails through `smtp`.
+async fn spawn_shop(backend: &crate::helpers::Backend, smtp: &SmtpServer) -> TestApp {
+    spawn_app_with(backend, |settings| {
+        settings.effects.smtp_url = Some(smtp.url());
+    })
+    .await
+}
+
+/// A paid session for the e-book (900) and a poster (1,100) that is not in the catalog.
+fn ebook_and_poster() -> SessionSpec {
+    SessionSpec::paid(&[("E-book", 900, 1), ("Poster", 1100, 1)])
+        .with_prices(&["price_ebook", "price_poster"])
+}
+
+/// Posts every body, each signed, all at once; every one must be acknowledged.
+async fn deliver_all(app: &TestApp, bodies: &[String]) {
+    let deliveries = bodies.iter().map(|body| async {
+        app.post_webhook(body.clone(), Some(sign(body)))
+            .await
+            .status()
+            .as_u16()
+    });
+    let answers = join_all(deliveries).await;
+    assert!(answers.iter().all(|status| *status == 200), "{answers:?}");
+}
+
+/// Waits until the session's stored refunded amount is `refunded`, and returns its status.
+async fn wait_for_refunded(app: &TestApp, session: &str, refunded: i64) -> Status {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(outcome) = app.outcome(session).await
+            && outcome.amount_refunded == refunded
+        {
+            return outcome.status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{session} never had {refunded} refunded on {}: {:?}, events {:?}",
+            app.backend,
+            app.outcome(session).await,
+            app.db.list_events(false, 100).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The session as the JSON route shows it, once it shows `status` (a replica's memory of a
+/// settled session is read again within a second).
+async fn json_once(app: &TestApp, session: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let json: Value = app
+            .get(&format!("/api/checkout-sessions/{session}"))
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        if json["status"] == status {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "{json}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many messages the SMTP server accepted with this `Message-ID` name.
+fn mails(smtp: &SmtpServer, session: &str, kind: &str) -> usize {
+    let wanted = format!("<{session}.{kind}@shop.test>");
+    smtp.accepted()
+        .iter()
+        .filter(|mail| mail.message_id() == wanted)
+        .count()
+}
+
+#[actix_web::test]
+async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_once() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp).await;
+        let session = app.stripe.add_session(ebook_and_poster());
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .event_payload("evt_paid", "checkout.session.completed", &session)],
+        )
+        .await;
+        let fulfilled = app.wait_for(&session, Status::Fulfilled).await;
+        assert_eq!(fulfilled.access[0].status, GrantStatus::Active);
+        let page = app
+            .get(&format!("/after-checkout?session_id={session}"))
+            .await;
+        assert!(page.text().await.expect("page").contains(EBOOK_URL));
+
+        // One refund of the whole 2,000, told as it is created, as it succeeds and as its
+        // charge is refunded; each delivered ten times, all at once.
+        let refund = RefundSpec {
+            id: "re_full",
+            session: &session,
+            amount: 2000,
+            status: "pending",
+            items: None,
+        };
+        let now = unix_now();
+        let created = app
+            .stripe
+            .refund_payload("evt_re_created", "refund.created", &refund, now);
+        let succeeded = RefundSpec {
+            status: "succeeded",
+            ..refund
+        };
+        let updated =
+            app.stripe
+                .refund_payload("evt_re_updated", "refund.updated", &succeeded, now + 1);
+        let charge = app
+            .stripe
+            .charge_refunded_payload("evt_ch_refunded", &session, 2000);
+        let bodies: Vec<String> = (0..10)
+            .flat_map(|_| [created.clone(), updated.clone(), charge.clone()])
+            .collect();
+        deliver_all(&app, &bodies).await;
+
+        assert_eq!(
+            wait_for_refunded(&app, &session, 2000).await,
+            Status::Refunded,
+            "on {backend:?}"
+        );
+        let kinds = app.wait_for_effects(&session).await;
+        assert_eq!(kinds, ["receipt", "refund_email"], "on {backend:?}");
+        let json = json_once(&app, &session, "refunded").await;
+        assert_eq!(json["amount_refunded"], 2000);
+        assert_eq!(json["access"][0]["status"], "revoked", "{json}");
+        let page = app
+            .get(&format!("/after-checkout?session_id={session}"))
+            .await
+            .text()
+            .await
+            .expect("page");
+        assert!(page.contains("Order refunded"), "{page}");
+        assert!(!page.contains(EBOOK_URL), "the link is gone: {page}");
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(mails(&smtp, &session, "receipt"), 1, "on {backend:?}");
+        assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
+        let refund_mail = smtp
+            .accepted()
+            .into_iter()
+            .find(|mail| mail.message_id().contains("refund_email"))
+            .expect("the refund email");
+        assert!(refund_mail.text().contains("refunded in full"));
+        assert!(!refund_mail.text().contains(EBOOK_URL));
+    }
+}
+
+#[actix_web::test]
+async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_undoes_nothing() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp).await;
+        let session = app.stripe.add_session(ebook_and_poster());
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .event_payload("evt_paid", "checkout.session.completed", &session)],
+        )
+        .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        let now = unix_now();
+        let refund = |id, amount, status, items| RefundSpec {
+            id,
+            session: &session,
+            amount,
+            status,
+            items,
+        };
+
+        // 500 back, no items named: amounts only, access kept.
+        let first = refund("re_1", 500, "succeeded", None);
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_1", "refund.created", &first, now)],
+        )
+        .await;
+        assert_eq!(
+            wait_for_refunded(&app, &session, 500).await,
+            Status::PartiallyRefunded
+        );
+        // The same 500 told by the charge is not added again.
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .charge_refunded_payload("evt_ch_1", &session, 500)],
+        )
+        .await;
+        wait_for_event(&app.db, "evt_ch_1", |event| event.processed_at.is_some()).await;
+        let outcome = app.outcome(&session).await.expect("recorded");
+        assert_eq!(outcome.amount_refunded, 500);
+        assert_eq!(outcome.access[0].status, GrantStatus::Active);
+
+        // 900 for the e-book, named: its access goes.
+        let ebook = refund("re_2", 900, "succeeded", Some("EBOOK-FULFILL:1"));
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_2", "refund.created", &ebook, now)],
+        )
+        .await;
+        wait_for_refunded(&app, &session, 1400).await;
+        let outcome = app.outcome(&session).await.expect("recorded");
+        assert_eq!(outcome.status, Status::PartiallyRefunded);
+        assert_eq!(outcome.access[0].status, GrantStatus::Revoked);
+
+        // That refund fails later: recorded, and the access stays revoked. The older
+        // `refund.created` delivered again after it changes nothing.
+        let failed = refund("re_2", 900, "failed", Some("EBOOK-FULFILL:1"));
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_2_failed", "refund.failed", &failed, now + 5)],
+        )
+        .await;
+        wait_for_refunded(&app, &session, 500).await;
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_2_again", "refund.created", &ebook, now)],
+        )
+        .await;
+        wait_for_event(&app.db, "evt_2_again", |event| event.processed_at.is_some()).await;
+        let outcome = app.outcome(&session).await.expect("recorded");
+        assert_eq!(outcome.amount_refunded, 500, "on {backend:?}");
+        assert_eq!(outcome.status, Status::PartiallyRefunded);
+        assert_eq!(outcome.access[0].status, GrantStatus::Revoked);
+        assert_eq!(app.effect_kinds(&session).await, ["receipt"]);
+
+        // The rest comes back: a full refund, mailed once.
+        let rest = refund("re_3", 1500, "succeeded", None);
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_3", "refund.created", &rest, now + 6)],
+        )
+        .await;
+        assert_eq!(
+            wait_for_refunded(&app, &session, 2000).await,
+            Status::Refunded
+        );
+        assert_eq!(
+            app.wait_for_effects(&session).await,
+            ["receipt", "refund_email"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
+    }
+}
+
+#[actix_web::test]
+async fn a_refund_before_or_racing_completed_fulfils_once_then_reverses_once() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp).await;
+        let now = unix_now();
+
+        // Before: Stripe's `completed` event has not come at all.
+        let early = app.stripe.add_session(ebook_and_poster());
+        let refund = RefundSpec {
+            id: "re_early",
+            session: &early,
+            amount: 2000,
+            status: "succeeded",
+            items: None,
+        };
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_early", "refund.created", &refund, now)],
+        )
+        .await;
+        assert_eq!(
+            wait_for_refunded(&app, &early, 2000).await,
+            Status::Refunded
+        );
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .event_payload("evt_early_paid", "checkout.session.completed", &early)],
+        )
+        .await;
+        wait_for_event(&app.db, "evt_early_paid", |event| {
+            event.processed_at.is_some()
+        })
+        .await;
+
+        // Racing: the refund and the `completed` event, ten of each, all at once.
+        let raced = app.stripe.add_session(ebook_and_poster());
+        let refund = RefundSpec {
+            id: "re_raced",
+            session: &raced,
+            ..refund
+        };
+        let completed =
+            app.stripe
+                .event_payload("evt_raced_paid", "checkout.session.completed", &raced);
+        let refunded = app
+            .stripe
+            .refund_payload("evt_raced", "refund.created", &refund, now);
+        let bodies: Vec<String> = (0..10)
+            .flat_map(|_| [completed.clone(), refunded.clone()])
+            .collect();
+        deliver_all(&app, &bodies).await;
+        assert_eq!(
+            wait_for_refunded(&app, &raced, 2000).await,
+            Status::Refunded
+        );
+
+        for session in [&early, &raced] {
+            let outcome = app.outcome(session).await.expect("recorded");
+            assert_eq!(outcome.status, Status::Refunded, "on {backend:?}");
+            assert!(outcome.fulfilled_at.is_some());
+            assert_eq!(
+                app.wait_for_effects(session).await,
+                ["receipt", "refund_email"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for session in [&early, &raced] {
+            assert_eq!(mails(&smtp, session, "receipt"), 1, "on {backend:?}");
+            assert_eq!(mails(&smtp, session, "refund_email"), 1, "on {backend:?}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_refund_of_a_payment_no_session_made_is_acknowledged_and_changes_nothing() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp).await;
+        // The session exists only in the refund's payment intent: Stripe lists none for it.
+        let stranger = "cs_test_a1NotMadeByCheckout";
+        let refund = RefundSpec {
+            id: "re_stranger",
+            session: stranger,
+            amount: 700,
+            status: "succeeded",
+            items: None,
+        };
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_stranger", "refund.created", &refund, unix_now())],
+        )
+        .await;
+        let event = wait_for_event(&app.db, "evt_stranger", |event| {
+            event.processed_at.is_some()
+        })
+        .await;
+        assert!(event.last_error.is_none(), "{event:?}");
+        assert!(app.outcome(stranger).await.is_none(), "on {backend:?}");
+
+        // A refund event without a payment intent is not about a Checkout payment.
+        let mut body: Value = serde_json::from_str(&app.stripe.refund_payload(
+            "evt_no_pi",
+            "refund.created",
+            &refund,
+            unix_now(),
+        ))
+        .expect("JSON");
+        body["data"]["object"]["payment_intent"] = Value::Null;
+        let response = app
+            .post_webhook(body.to_string(), Some(sign(&body.to_string())))
+            .await;
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.expect("JSON");
+        assert_eq!(answer["ignored"], true);
+    }
+}

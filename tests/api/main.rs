@@ -17,6 +17,7 @@ mod metrics;
 mod outbox;
 mod processes;
 mod reconcile;
+mod refund_processes;
 mod refunds;
 mod replicas;
 mod sandbox;

@@ -9,7 +9,7 @@ use crate::cli::{EventsCommand, SessionsCommand};
 use crate::configuration::Settings;
 use crate::db::Database;
 use crate::db::inbox::EventView;
-use crate::domain::SessionId;
+use crate::domain::{GrantStatus, SessionId};
 use crate::fulfillment::Trigger;
 use crate::inbox;
 use crate::reconcile::{self, STRIPE_KEEPS_EVENTS};
@@ -148,6 +148,9 @@ pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::
     if let Some(total) = outcome.formatted_total() {
         println!("total: {total}");
     }
+    if let Some(refunded) = outcome.formatted_refunded() {
+        println!("refunded: {refunded}");
+    }
     for line in outcome.item_lines() {
         println!(
             "  {} x {}  {}",
@@ -155,7 +158,11 @@ pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::
         );
     }
     for grant in &outcome.access {
-        println!("access: {} {}", grant.sku, grant.url);
+        let revoked = match grant.status {
+            GrantStatus::Active => "",
+            GrantStatus::Revoked => " (revoked)",
+        };
+        println!("access: {} {}{revoked}", grant.sku, grant.url);
     }
     if let Some(shipment) = &outcome.shipment {
         let items: Vec<_> = shipment

@@ -8,7 +8,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::prepared::Prepared;
-use super::schema::webhook_events;
+use super::schema::{checkout_sessions, webhook_events};
 use super::{Database, Lane, now_ms, with_connection};
 
 /// An event as it is stored, deduplicated by its id.
@@ -386,8 +386,20 @@ impl Database {
     /// The events stored about a session, oldest first.
     pub async fn events_of(&self, session_id: &str) -> anyhow::Result<Vec<EventView>> {
         with_connection!(self, |conn| {
+            // Refund news is stored under the payment intent it names.
+            let payment_intent = checkout_sessions::table
+                .find(session_id)
+                .select(checkout_sessions::payment_intent)
+                .first::<Option<String>>(conn)
+                .await
+                .optional()
+                .context("could not read the session's payment intent")?
+                .flatten();
+            let subjects: Vec<&str> = std::iter::once(session_id)
+                .chain(payment_intent.as_deref())
+                .collect();
             webhook_events::table
-                .filter(webhook_events::session_id.eq(session_id))
+                .filter(webhook_events::session_id.eq_any(subjects))
                 .order((webhook_events::received_at, webhook_events::id))
                 .select(EventView::as_select())
                 .load::<EventView>(conn)

@@ -155,6 +155,15 @@ async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_on
         assert!(page.contains("Order refunded"), "{page}");
         assert!(!page.contains(EBOOK_URL), "the link is gone: {page}");
 
+        let shown = app.cli(&["sessions", "show", &session]).await;
+        assert!(shown.contains(": refunded\n"), "{shown}");
+        assert!(shown.contains("refunded: USD 20.00"), "{shown}");
+        assert!(shown.contains("(revoked)"), "{shown}");
+        assert!(
+            shown.contains("event evt_re_updated refund.updated: processed"),
+            "{shown}"
+        );
+
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(mails(&smtp, &session, "receipt"), 1, "on {backend:?}");
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");

@@ -42,6 +42,10 @@ pub enum Source {
     Customer(Customer),
     /// The operator (CLI, reconcile): always checks Stripe unless the session is settled.
     Operator,
+    /// Signed refund news about the session, from the connected account it names: checks
+    /// Stripe, on that account, unless the session is settled; a settled session is read
+    /// again from the database, so the actor's memory shows what the refund changed.
+    Refund(Option<AccountId>),
 }
 
 /// A customer waiting on the landing page: until when, and how many Stripe calls its
@@ -241,13 +245,18 @@ async fn attempt(
             (summary, Status::Fulfilled, items)
         }
         Trigger::Fulfill(source) => {
-            // Nothing signed comes with these: the session's connected account is the one
-            // its record, or before it is recorded its stored events, named.
-            let account = match recorded_account {
-                Some(account) => account,
-                None => engine.db.event_account(id).await?,
-            }
-            .and_then(|raw| AccountId::parse(&raw).ok());
+            // Nothing signed about the session comes with these: its connected account is
+            // the one its record, or before it is recorded its stored events or the refund
+            // news that asks, named.
+            let account = match (recorded_account, &source) {
+                (Some(account), _) => account.and_then(|raw| AccountId::parse(&raw).ok()),
+                (None, Source::Refund(Some(account))) => Some(account.clone()),
+                (None, _) => engine
+                    .db
+                    .event_account(id)
+                    .await?
+                    .and_then(|raw| AccountId::parse(&raw).ok()),
+            };
             let account = account.as_ref();
             let (summary, items) = match source {
                 Source::Customer(customer) => {

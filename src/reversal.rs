@@ -48,8 +48,8 @@ pub async fn reverse(
     account: Option<&AccountId>,
 ) -> Result<Reversal, ReversalError> {
     let engine = sessions.engine();
-    engine.db.store_refund(news).await?;
-    if news.kind == RefundKind::Refund && !news.status.counts() {
+    let changed = engine.db.store_refund(news).await?;
+    if changed && news.kind == RefundKind::Refund && news.status.failed() {
         // Money that was to go back did not: the merchant must know, and look.
         tracing::warn!(
             refund.status = news.status.as_str(),
@@ -57,28 +57,30 @@ pub async fn reverse(
         );
         METRICS.reversal("refund_failed");
     }
-    let id = match engine
-        .db
-        .session_of_payment_intent(&news.payment_intent)
-        .await?
-    {
+    let pi = news.payment_intent.as_str();
+    let id = match engine.db.session_of_payment_intent(pi).await? {
         Some(id) => id,
+        None if engine.db.is_foreign_payment_intent(pi).await? => {
+            return Ok(Reversal::NotCheckout);
+        }
         None => match engine
             .stripe
-            .session_of_payment_intent(&news.payment_intent, account)
+            .session_of_payment_intent(pi, account)
             .await
             .map_err(|e| FulfillError::StripeUnavailable(e.to_string()))?
         {
             Some(id) => id,
-            None => return Ok(Reversal::NotCheckout),
+            None => {
+                engine.db.remember_foreign_payment_intent(pi).await?;
+                return Ok(Reversal::NotCheckout);
+            }
         },
     };
     tracing::Span::current().record("session.id", id.as_str());
     // Recorded already (answered from the database), or fulfilled now: a refund that came
     // before the session's own `completed` event.
-    let outcome = sessions
-        .handle(&id, Trigger::Fulfill(Source::Operator))
-        .await?;
+    let asks = || Trigger::Fulfill(Source::Refund(account.cloned()));
+    let outcome = sessions.handle(&id, asks()).await?;
     if outcome.status == Status::AwaitingPayment {
         return Err(ReversalError::AwaitingPayment);
     }
@@ -89,6 +91,8 @@ pub async fn reverse(
     let Some(applied) = applied else {
         return Ok(Reversal::NotFulfilled);
     };
+    // The actor's memory of the settled session, read again: pages show the refund now.
+    sessions.handle(&id, asks()).await?;
     if applied.email {
         engine.outbox.wake();
     }

@@ -102,17 +102,19 @@ impl Handler<Attempt> for SessionActor {
         _ctx: &mut Self::Context,
     ) -> Self::Result {
         self.last_active = Instant::now();
-        if let Some((outcome, read_at)) = &self.settled
-            && read_at.elapsed() < SETTLED_FRESH
-        {
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(Arc::clone(outcome)))));
+        if let Some((outcome, read_at)) = &self.settled {
+            let refund = matches!(trigger, Trigger::Fulfill(Source::Refund(_)));
+            if read_at.elapsed() < SETTLED_FRESH && !refund {
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(Arc::clone(outcome)))));
+            }
+            return self.read_again(Arc::clone(outcome));
         }
         // Only for triggers that would ask Stripe the same question: signed events that
         // need no call (a failed payment, an expiry) are still recorded.
         if self.unknown
             && matches!(
                 trigger,
-                Trigger::Fulfill(Source::Customer(_) | Source::Operator)
+                Trigger::Fulfill(Source::Customer(_) | Source::Operator | Source::Refund(_))
             )
         {
             return AtomicResponse::new(Box::pin(fut::ready(Err(FulfillError::UnknownSession))));
@@ -151,6 +153,28 @@ impl Handler<Attempt> for SessionActor {
                     actor.settled = Some((Arc::clone(outcome), Instant::now()));
                 }
                 result
+            },
+        )))
+    }
+}
+
+impl SessionActor {
+    /// Reads a settled session again: only refunds change it, perhaps on another replica.
+    /// While the database cannot answer, what was settled is still the best answer.
+    fn read_again(
+        &mut self,
+        stale: Arc<Outcome>,
+    ) -> AtomicResponse<Self, Result<Arc<Outcome>, FulfillError>> {
+        let (db, id) = (self.engine.db.clone(), self.id.clone());
+        let read = async move { db.outcome(&id).await };
+        AtomicResponse::new(Box::pin(read.into_actor(self).map(
+            move |read, actor, _| match read {
+                Ok(Some(outcome)) => {
+                    let outcome = Arc::new(outcome);
+                    actor.settled = Some((Arc::clone(&outcome), Instant::now()));
+                    Ok(outcome)
+                }
+                Ok(None) | Err(_) => Ok(stale),
             },
         )))
     }

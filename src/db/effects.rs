@@ -9,6 +9,7 @@
 //! while the row still carries the attempt's token ([`Fence`]): an attempt whose lease
 //! passed to another changes nothing, and is told so.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -134,7 +135,10 @@ const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until
      WHERE effects.id = settled.id AND effects.lease = settled.lease \
      AND effects.status = 'pending' RETURNING effects.id, effects.lease";
 
-const CLAIM_SQLITE: &str = claim_sql!(sqlite, "id NOT IN (SELECT value FROM json_each($3))", "");
+/// `?N`, which SQLite numbers by N (it numbers `$N` in the order they first appear).
+static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    claim_sql!(sqlite, "id NOT IN (SELECT value FROM json_each($3))", "").replace('$', "?")
+});
 const CLAIM_POSTGRES: &str = claim_sql!(postgres, "id <> ALL($3)", " FOR UPDATE SKIP LOCKED");
 
 impl Database {
@@ -162,13 +166,12 @@ impl Database {
             }
             Self::Sqlite(_) => {
                 let running = serde_json::to_string(running)?;
-                // SQLite numbers `$N` in the order they first appear, not by N.
                 with_connection!(self, |conn| {
                     Prepared(
-                        diesel::sql_query(CLAIM_SQLITE)
+                        diesel::sql_query(CLAIM_SQLITE.as_str())
                             .bind::<BigInt, _>(millis(lease))
-                            .bind::<Text, _>(&running)
-                            .bind::<BigInt, _>(limit),
+                            .bind::<BigInt, _>(limit)
+                            .bind::<Text, _>(&running),
                     )
                     .load::<ClaimedEffect>(conn)
                     .await

@@ -32,12 +32,13 @@ where
     }
 }
 
-/// The statement cache keys a statement by its type when the type alone decides its text,
-/// and by its text otherwise (raw SQL), so a statement is never mistaken for another.
-impl<Q: QueryId> QueryId for Prepared<Q> {
-    type QueryId = Prepared<Q::QueryId>;
+/// Keyed in the statement cache by its text (and its binds' types), never by its type
+/// alone: a statement is never mistaken for another whatever its type, and a text that
+/// did vary would cost a prepared statement per text, not a wrong answer.
+impl<Q> QueryId for Prepared<Q> {
+    type QueryId = ();
 
-    const HAS_STATIC_QUERY_ID: bool = Q::HAS_STATIC_QUERY_ID;
+    const HAS_STATIC_QUERY_ID: bool = false;
 }
 
 impl<Q: Query> Query for Prepared<Q> {

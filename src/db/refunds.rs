@@ -6,19 +6,13 @@
 //! comes to the same result however often, in whatever order and on however many replicas
 //! it runs.
 
-use std::collections::HashSet;
-
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::schema::{access_grants, checkout_sessions, effects, refunds};
-use super::types::DbNow;
+use super::schema::{checkout_sessions, foreign_payment_intents, refunds};
 use super::{Database, now_ms, with_connection};
-use crate::domain::{
-    EffectKind, EffectStatus, RefundKind, RefundNews, RefundStatus, SessionId, Status,
-    refunded_skus, status_after_refunds,
-};
+use crate::domain::{RefundKind, RefundNews, RefundStatus, SessionId, Status};
 
 /// What applying a session's refunds did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +54,10 @@ fn supersedes(news: &RefundNews, amount: i64, status: &str, event_created: i64) 
 }
 
 impl Database {
-    /// Stores refund news, or updates what is stored when the news is newer. Concurrent
-    /// stores of the same refund each compare what they read before they write, so the
-    /// newest news wins whatever the order.
-    pub async fn store_refund(&self, news: &RefundNews) -> anyhow::Result<()> {
+    /// Stores refund news, or updates what is stored when the news is newer; true when it
+    /// changed what was stored. Concurrent stores of the same refund each compare what
+    /// they read before they write, so the newest news wins whatever the order.
+    pub async fn store_refund(&self, news: &RefundNews) -> anyhow::Result<bool> {
         let now = now_ms();
         let row = RefundRow {
             id: &news.id,
@@ -85,7 +79,7 @@ impl Database {
                         .execute(conn)
                         .await?;
                     if inserted == 1 {
-                        return Ok(true);
+                        return Ok(Some(true));
                     }
                     let (amount, status, event_created) = refunds::table
                         .find(row.id)
@@ -93,7 +87,7 @@ impl Database {
                         .first::<(i64, String, i64)>(conn)
                         .await?;
                     if !supersedes(news, amount, &status, event_created) {
-                        return Ok(true);
+                        return Ok(Some(false));
                     }
                     let updated = diesel::update(
                         refunds::table
@@ -111,12 +105,13 @@ impl Database {
                     ))
                     .execute(conn)
                     .await?;
-                    Ok::<_, diesel::result::Error>(updated == 1)
+                    // Changed meanwhile by another store: read it again.
+                    Ok::<_, diesel::result::Error>((updated == 1).then_some(true))
                 };
                 write.await.context("could not store the refund")
             })?;
-            if settled {
-                return Ok(());
+            if let Some(changed) = settled {
+                return Ok(changed);
             }
         }
         anyhow::bail!("the refund kept changing while it was stored")
@@ -141,10 +136,8 @@ impl Database {
     }
 
     /// Applies every refund stored for `payment_intent` to session `id`, which it paid
-    /// for, in one transaction: the session's refunded amount and status; at a full
-    /// refund, every grant revoked and (with `email`) the refund email enqueued, once;
-    /// before it, the grants of the items refunds name revoked. `None` when the session
-    /// is not recorded or was never fulfilled: nothing is reversed.
+    /// for, in one transaction (see [`apply_refunds!`]). `None` when the session is not
+    /// recorded or was never fulfilled: nothing is reversed.
     pub async fn apply_refunds(
         &self,
         id: &SessionId,
@@ -167,23 +160,94 @@ impl Database {
                     .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
                     .execute(conn)
                     .await?;
-                let session = checkout_sessions::table
-                    .find(id)
-                    .filter(checkout_sessions::payment_intent.eq(payment_intent))
-                    .select((
-                        checkout_sessions::status,
-                        checkout_sessions::amount_total,
-                        checkout_sessions::customer_email,
-                    ))
-                    .first::<(Status, Option<i64>, Option<String>)>(conn)
-                    .await
-                    .optional()?;
-                let Some((before, total, customer_email)) = session else {
-                    return Ok(None);
-                };
-                if !before.was_fulfilled() {
-                    return Ok(None);
-                }
+                apply_refunds!(conn, id, payment_intent, email, now)
+            })
+            .await
+            .context("could not apply the session's refunds")
+        })
+    }
+
+    /// The payment intent session `id` was recorded with, if any.
+    pub async fn payment_intent_of(&self, id: &SessionId) -> anyhow::Result<Option<String>> {
+        with_connection!(self, |conn| {
+            checkout_sessions::table
+                .find(id.as_str())
+                .select(checkout_sessions::payment_intent)
+                .first::<Option<String>>(conn)
+                .await
+                .optional()
+                .map(Option::flatten)
+                .context("could not read the session's payment intent")
+        })
+    }
+
+    /// Whether Stripe was found to list no Checkout Session for `payment_intent`.
+    pub async fn is_foreign_payment_intent(&self, payment_intent: &str) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            foreign_payment_intents::table
+                .find(payment_intent)
+                .count()
+                .get_result::<i64>(conn)
+                .await
+                .map(|found| found > 0)
+                .context("could not look the payment intent up")
+        })
+    }
+
+    /// Remembers that Stripe lists no Checkout Session for `payment_intent`, so later
+    /// news about it costs no call.
+    pub async fn remember_foreign_payment_intent(
+        &self,
+        payment_intent: &str,
+    ) -> anyhow::Result<()> {
+        with_connection!(self, |conn| {
+            diesel::insert_into(foreign_payment_intents::table)
+                .values((
+                    foreign_payment_intents::payment_intent.eq(payment_intent),
+                    foreign_payment_intents::checked_at.eq(now_ms()),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .context("could not remember the payment intent")
+        })?;
+        Ok(())
+    }
+}
+
+/// Applies every refund stored for `$payment_intent` to session `$id` on `$conn`, inside
+/// the caller's transaction, which must already hold the session's row (on PostgreSQL,
+/// by having written it): the session's refunded amount and status; at a full refund,
+/// every grant revoked, what was not carried out yet of the fulfilment (receipt, stock,
+/// shipment) cancelled, and (with `$email`) the refund email enqueued, once; before it,
+/// the grants of the items refunds name revoked. Evaluates to
+/// `Result<Option<Applied>, diesel::result::Error>`: `None` when the session is not
+/// recorded with that payment intent or was never fulfilled. A macro, so that one text
+/// serves both backends and any open transaction.
+macro_rules! apply_refunds {
+    ($conn:ident, $id:expr, $payment_intent:expr, $email:expr, $now:expr) => {{
+        use std::collections::HashSet;
+        use $crate::db::refunds::Applied;
+        use $crate::db::schema::{access_grants, checkout_sessions, effects, refunds, shipments};
+        use $crate::db::types::DbNow;
+        use $crate::domain::{
+            EffectKind, EffectStatus, RefundKind, RefundStatus, ShipmentStatus, Status,
+            refunded_skus, status_after_refunds,
+        };
+        let (id, payment_intent, now): (&str, &str, i64) = ($id, $payment_intent, $now);
+        let session = checkout_sessions::table
+            .find(id)
+            .filter(checkout_sessions::payment_intent.eq(payment_intent))
+            .select((
+                checkout_sessions::status,
+                checkout_sessions::amount_total,
+                checkout_sessions::customer_email,
+            ))
+            .first::<(Status, Option<i64>, Option<String>)>($conn)
+            .await
+            .optional()?;
+        match session {
+            Some((before, total, customer_email)) if before.was_fulfilled() => {
                 let news = refunds::table
                     .filter(refunds::payment_intent.eq(payment_intent))
                     .select((
@@ -192,7 +256,7 @@ impl Database {
                         refunds::status,
                         refunds::items,
                     ))
-                    .load::<(String, i64, String, Option<String>)>(conn)
+                    .load::<(String, i64, String, Option<String>)>($conn)
                     .await?;
                 let counted = news.iter().filter(|(kind, _, status, _)| {
                     kind == RefundKind::Refund.as_str()
@@ -213,20 +277,62 @@ impl Database {
                         checkout_sessions::amount_refunded.eq(refunded),
                         checkout_sessions::updated_at.eq(now),
                     ))
-                    .execute(conn)
+                    .execute($conn)
                     .await?;
-                let mut email_enqueued = false;
+                let grants = access_grants::table
+                    .filter(access_grants::session_id.eq(id))
+                    .filter(access_grants::revoked_at.is_null());
+                let mut email = false;
                 if after == Status::Refunded {
+                    diesel::update(grants)
+                        .set(access_grants::revoked_at.eq(now))
+                        .execute($conn)
+                        .await?;
+                    // What no attempt holds now is never carried out; one under way
+                    // finishes.
                     diesel::update(
-                        access_grants::table
-                            .filter(access_grants::session_id.eq(id))
-                            .filter(access_grants::revoked_at.is_null()),
+                        effects::table
+                            .filter(effects::session_id.eq(id))
+                            .filter(effects::kind.eq_any([
+                                EffectKind::Receipt,
+                                EffectKind::Inventory,
+                                EffectKind::Shipment,
+                            ]))
+                            .filter(effects::status.eq(EffectStatus::Pending))
+                            .filter(
+                                effects::lease_until
+                                    .is_null()
+                                    .or(effects::lease_until.le(DbNow::now().nullable())),
+                            ),
                     )
-                    .set(access_grants::revoked_at.eq(now))
-                    .execute(conn)
+                    .set((
+                        effects::status.eq(EffectStatus::Cancelled),
+                        effects::lease_until.eq(None::<i64>),
+                        effects::updated_at.eq(now),
+                    ))
+                    .execute($conn)
                     .await?;
-                    if email && customer_email.is_some() {
-                        email_enqueued = diesel::insert_into(effects::table)
+                    let shipping = effects::table
+                        .filter(effects::session_id.eq(id))
+                        .filter(effects::kind.eq(EffectKind::Shipment))
+                        .filter(effects::status.eq(EffectStatus::Pending));
+                    diesel::update(
+                        shipments::table
+                            .filter(shipments::session_id.eq(id))
+                            .filter(shipments::status.eq_any([
+                                ShipmentStatus::Pending,
+                                ShipmentStatus::AwaitingManualHandling,
+                            ]))
+                            .filter(diesel::dsl::not(diesel::dsl::exists(shipping))),
+                    )
+                    .set((
+                        shipments::status.eq(ShipmentStatus::Cancelled),
+                        shipments::updated_at.eq(now),
+                    ))
+                    .execute($conn)
+                    .await?;
+                    if $email && customer_email.is_some() {
+                        email = diesel::insert_into(effects::table)
                             .values((
                                 effects::session_id.eq(id),
                                 effects::kind.eq(EffectKind::RefundEmail),
@@ -237,7 +343,7 @@ impl Database {
                                 effects::updated_at.eq(now),
                             ))
                             .on_conflict_do_nothing()
-                            .execute(conn)
+                            .execute($conn)
                             .await?
                             == 1;
                     }
@@ -247,26 +353,21 @@ impl Database {
                         .flat_map(refunded_skus)
                         .collect();
                     if !skus.is_empty() {
-                        diesel::update(
-                            access_grants::table
-                                .filter(access_grants::session_id.eq(id))
-                                .filter(access_grants::sku.eq_any(skus))
-                                .filter(access_grants::revoked_at.is_null()),
-                        )
-                        .set(access_grants::revoked_at.eq(now))
-                        .execute(conn)
-                        .await?;
+                        diesel::update(grants.filter(access_grants::sku.eq_any(skus)))
+                            .set(access_grants::revoked_at.eq(now))
+                            .execute($conn)
+                            .await?;
                     }
                 }
                 Ok::<_, diesel::result::Error>(Some(Applied {
                     before,
                     after,
                     refunded,
-                    email: email_enqueued,
+                    email,
                 }))
-            })
-            .await
-            .context("could not apply the session's refunds")
-        })
-    }
+            }
+            _ => Ok(None),
+        }
+    }};
 }
+pub(crate) use apply_refunds;

@@ -100,6 +100,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    foreign_payment_intents (payment_intent) {
+        payment_intent -> Text,
+        checked_at -> BigInt,
+    }
+}
+
+diesel::table! {
     refunds (id) {
         id -> Text,
         payment_intent -> Text,
@@ -153,6 +160,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     access_grants,
     shipments,
     refunds,
+    foreign_payment_intents,
     sandbox_keys,
     replicas
 );

@@ -7,12 +7,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Access to a digital product, granted once per (session, SKU).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessGrant {
     pub sku: String,
     pub name: String,
     pub url: String,
     pub status: GrantStatus,
+}
+
+/// A revoked grant is shown without its link: the link is what a refund took back.
+impl Serialize for AccessGrant {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut grant = serializer.serialize_struct("AccessGrant", 4)?;
+        grant.serialize_field("sku", &self.sku)?;
+        grant.serialize_field("name", &self.name)?;
+        match self.status {
+            GrantStatus::Active => grant.serialize_field("url", &self.url)?,
+            GrantStatus::Revoked => grant.skip_field("url")?,
+        }
+        grant.serialize_field("status", &self.status)?;
+        grant.end()
+    }
 }
 
 /// Whether a grant still gives access.
@@ -94,6 +110,8 @@ pub enum ShipmentStatus {
     AwaitingManualHandling,
     /// The warehouse refused it; an operator must look (`fulfilld effects list`).
     Failed,
+    /// The order was refunded in full before the warehouse was told.
+    Cancelled,
 }
 
 impl ShipmentStatus {
@@ -103,6 +121,7 @@ impl ShipmentStatus {
             Self::Submitted => "submitted",
             Self::AwaitingManualHandling => "awaiting_manual_handling",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -112,6 +131,7 @@ impl ShipmentStatus {
             Self::Submitted,
             Self::AwaitingManualHandling,
             Self::Failed,
+            Self::Cancelled,
         ]
         .into_iter()
         .find(|status| status.as_str() == raw)
@@ -169,6 +189,8 @@ pub enum EffectStatus {
     Done,
     /// Given up on after its attempts ran out or a permanent failure; an operator retries it.
     Dead,
+    /// Never carried out: the order was refunded in full before it was.
+    Cancelled,
 }
 
 impl EffectStatus {
@@ -177,11 +199,12 @@ impl EffectStatus {
             Self::Pending => "pending",
             Self::Done => "done",
             Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Pending, Self::Done, Self::Dead]
+        [Self::Pending, Self::Done, Self::Dead, Self::Cancelled]
             .into_iter()
             .find(|status| status.as_str() == raw)
     }

@@ -174,7 +174,9 @@ impl Outcome {
             && self.shipment.as_ref().is_none_or(|shipment| {
                 matches!(
                     shipment.status,
-                    ShipmentStatus::Submitted | ShipmentStatus::AwaitingManualHandling
+                    ShipmentStatus::Submitted
+                        | ShipmentStatus::AwaitingManualHandling
+                        | ShipmentStatus::Cancelled
                 )
             })
     }

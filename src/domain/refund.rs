@@ -36,10 +36,16 @@ impl RefundStatus {
         .find(|status| status.as_str() == raw)
     }
 
-    /// Whether the money counts as refunded: Stripe has taken the refund on, and it has
-    /// not failed or been canceled.
+    /// Whether the money counts as refunded, and may reverse what it paid for: only once
+    /// the refund succeeded. A pending refund may still be canceled, or wait on the
+    /// customer, and taking access back is not undone.
     pub fn counts(self) -> bool {
-        matches!(self, Self::Pending | Self::RequiresAction | Self::Succeeded)
+        self == Self::Succeeded
+    }
+
+    /// Whether the refund failed or was canceled: the money did not go back.
+    pub fn failed(self) -> bool {
+        matches!(self, Self::Failed | Self::Canceled)
     }
 
     /// How far along the refund is. A refund moves forward only: a card refund can

@@ -113,6 +113,7 @@ fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
                 ShipmentStatus::Submitted => "With the warehouse, on its way soon.",
                 ShipmentStatus::AwaitingManualHandling => "Being packed by the shop.",
                 ShipmentStatus::Failed => "Delayed: the shop has been told and will be in touch.",
+                ShipmentStatus::Cancelled => "Cancelled: the order was refunded before it shipped.",
             },
             address: shipment
                 .address

@@ -4,18 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use fulfilld::domain::{GrantStatus, Status};
+use fulfilld::domain::{GrantStatus, ShipmentStatus, Status};
 use fulfilld::sandbox::{RefundSpec, SessionSpec};
 use futures_util::future::join_all;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, backends, sign, spawn_app_with, unix_now, wait_for_event};
 use crate::smtp::SmtpServer;
+use crate::warehouse::Warehouse;
 
 const EBOOK_URL: &str = "https://downloads.example.com/EBOOK-FULFILL?order=";
 
 /// A shop that mails through `smtp`.
-async fn spawn_shop(backend: &crate::helpers::Backend, smtp: &SmtpServer) -> TestApp {
+pub(crate) async fn spawn_shop(backend: &crate::helpers::Backend, smtp: &SmtpServer) -> TestApp {
     spawn_app_with(backend, |settings| {
         settings.effects.smtp_url = Some(smtp.url());
     })
@@ -23,7 +24,7 @@ async fn spawn_shop(backend: &crate::helpers::Backend, smtp: &SmtpServer) -> Tes
 }
 
 /// A paid session for the e-book (900) and a poster (1,100) that is not in the catalog.
-fn ebook_and_poster() -> SessionSpec {
+pub(crate) fn ebook_and_poster() -> SessionSpec {
     SessionSpec::paid(&[("E-book", 900, 1), ("Poster", 1100, 1)])
         .with_prices(&["price_ebook", "price_poster"])
 }
@@ -41,7 +42,7 @@ async fn deliver_all(app: &TestApp, bodies: &[String]) {
 }
 
 /// Waits until the session's stored refunded amount is `refunded`, and returns its status.
-async fn wait_for_refunded(app: &TestApp, session: &str, refunded: i64) -> Status {
+pub(crate) async fn wait_for_refunded(app: &TestApp, session: &str, refunded: i64) -> Status {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(outcome) = app.outcome(session).await
@@ -79,8 +80,21 @@ async fn json_once(app: &TestApp, session: &str, status: &str) -> Value {
     }
 }
 
+/// The session's effects (kind, status) once none is pending.
+pub(crate) async fn settled_effects(app: &TestApp, session: &str) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let effects = app.effects(session).await;
+        if effects.iter().all(|(_, status)| status != "pending") {
+            return effects;
+        }
+        assert!(Instant::now() < deadline, "{effects:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// How many messages the SMTP server accepted with this `Message-ID` name.
-fn mails(smtp: &SmtpServer, session: &str, kind: &str) -> usize {
+pub(crate) fn mails(smtp: &SmtpServer, session: &str, kind: &str) -> usize {
     let wanted = format!("<{session}.{kind}@shop.test>");
     smtp.accepted()
         .iter()
@@ -103,6 +117,8 @@ async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_on
         .await;
         let fulfilled = app.wait_for(&session, Status::Fulfilled).await;
         assert_eq!(fulfilled.access[0].status, GrantStatus::Active);
+        // The receipt went before the refund came.
+        assert_eq!(app.wait_for_effects(&session).await, ["receipt"]);
         let page = app
             .get(&format!("/after-checkout?session_id={session}"))
             .await;
@@ -146,6 +162,10 @@ async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_on
         let json = json_once(&app, &session, "refunded").await;
         assert_eq!(json["amount_refunded"], 2000);
         assert_eq!(json["access"][0]["status"], "revoked", "{json}");
+        assert!(
+            json["access"][0].get("url").is_none(),
+            "the link is gone: {json}"
+        );
         let page = app
             .get(&format!("/after-checkout?session_id={session}"))
             .await
@@ -191,6 +211,7 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
         )
         .await;
         app.wait_for(&session, Status::Fulfilled).await;
+        assert_eq!(app.wait_for_effects(&session).await, ["receipt"]);
         let now = unix_now();
         let refund = |id, amount, status, items| RefundSpec {
             id,
@@ -348,18 +369,24 @@ async fn a_refund_before_or_racing_completed_fulfils_once_then_reverses_once() {
             Status::Refunded
         );
 
+        // The receipt went, or was cancelled by the refund before it could: never twice.
+        let mut receipts = Vec::new();
         for session in [&early, &raced] {
             let outcome = app.outcome(session).await.expect("recorded");
             assert_eq!(outcome.status, Status::Refunded, "on {backend:?}");
             assert!(outcome.fulfilled_at.is_some());
-            assert_eq!(
-                app.wait_for_effects(session).await,
-                ["receipt", "refund_email"]
+            let effects = settled_effects(&app, session).await;
+            assert_eq!(effects[1], ("refund_email".into(), "done".into()));
+            assert_eq!(effects[0].0, "receipt");
+            assert!(
+                ["done", "cancelled"].contains(&effects[0].1.as_str()),
+                "{effects:?}"
             );
+            receipts.push(usize::from(effects[0].1 == "done"));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for session in [&early, &raced] {
-            assert_eq!(mails(&smtp, session, "receipt"), 1, "on {backend:?}");
+        for (session, receipt) in [&early, &raced].into_iter().zip(receipts) {
+            assert_eq!(mails(&smtp, session, "receipt"), receipt, "on {backend:?}");
             assert_eq!(mails(&smtp, session, "refund_email"), 1, "on {backend:?}");
         }
     }
@@ -392,6 +419,21 @@ async fn a_refund_of_a_payment_no_session_made_is_acknowledged_and_changes_nothi
         .await;
         assert!(event.last_error.is_none(), "{event:?}");
         assert!(app.outcome(stranger).await.is_none(), "on {backend:?}");
+        // Stripe was asked once: later news of the same payment costs no call.
+        let calls = app.stripe.call_times().len();
+        assert!(calls >= 1);
+        let again = app.stripe.refund_payload(
+            "evt_stranger_again",
+            "refund.updated",
+            &refund,
+            unix_now() + 1,
+        );
+        deliver_all(&app, &[again]).await;
+        wait_for_event(&app.db, "evt_stranger_again", |event| {
+            event.processed_at.is_some()
+        })
+        .await;
+        assert_eq!(app.stripe.call_times().len(), calls, "on {backend:?}");
 
         // A refund event without a payment intent is not about a Checkout payment.
         let mut body: Value = serde_json::from_str(&app.stripe.refund_payload(
@@ -408,5 +450,90 @@ async fn a_refund_of_a_payment_no_session_made_is_acknowledged_and_changes_nothi
         assert_eq!(response.status(), 200);
         let answer: Value = response.json().await.expect("JSON");
         assert_eq!(answer["ignored"], true);
+    }
+}
+
+#[actix_web::test]
+async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_and_mails_once() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let warehouse = Warehouse::start(&[]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.smtp_url = Some(smtp.url());
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        })
+        .await;
+        let stock = app.db.stock("TEE-M").await.expect("db");
+        let spec = SessionSpec::paid(&[("T-shirt", 2500, 1)])
+            .with_prices(&["price_tee_m"])
+            .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB")
+            .with_payment_status("unpaid");
+        let session = app.stripe.add_session(spec);
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .event_payload("evt_pending", "checkout.session.completed", &session)],
+        )
+        .await;
+        app.wait_for(&session, Status::AwaitingPayment).await;
+
+        // Stripe tells of the refund before it tells that the payment cleared: the refund
+        // waits, and applies with the fulfilment, in its transaction.
+        let refund = RefundSpec {
+            id: "re_before_clearing",
+            session: &session,
+            amount: 2500,
+            status: "succeeded",
+            items: None,
+        };
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .refund_payload("evt_refund", "refund.created", &refund, unix_now())],
+        )
+        .await;
+        wait_for_event(&app.db, "evt_refund", |event| {
+            event
+                .last_error
+                .as_deref()
+                .is_some_and(|error| error.contains("has not cleared"))
+        })
+        .await;
+        app.stripe.set_payment_status(&session, "paid");
+        deliver_all(
+            &app,
+            &[app.stripe.event_payload(
+                "evt_cleared",
+                "checkout.session.async_payment_succeeded",
+                &session,
+            )],
+        )
+        .await;
+
+        assert_eq!(
+            wait_for_refunded(&app, &session, 2500).await,
+            Status::Refunded,
+            "on {backend:?}"
+        );
+        let effects = settled_effects(&app, &session).await;
+        let expected: Vec<(String, String)> = [
+            ("receipt", "cancelled"),
+            ("inventory", "cancelled"),
+            ("shipment", "cancelled"),
+            ("refund_email", "done"),
+        ]
+        .map(|(kind, status)| (kind.to_owned(), status.to_owned()))
+        .into();
+        assert_eq!(effects, expected, "on {backend:?}");
+        let outcome = app.outcome(&session).await.expect("recorded");
+        let shipment = outcome.shipment.expect("a shipment");
+        assert_eq!(shipment.status, ShipmentStatus::Cancelled);
+        assert_eq!(app.db.stock("TEE-M").await.expect("db"), stock);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(warehouse.requests().is_empty(), "nothing shipped");
+        assert_eq!(mails(&smtp, &session, "receipt"), 0, "on {backend:?}");
+        assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
 }

@@ -13,6 +13,15 @@ ALTER TABLE effects DROP CONSTRAINT effects_kind_known;
 ALTER TABLE effects ADD CONSTRAINT effects_kind_known
     CHECK (kind IN ('receipt', 'payment_failed_email', 'inventory', 'shipment',
         'refund_email'));
+-- `cancelled`: never carried out, because the order was refunded in full first.
+ALTER TABLE effects DROP CONSTRAINT effects_status_known;
+ALTER TABLE effects ADD CONSTRAINT effects_status_known
+    CHECK (status IN ('pending', 'done', 'dead', 'cancelled'));
+-- `cancelled`: the order was refunded in full before the warehouse was told.
+ALTER TABLE shipments DROP CONSTRAINT shipments_status_known;
+ALTER TABLE shipments ADD CONSTRAINT shipments_status_known
+    CHECK (status IN ('pending', 'submitted', 'awaiting_manual_handling', 'failed',
+        'cancelled'));
 
 -- When a grant stopped giving access (a refund); NULL while it gives access.
 ALTER TABLE access_grants ADD COLUMN revoked_at BIGINT;
@@ -36,3 +45,9 @@ CREATE TABLE refunds (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX refunds_payment_intent ON refunds (payment_intent);
+-- Payment intents Stripe lists no Checkout Session for: refunds of payments taken some
+-- other way, which need not be asked about again.
+CREATE TABLE foreign_payment_intents (
+    payment_intent TEXT PRIMARY KEY NOT NULL,
+    checked_at BIGINT NOT NULL
+);

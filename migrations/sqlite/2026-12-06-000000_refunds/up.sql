@@ -1,7 +1,10 @@
 -- A refund names the payment intent it returns money from, never the Checkout Session:
 -- the session's payment intent is recorded with it, and refunds are stored by it.
--- SQLite cannot change a CHECK constraint, so the sessions (two more statuses) and the
--- effects (one more kind) are rebuilt, as in 2026-11-23-000000_fence_effects.
+-- SQLite cannot change a CHECK constraint, so the sessions (two more statuses), the
+-- effects (one more kind, one more status) and the shipments (one more status) are
+-- rebuilt, as in 2026-11-23-000000_fence_effects, and the grants with them. Every step
+-- copies named columns or creates only what is missing, so running this again after a
+-- crash before diesel recorded it gives the same schema.
 PRAGMA foreign_keys = OFF;
 BEGIN;
 
@@ -39,7 +42,8 @@ CREATE TABLE effects_new (
     kind TEXT NOT NULL
         CHECK (kind IN ('receipt', 'payment_failed_email', 'inventory', 'shipment',
             'refund_email')),
-    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'dead')),
+    -- `cancelled`: never carried out, because the order was refunded in full first.
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'dead', 'cancelled')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
     last_error TEXT,
@@ -59,14 +63,41 @@ ALTER TABLE effects_new RENAME TO effects;
 CREATE INDEX effects_due ON effects (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX effects_dead ON effects (updated_at) WHERE status = 'dead';
 
--- When a grant stopped giving access (a refund); NULL while it gives access.
-ALTER TABLE access_grants ADD COLUMN revoked_at BIGINT;
+CREATE TABLE shipments_new (
+    session_id TEXT PRIMARY KEY NOT NULL REFERENCES checkout_sessions (id),
+    -- `cancelled`: the order was refunded in full before the warehouse was told.
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'submitted', 'awaiting_manual_handling', 'failed',
+            'cancelled')),
+    items TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+INSERT INTO shipments_new (session_id, status, items, created_at, updated_at)
+SELECT session_id, status, items, created_at, updated_at FROM shipments;
+DROP TABLE shipments;
+ALTER TABLE shipments_new RENAME TO shipments;
+
+CREATE TABLE access_grants_new (
+    session_id TEXT NOT NULL REFERENCES checkout_sessions (id),
+    sku TEXT NOT NULL,
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    -- When the grant stopped giving access (a refund); NULL while it gives access.
+    revoked_at BIGINT,
+    PRIMARY KEY (session_id, sku)
+);
+INSERT INTO access_grants_new (session_id, sku, name, url, created_at)
+SELECT session_id, sku, name, url, created_at FROM access_grants;
+DROP TABLE access_grants;
+ALTER TABLE access_grants_new RENAME TO access_grants;
 
 -- Every refund Stripe told of, once each, stored whether or not its session is recorded
 -- yet. `id` is the refund's (re_…); a `charge.refunded` event, which on older API versions
 -- is the only news of a refund, is stored under its charge's id (ch_…) with the charge's
 -- whole refunded amount, so the two kinds of news are never added together.
-CREATE TABLE refunds (
+CREATE TABLE IF NOT EXISTS refunds (
     id TEXT PRIMARY KEY NOT NULL,
     payment_intent TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('refund', 'charge')),
@@ -80,7 +111,13 @@ CREATE TABLE refunds (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX refunds_payment_intent ON refunds (payment_intent);
+CREATE INDEX IF NOT EXISTS refunds_payment_intent ON refunds (payment_intent);
 
+-- Payment intents Stripe lists no Checkout Session for: refunds of payments taken some
+-- other way, which need not be asked about again.
+CREATE TABLE IF NOT EXISTS foreign_payment_intents (
+    payment_intent TEXT PRIMARY KEY NOT NULL,
+    checked_at BIGINT NOT NULL
+);
 COMMIT;
 PRAGMA foreign_keys = ON;

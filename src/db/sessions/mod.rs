@@ -8,6 +8,7 @@ mod rows;
 
 use self::rows::{EffectRow, GrantRow, MovementRow, SendWrites, SessionRow, ShipmentRow, Write};
 use super::outcomes::{LineItemRow, ReadOutcome};
+use super::refunds::apply_refunds;
 use super::schema::checkout_sessions;
 use super::types::DbNow;
 use super::{Database, now_ms, with_connection};
@@ -163,6 +164,8 @@ impl Database {
                     .execute(conn)
                     .await?
                     == 1;
+                // Claimed from `awaiting_payment`: refunds may have been stored meanwhile.
+                let mut from_awaiting = false;
                 if !claimed && status != Status::AwaitingPayment {
                     claimed = diesel::update(
                         checkout_sessions::table
@@ -176,12 +179,15 @@ impl Database {
                         checkout_sessions::customer_email.eq(row.customer_email),
                         checkout_sessions::shipping_address.eq(&row.shipping_address),
                         checkout_sessions::fulfilled_at.eq(row.fulfilled_at),
-                        checkout_sessions::payment_intent.eq(row.payment_intent),
                         checkout_sessions::updated_at.eq(now),
+                        // A payment intent already known is kept when this summary has none.
+                        row.payment_intent
+                            .map(|known| checkout_sessions::payment_intent.eq(known)),
                     ))
                     .execute(conn)
                     .await?
                         == 1;
+                    from_awaiting = claimed;
                 }
                 let mut writes = Vec::new();
                 if claimed && matches!(status, Status::Fulfilled | Status::AwaitingPayment) {
@@ -199,6 +205,18 @@ impl Database {
                     writes.push(Write::Processed { event, now });
                 }
                 conn.send(&writes).await?;
+                // A refund stored while the payment was clearing applies now, with the
+                // fulfilment it reverses. (Refund news for a session not recorded yet
+                // records the session itself before it applies.)
+                let mut refund_email = false;
+                if from_awaiting
+                    && status == Status::Fulfilled
+                    && let Some(payment_intent) = row.payment_intent
+                {
+                    let applied =
+                        apply_refunds!(conn, id, payment_intent, record.send_receipt, now)?;
+                    refund_email = applied.is_some_and(|applied| applied.email);
+                }
                 let outcome = conn
                     .read_outcome(id)
                     .await?
@@ -207,7 +225,7 @@ impl Database {
                 Ok::<_, anyhow::Error>(Recorded {
                     outcome,
                     claimed,
-                    effects: if claimed { effects.len() } else { 0 },
+                    effects: if claimed { effects.len() } else { 0 } + usize::from(refund_email),
                 })
             })
             .await

@@ -103,4 +103,16 @@ pub enum SessionsCommand {
         /// The Checkout Session id (cs_test_… or cs_live_…).
         session_id: String,
     },
+    /// Refund a fulfilled session at Stripe; the reversal follows from Stripe's webhooks.
+    /// The same command run again (after a timeout, say) refunds nothing more.
+    Refund {
+        /// The Checkout Session id (cs_test_… or cs_live_…).
+        session_id: String,
+        /// How much, in minor units (cents); the rest of the payment when left out.
+        #[arg(long)]
+        amount: Option<i64>,
+        /// The items refunded, `SKU:QTY,…`: their access is revoked.
+        #[arg(long)]
+        items: Option<String>,
+    },
 }

@@ -1,19 +1,21 @@
-//! The operator's recovery commands: `reconcile`, `events replay`, `sessions show`.
+//! The operator's commands: `reconcile`, `events replay`, `sessions show`, `sessions refund`.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
 
 use crate::cli::{EventsCommand, SessionsCommand};
 use crate::configuration::Settings;
 use crate::db::Database;
 use crate::db::inbox::EventView;
-use crate::domain::{GrantStatus, SessionId};
+use crate::domain::{AccountId, GrantStatus, SessionId, format_amount, refunded_skus};
 use crate::fulfillment::Trigger;
 use crate::inbox;
 use crate::reconcile::{self, STRIPE_KEEPS_EVENTS};
 use crate::startup::Core;
+use crate::stripe::Priority;
 use crate::stripe::event::{self, Event};
 
 /// `fulfilld reconcile --since <DURATION>`.
@@ -128,10 +130,91 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
     Ok(())
 }
 
-/// `fulfilld sessions show <SESSION_ID>`.
+/// `fulfilld sessions show|refund`.
 pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::Result<()> {
-    let SessionsCommand::Show { session_id } = command;
-    let id = SessionId::parse(&session_id).map_err(anyhow::Error::msg)?;
+    match command {
+        SessionsCommand::Show { session_id } => show(settings, &session_id).await,
+        SessionsCommand::Refund {
+            session_id,
+            amount,
+            items,
+        } => refund(settings, &session_id, amount, items.as_deref()).await,
+    }
+}
+
+/// `fulfilld sessions refund <SESSION_ID> [--amount N] [--items SKU:QTY,…]`.
+async fn refund(
+    settings: &Settings,
+    session_id: &str,
+    amount: Option<i64>,
+    items: Option<&str>,
+) -> anyhow::Result<()> {
+    let id = SessionId::parse(session_id).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        amount.is_none_or(|amount| amount > 0),
+        "--amount: expected a positive amount in minor units (cents), like 500"
+    );
+    if let Some(items) = items {
+        anyhow::ensure!(
+            refunded_skus(items).len() == items.split(',').count(),
+            "--items: expected SKU:QTY,… with positive quantities, like TEE-M:1,EBOOK:1"
+        );
+    }
+    let config = settings.validate()?;
+    let core = Core::start(&config).await?;
+    let outcome =
+        core.db.outcome(&id).await?.with_context(|| {
+            format!("{id} is not recorded; `fulfilld fulfill {id}` asks Stripe")
+        })?;
+    anyhow::ensure!(
+        outcome.status.was_fulfilled(),
+        "{id} is {}: nothing was fulfilled, so nothing is refunded",
+        outcome.status.as_str()
+    );
+    let account = outcome
+        .account
+        .as_deref()
+        .map(AccountId::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let payment_intent = match core.db.payment_intent_of(&id).await? {
+        Some(payment_intent) => payment_intent,
+        // Recorded before payment intents were.
+        None => core
+            .stripe
+            .checkout_session(&id, account.as_ref(), &Priority::Interactive)
+            .await?
+            .0
+            .payment_intent
+            .with_context(|| format!("Stripe names no payment intent for {id}"))?,
+    };
+    let key = refund_key(&id, amount, items);
+    let refund = core
+        .stripe
+        .create_refund(&payment_intent, amount, items, account.as_ref(), &key)
+        .await
+        .with_context(|| format!("Stripe did not refund {id}"))?;
+    let currency = outcome.currency.as_deref().unwrap_or("usd");
+    println!(
+        "{id}: refund {} of {}, {}; the reversal follows from Stripe's webhooks",
+        refund.id,
+        format_amount(refund.amount, currency),
+        refund.status
+    );
+    Ok(())
+}
+
+/// The idempotency key of a refund: the same command gives the same key, so Stripe
+/// refunds once however often it is run (within the 24 hours Stripe keeps keys).
+fn refund_key(id: &SessionId, amount: Option<i64>, items: Option<&str>) -> String {
+    let digest = Sha256::digest(format!("{id}\n{amount:?}\n{items:?}"));
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("fulfilld-refund-{hex}")
+}
+
+/// `fulfilld sessions show <SESSION_ID>`.
+async fn show(settings: &Settings, session_id: &str) -> anyhow::Result<()> {
+    let id = SessionId::parse(session_id).map_err(anyhow::Error::msg)?;
     let db = Database::connect(&settings.database_url()?).await?;
     let events = db.events_of(id.as_str()).await?;
     let Some(outcome) = db.outcome(&id).await? else {

@@ -11,7 +11,7 @@ use super::state::{CALL_TIMES_KEPT, SessionSpec, Shared};
 
 type Params = web::Query<Vec<(String, String)>>;
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(key, _)| key == name)
@@ -47,7 +47,7 @@ impl ResponseError for ApiError {
     }
 }
 
-fn stripe_error(
+pub(super) fn stripe_error(
     status: StatusCode,
     kind: &'static str,
     code: Option<&'static str>,
@@ -63,7 +63,7 @@ fn stripe_error(
 
 /// Applies the delay, the key check and any injected fault; counts the call against
 /// `session` when the request is about one.
-async fn admit(
+pub(super) async fn admit(
     request: &HttpRequest,
     shared: &Shared,
     session: Option<&str>,

@@ -8,9 +8,10 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::objects;
-use super::state::{EventRecord, Shared};
+use super::state::{EventRecord, Shared, State};
 use crate::domain::{ItemLine, format_amount};
 use crate::stripe::signature::signature_header;
 
@@ -202,11 +203,30 @@ fn see_other(location: &str) -> HttpResponse {
 /// Records an event about session `id` and delivers it, signed; the first attempt is
 /// awaited, redeliveries run in the background. Returns the event's id.
 pub(super) async fn emit(shared: &Shared, event_type: &str, id: &str) -> String {
+    emit_with(shared, event_type, |state, event_id, created| {
+        state.event_body(event_id, event_type, id, created)
+    })
+    .await
+}
+
+/// Records an event of `event_type` carrying `object` and delivers it like Stripe.
+pub(super) async fn emit_object(shared: &Shared, event_type: &str, object: Value) -> String {
+    emit_with(shared, event_type, |_, event_id, created| {
+        objects::event(event_id, event_type, object, created).to_string()
+    })
+    .await
+}
+
+async fn emit_with(
+    shared: &Shared,
+    event_type: &str,
+    body: impl FnOnce(&State, &str, i64) -> String,
+) -> String {
     let (event_id, body, target) = {
         let mut state = shared.lock();
         let event_id = state.new_id("evt_");
         let created = crate::db::now_ms() / 1000;
-        let body = state.event_body(&event_id, event_type, id, created);
+        let body = body(&state, &event_id, created);
         state.events.push(EventRecord {
             id: event_id.clone(),
             event_type: event_type.to_owned(),

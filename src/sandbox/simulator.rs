@@ -8,7 +8,7 @@ use actix_web::web;
 use serde_json::Value;
 
 use super::state::{EventRecord, SessionSpec, Shared, WebhookTarget};
-use super::{api, hosted, objects};
+use super::{api, hosted, objects, refunds};
 use crate::catalog::Catalog;
 
 /// A Stripe simulator; cheap to clone.
@@ -48,6 +48,7 @@ impl Simulator {
             .app_data(web::Data::new(self.shared.clone()))
             .route("/v1/checkout/sessions", web::post().to(api::create_session))
             .route("/v1/checkout/sessions", web::get().to(api::list_sessions))
+            .route("/v1/refunds", web::post().to(refunds::create_refund))
             .route("/v1/checkout/sessions/{id}", web::get().to(api::retrieve))
             .route(
                 "/v1/checkout/sessions/{id}/line_items",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::objects::{self, ItemSpec};
+use super::refunds::RefundRecord;
 use crate::catalog::Catalog;
 
 /// How many arrival times of API requests the simulator remembers.
@@ -190,6 +191,8 @@ pub(super) struct State {
     pub api_key: Option<String>,
     /// The base every `success_url` and `cancel_url` must be under; any URL when unset.
     pub redirects_under: Option<String>,
+    /// Refunds made through `POST /v1/refunds`, oldest first.
+    pub refunds: Vec<RefundRecord>,
 }
 
 /// The simulator's shared state, and its HTTP client for webhooks; cheap to clone.
@@ -216,6 +219,7 @@ impl Shared {
             payment_delay,
             api_key: None,
             redirects_under: None,
+            refunds: Vec::new(),
         }));
         Self {
             state,

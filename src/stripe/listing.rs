@@ -1,4 +1,5 @@
-//! Creating Checkout Sessions (the storefront) and listing what Stripe knows (reconcile).
+//! Creating Checkout Sessions (the storefront) and refunds (operators), and listing what
+//! Stripe knows (reconcile, refunds).
 
 use serde::Serialize;
 use serde_json::Value;
@@ -84,7 +85,79 @@ struct ByPaymentIntent<'a> {
     limit: u32,
 }
 
+/// `POST /v1/refunds` parameters.
+#[derive(Debug, Serialize)]
+struct NewRefund<'a> {
+    payment_intent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<RefundMetadata<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct RefundMetadata<'a> {
+    items: &'a str,
+}
+
+/// A refund Stripe made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeRefund {
+    pub id: String,
+    /// Minor units.
+    pub amount: i64,
+    pub status: String,
+}
+
 impl StripeGateway {
+    /// Refunds `amount` (the rest of the payment when `None`) of `payment_intent`, naming
+    /// `items` in its metadata, on the connected account if there is one. Every attempt
+    /// carries `key`, so Stripe refunds once however often the request is sent; what the
+    /// refund reverses follows from Stripe's webhooks.
+    pub async fn create_refund(
+        &self,
+        payment_intent: &str,
+        amount: Option<i64>,
+        items: Option<&str>,
+        account: Option<&AccountId>,
+        key: &str,
+    ) -> Result<MadeRefund, GatewayError> {
+        let key = IdempotencyKey::new(key)
+            .map_err(|e| GatewayError::Unavailable(format!("idempotency key: {e}")))?;
+        let form = NewRefund {
+            payment_intent,
+            amount,
+            metadata: items.map(|items| RefundMetadata { items }),
+        };
+        let raw = self
+            .call_with(&Priority::Interactive, 3, || {
+                let request = RequestBuilder::new(StripeMethod::Post, "/refunds")
+                    .form(&form)
+                    .customize::<miniserde::json::Value>()
+                    .request_strategy(RequestStrategy::Idempotent(key.clone()));
+                on_account(request, account).send(&self.client)
+            })
+            .await?;
+        let value: Value =
+            serde_json::from_str(&miniserde::json::to_string(&raw)).map_err(|e| {
+                GatewayError::Unavailable(format!("unreadable refund from Stripe: {e}"))
+            })?;
+        match (
+            value["id"].as_str(),
+            value["amount"].as_i64(),
+            value["status"].as_str(),
+        ) {
+            (Some(id), Some(amount), Some(status)) => Ok(MadeRefund {
+                id: id.to_owned(),
+                amount,
+                status: status.to_owned(),
+            }),
+            _ => Err(GatewayError::Unavailable(
+                "Stripe answered a refund without its id, amount or status".into(),
+            )),
+        }
+    }
+
     /// The Checkout Session that made `payment_intent`, on the connected account if there
     /// is one; `None` when no session did (a payment taken some other way).
     pub async fn session_of_payment_intent(

@@ -17,6 +17,7 @@ mod metrics;
 mod outbox;
 mod processes;
 mod reconcile;
+mod refund_operator;
 mod refund_processes;
 mod refunds;
 mod replicas;

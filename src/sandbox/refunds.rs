@@ -1,0 +1,130 @@
+//! `POST /v1/refunds`: the simulator refunds a completed session's payment, at once and
+//! in full or in part, and tells of it as Stripe does, with `refund.created` and
+//! `charge.refunded`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+
+use super::api::{ApiError, admit, param, stripe_error};
+use super::hosted::emit_object;
+use super::objects;
+use super::state::Shared;
+
+/// A refund the simulator made.
+#[derive(Debug, Clone)]
+pub struct RefundRecord {
+    pub payment_intent: String,
+    pub amount: i64,
+    /// The `Idempotency-Key` it was created with, if any.
+    pub key: Option<String>,
+    /// The refund object, as answered.
+    pub object: Value,
+}
+
+/// `POST /v1/refunds` with `payment_intent`, and optionally `amount` (the rest of the
+/// payment when left out) and `metadata[items]`. A repeat with the same `Idempotency-Key`
+/// answers the same refund and refunds nothing more.
+pub(super) async fn create_refund(
+    request: HttpRequest,
+    form: web::Form<Vec<(String, String)>>,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, ApiError> {
+    admit(&request, &shared, None).await?;
+    let form = form.into_inner();
+    let key = request
+        .headers()
+        .get("Idempotency-Key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let invalid = |code: &'static str, message: &str| {
+        stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some(code),
+            message,
+        )
+    };
+    let (object, charge) = {
+        let mut state = shared.lock();
+        if let Some(key) = &key
+            && let Some(done) = state.refunds.iter().find(|r| r.key.as_ref() == Some(key))
+        {
+            return Ok(HttpResponse::Ok().json(&done.object));
+        }
+        let Some(payment_intent) = param(&form, "payment_intent").map(str::to_owned) else {
+            return Err(invalid(
+                "parameter_missing",
+                "Missing required param: payment_intent.",
+            ));
+        };
+        let Some((amount_paid, currency)) = state
+            .sessions
+            .iter()
+            .find(|(id, spec)| {
+                spec.status == "complete" && objects::payment_intent_of(id) == payment_intent
+            })
+            .map(|(_, spec)| (spec.amount_total(), spec.currency.clone()))
+        else {
+            return Err(stripe_error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("resource_missing"),
+                &format!("No such payment_intent: '{payment_intent}'"),
+            ));
+        };
+        let refunded: i64 = state
+            .refunds
+            .iter()
+            .filter(|r| r.payment_intent == payment_intent)
+            .map(|r| r.amount)
+            .sum();
+        let left = amount_paid - refunded;
+        let amount = match param(&form, "amount") {
+            None => left,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(amount) if amount > 0 => amount,
+                _ => {
+                    return Err(invalid(
+                        "parameter_invalid_integer",
+                        "Invalid integer: amount.",
+                    ));
+                }
+            },
+        };
+        if amount <= 0 || amount > left {
+            return Err(invalid(
+                "charge_already_refunded",
+                &format!("Refund amount ({amount}) is greater than what is left ({left})."),
+            ));
+        }
+        let id = state.new_id("re_");
+        let created = crate::db::now_ms() / 1000;
+        let object = objects::refund(
+            &id,
+            &payment_intent,
+            amount,
+            &currency,
+            "succeeded",
+            param(&form, "metadata[items]"),
+            created,
+        );
+        let charge = objects::refunded_charge(
+            &payment_intent,
+            amount_paid,
+            refunded + amount,
+            &currency,
+            created,
+        );
+        state.refunds.push(RefundRecord {
+            payment_intent,
+            amount,
+            key,
+            object: object.clone(),
+        });
+        (object, charge)
+    };
+    emit_object(&shared, "refund.created", object.clone()).await;
+    emit_object(&shared, "charge.refunded", charge).await;
+    Ok(HttpResponse::Ok().json(object))
+}

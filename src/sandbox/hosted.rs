@@ -10,8 +10,8 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::objects;
 use super::state::{EventRecord, Shared, State};
+use super::{objects, refunds};
 use crate::domain::{ItemLine, format_amount};
 use crate::stripe::signature::signature_header;
 
@@ -192,6 +192,22 @@ pub(super) async fn expire(path: web::Path<String>, shared: web::Data<Shared>) -
     };
     emit(&shared, "checkout.session.expired", &id).await;
     see_other(cancel.as_deref().unwrap_or("/"))
+}
+
+/// The sandbox's refund button: refunds the rest of session `id`'s payment, as the
+/// Dashboard would, and sends the customer back to their order.
+pub(super) async fn refund(path: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let id = path.into_inner();
+    let back = shared.lock().sessions.get(&id).and_then(|spec| {
+        spec.success_url
+            .as_deref()
+            .map(|url| url.replace("{CHECKOUT_SESSION_ID}", &id))
+    });
+    let payment_intent = objects::payment_intent_of(&id);
+    if let Err(error) = refunds::refund(&shared, &payment_intent, None, None, None).await {
+        tracing::info!(%error, "the sandbox refused a refund");
+    }
+    see_other(back.as_deref().unwrap_or("/"))
 }
 
 fn see_other(location: &str) -> HttpResponse {

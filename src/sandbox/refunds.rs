@@ -37,27 +37,65 @@ pub(super) async fn create_refund(
         .get("Idempotency-Key")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    let invalid = |code: &'static str, message: &str| {
-        stripe_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            Some(code),
-            message,
-        )
+    if let Some(key) = &key
+        && let Some(done) = shared
+            .lock()
+            .refunds
+            .iter()
+            .find(|r| r.key.as_ref() == Some(key))
+    {
+        return Ok(HttpResponse::Ok().json(&done.object));
+    }
+    let Some(payment_intent) = param(&form, "payment_intent") else {
+        return Err(invalid(
+            "parameter_missing",
+            "Missing required param: payment_intent.",
+        ));
     };
+    let amount = match param(&form, "amount") {
+        None => None,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(amount) if amount > 0 => Some(amount),
+            _ => {
+                return Err(invalid(
+                    "parameter_invalid_integer",
+                    "Invalid integer: amount.",
+                ));
+            }
+        },
+    };
+    let object = refund(
+        &shared,
+        payment_intent,
+        amount,
+        param(&form, "metadata[items]"),
+        key,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(object))
+}
+
+fn invalid(code: &'static str, message: &str) -> ApiError {
+    stripe_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        Some(code),
+        message,
+    )
+}
+
+/// Refunds `amount` (the rest when `None`) of a completed session's `payment_intent`,
+/// at once, and tells of it with `refund.created` and `charge.refunded`; answers the
+/// refund object.
+pub(super) async fn refund(
+    shared: &Shared,
+    payment_intent: &str,
+    amount: Option<i64>,
+    items: Option<&str>,
+    key: Option<String>,
+) -> Result<Value, ApiError> {
     let (object, charge) = {
         let mut state = shared.lock();
-        if let Some(key) = &key
-            && let Some(done) = state.refunds.iter().find(|r| r.key.as_ref() == Some(key))
-        {
-            return Ok(HttpResponse::Ok().json(&done.object));
-        }
-        let Some(payment_intent) = param(&form, "payment_intent").map(str::to_owned) else {
-            return Err(invalid(
-                "parameter_missing",
-                "Missing required param: payment_intent.",
-            ));
-        };
         let Some((amount_paid, currency)) = state
             .sessions
             .iter()
@@ -80,18 +118,7 @@ pub(super) async fn create_refund(
             .map(|r| r.amount)
             .sum();
         let left = amount_paid - refunded;
-        let amount = match param(&form, "amount") {
-            None => left,
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(amount) if amount > 0 => amount,
-                _ => {
-                    return Err(invalid(
-                        "parameter_invalid_integer",
-                        "Invalid integer: amount.",
-                    ));
-                }
-            },
-        };
+        let amount = amount.unwrap_or(left);
         if amount <= 0 || amount > left {
             return Err(invalid(
                 "charge_already_refunded",
@@ -102,29 +129,29 @@ pub(super) async fn create_refund(
         let created = crate::db::now_ms() / 1000;
         let object = objects::refund(
             &id,
-            &payment_intent,
+            payment_intent,
             amount,
             &currency,
             "succeeded",
-            param(&form, "metadata[items]"),
+            items,
             created,
         );
         let charge = objects::refunded_charge(
-            &payment_intent,
+            payment_intent,
             amount_paid,
             refunded + amount,
             &currency,
             created,
         );
         state.refunds.push(RefundRecord {
-            payment_intent,
+            payment_intent: payment_intent.to_owned(),
             amount,
             key,
             object: object.clone(),
         });
         (object, charge)
     };
-    emit_object(&shared, "refund.created", object.clone()).await;
-    emit_object(&shared, "charge.refunded", charge).await;
-    Ok(HttpResponse::Ok().json(object))
+    emit_object(shared, "refund.created", object.clone()).await;
+    emit_object(shared, "charge.refunded", charge).await;
+    Ok(object)
 }

@@ -57,7 +57,8 @@ impl Simulator {
             .route("/v1/events", web::get().to(api::list_events))
             .route("/checkout/{id}", web::get().to(hosted::show))
             .route("/checkout/{id}/pay", web::post().to(hosted::pay))
-            .route("/checkout/{id}/expire", web::post().to(hosted::expire));
+            .route("/checkout/{id}/expire", web::post().to(hosted::expire))
+            .route("/checkout/{id}/refund", web::post().to(hosted::refund));
     }
 
     /// Accepts API requests with `key` only, as Stripe accepts only the account's keys.

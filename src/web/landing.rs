@@ -30,6 +30,9 @@ struct LandingPage {
     access: Vec<AccessGrant>,
     /// What refunds gave back, once anything was.
     refunded: Option<String>,
+    /// Sandbox mode: where the simulator's refund button posts, while there is anything
+    /// left to refund.
+    sandbox_refund: Option<String>,
     shipment: Option<ShipmentView>,
 }
 
@@ -53,7 +56,10 @@ pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) ->
         .and_then(|query| query.into_inner().session_id);
     let started = Instant::now();
     let response = match lookup(&state, &request, session_id.as_deref()).await {
-        Ok(outcome) => render(landing_page(&outcome), actix_web::http::StatusCode::OK),
+        Ok(outcome) => render(
+            landing_page(&outcome, state.sandbox),
+            actix_web::http::StatusCode::OK,
+        ),
         Err(error) => with_retry_after(render(problem_page(&error), error.status()), &error),
     };
     observe("page", started);
@@ -99,7 +105,11 @@ fn with_retry_after(mut response: HttpResponse, error: &LookupError) -> HttpResp
     response
 }
 
-fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
+fn landing_page(outcome: &Outcome, sandbox: bool) -> Result<String, askama::Error> {
+    let refundable = matches!(
+        outcome.status,
+        Status::Fulfilled | Status::PartiallyRefunded
+    );
     LandingPage {
         status: outcome.status.as_str(),
         refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
@@ -107,6 +117,8 @@ fn landing_page(outcome: &Outcome) -> Result<String, askama::Error> {
         total: outcome.formatted_total(),
         access: outcome.active_access().cloned().collect(),
         refunded: outcome.formatted_refunded(),
+        sandbox_refund: (sandbox && refundable)
+            .then(|| format!("/sandbox/checkout/{}/refund", outcome.session_id)),
         shipment: outcome.shipment.as_ref().map(|shipment| ShipmentView {
             state: match shipment.status {
                 ShipmentStatus::Pending => "Being prepared for the warehouse.",

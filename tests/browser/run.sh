@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The headless-Chromium test: a real browser buys a T-shirt in the sandbox storefront, pays
 # on the hosted checkout and reaches the fulfilled landing page; the receipt must follow.
-# Then an operator signs in to /admin and finds that order.
+# Then an operator signs in to /admin and finds that order, and the order is refunded with
+# the sandbox's button: the landing page shows it and the refund email follows.
 # Usage: tests/browser/run.sh [SCREENSHOT_DIR]   (tests/browser/run.sh docs refreshes the
 # README's screenshots)
 set -euo pipefail
@@ -52,4 +53,14 @@ NODE_PATH="$work/npm/node_modules" node tests/browser/admin.cjs "$base" "$admin_
   cat "$work/fulfilld.log" >&2
   exit 1
 }
-echo "browser test passed: $session fulfilled, receipt saved, found on /admin${shots:+, screenshots in $shots}"
+NODE_PATH="$work/npm/node_modules" node tests/browser/refund.cjs "$base" "$session" "$shots" || {
+  echo "refund browser test failed; fulfilld's log:" >&2
+  cat "$work/fulfilld.log" >&2
+  exit 1
+}
+for _ in $(seq 1 100); do
+  [ -f "$work/mail/$session.refund_email.eml" ] && break
+  sleep 0.1
+done
+[ -f "$work/mail/$session.refund_email.eml" ] || { echo "no refund email for $session" >&2; exit 1; }
+echo "browser test passed: $session fulfilled, receipt saved, found on /admin, refunded, refund email saved${shots:+, screenshots in $shots}"

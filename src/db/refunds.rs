@@ -219,7 +219,8 @@ impl Database {
 /// the caller's transaction, which must already hold the session's row (on PostgreSQL,
 /// by having written it): the session's refunded amount and status; at a full refund,
 /// every grant revoked, what was not carried out yet of the fulfilment (receipt, stock,
-/// shipment) cancelled, and (with `$email`) the refund email enqueued, once; before it,
+/// shipment) cancelled, stock taken for goods that never left put back, and (with
+/// `$email`) the refund email enqueued, once; before it,
 /// the grants of the items refunds name revoked. Evaluates to
 /// `Result<Option<Applied>, diesel::result::Error>`: `None` when the session is not
 /// recorded with that payment intent or was never fulfilled. A macro, so that one text
@@ -228,7 +229,10 @@ macro_rules! apply_refunds {
     ($conn:ident, $id:expr, $payment_intent:expr, $email:expr, $now:expr) => {{
         use std::collections::HashSet;
         use $crate::db::refunds::Applied;
-        use $crate::db::schema::{access_grants, checkout_sessions, effects, refunds, shipments};
+        use $crate::db::schema::{
+            access_grants, checkout_sessions, effects, inventory, refunds, shipments,
+            stock_movements,
+        };
         use $crate::db::types::DbNow;
         use $crate::domain::{
             EffectKind, EffectStatus, RefundKind, RefundStatus, ShipmentStatus, Status,
@@ -331,6 +335,33 @@ macro_rules! apply_refunds {
                     ))
                     .execute($conn)
                     .await?;
+                    // Stock taken for goods that never left goes back, once: not for a
+                    // shipment the warehouse accepted.
+                    let shipped = shipments::table
+                        .filter(shipments::session_id.eq(id))
+                        .filter(shipments::status.eq(ShipmentStatus::Submitted));
+                    let mut back = diesel::update(
+                        stock_movements::table
+                            .filter(stock_movements::session_id.eq(id))
+                            .filter(stock_movements::applied_at.is_not_null())
+                            .filter(stock_movements::returned_at.is_null())
+                            .filter(diesel::dsl::not(diesel::dsl::exists(shipped))),
+                    )
+                    .set(stock_movements::returned_at.eq(now))
+                    .returning((stock_movements::sku, stock_movements::quantity))
+                    .get_results::<(String, i64)>($conn)
+                    .await?;
+                    // SKU order, as the stock is taken: concurrent sessions never deadlock.
+                    back.sort();
+                    for (sku, quantity) in back {
+                        diesel::update(inventory::table.find(sku))
+                            .set((
+                                inventory::stock.eq(inventory::stock + quantity),
+                                inventory::updated_at.eq(now),
+                            ))
+                            .execute($conn)
+                            .await?;
+                    }
                     if $email && customer_email.is_some() {
                         email = diesel::insert_into(effects::table)
                             .values((

@@ -85,6 +85,7 @@ diesel::table! {
         quantity -> BigInt,
         applied_at -> Nullable<BigInt>,
         created_at -> BigInt,
+        returned_at -> Nullable<BigInt>,
     }
 }
 

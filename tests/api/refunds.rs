@@ -537,3 +537,81 @@ async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_an
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
 }
+
+#[actix_web::test]
+async fn a_full_refund_puts_back_stock_for_goods_that_never_left_once() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let warehouse = Warehouse::start(&[]);
+        let app = spawn_shop(&backend, &smtp).await;
+        let shipped_app = spawn_app_with(&backend, |settings| {
+            settings.effects.smtp_url = Some(smtp.url());
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        })
+        .await;
+        let mug = || {
+            SessionSpec::paid(&[("Mug", 1200, 2)])
+                .with_prices(&["price_mug"])
+                .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB")
+        };
+        for (app, shipped) in [(&app, false), (&shipped_app, true)] {
+            let stock = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+            let session = app.stripe.add_session(mug());
+            deliver_all(
+                app,
+                &[app
+                    .stripe
+                    .event_payload("evt_mug", "checkout.session.completed", &session)],
+            )
+            .await;
+            app.wait_for(&session, Status::Fulfilled).await;
+            settled_effects(app, &session).await;
+            let taken = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+            assert_eq!(taken, stock - 2);
+            let status = app.outcome(&session).await.expect("recorded").shipment;
+            let status = status.expect("a shipment").status;
+            assert_eq!(
+                status,
+                if shipped {
+                    ShipmentStatus::Submitted
+                } else {
+                    ShipmentStatus::AwaitingManualHandling
+                }
+            );
+
+            // The refund, told three ways, twice each.
+            let refund = RefundSpec {
+                id: "re_mugs",
+                session: &session,
+                amount: 2400,
+                status: "succeeded",
+                items: None,
+            };
+            let news = [
+                app.stripe
+                    .refund_payload("evt_mugs", "refund.created", &refund, unix_now()),
+                app.stripe
+                    .refund_payload("evt_mugs_u", "refund.updated", &refund, unix_now()),
+                app.stripe
+                    .charge_refunded_payload("evt_mugs_ch", &session, 2400),
+            ];
+            deliver_all(app, &[news.clone(), news].concat()).await;
+            assert_eq!(
+                wait_for_refunded(app, &session, 2400).await,
+                Status::Refunded
+            );
+            for event in ["evt_mugs", "evt_mugs_u", "evt_mugs_ch"] {
+                wait_for_event(&app.db, event, |event| event.processed_at.is_some()).await;
+            }
+            let after = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+            let shipment = app.outcome(&session).await.expect("recorded").shipment;
+            let shipment = shipment.expect("a shipment").status;
+            if shipped {
+                // The warehouse has the order: the stock left with it.
+                assert_eq!((after, shipment), (taken, ShipmentStatus::Submitted));
+            } else {
+                assert_eq!((after, shipment), (stock, ShipmentStatus::Cancelled));
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 DROP TABLE foreign_payment_intents;
 DROP TABLE refunds;
 ALTER TABLE access_grants DROP COLUMN revoked_at;
+ALTER TABLE stock_movements DROP COLUMN returned_at;
 UPDATE checkout_sessions SET status = 'fulfilled'
     WHERE status IN ('refunded', 'partially_refunded');
 ALTER TABLE checkout_sessions DROP CONSTRAINT checkout_sessions_status_known;

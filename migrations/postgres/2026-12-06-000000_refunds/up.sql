@@ -23,6 +23,8 @@ ALTER TABLE shipments ADD CONSTRAINT shipments_status_known
     CHECK (status IN ('pending', 'submitted', 'awaiting_manual_handling', 'failed',
         'cancelled'));
 
+-- When a full refund put the stock back (the goods had not left); NULL otherwise.
+ALTER TABLE stock_movements ADD COLUMN returned_at BIGINT;
 -- When a grant stopped giving access (a refund); NULL while it gives access.
 ALTER TABLE access_grants ADD COLUMN revoked_at BIGINT;
 

@@ -2,7 +2,8 @@
 -- the session's payment intent is recorded with it, and refunds are stored by it.
 -- SQLite cannot change a CHECK constraint, so the sessions (two more statuses), the
 -- effects (one more kind, one more status) and the shipments (one more status) are
--- rebuilt, as in 2026-11-23-000000_fence_effects, and the grants with them. Every step
+-- rebuilt, as in 2026-11-23-000000_fence_effects, and the stock movements and the grants
+-- with them. Every step
 -- copies named columns or creates only what is missing, so running this again after a
 -- crash before diesel recorded it gives the same schema.
 PRAGMA foreign_keys = OFF;
@@ -77,6 +78,21 @@ INSERT INTO shipments_new (session_id, status, items, created_at, updated_at)
 SELECT session_id, status, items, created_at, updated_at FROM shipments;
 DROP TABLE shipments;
 ALTER TABLE shipments_new RENAME TO shipments;
+
+CREATE TABLE stock_movements_new (
+    session_id TEXT NOT NULL REFERENCES checkout_sessions (id),
+    sku TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    applied_at BIGINT,
+    created_at BIGINT NOT NULL,
+    -- When a full refund put the stock back (the goods had not left); NULL otherwise.
+    returned_at BIGINT,
+    PRIMARY KEY (session_id, sku)
+);
+INSERT INTO stock_movements_new (session_id, sku, quantity, applied_at, created_at)
+SELECT session_id, sku, quantity, applied_at, created_at FROM stock_movements;
+DROP TABLE stock_movements;
+ALTER TABLE stock_movements_new RENAME TO stock_movements;
 
 CREATE TABLE access_grants_new (
     session_id TEXT NOT NULL REFERENCES checkout_sessions (id),

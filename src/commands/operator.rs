@@ -154,12 +154,27 @@ async fn refund(
         amount.is_none_or(|amount| amount > 0),
         "--amount: expected a positive amount in minor units (cents), like 500"
     );
-    if let Some(items) = items {
-        anyhow::ensure!(
-            refunded_skus(items).len() == items.split(',').count(),
-            "--items: expected SKU:QTY,… with positive quantities, like TEE-M:1,EBOOK:1"
-        );
-    }
+    // In one order, so that the same items give the same idempotency key.
+    let items = items
+        .map(|items| -> anyhow::Result<String> {
+            anyhow::ensure!(
+                refunded_skus(items).len() == items.split(',').count(),
+                "--items: expected SKU:QTY,… with positive quantities, like TEE-M:1,EBOOK:1"
+            );
+            anyhow::ensure!(
+                amount.is_some(),
+                "--items: give --amount too; Stripe refunds an amount, and the items only say \
+                 what it is for"
+            );
+            let mut entries: Vec<String> = items
+                .split(',')
+                .map(|entry| entry.replace(' ', ""))
+                .collect();
+            entries.sort();
+            Ok(entries.join(","))
+        })
+        .transpose()?;
+    let items = items.as_deref();
     let config = settings.validate()?;
     let core = Core::start(&config).await?;
     let outcome =
@@ -171,6 +186,28 @@ async fn refund(
         "{id} is {}: nothing was fulfilled, so nothing is refunded",
         outcome.status.as_str()
     );
+    if let Some(items) = items {
+        let bought: Vec<&str> = outcome
+            .access
+            .iter()
+            .map(|grant| grant.sku.as_str())
+            .chain(
+                outcome
+                    .shipment
+                    .iter()
+                    .flat_map(|shipment| shipment.items.iter().map(|item| item.sku.as_str())),
+            )
+            .collect();
+        if let Some(unknown) = refunded_skus(items)
+            .into_iter()
+            .find(|sku| !bought.contains(sku))
+        {
+            anyhow::bail!(
+                "--items: {id} has no {unknown}; it has {}",
+                bought.join(", ")
+            );
+        }
+    }
     let account = outcome
         .account
         .as_deref()
@@ -188,7 +225,7 @@ async fn refund(
             .payment_intent
             .with_context(|| format!("Stripe names no payment intent for {id}"))?,
     };
-    let key = refund_key(&id, amount, items);
+    let key = refund_key(&payment_intent, amount, items);
     let refund = core
         .stripe
         .create_refund(&payment_intent, amount, items, account.as_ref(), &key)
@@ -206,8 +243,8 @@ async fn refund(
 
 /// The idempotency key of a refund: the same command gives the same key, so Stripe
 /// refunds once however often it is run (within the 24 hours Stripe keeps keys).
-fn refund_key(id: &SessionId, amount: Option<i64>, items: Option<&str>) -> String {
-    let digest = Sha256::digest(format!("{id}\n{amount:?}\n{items:?}"));
+fn refund_key(payment_intent: &str, amount: Option<i64>, items: Option<&str>) -> String {
+    let digest = Sha256::digest(format!("{payment_intent}\n{amount:?}\n{items:?}"));
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("fulfilld-refund-{hex}")
 }

@@ -21,7 +21,7 @@ use super::prepared::Prepared;
 use super::schema::{effects, shipments};
 use super::types::{DbNow, now_ms_sql};
 use super::{Database, millis, now_ms, with_connection};
-use crate::domain::{EffectKind, EffectStatus, ShipmentStatus};
+use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
 
 /// An effect claimed for one attempt.
 #[derive(Debug, Clone, QueryableByName)]
@@ -38,9 +38,24 @@ pub struct ClaimedEffect {
     /// The fencing token this attempt holds.
     #[diesel(sql_type = BigInt)]
     pub lease: i64,
+    /// The session's status when the effect was claimed.
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub session_status: Option<String>,
 }
 
 impl ClaimedEffect {
+    /// Whether a full refund came first, so the effect is not to be carried out: a
+    /// receipt, a stock movement, or a shipment never tried before (one tried may have
+    /// reached the warehouse, and is left to finish and to an operator).
+    pub fn refunded_first(&self) -> bool {
+        self.session_status.as_deref() == Some(Status::Refunded.as_str())
+            && match self.kind {
+                EffectKind::Receipt | EffectKind::Inventory => true,
+                EffectKind::Shipment => self.attempts == 1,
+                EffectKind::PaymentFailedEmail | EffectKind::RefundEmail => false,
+            }
+    }
+
     pub fn fence(&self) -> Fence {
         Fence {
             id: self.id,
@@ -122,7 +137,9 @@ macro_rules! claim_sql {
             $left_out,
             " ORDER BY next_attempt_at LIMIT $2",
             $lock,
-            ") RETURNING id, session_id, kind, attempts, lease"
+            ") RETURNING id, session_id, kind, attempts, lease, ",
+            "(SELECT status FROM checkout_sessions s WHERE s.id = effects.session_id) ",
+            "AS session_status"
         )
     };
 }
@@ -262,6 +279,47 @@ impl Database {
                 .context("could not mark effects done")
             }),
         }
+    }
+
+    /// Cancels an attempt's effect, claimed after a full refund of its session (see
+    /// [`ClaimedEffect::refunded_first`]): a shipment cancelled with it. False when the
+    /// lease is no longer the attempt's.
+    pub async fn cancel_effect(&self, fence: Fence, kind: EffectKind) -> anyhow::Result<bool> {
+        let now = now_ms();
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                let cancelled = diesel::update(fenced!(fence))
+                    .set((
+                        effects::status.eq(EffectStatus::Cancelled),
+                        effects::lease_until.eq(None::<i64>),
+                        effects::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?
+                    == 1;
+                if cancelled && kind == EffectKind::Shipment {
+                    let session_id = effects::table
+                        .find(fence.id)
+                        .select(effects::session_id)
+                        .first::<String>(conn)
+                        .await?;
+                    diesel::update(
+                        shipments::table
+                            .find(session_id)
+                            .filter(shipments::status.eq(ShipmentStatus::Pending)),
+                    )
+                    .set((
+                        shipments::status.eq(ShipmentStatus::Cancelled),
+                        shipments::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                }
+                Ok::<_, diesel::result::Error>(cancelled)
+            })
+            .await
+            .context("could not cancel the effect")
+        })
     }
 
     /// Releases an effect to be tried again `after` this, by the database's clock. False

@@ -40,11 +40,15 @@ struct RefundRow<'a> {
 }
 
 /// Whether `news` is newer than what is stored: a refund moves forward only, and news of
-/// the same standing counts if its event is not older; a charge's refunded amount only
-/// grows.
+/// the same standing counts if its event is not older.
 fn supersedes(news: &RefundNews, amount: i64, status: &str, event_created: i64) -> bool {
     match news.kind {
-        RefundKind::Charge => news.amount > amount,
+        // Newer news of the charge stands, whichever way its amount moved (a refund that
+        // failed takes it down); within one second, the larger.
+        RefundKind::Charge => {
+            news.event_created > event_created
+                || (news.event_created == event_created && news.amount > amount)
+        }
         RefundKind::Refund => {
             let stored = RefundStatus::parse(status).map_or(0, RefundStatus::rank);
             let rank = news.status.rank();
@@ -273,7 +277,16 @@ macro_rules! apply_refunds {
                     .map(|(_, amount, ..)| *amount)
                     .max()
                     .unwrap_or(0);
-                let refunded = refunds_total.max(charge_total);
+                // A charge's refunded amount counts refunds still pending too: it stands
+                // only where no refund news came (API versions before refund events).
+                let told_of_refunds = news
+                    .iter()
+                    .any(|(kind, ..)| kind == RefundKind::Refund.as_str());
+                let refunded = if told_of_refunds {
+                    refunds_total
+                } else {
+                    charge_total
+                };
                 let after = status_after_refunds(before, total, refunded);
                 diesel::update(checkout_sessions::table.find(id))
                     .set((
@@ -307,6 +320,12 @@ macro_rules! apply_refunds {
                                 effects::lease_until
                                     .is_null()
                                     .or(effects::lease_until.le(DbNow::now().nullable())),
+                            )
+                            // A shipment tried before may have reached the warehouse.
+                            .filter(
+                                effects::kind
+                                    .ne(EffectKind::Shipment)
+                                    .or(effects::attempts.eq(0)),
                             ),
                     )
                     .set((

@@ -176,6 +176,26 @@ impl EffectDispatcher {
     async fn attempt(&self, effect: ClaimedEffect, claimed_at: Instant) {
         let started = Instant::now();
         let fence = effect.fence();
+        if effect.refunded_first() {
+            let outcome = match self.db.cancel_effect(fence, effect.kind).await {
+                Ok(true) => "cancelled",
+                Ok(false) => "superseded",
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "could not cancel the effect");
+                    "retry"
+                }
+            };
+            tracing::info!(
+                outcome,
+                "the session was refunded in full first; not carried out"
+            );
+            let kind = effect.kind.as_str();
+            METRICS
+                .effect_attempts
+                .get_or_create(&EffectAttempt { kind, outcome })
+                .inc();
+            return;
+        }
         let attempts = u32::try_from(effect.attempts).unwrap_or(u32::MAX);
         let stop = CancellationToken::new();
         let abandon = self.abandon.clone();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 use serde_json::Value;
@@ -195,9 +195,26 @@ pub(super) async fn expire(path: web::Path<String>, shared: web::Data<Shared>) -
 }
 
 /// The sandbox's refund button: refunds the rest of session `id`'s payment, as the
-/// Dashboard would, and sends the customer back to their order.
-pub(super) async fn refund(path: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+/// Dashboard would, and sends the customer back to their order. Only from the sandbox's
+/// own pages: a form posted from another site is refused.
+pub(super) async fn refund(
+    request: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
     let id = path.into_inner();
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok());
+    let hosted = shared.lock().hosted.clone();
+    if let Some(origin) = origin
+        && !hosted
+            .strip_prefix(origin)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
+        return HttpResponse::Forbidden().body("The sandbox refunds only from its own pages.");
+    }
     let back = shared.lock().sessions.get(&id).and_then(|spec| {
         spec.success_url
             .as_deref()

@@ -37,15 +37,6 @@ pub(super) async fn create_refund(
         .get("Idempotency-Key")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    if let Some(key) = &key
-        && let Some(done) = shared
-            .lock()
-            .refunds
-            .iter()
-            .find(|r| r.key.as_ref() == Some(key))
-    {
-        return Ok(HttpResponse::Ok().json(&done.object));
-    }
     let Some(payment_intent) = param(&form, "payment_intent") else {
         return Err(invalid(
             "parameter_missing",
@@ -96,13 +87,19 @@ pub(super) async fn refund(
 ) -> Result<Value, ApiError> {
     let (object, charge) = {
         let mut state = shared.lock();
-        let Some((amount_paid, currency)) = state
-            .sessions
-            .iter()
-            .find(|(id, spec)| {
-                spec.status == "complete" && objects::payment_intent_of(id) == payment_intent
-            })
-            .map(|(_, spec)| (spec.amount_total(), spec.currency.clone()))
+        // The same key answers the same refund, and refunds nothing more.
+        if let Some(key) = &key
+            && let Some(done) = state.refunds.iter().find(|r| r.key.as_ref() == Some(key))
+        {
+            return Ok(done.object.clone());
+        }
+        // A payment intent is its session's id with another prefix.
+        let suffix = payment_intent.trim_start_matches("pi_");
+        let Some((amount_paid, currency)) = ["cs_test_", "cs_live_"]
+            .into_iter()
+            .filter_map(|prefix| state.sessions.get(&format!("{prefix}{suffix}")))
+            .find(|spec| spec.status == "complete")
+            .map(|spec| (spec.amount_total(), spec.currency.clone()))
         else {
             return Err(stripe_error(
                 StatusCode::NOT_FOUND,

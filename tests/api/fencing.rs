@@ -5,7 +5,8 @@ use std::time::Duration;
 use fulfilld::catalog::Catalog;
 use fulfilld::db::sessions::Record;
 use fulfilld::domain::{
-    EffectStatus, LineItem, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
+    EffectKind, EffectStatus, LineItem, PaymentStatus, RefundKind, RefundNews, RefundStatus,
+    SessionId, SessionState, SessionSummary, Status,
 };
 
 use crate::faults::connect;
@@ -75,6 +76,11 @@ async fn stocked(url: &str) -> (fulfilld::db::Database, Catalog) {
     (db, catalog)
 }
 
+/// The payment intent [`record_physical`] records `id` with.
+fn payment_intent_of(id: &SessionId) -> String {
+    format!("pi_{}", id.as_str().trim_start_matches("cs_test_"))
+}
+
 /// Records `id` fulfilled, with one T-shirt to ship: one inventory effect, due at once.
 async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &SessionId) {
     let item = LineItem {
@@ -97,7 +103,7 @@ async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &Se
         currency: Some("usd".into()),
         amount_total: Some(5000),
         customer_email: None,
-        payment_intent: None,
+        payment_intent: Some(payment_intent_of(id)),
         shipping_address: None,
     };
     let items = [item];
@@ -161,5 +167,60 @@ async fn completions_written_together_are_each_fenced_on_their_own() {
         // Done is done: the same batch again changes nothing and says so.
         let again = db.complete_effects(&batch).await.expect("db");
         assert_eq!(again, [false; 4], "on {backend:?}");
+    }
+}
+
+/// An attempt under way when a full refund comes is left to finish. If it hands the
+/// effect back instead, the next claim sees the refund, and the effect is cancelled rather
+/// than carried out: no stock moves for a refunded order.
+#[actix_web::test]
+async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_again() {
+    for backend in backends() {
+        let database = backend.fresh_database().await;
+        let (db, catalog) = stocked(&database.url).await;
+        let id = SessionId::parse("cs_test_refundedlater").expect("id");
+        record_physical(&db, &catalog, &id).await;
+        let lease = Duration::from_secs(60);
+        let claimed = db.claim_effects(10, lease, &[]).await.expect("db");
+        assert_eq!(claimed.len(), 1);
+        assert!(!claimed[0].refunded_first());
+
+        let news = RefundNews {
+            id: "re_later".into(),
+            kind: RefundKind::Refund,
+            payment_intent: payment_intent_of(&id),
+            amount: 5000,
+            status: RefundStatus::Succeeded,
+            items: None,
+            event_created: 1,
+        };
+        assert!(db.store_refund(&news).await.expect("db"));
+        let applied = db.apply_refunds(&id, &news.payment_intent, false).await;
+        assert_eq!(
+            applied.expect("db").expect("applied").after,
+            Status::Refunded
+        );
+        let pending = (EffectKind::Inventory, EffectStatus::Pending);
+        assert_eq!(
+            db.effects_of(&id).await.expect("db"),
+            [pending],
+            "left to its attempt"
+        );
+
+        assert!(
+            db.release_effect(claimed[0].fence(), Duration::ZERO)
+                .await
+                .expect("db")
+        );
+        let again = db.claim_effects(10, lease, &[]).await.expect("db");
+        assert!(again[0].refunded_first(), "on {backend:?}");
+        assert!(
+            db.cancel_effect(again[0].fence(), again[0].kind)
+                .await
+                .expect("db")
+        );
+        let cancelled = (EffectKind::Inventory, EffectStatus::Cancelled);
+        assert_eq!(db.effects_of(&id).await.expect("db"), [cancelled]);
+        assert_eq!(db.stock("TEE-M").await.expect("db"), Some((25, false)));
     }
 }

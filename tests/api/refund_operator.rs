@@ -3,7 +3,7 @@
 
 use fulfilld::domain::{GrantStatus, Status};
 
-use crate::helpers::{WEBHOOK_SECRET, backends};
+use crate::helpers::{STRIPE_SECRET_KEY, TestApp, WEBHOOK_SECRET, backends};
 use crate::refunds::{ebook_and_poster, mails, settled_effects, spawn_shop, wait_for_refunded};
 use crate::smtp::SmtpServer;
 
@@ -20,6 +20,31 @@ async fn refunds_started_from_the_cli_are_made_once_and_reverse_through_stripes_
             .await;
         app.wait_for(&session, Status::Fulfilled).await;
         assert_eq!(app.wait_for_effects(&session).await, ["receipt"]);
+
+        // Refused, and nothing refunded: items without an amount, an item not bought, no
+        // amount at all.
+        let refused = [
+            (vec!["--items", "EBOOK-FULFILL:1"], "give --amount too"),
+            (
+                vec!["--amount", "900", "--items", "MUG:1"],
+                "has no MUG; it has EBOOK-FULFILL",
+            ),
+            (vec!["--amount", "0"], "expected a positive amount"),
+        ];
+        for (args, says) in refused {
+            let error = cli_fails(
+                &app,
+                &[&["sessions", "refund", &session][..], &args].concat(),
+            )
+            .await;
+            assert!(error.contains(says), "{error}");
+        }
+        assert!(
+            app.stripe
+                .events()
+                .iter()
+                .all(|e| e.event_type != "refund.created")
+        );
 
         // The e-book's 9.00 back; the same command run again refunds nothing more.
         let ebook = [
@@ -56,4 +81,20 @@ async fn refunds_started_from_the_cli_are_made_once_and_reverse_through_stripes_
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
+}
+
+/// Runs the CLI as [`TestApp::cli`] does, expecting it to fail; returns what it said.
+async fn cli_fails(app: &TestApp, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(args)
+        .env("DATABASE_URL", app.database_url())
+        .env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("STRIPE_API_BASE", app.stripe.url())
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .expect("fulfilld runs");
+    assert!(!output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

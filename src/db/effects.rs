@@ -117,6 +117,7 @@ macro_rules! set_shipment_status {
     };
 }
 
+mod cancel;
 mod operator;
 pub use operator::EffectView;
 
@@ -279,47 +280,6 @@ impl Database {
                 .context("could not mark effects done")
             }),
         }
-    }
-
-    /// Cancels an attempt's effect, claimed after a full refund of its session (see
-    /// [`ClaimedEffect::refunded_first`]): a shipment cancelled with it. False when the
-    /// lease is no longer the attempt's.
-    pub async fn cancel_effect(&self, fence: Fence, kind: EffectKind) -> anyhow::Result<bool> {
-        let now = now_ms();
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                let cancelled = diesel::update(fenced!(fence))
-                    .set((
-                        effects::status.eq(EffectStatus::Cancelled),
-                        effects::lease_until.eq(None::<i64>),
-                        effects::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?
-                    == 1;
-                if cancelled && kind == EffectKind::Shipment {
-                    let session_id = effects::table
-                        .find(fence.id)
-                        .select(effects::session_id)
-                        .first::<String>(conn)
-                        .await?;
-                    diesel::update(
-                        shipments::table
-                            .find(session_id)
-                            .filter(shipments::status.eq(ShipmentStatus::Pending)),
-                    )
-                    .set((
-                        shipments::status.eq(ShipmentStatus::Cancelled),
-                        shipments::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
-                }
-                Ok::<_, diesel::result::Error>(cancelled)
-            })
-            .await
-            .context("could not cancel the effect")
-        })
     }
 
     /// Releases an effect to be tried again `after` this, by the database's clock. False

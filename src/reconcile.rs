@@ -1,8 +1,8 @@
 //! Reconcile: ask Stripe what happened lately and fulfil whatever no webhook told us.
 //!
-//! Two sources, so that nothing slips through: the Events list (the four Checkout events,
-//! undelivered ones only where the key allows) and the list of complete Checkout
-//! Sessions. Events go through the inbox like deliveries; sessions go through their
+//! Two sources, so that nothing slips through: the Events list (the four Checkout events
+//! and the refund events, undelivered ones only where the key allows) and the list of
+//! complete Checkout Sessions. Events go through the inbox like deliveries; sessions go through their
 //! actors like the CLI's `fulfill`. Anything already recorded is left alone, so a second
 //! run does nothing.
 
@@ -21,11 +21,15 @@ use crate::stripe::listing::{Created, EventsQuery, SessionsQuery};
 use crate::stripe::{GatewayError, StripeGateway};
 
 /// The events fulfilld acts on.
-pub const CHECKOUT_EVENTS: [&str; 4] = [
+pub const CHECKOUT_EVENTS: [&str; 8] = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
     "checkout.session.expired",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.refunded",
 ];
 /// How far back Stripe keeps events.
 pub const STRIPE_KEEPS_EVENTS: Duration = Duration::from_secs(30 * 86_400);
@@ -89,39 +93,66 @@ async fn events(
         for object in &page.data {
             report.events_seen += 1;
             let body = object.to_string();
-            let Ok(Event::Checkout {
-                id,
-                kind,
-                type_name,
-                summary,
-            }) = event::parse(body.as_bytes())
-            else {
+            let Ok(parsed) = event::parse(body.as_bytes()) else {
                 continue;
+            };
+            // Stored as the webhook stores it: under its session, or for refund news
+            // the payment intent it names.
+            let (id, type_name, subject, livemode, account) = match &parsed {
+                Event::Checkout {
+                    id,
+                    type_name,
+                    summary,
+                    ..
+                } => (
+                    id.clone(),
+                    type_name.clone(),
+                    summary.id.to_string(),
+                    summary.livemode,
+                    summary.account.clone(),
+                ),
+                Event::Refund {
+                    id,
+                    type_name,
+                    livemode,
+                    account,
+                    news,
+                } => (
+                    id.clone(),
+                    type_name.clone(),
+                    news.payment_intent.clone(),
+                    *livemode,
+                    account.clone(),
+                ),
+                Event::Ignored { .. } => continue,
             };
             progress(&id);
             let stored = StoredEvent {
                 id: id.clone(),
                 event_type: type_name,
-                session_id: summary.id.to_string(),
-                livemode: summary.livemode,
+                session_id: subject,
+                livemode,
                 payload: body,
                 received_at: crate::db::now_ms(),
                 processed_at: None,
-                account: summary.account.as_ref().map(ToString::to_string),
+                account: account.as_ref().map(ToString::to_string),
             };
             let fresh = db.store_events(std::slice::from_ref(&stored)).await?;
             if fresh.first() == Some(&Stored::Duplicate { processed: true }) {
                 continue;
             }
-            let session = summary.id.clone();
-            inbox::process(
-                sessions,
-                db,
-                &id,
-                &session,
-                Trigger::from_event(kind, summary),
-            )
-            .await;
+            match inbox::Job::of(parsed) {
+                Some(inbox::Job::Checkout {
+                    session_id,
+                    trigger,
+                }) => {
+                    inbox::process(sessions, db, &id, &session_id, trigger).await;
+                }
+                Some(inbox::Job::Refund { news, account }) => {
+                    inbox::reverse(sessions, db, &id, &news, account).await;
+                }
+                None => continue,
+            }
             match db.event(&id).await?.and_then(|event| event.processed_at) {
                 Some(_) => report.events_processed += 1,
                 None => report

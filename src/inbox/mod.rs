@@ -5,7 +5,7 @@
 
 mod workers;
 
-pub use workers::{Job, Work, Workers, process};
+pub use workers::{Job, Work, Workers, process, reverse};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

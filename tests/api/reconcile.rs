@@ -187,3 +187,44 @@ async fn serve_reconciles_on_its_schedule_without_any_webhook() {
         assert_eq!(app.effect_kinds(&session).await, ["receipt"]);
     }
 }
+
+#[actix_web::test]
+async fn reconcile_applies_a_refund_whose_webhooks_never_arrived_once() {
+    for backend in backends() {
+        let stripe = StripeDouble::start().expect("Stripe double starts");
+        let database = backend.fresh_database().await;
+        let session = stripe.add_session(SessionSpec::paid(&[("Print", 900, 1)]));
+        let (ok, _, stderr) = fulfilld(&database.url, stripe.url(), &["fulfill", &session]).await;
+        assert!(ok, "{stderr}");
+        // The endpoint is down: the refund is made at Stripe; its events never arrive.
+        stripe.drop_webhooks(true);
+        let refund = ["sessions", "refund", &session];
+        let (ok, _, stderr) = fulfilld(&database.url, stripe.url(), &refund).await;
+        assert!(ok, "{stderr}");
+        let url = DatabaseUrl::parse(&database.url).expect("database URL");
+        let db = Database::connect(&url).await.expect("database answers");
+        let id = SessionId::parse(&session).expect("id");
+        let outcome = db.outcome(&id).await.expect("db").expect("recorded");
+        assert_eq!(outcome.status, Status::Fulfilled, "nothing arrived yet");
+
+        for _ in 0..2 {
+            let run = ["reconcile", "--since", "1h"];
+            let (ok, _, stderr) = fulfilld(&database.url, stripe.url(), &run).await;
+            assert!(ok, "{stderr}");
+            let outcome = db.outcome(&id).await.expect("db").expect("recorded");
+            assert_eq!(
+                (outcome.status, outcome.amount_refunded),
+                (Status::Refunded, 900),
+                "on {backend:?}"
+            );
+            let kinds: Vec<_> = db
+                .effects_of(&id)
+                .await
+                .expect("db")
+                .into_iter()
+                .map(|(kind, _)| kind)
+                .collect();
+            assert_eq!(kinds, [EffectKind::Receipt, EffectKind::RefundEmail]);
+        }
+    }
+}

@@ -285,14 +285,18 @@ impl TestApp {
     /// Drops `table` behind the engine's back, so every query that needs it fails: an
     /// outage of the database, as far as those queries can tell.
     pub async fn drop_table(&self, table: &str) {
-        let statement = format!("DROP TABLE {table}");
+        self.execute(&format!("DROP TABLE {table}")).await;
+    }
+
+    /// Runs `statement` on the database behind the engine's back.
+    pub async fn execute(&self, statement: &str) {
         match &self.backend_url {
             url if url.starts_with("sqlite://") => {
                 use diesel::Connection;
                 let path = url.trim_start_matches("sqlite://");
                 let mut conn = diesel::SqliteConnection::establish(path).expect("SQLite opens");
                 diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
-                    .expect("table dropped");
+                    .expect("statement runs");
             }
             url => {
                 let mut conn = AsyncPgConnection::establish(url)
@@ -301,7 +305,7 @@ impl TestApp {
                 diesel::sql_query(statement)
                     .execute(&mut conn)
                     .await
-                    .expect("table dropped");
+                    .expect("statement runs");
             }
         }
     }

@@ -434,6 +434,21 @@ async fn a_refund_of_a_payment_no_session_made_is_acknowledged_and_changes_nothi
         })
         .await;
         assert_eq!(app.stripe.call_times().len(), calls, "on {backend:?}");
+        // Kept a day, not for ever: after that, Stripe is asked again.
+        app.execute("UPDATE foreign_payment_intents SET checked_at = 0")
+            .await;
+        let later = app.stripe.refund_payload(
+            "evt_stranger_later",
+            "refund.updated",
+            &refund,
+            unix_now() + 2,
+        );
+        deliver_all(&app, &[later]).await;
+        wait_for_event(&app.db, "evt_stranger_later", |event| {
+            event.processed_at.is_some()
+        })
+        .await;
+        assert_eq!(app.stripe.call_times().len(), calls + 1, "on {backend:?}");
 
         // A refund event without a payment intent is not about a Checkout payment.
         let mut body: Value = serde_json::from_str(&app.stripe.refund_payload(

@@ -17,6 +17,9 @@ use super::{Database, now_ms, with_connection};
 use crate::domain::{RefundKind, RefundNews, RefundStatus, SessionId, Status};
 pub(crate) use apply::apply_refunds;
 
+/// How long Stripe's answer that no Checkout Session made a payment is kept.
+const FOREIGN_KEPT_MS: i64 = 86_400_000;
+
 /// What applying a session's refunds did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -188,11 +191,15 @@ impl Database {
         })
     }
 
-    /// Whether Stripe was found to list no Checkout Session for `payment_intent`.
+    /// Whether Stripe was found, within the last day, to list no Checkout Session for
+    /// `payment_intent`. A day, not for ever: an answer that was wrong for a moment must
+    /// not hide a session for good.
     pub async fn is_foreign_payment_intent(&self, payment_intent: &str) -> anyhow::Result<bool> {
+        let fresh_since = now_ms() - FOREIGN_KEPT_MS;
         with_connection!(self, |conn| {
             foreign_payment_intents::table
                 .find(payment_intent)
+                .filter(foreign_payment_intents::checked_at.gt(fresh_since))
                 .count()
                 .get_result::<i64>(conn)
                 .await
@@ -213,7 +220,9 @@ impl Database {
                     foreign_payment_intents::payment_intent.eq(payment_intent),
                     foreign_payment_intents::checked_at.eq(now_ms()),
                 ))
-                .on_conflict_do_nothing()
+                .on_conflict(foreign_payment_intents::payment_intent)
+                .do_update()
+                .set(foreign_payment_intents::checked_at.eq(now_ms()))
                 .execute(conn)
                 .await
                 .context("could not remember the payment intent")

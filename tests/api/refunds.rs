@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fulfilld::domain::{GrantStatus, ShipmentStatus, Status};
+use fulfilld::domain::{GrantStatus, RefundKind, RefundNews, RefundStatus, ShipmentStatus, Status};
 use fulfilld::sandbox::{RefundSpec, SessionSpec};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -628,5 +628,46 @@ async fn a_full_refund_puts_back_stock_for_goods_that_never_left_once() {
                 assert_eq!((after, shipment), (stock, ShipmentStatus::Cancelled));
             }
         }
+    }
+}
+
+#[actix_web::test]
+async fn a_refund_stored_by_an_attempt_that_stopped_applies_with_the_fulfilment() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp).await;
+        let session = app.stripe.add_session(ebook_and_poster());
+        // What refund news leaves behind when its process dies after storing it and before
+        // applying it: the refund, and no session recorded yet.
+        let news = RefundNews {
+            id: "re_orphan".into(),
+            kind: RefundKind::Refund,
+            payment_intent: app.stripe.payment_intent(&session),
+            amount: 2000,
+            status: RefundStatus::Succeeded,
+            items: None,
+            event_created: unix_now(),
+        };
+        assert!(app.db.store_refund(&news).await.expect("db"));
+
+        deliver_all(
+            &app,
+            &[app
+                .stripe
+                .event_payload("evt_paid", "checkout.session.completed", &session)],
+        )
+        .await;
+        // Reversed in the fulfilment's own transaction: no receipt ever goes.
+        let outcome = app.wait_for(&session, Status::Refunded).await;
+        assert_eq!(outcome.amount_refunded, 2000);
+        assert_eq!(outcome.access[0].status, GrantStatus::Revoked);
+        let effects = settled_effects(&app, &session).await;
+        let expected: Vec<(String, String)> = [("receipt", "cancelled"), ("refund_email", "done")]
+            .map(|(kind, status)| (kind.to_owned(), status.to_owned()))
+            .into();
+        assert_eq!(effects, expected, "on {backend:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(mails(&smtp, &session, "receipt"), 0, "on {backend:?}");
+        assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
 }

@@ -164,8 +164,6 @@ impl Database {
                     .execute(conn)
                     .await?
                     == 1;
-                // Claimed from `awaiting_payment`: refunds may have been stored meanwhile.
-                let mut from_awaiting = false;
                 if !claimed && status != Status::AwaitingPayment {
                     claimed = diesel::update(
                         checkout_sessions::table
@@ -187,7 +185,6 @@ impl Database {
                     .execute(conn)
                     .await?
                         == 1;
-                    from_awaiting = claimed;
                 }
                 let mut writes = Vec::new();
                 if claimed && matches!(status, Status::Fulfilled | Status::AwaitingPayment) {
@@ -204,15 +201,15 @@ impl Database {
                 if let Some(event) = record.event {
                     writes.push(Write::Processed { event, now });
                 }
-                conn.send(&writes).await?;
-                // A refund stored while the payment was clearing applies now, with the
-                // fulfilment it reverses. (Refund news for a session not recorded yet
-                // records the session itself before it applies.)
+                // A refund stored already applies now, with the fulfilment it reverses:
+                // one stored while the payment was clearing, or one whose own attempt
+                // stopped before it applied it.
+                let fulfils = (claimed && status == Status::Fulfilled)
+                    .then_some(row.payment_intent)
+                    .flatten();
+                let refunds_stored = conn.send(&writes, fulfils).await?;
                 let mut refund_email = false;
-                if from_awaiting
-                    && status == Status::Fulfilled
-                    && let Some(payment_intent) = row.payment_intent
-                {
+                if refunds_stored && let Some(payment_intent) = fulfils {
                     let applied =
                         apply_refunds!(conn, id, payment_intent, record.send_receipt, now)?;
                     refund_email = applied.is_some_and(|applied| applied.email);

@@ -4,12 +4,12 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::try_join_all;
+use futures_util::future::{try_join, try_join_all};
 
 use super::super::outcomes::LineItemRow;
 use super::super::prepared::Prepared;
 use super::super::schema::{
-    access_grants, checkout_sessions, effects, line_items, shipments, stock_movements,
+    access_grants, checkout_sessions, effects, line_items, refunds, shipments, stock_movements,
     webhook_events,
 };
 use super::super::sqlite::Connection as SqliteConnection;
@@ -130,32 +130,53 @@ macro_rules! statement {
     };
 }
 
-/// Runs a record's writes on a connection, inside the caller's transaction.
+/// Whether refunds are stored for `$payment_intent`, as a future on `$conn`.
+macro_rules! refunds_stored {
+    ($conn:expr, $payment_intent:expr) => {
+        diesel::select(diesel::dsl::exists(
+            refunds::table.filter(refunds::payment_intent.eq($payment_intent)),
+        ))
+        .get_result::<bool>($conn)
+    };
+}
+
+/// Runs a record's writes on a connection, inside the caller's transaction, and looks
+/// whether refunds are already stored for `refunds_of`, the payment intent of a session
+/// it fulfils (refund news whose own attempt stopped before it applied them).
 pub(super) trait SendWrites {
-    async fn send(&mut self, writes: &[Write<'_>]) -> QueryResult<()>;
+    async fn send(&mut self, writes: &[Write<'_>], refunds_of: Option<&str>) -> QueryResult<bool>;
 }
 
 impl SendWrites for SqliteConnection {
     /// One after another: SQLite runs in this process, so a statement costs no round trip.
-    async fn send(&mut self, writes: &[Write<'_>]) -> QueryResult<()> {
+    async fn send(&mut self, writes: &[Write<'_>], refunds_of: Option<&str>) -> QueryResult<bool> {
         for write in writes {
             statement!(self, write).await?;
         }
-        Ok(())
+        match refunds_of {
+            Some(payment_intent) => refunds_stored!(self, payment_intent).await,
+            None => Ok(false),
+        }
     }
 }
 
 impl SendWrites for AsyncPgConnection {
-    /// All at once: each is sent before the first answer is awaited, and the server runs
-    /// them in the order sent. If one fails, the transaction is aborted, the rest fail with
-    /// it, and the first error is returned.
-    async fn send(&mut self, writes: &[Write<'_>]) -> QueryResult<()> {
+    /// All at once, the look at the refunds too: each is sent before the first answer is
+    /// awaited, and the server runs them in the order sent. If one fails, the transaction
+    /// is aborted, the rest fail with it, and the first error is returned.
+    async fn send(&mut self, writes: &[Write<'_>], refunds_of: Option<&str>) -> QueryResult<bool> {
         let mut conn: &AsyncPgConnection = self;
         let pending: Vec<_> = writes
             .iter()
             .map(|write| statement!(&mut conn, write))
             .collect();
-        try_join_all(pending).await?;
-        Ok(())
+        let refunds = async {
+            match refunds_of {
+                Some(payment_intent) => refunds_stored!(&mut conn, payment_intent).await,
+                None => Ok(false),
+            }
+        };
+        let (_, stored) = try_join(try_join_all(pending), refunds).await?;
+        Ok(stored)
     }
 }

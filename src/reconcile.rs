@@ -12,11 +12,11 @@ use tokio::sync::watch;
 
 use crate::actors::Sessions;
 use crate::db::Database;
-use crate::db::inbox::{Stored, StoredEvent};
+use crate::db::inbox::Stored;
 use crate::domain::{SessionId, Status};
 use crate::fulfillment::{Source, Trigger};
 use crate::inbox;
-use crate::stripe::event::{self, Event};
+use crate::stripe::event;
 use crate::stripe::listing::{Created, EventsQuery, SessionsQuery};
 use crate::stripe::{GatewayError, StripeGateway};
 
@@ -96,47 +96,12 @@ async fn events(
             let Ok(parsed) = event::parse(body.as_bytes()) else {
                 continue;
             };
-            // Stored as the webhook stores it: under its session, or for refund news
-            // the payment intent it names.
-            let (id, type_name, subject, livemode, account) = match &parsed {
-                Event::Checkout {
-                    id,
-                    type_name,
-                    summary,
-                    ..
-                } => (
-                    id.clone(),
-                    type_name.clone(),
-                    summary.id.to_string(),
-                    summary.livemode,
-                    summary.account.clone(),
-                ),
-                Event::Refund {
-                    id,
-                    type_name,
-                    livemode,
-                    account,
-                    news,
-                } => (
-                    id.clone(),
-                    type_name.clone(),
-                    news.payment_intent.clone(),
-                    *livemode,
-                    account.clone(),
-                ),
-                Event::Ignored { .. } => continue,
+            // Stored as the webhook stores it.
+            let Some(stored) = inbox::to_store(&parsed, body) else {
+                continue;
             };
+            let id = stored.id.clone();
             progress(&id);
-            let stored = StoredEvent {
-                id: id.clone(),
-                event_type: type_name,
-                session_id: subject,
-                livemode,
-                payload: body,
-                received_at: crate::db::now_ms(),
-                processed_at: None,
-                account: account.as_ref().map(ToString::to_string),
-            };
             let fresh = db.store_events(std::slice::from_ref(&stored)).await?;
             if fresh.first() == Some(&Stored::Duplicate { processed: true }) {
                 continue;

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::db::Database;
 use crate::db::inbox::{Stored, StoredEvent, store_events_postgres};
 use crate::db::postgres::Role;
+use crate::stripe::event::Event;
 
 /// Events written in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -34,6 +35,36 @@ const BUSY_AT: usize = 32;
 /// The longest background work gives way before it takes its next job all the same, so
 /// that a sale lasting longer than this still sees fulfilments go on.
 const GIVE_WAY_AT_MOST: Duration = Duration::from_millis(250);
+
+/// What a verified delivery of `payload` is stored as, received now: under its session,
+/// or for refund news under the payment intent it names (its session may not be known
+/// yet). `None` for an event fulfilld does not act on, which is not stored.
+pub fn to_store(event: &Event, payload: String) -> Option<StoredEvent> {
+    let (subject, livemode, account) = match event {
+        Event::Checkout { summary, .. } => (
+            summary.id.to_string(),
+            summary.livemode,
+            summary.account.as_ref(),
+        ),
+        Event::Refund {
+            livemode,
+            account,
+            news,
+            ..
+        } => (news.payment_intent.clone(), *livemode, account.as_ref()),
+        Event::Ignored { .. } => return None,
+    };
+    Some(StoredEvent {
+        id: event.id().to_owned(),
+        event_type: event.type_name().to_owned(),
+        session_id: subject,
+        livemode,
+        payload,
+        received_at: crate::db::now_ms(),
+        processed_at: None,
+        account: account.map(ToString::to_string),
+    })
+}
 
 type Pending = (StoredEvent, oneshot::Sender<Result<Stored, String>>);
 type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>;

@@ -58,6 +58,24 @@ pub enum Event {
     Ignored { id: String, type_name: String },
 }
 
+impl Event {
+    /// The event's id (`evt_…`).
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Checkout { id, .. } | Self::Refund { id, .. } | Self::Ignored { id, .. } => id,
+        }
+    }
+
+    /// The event's `type`.
+    pub fn type_name(&self) -> &str {
+        match self {
+            Self::Checkout { type_name, .. }
+            | Self::Refund { type_name, .. }
+            | Self::Ignored { type_name, .. } => type_name,
+        }
+    }
+}
+
 /// Why a body is not an event fulfilld can read.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {

@@ -6,11 +6,11 @@ use serde_json::json;
 use std::time::Instant;
 
 use super::AppState;
-use crate::db::inbox::{Stored, StoredEvent};
+use crate::db::inbox::Stored;
 use crate::db::now_ms;
-use crate::inbox::{Job, Work};
+use crate::inbox::{self, Job, Work};
 use crate::metrics::{METRICS, seconds};
-use crate::stripe::event::{self, Event, EventError};
+use crate::stripe::event::{self, EventError};
 use crate::stripe::signature::{self, SignatureError};
 
 /// Why a delivery was not acknowledged.
@@ -99,63 +99,22 @@ async fn accept(
             return Err(error.into());
         }
     };
-    // What the event is stored under: its session, or for refund news the payment intent
-    // it names (the session may not be known yet).
-    let (event_id, type_name, subject, livemode, account) = match &event {
-        Event::Ignored { id, type_name } => {
-            tracing::debug!(event.id = %id, event.type = %type_name, "event type ignored");
-            METRICS.webhook_stored("ignored");
-            return Ok(HttpResponse::Ok().json(json!({ "received": true, "ignored": true })));
-        }
-        Event::Checkout {
-            id,
-            type_name,
-            summary,
-            ..
-        } => (
-            id.clone(),
-            type_name.clone(),
-            summary.id.to_string(),
-            summary.livemode,
-            summary.account.as_ref().map(ToString::to_string),
-        ),
-        Event::Refund {
-            id,
-            type_name,
-            livemode,
-            account,
-            news,
-        } => (
-            id.clone(),
-            type_name.clone(),
-            news.payment_intent.clone(),
-            *livemode,
-            account.as_ref().map(ToString::to_string),
-        ),
-    };
-    let span = tracing::Span::current();
-    span.record("event.id", event_id.as_str());
-    span.record("session.id", subject.as_str());
     // The signature check proved the body is what Stripe sent, and parsing proved it is
     // JSON, hence UTF-8.
     let payload = String::from_utf8_lossy(&body).into_owned();
-    let stored = state
-        .inbox
-        .store(StoredEvent {
-            id: event_id.clone(),
-            event_type: type_name,
-            session_id: subject,
-            livemode,
-            payload,
-            received_at: now_ms(),
-            processed_at: None,
-            account,
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(error = %format!("{error:#}"), "webhook not stored; answering 503 so Stripe retries");
-            WebhookError::Store(error)
-        })?;
+    let Some(to_store) = inbox::to_store(&event, payload) else {
+        tracing::debug!(event.id = %event.id(), event.type = %event.type_name(), "event type ignored");
+        METRICS.webhook_stored("ignored");
+        return Ok(HttpResponse::Ok().json(json!({ "received": true, "ignored": true })));
+    };
+    let span = tracing::Span::current();
+    span.record("event.id", to_store.id.as_str());
+    span.record("session.id", to_store.session_id.as_str());
+    let event_id = to_store.id.clone();
+    let stored = state.inbox.store(to_store).await.map_err(|error| {
+        tracing::error!(error = %format!("{error:#}"), "webhook not stored; answering 503 so Stripe retries");
+        WebhookError::Store(error)
+    })?;
     METRICS.webhook_stored(match stored {
         Stored::New => "new",
         Stored::Duplicate { .. } => "duplicate",

@@ -218,13 +218,8 @@ impl StoredOutcome {
 impl Database {
     /// The stored outcome of a session, if fulfilld has recorded anything for it.
     pub async fn outcome(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
-        with_connection!(self, |conn| {
-            let stored = conn
-                .read_outcome(id.as_str())
-                .await
-                .context("could not read the session")?;
-            stored.map(StoredOutcome::into_outcome).transpose()
-        })
+        let read = self.outcome_and_email(id).await?;
+        Ok(read.map(|(outcome, _)| outcome))
     }
 
     /// The connected account (Stripe Connect) a stored event of the session names, if

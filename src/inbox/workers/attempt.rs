@@ -33,42 +33,25 @@ pub async fn process(
     session_id: &SessionId,
     trigger: Trigger,
 ) -> bool {
-    let (reason, permanent) = match sessions
+    let ended = match sessions
         .handle_event(session_id, trigger, Some(event_id))
         .await
     {
-        Ok(_) => {
-            // Already marked when this attempt recorded the session; not when the outcome
-            // was known before (a duplicate), and then this marks it.
-            if let Err(error) = db.mark_processed(event_id).await {
-                tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");
-            }
-            return false;
-        }
-        Err(FulfillError::Database(error)) if is_lock_timeout(&error) => {
-            let reason = format!("{error:#}");
-            if let Err(error) = db.put_off_event(event_id, &reason, CONTENDED_RETRY).await {
-                tracing::warn!(error = %format!("{error:#}"), "could not record the event's failure; it will be replayed");
-            }
-            tracing::info!(
-                "the session is locked by another database session; trying again shortly"
-            );
-            return true;
-        }
+        // Already marked when this attempt recorded the session; not when the outcome
+        // was known before (a duplicate), and then this marks it.
+        Ok(_) => Ended::Done,
         // Signed by Stripe yet unknown to it: another account's event, or a deleted
         // session. Kept, dead, for an operator: a wrong key can be fixed and the event
         // replayed.
-        Err(FulfillError::UnknownSession) => (
-            "Stripe answered resource_missing: no such Checkout Session for this key \
-             (another account's event, or a deleted session)"
+        Err(FulfillError::UnknownSession) => Ended::Failed {
+            reason: "Stripe answered resource_missing: no such Checkout Session for this key \
+                     (another account's event, or a deleted session)"
                 .to_owned(),
-            true,
-        ),
-        Err(FulfillError::ShuttingDown) => return false,
-        Err(error) => (error.to_string(), false),
+            permanent: true,
+        },
+        Err(error) => Ended::from(error),
     };
-    record_failure(db, event_id, &reason, permanent).await;
-    false
+    settle(db, event_id, ended).await
 }
 
 /// Carries out refund news: stored and applied (see [`crate::reversal`]), then the event
@@ -83,26 +66,71 @@ pub async fn reverse(
     news: &RefundNews,
     account: Option<AccountId>,
 ) -> bool {
-    let reason = match reversal::reverse(sessions, news, account.as_ref()).await {
+    let ended = match reversal::reverse(sessions, news, account.as_ref()).await {
         Ok(reversal) => {
             tracing::debug!(?reversal, "refund news carried out");
+            Ended::Done
+        }
+        Err(ReversalError::Fulfill(error)) => Ended::from(error),
+        Err(error @ ReversalError::AwaitingPayment) => Ended::Failed {
+            reason: error.to_string(),
+            permanent: false,
+        },
+    };
+    settle(db, event_id, ended).await
+}
+
+/// How an attempt at a stored event ended.
+enum Ended {
+    Done,
+    /// It met a lock another database session holds.
+    Contended(String),
+    ShuttingDown,
+    Failed {
+        reason: String,
+        permanent: bool,
+    },
+}
+
+impl From<FulfillError> for Ended {
+    fn from(error: FulfillError) -> Self {
+        match error {
+            FulfillError::Database(error) if is_lock_timeout(&error) => {
+                Self::Contended(format!("{error:#}"))
+            }
+            FulfillError::ShuttingDown => Self::ShuttingDown,
+            error => Self::Failed {
+                reason: error.to_string(),
+                permanent: false,
+            },
+        }
+    }
+}
+
+/// Records on the event how its attempt ended; true when it met another session's lock.
+async fn settle(db: &Database, event_id: &str, ended: Ended) -> bool {
+    match ended {
+        Ended::Done => {
             if let Err(error) = db.mark_processed(event_id).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");
             }
-            return false;
+            false
         }
-        Err(ReversalError::Fulfill(FulfillError::Database(error))) if is_lock_timeout(&error) => {
-            let reason = format!("{error:#}");
+        Ended::Contended(reason) => {
             if let Err(error) = db.put_off_event(event_id, &reason, CONTENDED_RETRY).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not record the event's failure; it will be replayed");
             }
-            return true;
+            tracing::info!(
+                "the session is locked by another database session; trying again shortly"
+            );
+            true
         }
-        Err(ReversalError::Fulfill(FulfillError::ShuttingDown)) => return false,
-        Err(error) => error.to_string(),
-    };
-    record_failure(db, event_id, &reason, false).await;
-    false
+        Ended::ShuttingDown => false,
+        Ended::Failed { reason, permanent } => {
+            record_failure(db, event_id, &reason, permanent).await;
+            false
+        }
+    }
 }
 
 /// Whether `error` is PostgreSQL giving up on a lock after `lock_timeout`.

@@ -16,6 +16,7 @@ use crate::db::Database;
 use crate::db::sessions::Record;
 use crate::domain::{
     AccountId, LineItem, Outcome, PaymentStatus, SessionId, SessionState, SessionSummary, Status,
+    Tell,
 };
 use crate::effects::Outbox;
 use crate::metrics::{self, METRICS};
@@ -29,7 +30,8 @@ pub struct Engine {
     pub catalog: Arc<Catalog>,
     /// Woken when a transaction enqueues effects.
     pub outbox: Outbox,
-    pub send_receipts: bool,
+    /// Who is told of what happens to an order.
+    pub tell: Tell,
 }
 
 /// Who asks for a fulfillment, and with what proof.
@@ -305,7 +307,7 @@ async fn attempt(
             status,
             line_items: &items,
             plan: &plan,
-            send_receipt: engine.send_receipts,
+            tell: engine.tell,
             event,
         })
         .await?;

@@ -1,4 +1,5 @@
-//! Reversing a fulfilment: refund news, stored once, applied to the session it concerns.
+//! Reversing a fulfilment: refund and dispute news, stored once, applied to the session it
+//! concerns.
 //!
 //! News names a payment intent, not a session. The session is found by the payment intent
 //! it was recorded with, or else by asking Stripe which Checkout Session made it (a session
@@ -8,7 +9,7 @@
 
 use crate::actors::Sessions;
 use crate::db::refunds::Applied;
-use crate::domain::{AccountId, RefundKind, RefundNews, Status};
+use crate::domain::{AccountId, Progress, ReversalNews, Status};
 use crate::fulfillment::{FulfillError, Source, Trigger};
 use crate::metrics::METRICS;
 
@@ -41,21 +42,37 @@ impl From<anyhow::Error> for ReversalError {
 
 /// Stores `news` and applies every refund stored for its payment intent to the session
 /// that payment intent paid for.
-#[tracing::instrument(skip_all, fields(refund.id = %news.id, session.id))]
+#[tracing::instrument(skip_all, fields(news.id = %news.id, news.kind = news.kind.as_str(), session.id))]
 pub async fn reverse(
     sessions: &Sessions,
-    news: &RefundNews,
+    news: &ReversalNews,
     account: Option<&AccountId>,
 ) -> Result<Reversal, ReversalError> {
     let engine = sessions.engine();
     let changed = engine.db.store_refund(news).await?;
-    if changed && news.kind == RefundKind::Refund && news.status.failed() {
-        // Money that was to go back did not: the merchant must know, and look.
-        tracing::warn!(
-            refund.status = news.status.as_str(),
-            "a refund did not go through"
-        );
-        METRICS.reversal("refund_failed");
+    match news.status {
+        Progress::Refund(status) if changed && status.failed() => {
+            // Money that was to go back did not: the merchant must know, and look.
+            tracing::warn!(
+                refund.status = status.as_str(),
+                "a refund did not go through"
+            );
+            METRICS.reversal("refund_failed");
+        }
+        Progress::Dispute(status) if changed => {
+            // The merchant has days to answer a dispute, and must know at once.
+            tracing::warn!(
+                dispute.status = status.as_str(),
+                amount = news.amount,
+                "a payment is disputed"
+            );
+            METRICS.reversal(if status.is_open() {
+                "dispute_opened"
+            } else {
+                "dispute_closed"
+            });
+        }
+        _ => {}
     }
     let pi = news.payment_intent.as_str();
     let id = match engine.db.session_of_payment_intent(pi).await? {
@@ -86,7 +103,7 @@ pub async fn reverse(
     }
     let applied = engine
         .db
-        .apply_refunds(&id, &news.payment_intent, engine.send_receipts)
+        .apply_reversals(&id, &news.payment_intent, engine.tell)
         .await?;
     let Some(applied) = applied else {
         return Ok(Reversal::NotFulfilled);
@@ -95,7 +112,7 @@ pub async fn reverse(
     // Best effort: the refund is applied, and an actor's memory is read again within a
     // second anyway.
     let _ = sessions.handle(&id, asks()).await;
-    if applied.email {
+    if applied.enqueued {
         engine.outbox.wake();
     }
     if applied.after != applied.before {
@@ -103,9 +120,14 @@ pub async fn reverse(
             from = applied.before.as_str(),
             to = applied.after.as_str(),
             refunded = applied.refunded,
-            "a fulfilled session was refunded"
+            "a fulfilled session's status changed by a refund or dispute"
         );
-        METRICS.reversal(applied.after.as_str());
+        METRICS.reversal(match applied.after {
+            Status::Fulfilled | Status::PartiallyRefunded if applied.before == Status::Disputed => {
+                "restored"
+            }
+            after => after.as_str(),
+        });
     }
     Ok(Reversal::Applied(applied))
 }

@@ -59,7 +59,11 @@ impl Core {
             stripe: stripe.clone(),
             catalog: Arc::clone(&config.catalog),
             outbox: outbox.clone(),
-            send_receipts: config.effects.send_receipts,
+            tell: crate::domain::Tell {
+                customer: config.effects.send_receipts,
+                access: config.effects.access_webhook_url.is_some(),
+                warehouse: config.effects.shipping_webhook_url.is_some(),
+            },
         });
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let sessions = Sessions::start(engine, config.session_idle, cores);

@@ -280,6 +280,7 @@ async fn show(settings: &Settings, session_id: &str) -> anyhow::Result<()> {
     for grant in &outcome.access {
         let revoked = match grant.status {
             GrantStatus::Active => "",
+            GrantStatus::Suspended => " (suspended: disputed)",
             GrantStatus::Revoked => " (revoked)",
         };
         println!("access: {} {}{revoked}", grant.sku, grant.url);

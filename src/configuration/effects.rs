@@ -47,6 +47,16 @@ pub struct EffectSettings {
         global = true
     )]
     pub shipping_webhook_url: Option<String>,
+    /// Where access grants and revocations are POSTed [default: nowhere].
+    #[arg(long, env = "ACCESS_WEBHOOK_URL", hide_env_values = true, global = true)]
+    pub access_webhook_url: Option<String>,
+    /// `whsec_…`: signs every POST to the warehouse and the access system the Standard
+    /// Webhooks way [default: unsigned, with a warning].
+    #[arg(long, env = "OUTBOUND_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    pub outbound_webhook_secret: Option<String>,
+    /// Signs the `{token}` of access links [default: a secret kept in the database].
+    #[arg(long, env = "ACCESS_SIGNING_SECRET", hide_env_values = true, global = true)]
+    pub access_signing_secret: Option<String>,
     /// Attempts at an effect before it is marked dead.
     #[arg(
         long,
@@ -94,6 +104,10 @@ pub struct EffectsConfig {
     pub mail_from: Mailbox,
     pub send_receipts: bool,
     pub shipping_webhook_url: Option<Secret>,
+    pub access_webhook_url: Option<Secret>,
+    /// `whsec_…`, checked to decode.
+    pub outbound_webhook_secret: Option<Secret>,
+    pub access_signing_secret: Option<Secret>,
     pub max_attempts: u32,
     pub backoff: Duration,
     pub timeout: Duration,
@@ -124,13 +138,29 @@ impl EffectSettings {
                 "expected an address like Shop <shop@example.com>",
             )
         })?;
-        let shipping_webhook_url = non_empty(&self.shipping_webhook_url);
-        if let Some(url) = shipping_webhook_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
+        let http_url = |name: &'static str, value: &Option<String>| {
+            let url = non_empty(value);
+            match url {
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    Err(invalid(name, "expected an http:// or https:// URL"))
+                }
+                url => Ok(url.map(Secret::new)),
+            }
+        };
+        let shipping_webhook_url = http_url("SHIPPING_WEBHOOK_URL", &self.shipping_webhook_url)?;
+        let access_webhook_url = http_url("ACCESS_WEBHOOK_URL", &self.access_webhook_url)?;
+        let outbound_webhook_secret = non_empty(&self.outbound_webhook_secret);
+        if outbound_webhook_secret.is_some_and(|secret| decode_secret(secret).is_none()) {
             return Err(invalid(
-                "SHIPPING_WEBHOOK_URL",
-                "expected an http:// or https:// URL",
+                "OUTBOUND_WEBHOOK_SECRET",
+                "expected whsec_ followed by base64 (a Standard Webhooks secret)",
+            ));
+        }
+        let access_signing_secret = non_empty(&self.access_signing_secret);
+        if access_signing_secret.is_some_and(|secret| secret.len() < 32) {
+            return Err(invalid(
+                "ACCESS_SIGNING_SECRET",
+                "expected at least 32 characters",
             ));
         }
         Ok(EffectsConfig {
@@ -138,7 +168,10 @@ impl EffectSettings {
             mail_dir: PathBuf::from(&self.mail_dir),
             mail_from,
             send_receipts: self.send_receipts,
-            shipping_webhook_url: shipping_webhook_url.map(Secret::new),
+            shipping_webhook_url,
+            access_webhook_url,
+            outbound_webhook_secret: outbound_webhook_secret.map(Secret::new),
+            access_signing_secret: access_signing_secret.map(Secret::new),
             max_attempts: self.effect_max_attempts,
             backoff: Duration::from_millis(self.effect_backoff_ms),
             timeout: Duration::from_secs(self.effect_timeout_secs),
@@ -148,6 +181,15 @@ impl EffectSettings {
 }
 
 const DEFAULT_CATALOG: &str = "catalog.toml";
+
+/// The key of a Standard Webhooks secret (`whsec_` and base64), if it is one.
+pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_")?)
+        .ok()?;
+    (key.len() >= 16).then_some(key)
+}
 
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())

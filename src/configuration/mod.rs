@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
-pub use effects::{EffectSettings, EffectsConfig};
+pub use effects::{EffectSettings, EffectsConfig, decode_secret};
 pub use stripe::StripeConfig;
 
 use crate::catalog::Catalog;

@@ -44,16 +44,22 @@ pub struct ClaimedEffect {
 }
 
 impl ClaimedEffect {
-    /// Whether a full refund came first, so the effect is not to be carried out: a
-    /// receipt, a stock movement, or a shipment never tried before (one tried may have
-    /// reached the warehouse, and is left to finish and to an operator).
-    pub fn refunded_first(&self) -> bool {
-        self.session_status.as_deref() == Some(Status::Refunded.as_str())
-            && match self.kind {
-                EffectKind::Receipt | EffectKind::Inventory => true,
-                EffectKind::Shipment => self.attempts == 1,
-                EffectKind::PaymentFailedEmail | EffectKind::RefundEmail => false,
+    /// What the effect becomes instead of being attempted, given its session's status:
+    /// after a full refund, a receipt, a stock movement, or a shipment never tried before
+    /// is cancelled (one tried may have reached the warehouse, and is asked back); while
+    /// a dispute is open, a shipment is held.
+    pub fn set_aside(&self) -> Option<EffectStatus> {
+        let status = self.session_status.as_deref().and_then(Status::parse)?;
+        match (status, self.kind) {
+            (Status::Refunded, EffectKind::Receipt | EffectKind::Inventory) => {
+                Some(EffectStatus::Cancelled)
             }
+            (Status::Refunded, EffectKind::Shipment) if self.attempts == 1 => {
+                Some(EffectStatus::Cancelled)
+            }
+            (Status::Disputed, EffectKind::Shipment) => Some(EffectStatus::Held),
+            _ => None,
+        }
     }
 
     pub fn fence(&self) -> Fence {
@@ -117,7 +123,10 @@ macro_rules! set_shipment_status {
     };
 }
 
-mod cancel;
+mod aside;
+mod warehouse;
+pub use warehouse::CancelNeed;
+pub use aside::Aside;
 mod operator;
 pub use operator::EffectView;
 

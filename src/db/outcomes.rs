@@ -85,7 +85,7 @@ impl LineItemRow {
 pub(super) struct StoredOutcome {
     pub session: StoredSession,
     pub items: Vec<LineItemRow>,
-    pub grants: Vec<(String, String, String, Option<i64>)>,
+    pub grants: Vec<(String, String, String, Option<i64>, Option<i64>)>,
     pub shipment: Option<(ShipmentStatus, String)>,
 }
 
@@ -113,8 +113,9 @@ macro_rules! outcome_query {
                 access_grants::name,
                 access_grants::url,
                 access_grants::revoked_at,
+                access_grants::suspended_at,
             ))
-            .load::<(String, String, String, Option<i64>)>($conn)
+            .load::<(String, String, String, Option<i64>, Option<i64>)>($conn)
     };
     (shipment, $conn:expr, $id:expr) => {
         shipments::table
@@ -200,13 +201,14 @@ impl StoredOutcome {
             access: self
                 .grants
                 .into_iter()
-                .map(|(sku, name, url, revoked_at)| AccessGrant {
+                .map(|(sku, name, url, revoked_at, suspended_at)| AccessGrant {
                     sku,
                     name,
                     url,
-                    status: match revoked_at {
-                        None => GrantStatus::Active,
-                        Some(_) => GrantStatus::Revoked,
+                    status: match (revoked_at, suspended_at) {
+                        (Some(_), _) => GrantStatus::Revoked,
+                        (None, Some(_)) => GrantStatus::Suspended,
+                        (None, None) => GrantStatus::Active,
                     },
                 })
                 .collect(),

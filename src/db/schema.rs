@@ -66,6 +66,8 @@ diesel::table! {
         updated_at -> BigInt,
         lease_until -> Nullable<BigInt>,
         lease -> BigInt,
+        subject -> Text,
+        body -> Nullable<Text>,
     }
 }
 
@@ -97,6 +99,15 @@ diesel::table! {
         url -> Text,
         created_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        suspended_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    secrets (name) {
+        name -> Text,
+        value -> Text,
+        created_at -> BigInt,
     }
 }
 
@@ -163,5 +174,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     refunds,
     foreign_payment_intents,
     sandbox_keys,
+    secrets,
     replicas
 );

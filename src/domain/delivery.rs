@@ -24,7 +24,7 @@ impl Serialize for AccessGrant {
         grant.serialize_field("name", &self.name)?;
         match self.status {
             GrantStatus::Active => grant.serialize_field("url", &self.url)?,
-            GrantStatus::Revoked => grant.skip_field("url")?,
+            GrantStatus::Suspended | GrantStatus::Revoked => grant.skip_field("url")?,
         }
         grant.serialize_field("status", &self.status)?;
         grant.end()
@@ -36,6 +36,8 @@ impl Serialize for AccessGrant {
 #[serde(rename_all = "snake_case")]
 pub enum GrantStatus {
     Active,
+    /// Held back while a dispute of the payment is open; active again if it is won.
+    Suspended,
     /// Taken back by a refund; its link is shown nowhere any more.
     Revoked,
 }
@@ -110,8 +112,11 @@ pub enum ShipmentStatus {
     AwaitingManualHandling,
     /// The warehouse refused it; an operator must look (`fulfilld effects list`).
     Failed,
-    /// The order was refunded in full before the warehouse was told.
+    /// The order was refunded in full before the warehouse was told, or the warehouse
+    /// accepted the request to cancel it.
     Cancelled,
+    /// A dispute of the payment is open: the warehouse is not told until it is won.
+    Held,
 }
 
 impl ShipmentStatus {
@@ -122,6 +127,7 @@ impl ShipmentStatus {
             Self::AwaitingManualHandling => "awaiting_manual_handling",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Held => "held",
         }
     }
 
@@ -132,6 +138,7 @@ impl ShipmentStatus {
             Self::AwaitingManualHandling,
             Self::Failed,
             Self::Cancelled,
+            Self::Held,
         ]
         .into_iter()
         .find(|status| status.as_str() == raw)
@@ -139,7 +146,7 @@ impl ShipmentStatus {
 }
 
 /// A side effect of a recorded status, carried out after the transaction by the actor for
-/// its kind. At most one of each kind per session.
+/// its kind. At most one of each kind per session, but for notices, one per `subject`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
 pub enum EffectKind {
@@ -153,15 +160,22 @@ pub enum EffectKind {
     Shipment,
     /// The email telling the customer their order was refunded in full.
     RefundEmail,
+    /// The request to the warehouse to cancel a shipment it was asked for.
+    ShipmentCancel,
+    /// A notice to `ACCESS_WEBHOOK_URL` that grants were given, taken back, suspended or
+    /// restored.
+    AccessNotice,
 }
 
 impl EffectKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Receipt,
         Self::PaymentFailedEmail,
         Self::Inventory,
         Self::Shipment,
         Self::RefundEmail,
+        Self::ShipmentCancel,
+        Self::AccessNotice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +185,8 @@ impl EffectKind {
             Self::Inventory => "inventory",
             Self::Shipment => "shipment",
             Self::RefundEmail => "refund_email",
+            Self::ShipmentCancel => "shipment_cancel",
+            Self::AccessNotice => "access_notice",
         }
     }
 
@@ -191,6 +207,8 @@ pub enum EffectStatus {
     Dead,
     /// Never carried out: the order was refunded in full before it was.
     Cancelled,
+    /// Not carried out while a dispute is open; pending again if it is won.
+    Held,
 }
 
 impl EffectStatus {
@@ -200,11 +218,18 @@ impl EffectStatus {
             Self::Done => "done",
             Self::Dead => "dead",
             Self::Cancelled => "cancelled",
+            Self::Held => "held",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Pending, Self::Done, Self::Dead, Self::Cancelled]
+        [
+            Self::Pending,
+            Self::Done,
+            Self::Dead,
+            Self::Cancelled,
+            Self::Held,
+        ]
             .into_iter()
             .find(|status| status.as_str() == raw)
     }
@@ -219,6 +244,65 @@ impl std::fmt::Display for EffectStatus {
 impl std::fmt::Display for EffectKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Who is told of what happens to an order, besides the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tell {
+    /// The customer, by email (`SEND_RECEIPTS`).
+    pub customer: bool,
+    /// The merchant's access system (`ACCESS_WEBHOOK_URL`).
+    pub access: bool,
+    /// The warehouse (`SHIPPING_WEBHOOK_URL`).
+    pub warehouse: bool,
+}
+
+/// What an access notice tells `ACCESS_WEBHOOK_URL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessChange {
+    Granted,
+    Revoked,
+    Suspended,
+    Restored,
+}
+
+impl AccessChange {
+    /// The notice's `type`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::Granted => "access.granted",
+            Self::Revoked => "access.revoked",
+            Self::Suspended => "access.suspended",
+            Self::Restored => "access.restored",
+        }
+    }
+
+    /// The notice's `subject` and JSON body, for the grants of `skus`. A session is
+    /// granted access once; every other change is told of once per transaction that made
+    /// it (`now`, in milliseconds), so a second dispute is a second notice.
+    pub fn notice(
+        self,
+        session_id: &str,
+        skus: &[String],
+        customer_email: Option<&str>,
+        now: i64,
+    ) -> (String, String) {
+        let subject = match self {
+            Self::Granted => "granted".to_owned(),
+            _ => format!("{}:{now}", self.event_type()),
+        };
+        let items: Vec<_> = skus
+            .iter()
+            .map(|sku| serde_json::json!({ "sku": sku }))
+            .collect();
+        let body = serde_json::json!({
+            "type": self.event_type(),
+            "session_id": session_id,
+            "customer_email": customer_email,
+            "items": items,
+        });
+        (subject, body.to_string())
     }
 }
 

@@ -9,12 +9,14 @@ mod session_id;
 
 pub use account::AccountId;
 pub use delivery::{
-    AccessGrant, EffectKind, EffectStatus, GrantStatus, Shipment, ShipmentItem, ShipmentStatus,
-    ShippingAddress,
+    AccessChange, AccessGrant, EffectKind, EffectStatus, GrantStatus, Shipment, ShipmentItem,
+    ShipmentStatus, ShippingAddress, Tell,
 };
 pub use money::format_amount;
 pub use outcome::{
     ItemLine, LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status,
 };
-pub use refund::{RefundKind, RefundNews, RefundStatus, refunded_skus, status_after_refunds};
+pub use refund::{
+    DisputeStatus, NewsKind, Progress, RefundStatus, ReversalNews, refunded_skus, status_after,
+};
 pub use session_id::SessionId;

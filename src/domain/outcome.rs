@@ -25,6 +25,9 @@ pub enum Status {
     Refunded,
     /// Fulfilled, then refunded in part; `amount_refunded` says how much.
     PartiallyRefunded,
+    /// Fulfilled, and a dispute of the payment is open: digital access is suspended and a
+    /// shipment not sent yet is held until it is decided.
+    Disputed,
 }
 
 impl Status {
@@ -36,6 +39,7 @@ impl Status {
             Self::Expired => "expired",
             Self::Refunded => "refunded",
             Self::PartiallyRefunded => "partially_refunded",
+            Self::Disputed => "disputed",
         }
     }
 
@@ -47,22 +51,23 @@ impl Status {
             Self::Expired,
             Self::Refunded,
             Self::PartiallyRefunded,
+            Self::Disputed,
         ]
         .into_iter()
         .find(|status| status.as_str() == raw)
     }
 
     /// A terminal status is never fulfilled again: the session's fulfilment is settled.
-    /// Only refunds change it later.
+    /// Only refunds and disputes change it later.
     pub fn is_terminal(self) -> bool {
         self != Self::AwaitingPayment
     }
 
-    /// Whether the session was fulfilled, whatever was refunded since.
+    /// Whether the session was fulfilled, whatever was refunded or disputed since.
     pub fn was_fulfilled(self) -> bool {
         matches!(
             self,
-            Self::Fulfilled | Self::Refunded | Self::PartiallyRefunded
+            Self::Fulfilled | Self::Refunded | Self::PartiallyRefunded | Self::Disputed
         )
     }
 }

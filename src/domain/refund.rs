@@ -1,5 +1,5 @@
-//! Money going back: what a refund event tells, and how refunds add up to a session's
-//! status.
+//! Money going back: what a refund or dispute event tells, and how refunds and disputes
+//! add up to a session's status.
 
 use super::Status;
 
@@ -60,36 +60,138 @@ impl RefundStatus {
     }
 }
 
+/// `status` of a Stripe Dispute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeStatus {
+    WarningNeedsResponse,
+    WarningUnderReview,
+    WarningClosed,
+    NeedsResponse,
+    UnderReview,
+    Won,
+    Lost,
+    Prevented,
+}
+
+impl DisputeStatus {
+    const ALL: [Self; 8] = [
+        Self::WarningNeedsResponse,
+        Self::WarningUnderReview,
+        Self::WarningClosed,
+        Self::NeedsResponse,
+        Self::UnderReview,
+        Self::Won,
+        Self::Lost,
+        Self::Prevented,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WarningNeedsResponse => "warning_needs_response",
+            Self::WarningUnderReview => "warning_under_review",
+            Self::WarningClosed => "warning_closed",
+            Self::NeedsResponse => "needs_response",
+            Self::UnderReview => "under_review",
+            Self::Won => "won",
+            Self::Lost => "lost",
+            Self::Prevented => "prevented",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == raw)
+    }
+
+    /// Whether the dispute is still to be decided (an inquiry included): what it concerns
+    /// is suspended meanwhile.
+    pub fn is_open(self) -> bool {
+        self.rank() == 0
+    }
+
+    /// A dispute moves forward only: open, then closed one way or the other.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::WarningNeedsResponse
+            | Self::WarningUnderReview
+            | Self::NeedsResponse
+            | Self::UnderReview => 0,
+            Self::WarningClosed | Self::Won | Self::Lost | Self::Prevented => 1,
+        }
+    }
+}
+
+/// How far along the thing the news is about is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Refund(RefundStatus),
+    Dispute(DisputeStatus),
+}
+
+impl Progress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refund(status) => status.as_str(),
+            Self::Dispute(status) => status.as_str(),
+        }
+    }
+
+    /// Reads a stored status for news of `kind`.
+    pub fn parse(kind: NewsKind, raw: &str) -> Option<Self> {
+        match kind {
+            NewsKind::Refund | NewsKind::Charge => RefundStatus::parse(raw).map(Self::Refund),
+            NewsKind::Dispute => DisputeStatus::parse(raw).map(Self::Dispute),
+        }
+    }
+
+    /// News of a lower rank than what is stored is stale.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Refund(status) => status.rank(),
+            Self::Dispute(status) => status.rank(),
+        }
+    }
+}
+
 /// What the news is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefundKind {
+pub enum NewsKind {
     /// One refund (`refund.*` events): its own amount.
     Refund,
     /// A charge's whole refunded amount so far (`charge.refunded`, on API versions that
     /// send no refund events). Never added to the refunds it sums up.
     Charge,
+    /// A dispute of the payment (`charge.dispute.*` events).
+    Dispute,
 }
 
-impl RefundKind {
+impl NewsKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Refund => "refund",
             Self::Charge => "charge",
+            Self::Dispute => "dispute",
         }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Refund, Self::Charge, Self::Dispute]
+            .into_iter()
+            .find(|kind| kind.as_str() == raw)
     }
 }
 
-/// One piece of refund news, as a signed event told it.
+/// One piece of refund or dispute news, as a signed event told it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefundNews {
-    /// The refund's id (`re_…`), or the charge's (`ch_…`) for [`RefundKind::Charge`].
+pub struct ReversalNews {
+    /// The refund's id (`re_…`), the charge's (`ch_…`) for [`NewsKind::Charge`], or the
+    /// dispute's (`dp_…`).
     pub id: String,
-    pub kind: RefundKind,
+    pub kind: NewsKind,
     /// The payment intent the money came from: what finds the session.
     pub payment_intent: String,
     /// Minor units.
     pub amount: i64,
-    pub status: RefundStatus,
+    pub status: Progress,
     /// `metadata.items`, the items the refund is for ("SKU:QTY,…"), when it names them.
     pub items: Option<String>,
     /// The event's `created`, in seconds.
@@ -108,6 +210,35 @@ pub fn refunded_skus(items: &str) -> Vec<&str> {
             (quantity > 0 && !sku.is_empty()).then_some(sku)
         })
         .collect()
+}
+
+/// The status a session of `total` that has `status` now takes from refunds of `refunded`
+/// (minor units) and its disputes. A lost dispute is a full refund. An open one makes the
+/// session `disputed`, unless it is refunded in full; once no dispute is open the session
+/// shows its refunds again.
+pub fn status_after(
+    status: Status,
+    total: Option<i64>,
+    refunded: i64,
+    disputes: impl IntoIterator<Item = DisputeStatus>,
+) -> Status {
+    let (mut open, mut lost) = (false, false);
+    for dispute in disputes {
+        open |= dispute.is_open();
+        lost |= dispute == DisputeStatus::Lost;
+    }
+    // What the refunds alone made of the session before the dispute.
+    let floor = if status == Status::Disputed {
+        Status::Fulfilled
+    } else {
+        status
+    };
+    match status_after_refunds(floor, total, refunded) {
+        Status::Refunded => Status::Refunded,
+        _ if lost => Status::Refunded,
+        _ if open => Status::Disputed,
+        by_refunds => by_refunds,
+    }
 }
 
 /// The status refunds of `refunded` (minor units) give a session of `total` that has
@@ -152,6 +283,22 @@ mod tests {
             status_after_refunds(Status::Fulfilled, Some(0), 0),
             Status::Fulfilled
         );
+    }
+
+    #[test]
+    fn an_open_dispute_suspends_a_lost_one_refunds_and_a_won_one_restores() {
+        use DisputeStatus::*;
+        let after = |status, refunded, disputes: &[DisputeStatus]| {
+            status_after(status, Some(2500), refunded, disputes.iter().copied())
+        };
+        assert_eq!(after(Status::Fulfilled, 0, &[NeedsResponse]), Status::Disputed);
+        assert_eq!(after(Status::Disputed, 0, &[Won]), Status::Fulfilled);
+        assert_eq!(after(Status::Disputed, 500, &[WarningClosed]), Status::PartiallyRefunded);
+        assert_eq!(after(Status::Disputed, 0, &[Lost]), Status::Refunded);
+        assert_eq!(after(Status::Fulfilled, 0, &[Won, UnderReview]), Status::Disputed);
+        assert_eq!(after(Status::Refunded, 0, &[Won]), Status::Refunded);
+        assert_eq!(after(Status::Fulfilled, 2500, &[NeedsResponse]), Status::Refunded);
+        assert_eq!(after(Status::PartiallyRefunded, 0, &[]), Status::PartiallyRefunded);
     }
 
     #[test]

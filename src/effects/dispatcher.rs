@@ -24,7 +24,7 @@ use super::settle::Completions;
 use super::{EffectActors, EffectError, Effected, Outbox};
 use crate::configuration::EffectsConfig;
 use crate::db::Database;
-use crate::db::effects::{ClaimedEffect, Fence};
+use crate::db::effects::{Aside, ClaimedEffect, Fence};
 use crate::inbox::Inbox;
 use crate::metrics::{EffectAttempt, METRICS};
 use crate::retry::backoff;
@@ -176,25 +176,32 @@ impl EffectDispatcher {
     async fn attempt(&self, effect: ClaimedEffect, claimed_at: Instant) {
         let started = Instant::now();
         let fence = effect.fence();
-        if effect.refunded_first() {
-            let outcome = match self.db.cancel_effect(fence, effect.kind).await {
-                Ok(true) => "cancelled",
-                Ok(false) => "superseded",
+        if let Some(to) = effect.set_aside() {
+            let aside = self
+                .db
+                .set_aside(fence, &effect.session_id, effect.kind, to)
+                .await;
+            let outcome = match aside {
+                Ok(Aside::Attempt) => None,
+                Ok(Aside::Done) => Some(to.as_str()),
+                Ok(Aside::Superseded) => Some("superseded"),
                 Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "could not cancel the effect");
-                    "retry"
+                    tracing::error!(error = format!("{error:#}"), "could not set the effect aside");
+                    Some("retry")
                 }
             };
-            tracing::info!(
-                outcome,
-                "the session was refunded in full first; not carried out"
-            );
-            let kind = effect.kind.as_str();
-            METRICS
-                .effect_attempts
-                .get_or_create(&EffectAttempt { kind, outcome })
-                .inc();
-            return;
+            if let Some(outcome) = outcome {
+                tracing::info!(
+                    outcome,
+                    "the session was refunded in full or disputed first; not carried out"
+                );
+                let kind = effect.kind.as_str();
+                METRICS
+                    .effect_attempts
+                    .get_or_create(&EffectAttempt { kind, outcome })
+                    .inc();
+                return;
+            }
         }
         let attempts = u32::try_from(effect.attempts).unwrap_or(u32::MAX);
         let stop = CancellationToken::new();

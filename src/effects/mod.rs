@@ -21,11 +21,13 @@
 //! never will (a refused address, a 4xx). The dispatcher logs each failure once, where it
 //! decides what happens next.
 
+mod access;
 mod attempt;
 mod dispatcher;
 mod email;
 mod inventory;
 mod mail;
+pub mod outbound;
 mod settle;
 mod shipping;
 mod smtp;
@@ -41,8 +43,10 @@ pub use mail::Transport;
 use crate::configuration::Config;
 use crate::db::Database;
 use crate::domain::EffectKind;
+use access::AccessActor;
 use email::{Email, EmailActor};
 use inventory::InventoryActor;
+use outbound::Outbound;
 use shipping::ShippingActor;
 
 /// Asks the email actor for one email.
@@ -62,6 +66,16 @@ pub struct MoveStock(pub Attempt);
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Effected, EffectError>")]
 pub struct Ship(pub Attempt);
+
+/// Asks the shipping actor to ask the warehouse to cancel a shipment.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Effected, EffectError>")]
+pub struct CancelShipment(pub Attempt);
+
+/// Asks the access actor to deliver an access notice.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Effected, EffectError>")]
+pub struct TellAccess(pub Attempt);
 
 /// How an attempt succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +126,7 @@ pub struct EffectActors {
     email: Addr<EmailActor>,
     inventory: Addr<InventoryActor>,
     shipping: Addr<ShippingActor>,
+    access: Addr<AccessActor>,
 }
 
 impl EffectActors {
@@ -120,11 +135,14 @@ impl EffectActors {
         let transport = Transport::from_config(&config.effects)?;
         let email = EmailActor::new(db.clone(), transport, config).start();
         let inventory = InventoryActor::new(db.clone()).start();
-        let shipping = ShippingActor::new(db.clone(), &config.effects)?.start();
+        let outbound = Outbound::new(&config.effects)?;
+        let shipping = ShippingActor::new(db.clone(), outbound.clone(), &config.effects).start();
+        let access = AccessActor::new(db.clone(), outbound, &config.effects).start();
         Ok(Self {
             email,
             inventory,
             shipping,
+            access,
         })
     }
 
@@ -146,6 +164,8 @@ impl EffectActors {
             }
             EffectKind::Inventory => self.inventory.send(MoveStock(attempt)).await,
             EffectKind::Shipment => self.shipping.send(Ship(attempt)).await,
+            EffectKind::ShipmentCancel => self.shipping.send(CancelShipment(attempt)).await,
+            EffectKind::AccessNotice => self.access.send(TellAccess(attempt)).await,
         };
         answer.map_err(|e| EffectError::Retry(format!("the {kind} actor did not answer: {e}")))?
     }

@@ -1,40 +1,37 @@
-//! `ShippingActor`: tells the warehouse what to ship, once.
+//! `ShippingActor`: tells the warehouse what to ship, once, and asks it to cancel a
+//! shipment of an order refunded in full.
 //!
-//! The shipment is `POST`ed as JSON to `SHIPPING_WEBHOOK_URL` with an `Idempotency-Key`
-//! derived from the session, the same on every retry, so a warehouse that honours it
-//! ships once however often it is asked. 2xx is success; 409 and 429 and 5xx and network
-//! faults retry; any other 4xx is permanent. Without a URL the shipment waits for an
+//! A shipment is `POST`ed as JSON (`"type": "shipment.requested"`) to
+//! `SHIPPING_WEBHOOK_URL` with an `Idempotency-Key` and `webhook-id` derived from the
+//! session, the same on every retry, so a warehouse that honours it ships once however
+//! often it is asked; a cancellation (`"shipment.cancel_requested"`) has a key of its own.
+//! Both are signed as [`super::outbound`] says. Without a URL the shipment waits for an
 //! operator.
 
 use actix::{Actor, Context, Handler, ResponseFuture};
-use anyhow::Context as _;
-use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{Attempt, EffectError, Effected, Ship};
+use super::outbound::Outbound;
+use super::{Attempt, CancelShipment, EffectError, Effected, Ship};
 use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
+use crate::db::effects::CancelNeed;
 use crate::domain::{SessionId, ShipmentStatus};
 
-/// Sends shipments to the warehouse.
+/// Sends shipments and their cancellations to the warehouse.
 pub struct ShippingActor {
     db: Database,
-    client: reqwest::Client,
+    outbound: Outbound,
     url: Option<Secret>,
 }
 
 impl ShippingActor {
-    pub fn new(db: Database, config: &EffectsConfig) -> anyhow::Result<Self> {
-        // No timeout of reqwest's own: the attempt's deadline bounds the whole request.
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("fulfilld/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("could not build the shipping HTTP client")?;
-        Ok(Self {
+    pub fn new(db: Database, outbound: Outbound, config: &EffectsConfig) -> Self {
+        Self {
             db,
-            client,
+            outbound,
             url: config.shipping_webhook_url.clone(),
-        })
+        }
     }
 }
 
@@ -51,78 +48,111 @@ impl Handler<Ship> for ShippingActor {
 
     fn handle(&mut self, Ship(attempt): Ship, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
-        let client = self.client.clone();
+        let outbound = self.outbound.clone();
         let url = self.url.clone();
-        Box::pin(async move { ship(&db, &client, url.as_ref(), &attempt).await })
+        Box::pin(async move { ship(&db, &outbound, url.as_ref(), &attempt).await })
     }
+}
+
+impl Handler<CancelShipment> for ShippingActor {
+    type Result = ResponseFuture<Result<Effected, EffectError>>;
+
+    fn handle(&mut self, CancelShipment(attempt): CancelShipment, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        let outbound = self.outbound.clone();
+        let url = self.url.clone();
+        Box::pin(async move { cancel(&db, &outbound, url.as_ref(), &attempt).await })
+    }
+}
+
+/// The shipment's JSON, as the warehouse is sent it with `kind`. A warehouse must be able
+/// to tell a test order (nothing was paid) from a real one.
+async fn body(db: &Database, session_id: &str, kind: &str) -> Result<String, EffectError> {
+    let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
+    let outcome = db
+        .outcome(&id)
+        .await
+        .map_err(|e| EffectError::Retry(format!("{e:#}")))?
+        .ok_or_else(|| EffectError::Permanent("the session is not recorded".into()))?;
+    let shipment = outcome
+        .shipment
+        .ok_or_else(|| EffectError::Permanent("the session has no shipment".into()))?;
+    Ok(json!({
+        "type": kind,
+        "session_id": session_id,
+        "livemode": outcome.livemode,
+        "items": shipment.items,
+        "address": shipment.address,
+    })
+    .to_string())
 }
 
 #[tracing::instrument(skip_all, fields(session.id = %attempt.effect.session_id))]
 async fn ship(
     db: &Database,
-    client: &reqwest::Client,
+    outbound: &Outbound,
     url: Option<&Secret>,
     attempt: &Attempt,
 ) -> Result<Effected, EffectError> {
     let session_id = attempt.effect.session_id.as_str();
-    let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
     let record = async |status| match db
         .complete_shipment(attempt.fence(), session_id, status)
         .await
     {
         Ok(true) => Ok(Effected::Recorded),
         Ok(false) => Err(EffectError::Superseded),
-        Err(error) => Err(retry(error)),
+        Err(error) => Err(EffectError::Retry(format!("{error:#}"))),
     };
     let Some(url) = url else {
         tracing::info!("shipment recorded for manual handling (no SHIPPING_WEBHOOK_URL)");
         return record(ShipmentStatus::AwaitingManualHandling).await;
     };
-    let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
-    let outcome = db
-        .outcome(&id)
-        .await
-        .map_err(retry)?
-        .ok_or_else(|| EffectError::Permanent("the session is not recorded".into()))?;
-    let shipment = outcome
-        .shipment
-        .ok_or_else(|| EffectError::Permanent("the session has no shipment".into()))?;
-    // A warehouse must be able to tell a test order (nothing was paid) from a real one.
-    let body = json!({
-        "session_id": session_id,
-        "livemode": outcome.livemode,
-        "items": shipment.items,
-        "address": shipment.address,
-    });
-    let request = client
-        .post(url.expose())
-        .header("Idempotency-Key", format!("fulfilld-shipment-{session_id}"))
-        .json(&body)
-        .send();
-    if !attempt.commit() {
-        return Err(EffectError::Retry(
-            "too little of the attempt's time was left to ask the warehouse".into(),
-        ));
-    }
-    let response = attempt
-        .io(async {
-            request.await.map_err(|e| {
-                EffectError::Retry(format!("the warehouse did not answer: {}", e.without_url()))
-            })
-        })
+    let body = body(db, session_id, "shipment.requested").await?;
+    let id = format!("fulfilld-shipment-{session_id}");
+    let status = outbound
+        .post(attempt, url.expose(), &id, body, "the warehouse")
         .await?;
-    let status = response.status();
-    if status.is_success() {
-        tracing::info!(http.status = status.as_u16(), "shipment submitted");
-        return record(ShipmentStatus::Submitted).await;
+    tracing::info!(http.status = status.as_u16(), "shipment submitted");
+    record(ShipmentStatus::Submitted).await
+}
+
+/// Asks the warehouse to cancel the shipment of a session refunded in full, once the
+/// request itself has ended: its answer puts the stock back.
+#[tracing::instrument(skip_all, fields(session.id = %attempt.effect.session_id))]
+async fn cancel(
+    db: &Database,
+    outbound: &Outbound,
+    url: Option<&Secret>,
+    attempt: &Attempt,
+) -> Result<Effected, EffectError> {
+    let session_id = attempt.effect.session_id.as_str();
+    let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
+    let asked = match db.shipment_cancel_need(session_id).await.map_err(retry)? {
+        CancelNeed::InFlight => {
+            return Err(EffectError::Retry(
+                "the shipment request is still being made; asking to cancel it waits".into(),
+            ));
+        }
+        CancelNeed::Nothing => false,
+        CancelNeed::Ask => {
+            let url = url.ok_or_else(|| {
+                EffectError::Permanent("no SHIPPING_WEBHOOK_URL to ask the warehouse".into())
+            })?;
+            let body = body(db, session_id, "shipment.cancel_requested").await?;
+            let id = format!("fulfilld-shipment-cancel-{session_id}");
+            let status = outbound
+                .post(attempt, url.expose(), &id, body, "the warehouse")
+                .await?;
+            tracing::info!(http.status = status.as_u16(), "shipment cancelled");
+            true
+        }
+    };
+    match db
+        .complete_shipment_cancel(attempt.fence(), session_id, asked)
+        .await
+    {
+        Ok(true) => Ok(Effected::Recorded),
+        Ok(false) => Err(EffectError::Superseded),
+        Err(error) => Err(retry(error)),
     }
-    let reason = format!("the warehouse answered {status}");
-    let permanent = status.is_client_error()
-        && status != StatusCode::CONFLICT
-        && status != StatusCode::TOO_MANY_REQUESTS;
-    Err(if permanent {
-        EffectError::Permanent(reason)
-    } else {
-        EffectError::Retry(reason)
-    })
 }

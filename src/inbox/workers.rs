@@ -16,7 +16,7 @@ use super::Inbox;
 use crate::actors::Sessions;
 use crate::db::inbox::StoredEvent;
 use crate::db::{Database, millis, now_ms};
-use crate::domain::{AccountId, RefundNews, SessionId};
+use crate::domain::{AccountId, ReversalNews, SessionId};
 use crate::fulfillment::Trigger;
 use crate::stripe::event::{self, Event};
 
@@ -53,7 +53,7 @@ pub enum Job {
     },
     /// Refund news, from the connected account that sent it, if any.
     Refund {
-        news: RefundNews,
+        news: ReversalNews,
         account: Option<AccountId>,
     },
 }

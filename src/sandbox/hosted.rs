@@ -203,16 +203,7 @@ pub(super) async fn refund(
     shared: web::Data<Shared>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok());
-    let hosted = shared.lock().hosted.clone();
-    if let Some(origin) = origin
-        && !hosted
-            .strip_prefix(origin)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    {
+    if !same_site(&request, &shared) {
         return HttpResponse::Forbidden().body("The sandbox refunds only from its own pages.");
     }
     let back = shared.lock().sessions.get(&id).and_then(|spec| {
@@ -227,7 +218,22 @@ pub(super) async fn refund(
     see_other(back.as_deref().unwrap_or("/"))
 }
 
-fn see_other(location: &str) -> HttpResponse {
+/// Whether a form was posted from the sandbox's own pages: a form posted from another
+/// site (its `Origin` elsewhere) is not.
+pub(super) fn same_site(request: &HttpRequest, shared: &Shared) -> bool {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok());
+    let hosted = shared.lock().hosted.clone();
+    origin.is_none_or(|origin| {
+        hosted
+            .strip_prefix(origin)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+pub(super) fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .finish()

@@ -6,6 +6,7 @@ mod api;
 mod double;
 mod hosted;
 mod objects;
+mod disputes;
 mod refunds;
 mod simulator;
 mod state;

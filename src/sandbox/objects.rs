@@ -146,6 +146,39 @@ pub fn refund(
     })
 }
 
+/// A Dispute object (`"object": "dispute"`), shaped as Stripe's API reference shows it.
+pub fn dispute(
+    id: &str,
+    payment_intent: &str,
+    amount: i64,
+    currency: &str,
+    status: &str,
+    created: i64,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": [],
+        "charge": format!("ch_{}", payment_intent.trim_start_matches("pi_")),
+        "created": created,
+        "currency": currency,
+        "evidence": {},
+        "evidence_details": {
+            "due_by": created + 7 * 86_400,
+            "has_evidence": false,
+            "past_due": false,
+            "submission_count": 0
+        },
+        "is_charge_refundable": false,
+        "livemode": false,
+        "metadata": {},
+        "payment_intent": payment_intent,
+        "reason": "fraudulent",
+        "status": status,
+    })
+}
+
 /// A Charge object (`"object": "charge"`) with `amount_refunded` refunded so far, as a
 /// `charge.refunded` event carries it.
 pub fn refunded_charge(

@@ -8,7 +8,7 @@ use actix_web::web;
 use serde_json::Value;
 
 use super::state::{EventRecord, SessionSpec, Shared, WebhookTarget};
-use super::{api, hosted, objects, refunds};
+use super::{api, disputes, hosted, objects, refunds};
 use crate::catalog::Catalog;
 
 /// A Stripe simulator; cheap to clone.
@@ -58,7 +58,11 @@ impl Simulator {
             .route("/checkout/{id}", web::get().to(hosted::show))
             .route("/checkout/{id}/pay", web::post().to(hosted::pay))
             .route("/checkout/{id}/expire", web::post().to(hosted::expire))
-            .route("/checkout/{id}/refund", web::post().to(hosted::refund));
+            .route("/checkout/{id}/refund", web::post().to(hosted::refund))
+            .route(
+                "/checkout/{id}/dispute/{step}",
+                web::post().to(disputes::dispute),
+            );
     }
 
     /// Accepts API requests with `key` only, as Stripe accepts only the account's keys.
@@ -183,6 +187,32 @@ impl Simulator {
             currency,
             refund.status,
             refund.items,
+            created,
+        );
+        objects::event(event_id, event_type, object, created).to_string()
+    }
+
+    /// The JSON body of a `charge.dispute.*` event (`event_type`) about dispute
+    /// `dispute_id` of session `id`'s whole payment, in `status`, created at `created`.
+    pub fn dispute_payload(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        id: &str,
+        dispute_id: &str,
+        status: &str,
+        created: i64,
+    ) -> String {
+        let state = self.shared.lock();
+        let (amount, currency) = state.sessions.get(id).map_or((0, "usd"), |spec| {
+            (spec.amount_total(), spec.currency.as_str())
+        });
+        let object = objects::dispute(
+            dispute_id,
+            &objects::payment_intent_of(id),
+            amount,
+            currency,
+            status,
             created,
         );
         objects::event(event_id, event_type, object, created).to_string()

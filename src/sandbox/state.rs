@@ -193,6 +193,8 @@ pub(super) struct State {
     pub redirects_under: Option<String>,
     /// Refunds made through `POST /v1/refunds`, oldest first.
     pub refunds: Vec<RefundRecord>,
+    /// Disputes opened by the sandbox's buttons: payment intent, dispute id, status.
+    pub disputes: Vec<(String, String, &'static str)>,
 }
 
 /// The simulator's shared state, and its HTTP client for webhooks; cheap to clone.
@@ -220,6 +222,7 @@ impl Shared {
             api_key: None,
             redirects_under: None,
             refunds: Vec::new(),
+            disputes: Vec::new(),
         }));
         Self {
             state,

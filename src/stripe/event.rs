@@ -1,8 +1,8 @@
 //! The few fields fulfilld reads from a webhook event.
 //!
 //! For a Checkout event only `id`, `type`, `livemode`, `data.object.id` and
-//! `data.object.payment_status` decide anything. For refund news, the refund's (or
-//! charge's) id, `payment_intent`, amount and status. A handful of optional session fields (currency, total, the customer's email,
+//! `data.object.payment_status` decide anything. For refund and dispute news, the
+//! refund's (or charge's, or dispute's) id, `payment_intent`, amount and status. A handful of optional session fields (currency, total, the customer's email,
 //! the shipping address) are read leniently, as untyped JSON, so a new Stripe API version that reshapes them
 //! costs those details, never the event.
 
@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::{
-    AccountId, PaymentStatus, RefundKind, RefundNews, RefundStatus, SessionId, SessionState,
-    SessionSummary, ShippingAddress,
+    AccountId, DisputeStatus, NewsKind, PaymentStatus, Progress, RefundStatus, ReversalNews,
+    SessionId, SessionState, SessionSummary, ShippingAddress,
 };
 
 /// The Checkout events fulfilld acts on.
@@ -45,14 +45,15 @@ pub enum Event {
         type_name: String,
         summary: SessionSummary,
     },
-    /// News of money given back: `refund.created`, `refund.updated`, `refund.failed`, or
-    /// `charge.refunded` from accounts on API versions older than 2024-10-28.
+    /// News of money given back or disputed: `refund.created`, `refund.updated`,
+    /// `refund.failed`, `charge.refunded` from accounts on API versions older than
+    /// 2024-10-28, and `charge.dispute.created`, `closed` and `funds_reinstated`.
     Refund {
         id: String,
         type_name: String,
         livemode: bool,
         account: Option<AccountId>,
-        news: RefundNews,
+        news: ReversalNews,
     },
     /// Any other event type: acknowledged and ignored.
     Ignored { id: String, type_name: String },
@@ -87,7 +88,7 @@ pub enum EventError {
     PaymentStatus,
     #[error("the event's account is not a Stripe account id: {0}")]
     Account(String),
-    #[error("the refund news is not readable: {0}")]
+    #[error("the refund or dispute news is not readable: {0}")]
     Refund(&'static str),
 }
 
@@ -181,12 +182,15 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
     })
 }
 
-/// Reads refund news, or ignores the event when it is of another type or concerns a
-/// payment no Checkout Session made (a refund with no payment intent).
+/// Reads refund or dispute news, or ignores the event when it is of another type or
+/// concerns a payment no Checkout Session made (one with no payment intent).
 fn refund_news(envelope: Envelope, account: Option<AccountId>) -> Result<Event, EventError> {
     let kind = match envelope.type_name.as_str() {
-        "refund.created" | "refund.updated" | "refund.failed" => RefundKind::Refund,
-        "charge.refunded" => RefundKind::Charge,
+        "refund.created" | "refund.updated" | "refund.failed" => NewsKind::Refund,
+        "charge.refunded" => NewsKind::Charge,
+        "charge.dispute.created" | "charge.dispute.closed" | "charge.dispute.funds_reinstated" => {
+            NewsKind::Dispute
+        }
         _ => {
             return Ok(Event::Ignored {
                 id: envelope.id,
@@ -206,23 +210,31 @@ fn refund_news(envelope: Envelope, account: Option<AccountId>) -> Result<Event, 
         .filter(|id| is_stripe_id(id))
         .ok_or(EventError::Refund("data.object.id is not a Stripe id"))?;
     let minor_units = |value: Option<Value>| value.and_then(|v| v.as_i64()).filter(|n| *n >= 0);
+    let status = object.status.as_ref().and_then(Value::as_str);
     let (amount, status) = match kind {
-        RefundKind::Refund => (
+        NewsKind::Refund => (
             minor_units(object.amount).ok_or(EventError::Refund("the amount is missing"))?,
-            object
-                .status
-                .as_ref()
-                .and_then(Value::as_str)
+            status
                 .and_then(RefundStatus::parse)
+                .map(Progress::Refund)
                 .ok_or(EventError::Refund(
                     "the refund's status is missing or unknown",
                 ))?,
         ),
         // The charge's whole refunded amount, which only grows.
-        RefundKind::Charge => (
+        NewsKind::Charge => (
             minor_units(object.amount_refunded)
                 .ok_or(EventError::Refund("amount_refunded is missing"))?,
-            RefundStatus::Succeeded,
+            Progress::Refund(RefundStatus::Succeeded),
+        ),
+        NewsKind::Dispute => (
+            minor_units(object.amount).ok_or(EventError::Refund("the amount is missing"))?,
+            status
+                .and_then(DisputeStatus::parse)
+                .map(Progress::Dispute)
+                .ok_or(EventError::Refund(
+                    "the dispute's status is missing or unknown",
+                ))?,
         ),
     };
     let items = object
@@ -236,7 +248,7 @@ fn refund_news(envelope: Envelope, account: Option<AccountId>) -> Result<Event, 
         type_name: envelope.type_name,
         livemode: envelope.livemode,
         account,
-        news: RefundNews {
+        news: ReversalNews {
             id,
             kind,
             payment_intent,

@@ -32,7 +32,7 @@ struct LandingPage {
     refunded: Option<String>,
     /// Sandbox mode: where the simulator's refund button posts, while there is anything
     /// left to refund.
-    sandbox_refund: Option<String>,
+    sandbox_order: Option<String>,
     shipment: Option<ShipmentView>,
 }
 
@@ -108,7 +108,7 @@ fn with_retry_after(mut response: HttpResponse, error: &LookupError) -> HttpResp
 fn landing_page(outcome: &Outcome, sandbox: bool) -> Result<String, askama::Error> {
     let refundable = matches!(
         outcome.status,
-        Status::Fulfilled | Status::PartiallyRefunded
+        Status::Fulfilled | Status::PartiallyRefunded | Status::Disputed
     );
     LandingPage {
         status: outcome.status.as_str(),
@@ -117,8 +117,8 @@ fn landing_page(outcome: &Outcome, sandbox: bool) -> Result<String, askama::Erro
         total: outcome.formatted_total(),
         access: outcome.active_access().cloned().collect(),
         refunded: outcome.formatted_refunded(),
-        sandbox_refund: (sandbox && refundable)
-            .then(|| format!("/sandbox/checkout/{}/refund", outcome.session_id)),
+        sandbox_order: (sandbox && refundable)
+            .then(|| format!("/sandbox/checkout/{}", outcome.session_id)),
         shipment: outcome.shipment.as_ref().map(|shipment| ShipmentView {
             state: match shipment.status {
                 ShipmentStatus::Pending => "Being prepared for the warehouse.",
@@ -126,6 +126,7 @@ fn landing_page(outcome: &Outcome, sandbox: bool) -> Result<String, askama::Erro
                 ShipmentStatus::AwaitingManualHandling => "Being packed by the shop.",
                 ShipmentStatus::Failed => "Delayed: the shop has been told and will be in touch.",
                 ShipmentStatus::Cancelled => "Cancelled: the order was refunded before it shipped.",
+                ShipmentStatus::Held => "On hold while the payment is reviewed.",
             },
             address: shipment
                 .address

@@ -5,7 +5,7 @@ use std::time::Duration;
 use fulfilld::catalog::Catalog;
 use fulfilld::db::sessions::Record;
 use fulfilld::domain::{
-    EffectKind, EffectStatus, LineItem, PaymentStatus, RefundKind, RefundNews, RefundStatus,
+    EffectKind, EffectStatus, LineItem, PaymentStatus, NewsKind, ReversalNews, RefundStatus,
     SessionId, SessionState, SessionSummary, Status,
 };
 
@@ -185,9 +185,9 @@ async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_aga
         assert_eq!(claimed.len(), 1);
         assert!(!claimed[0].refunded_first());
 
-        let news = RefundNews {
+        let news = ReversalNews {
             id: "re_later".into(),
-            kind: RefundKind::Refund,
+            kind: NewsKind::Refund,
             payment_intent: payment_intent_of(&id),
             amount: 5000,
             status: RefundStatus::Succeeded,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fulfilld::domain::{GrantStatus, RefundKind, RefundNews, RefundStatus, ShipmentStatus, Status};
+use fulfilld::domain::{GrantStatus, NewsKind, ReversalNews, RefundStatus, ShipmentStatus, Status};
 use fulfilld::sandbox::{RefundSpec, SessionSpec};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -639,9 +639,9 @@ async fn a_refund_stored_by_an_attempt_that_stopped_applies_with_the_fulfilment(
         let session = app.stripe.add_session(ebook_and_poster());
         // What refund news leaves behind when its process dies after storing it and before
         // applying it: the refund, and no session recorded yet.
-        let news = RefundNews {
+        let news = ReversalNews {
             id: "re_orphan".into(),
-            kind: RefundKind::Refund,
+            kind: NewsKind::Refund,
             payment_intent: app.stripe.payment_intent(&session),
             amount: 2000,
             status: RefundStatus::Succeeded,

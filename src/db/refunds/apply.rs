@@ -1,29 +1,37 @@
-//! Applying a session's refunds inside a transaction, on either backend.
+//! Applying a session's refunds and disputes inside a transaction, on either backend.
 
-/// Applies every refund stored for `$payment_intent` to session `$id` on `$conn`, inside
-/// the caller's transaction, which must already hold the session's row (on PostgreSQL,
-/// by having written it): the session's refunded amount and status; at a full refund,
-/// every grant revoked, what was not carried out yet of the fulfilment (receipt, stock,
-/// shipment) cancelled, stock taken for goods that never left put back, and (with
-/// `$email`) the refund email enqueued, once; before it,
-/// the grants of the items refunds name revoked. Evaluates to
-/// `Result<Option<Applied>, diesel::result::Error>`: `None` when the session is not
-/// recorded with that payment intent or was never fulfilled. A macro, so that one text
-/// serves both backends and any open transaction.
-macro_rules! apply_refunds {
-    ($conn:ident, $id:expr, $payment_intent:expr, $email:expr, $now:expr) => {{
+/// Applies every refund and dispute stored for `$payment_intent` to session `$id` on
+/// `$conn`, inside the caller's transaction, which must already hold the session's row
+/// (on PostgreSQL, by having written it). `$tell` ([`Tell`](crate::domain::Tell)) says
+/// who is told of what changed.
+///
+/// - The session's refunded amount and status (see [`status_after`]).
+/// - At a full refund (or a lost dispute): every grant revoked; what was not carried out
+///   yet of the fulfilment (receipt, stock, a shipment never tried) cancelled; stock taken
+///   for goods that never left put back; the warehouse asked to cancel a shipment it may
+///   have accepted; the refund email enqueued, once.
+/// - Before it: the grants of the items refunds name revoked; while a dispute is open,
+///   the other grants suspended and a shipment not sent yet held; once none is open, both
+///   given back.
+///
+/// Every step changes only what is not changed yet, so applying again changes nothing.
+/// Evaluates to `Result<Option<Applied>, diesel::result::Error>`: `None` when the session
+/// is not recorded with that payment intent or was never fulfilled. A macro, so that one
+/// text serves both backends and any open transaction.
+///
+/// [`status_after`]: crate::domain::status_after
+macro_rules! apply_reversals {
+    ($conn:ident, $id:expr, $payment_intent:expr, $tell:expr, $now:expr) => {{
         use std::collections::HashSet;
         use $crate::db::refunds::Applied;
-        use $crate::db::schema::{
-            access_grants, checkout_sessions, effects, inventory, refunds, shipments,
-            stock_movements,
-        };
+        use $crate::db::schema::{access_grants, checkout_sessions, effects, refunds, shipments};
         use $crate::db::types::DbNow;
         use $crate::domain::{
-            EffectKind, EffectStatus, RefundKind, RefundStatus, ShipmentStatus, Status,
-            refunded_skus, status_after_refunds,
+            AccessChange, DisputeStatus, EffectKind, EffectStatus, NewsKind, RefundStatus,
+            ShipmentStatus, Status, Tell, refunded_skus, status_after,
         };
-        let (id, payment_intent, now): (&str, &str, i64) = ($id, $payment_intent, $now);
+        let (id, payment_intent, tell, now): (&str, &str, Tell, i64) =
+            ($id, $payment_intent, $tell, $now);
         let session = checkout_sessions::table
             .find(id)
             .filter(checkout_sessions::payment_intent.eq(payment_intent))
@@ -47,28 +55,28 @@ macro_rules! apply_refunds {
                     ))
                     .load::<(String, i64, String, Option<String>)>($conn)
                     .await?;
-                let counted = news.iter().filter(|(kind, _, status, _)| {
-                    kind == RefundKind::Refund.as_str()
-                        && RefundStatus::parse(status).is_some_and(RefundStatus::counts)
+                let of_kind = |kind: NewsKind| {
+                    news.iter()
+                        .filter(move |(stored, ..)| stored.as_str() == kind.as_str())
+                };
+                let counted = of_kind(NewsKind::Refund).filter(|(_, _, status, _)| {
+                    RefundStatus::parse(status).is_some_and(RefundStatus::counts)
                 });
                 let refunds_total: i64 = counted.clone().map(|(_, amount, ..)| amount).sum();
-                let charge_total = news
-                    .iter()
-                    .filter(|(kind, ..)| kind == RefundKind::Charge.as_str())
+                let charge_total = of_kind(NewsKind::Charge)
                     .map(|(_, amount, ..)| *amount)
                     .max()
                     .unwrap_or(0);
                 // A charge's refunded amount counts refunds still pending too: it stands
                 // only where no refund news came (API versions before refund events).
-                let told_of_refunds = news
-                    .iter()
-                    .any(|(kind, ..)| kind == RefundKind::Refund.as_str());
-                let refunded = if told_of_refunds {
+                let refunded = if of_kind(NewsKind::Refund).next().is_some() {
                     refunds_total
                 } else {
                     charge_total
                 };
-                let after = status_after_refunds(before, total, refunded);
+                let disputes = of_kind(NewsKind::Dispute)
+                    .filter_map(|(_, _, status, _)| DisputeStatus::parse(status));
+                let after = status_after(before, total, refunded, disputes);
                 diesel::update(checkout_sessions::table.find(id))
                     .set((
                         checkout_sessions::status.eq(after),
@@ -80,12 +88,16 @@ macro_rules! apply_refunds {
                 let grants = access_grants::table
                     .filter(access_grants::session_id.eq(id))
                     .filter(access_grants::revoked_at.is_null());
-                let mut email = false;
+                // What the transaction changed of the grants, for ACCESS_WEBHOOK_URL.
+                let mut changes: Vec<(AccessChange, Vec<String>)> = Vec::new();
+                let mut enqueued = false;
                 if after == Status::Refunded {
-                    diesel::update(grants)
+                    let revoked = diesel::update(grants)
                         .set(access_grants::revoked_at.eq(now))
-                        .execute($conn)
+                        .returning(access_grants::sku)
+                        .get_results::<String>($conn)
                         .await?;
+                    changes.push((AccessChange::Revoked, revoked));
                     // What no attempt holds now is never carried out; one under way
                     // finishes.
                     diesel::update(
@@ -96,7 +108,9 @@ macro_rules! apply_refunds {
                                 EffectKind::Inventory,
                                 EffectKind::Shipment,
                             ]))
-                            .filter(effects::status.eq(EffectStatus::Pending))
+                            .filter(
+                                effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]),
+                            )
                             .filter(
                                 effects::lease_until
                                     .is_null()
@@ -119,13 +133,14 @@ macro_rules! apply_refunds {
                     let shipping = effects::table
                         .filter(effects::session_id.eq(id))
                         .filter(effects::kind.eq(EffectKind::Shipment))
-                        .filter(effects::status.eq(EffectStatus::Pending));
+                        .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]));
                     diesel::update(
                         shipments::table
                             .filter(shipments::session_id.eq(id))
                             .filter(shipments::status.eq_any([
                                 ShipmentStatus::Pending,
                                 ShipmentStatus::AwaitingManualHandling,
+                                ShipmentStatus::Held,
                             ]))
                             .filter(diesel::dsl::not(diesel::dsl::exists(shipping))),
                     )
@@ -135,35 +150,42 @@ macro_rules! apply_refunds {
                     ))
                     .execute($conn)
                     .await?;
-                    // Stock taken for goods that never left goes back, once: not for a
-                    // shipment the warehouse accepted.
-                    let shipped = shipments::table
-                        .filter(shipments::session_id.eq(id))
-                        .filter(shipments::status.eq(ShipmentStatus::Submitted));
-                    let mut back = diesel::update(
-                        stock_movements::table
-                            .filter(stock_movements::session_id.eq(id))
-                            .filter(stock_movements::applied_at.is_not_null())
-                            .filter(stock_movements::returned_at.is_null())
-                            .filter(diesel::dsl::not(diesel::dsl::exists(shipped))),
-                    )
-                    .set(stock_movements::returned_at.eq(now))
-                    .returning((stock_movements::sku, stock_movements::quantity))
-                    .get_results::<(String, i64)>($conn)
-                    .await?;
-                    // SKU order, as the stock is taken: concurrent sessions never deadlock.
-                    back.sort();
-                    for (sku, quantity) in back {
-                        diesel::update(inventory::table.find(sku))
-                            .set((
-                                inventory::stock.eq(inventory::stock + quantity),
-                                inventory::updated_at.eq(now),
-                            ))
-                            .execute($conn)
-                            .await?;
+                    // A shipment the warehouse accepted, or may yet accept from an attempt
+                    // already made, is asked back: once, after that attempt ends.
+                    if tell.warehouse {
+                        let asked = shipments::table
+                            .filter(shipments::session_id.eq(id))
+                            .filter(shipments::status.eq_any([
+                                ShipmentStatus::Pending,
+                                ShipmentStatus::Submitted,
+                                ShipmentStatus::Held,
+                            ]))
+                            .count()
+                            .get_result::<i64>($conn)
+                            .await?
+                            > 0;
+                        if asked {
+                            enqueued |= diesel::insert_into(effects::table)
+                                .values((
+                                    effects::session_id.eq(id),
+                                    effects::kind.eq(EffectKind::ShipmentCancel),
+                                    effects::status.eq(EffectStatus::Pending),
+                                    effects::attempts.eq(0),
+                                    effects::next_attempt_at.eq(DbNow::now()),
+                                    effects::created_at.eq(now),
+                                    effects::updated_at.eq(now),
+                                ))
+                                .on_conflict_do_nothing()
+                                .execute($conn)
+                                .await?
+                                == 1;
+                        }
                     }
-                    if $email && customer_email.is_some() {
-                        email = diesel::insert_into(effects::table)
+                    // Stock taken for goods that never left goes back, once: not for a
+                    // shipment the warehouse accepted (its cancellation puts it back).
+                    $crate::db::refunds::return_stock!($conn, id, now);
+                    if tell.customer && customer_email.is_some() {
+                        enqueued |= diesel::insert_into(effects::table)
                             .values((
                                 effects::session_id.eq(id),
                                 effects::kind.eq(EffectKind::RefundEmail),
@@ -184,21 +206,146 @@ macro_rules! apply_refunds {
                         .flat_map(refunded_skus)
                         .collect();
                     if !skus.is_empty() {
-                        diesel::update(grants.filter(access_grants::sku.eq_any(skus)))
+                        let revoked = diesel::update(grants.filter(access_grants::sku.eq_any(skus)))
                             .set(access_grants::revoked_at.eq(now))
-                            .execute($conn)
+                            .returning(access_grants::sku)
+                            .get_results::<String>($conn)
                             .await?;
+                        changes.push((AccessChange::Revoked, revoked));
+                    }
+                    let holding = after == Status::Disputed;
+                    let (effect_from, effect_to) = if holding {
+                        (EffectStatus::Pending, EffectStatus::Held)
+                    } else {
+                        (EffectStatus::Held, EffectStatus::Pending)
+                    };
+                    let (shipment_from, shipment_to) = if holding {
+                        (ShipmentStatus::Pending, ShipmentStatus::Held)
+                    } else {
+                        (ShipmentStatus::Held, ShipmentStatus::Pending)
+                    };
+                    let changed = if holding {
+                        let suspended = diesel::update(
+                            grants.filter(access_grants::suspended_at.is_null()),
+                        )
+                        .set(access_grants::suspended_at.eq(now))
+                        .returning(access_grants::sku)
+                        .get_results::<String>($conn)
+                        .await?;
+                        (AccessChange::Suspended, suspended)
+                    } else {
+                        let restored = diesel::update(
+                            grants.filter(access_grants::suspended_at.is_not_null()),
+                        )
+                        .set(access_grants::suspended_at.eq(None::<i64>))
+                        .returning(access_grants::sku)
+                        .get_results::<String>($conn)
+                        .await?;
+                        (AccessChange::Restored, restored)
+                    };
+                    changes.push(changed);
+                    // A shipment no attempt holds waits for the dispute; one under way
+                    // finishes.
+                    let moved = diesel::update(
+                        effects::table
+                            .filter(effects::session_id.eq(id))
+                            .filter(effects::kind.eq(EffectKind::Shipment))
+                            .filter(effects::status.eq(effect_from))
+                            .filter(
+                                effects::lease_until
+                                    .is_null()
+                                    .or(effects::lease_until.le(DbNow::now().nullable())),
+                            ),
+                    )
+                    .set((
+                        effects::status.eq(effect_to),
+                        effects::lease_until.eq(None::<i64>),
+                        effects::next_attempt_at.eq(DbNow::now()),
+                        effects::updated_at.eq(now),
+                    ))
+                    .execute($conn)
+                    .await?;
+                    enqueued |= !holding && moved > 0;
+                    diesel::update(
+                        shipments::table
+                            .filter(shipments::session_id.eq(id))
+                            .filter(shipments::status.eq(shipment_from)),
+                    )
+                    .set((
+                        shipments::status.eq(shipment_to),
+                        shipments::updated_at.eq(now),
+                    ))
+                    .execute($conn)
+                    .await?;
+                }
+                if tell.access {
+                    for (change, skus) in changes.into_iter().filter(|(_, skus)| !skus.is_empty()) {
+                        let (subject, body) =
+                            change.notice(id, &skus, customer_email.as_deref(), now);
+                        enqueued |= diesel::insert_into(effects::table)
+                            .values((
+                                effects::session_id.eq(id),
+                                effects::kind.eq(EffectKind::AccessNotice),
+                                effects::subject.eq(subject),
+                                effects::body.eq(body),
+                                effects::status.eq(EffectStatus::Pending),
+                                effects::attempts.eq(0),
+                                effects::next_attempt_at.eq(DbNow::now()),
+                                effects::created_at.eq(now),
+                                effects::updated_at.eq(now),
+                            ))
+                            .on_conflict_do_nothing()
+                            .execute($conn)
+                            .await?
+                            == 1;
                     }
                 }
                 Ok::<_, diesel::result::Error>(Some(Applied {
                     before,
                     after,
                     refunded,
-                    email,
+                    enqueued,
                 }))
             }
             _ => Ok(None),
         }
     }};
 }
-pub(crate) use apply_refunds;
+pub(crate) use apply_reversals;
+
+/// Puts back, once, the stock session `$id` took for goods that never left: unless the
+/// warehouse accepted its shipment (and has not cancelled it). Inside the caller's
+/// transaction, on either backend; evaluates to `()` or returns the error.
+macro_rules! return_stock {
+    ($conn:ident, $id:expr, $now:expr) => {{
+        use $crate::db::schema::{inventory, shipments, stock_movements};
+        use $crate::domain::ShipmentStatus;
+        let (id, now): (&str, i64) = ($id, $now);
+        let shipped = shipments::table
+            .filter(shipments::session_id.eq(id))
+            .filter(shipments::status.eq(ShipmentStatus::Submitted));
+        let mut back = diesel::update(
+            stock_movements::table
+                .filter(stock_movements::session_id.eq(id))
+                .filter(stock_movements::applied_at.is_not_null())
+                .filter(stock_movements::returned_at.is_null())
+                .filter(diesel::dsl::not(diesel::dsl::exists(shipped))),
+        )
+        .set(stock_movements::returned_at.eq(now))
+        .returning((stock_movements::sku, stock_movements::quantity))
+        .get_results::<(String, i64)>($conn)
+        .await?;
+        // SKU order, as the stock is taken: concurrent sessions never deadlock.
+        back.sort();
+        for (sku, quantity) in back {
+            diesel::update(inventory::table.find(sku))
+                .set((
+                    inventory::stock.eq(inventory::stock + quantity),
+                    inventory::updated_at.eq(now),
+                ))
+                .execute($conn)
+                .await?;
+        }
+    }};
+}
+pub(crate) use return_stock;

@@ -1,5 +1,5 @@
-//! Refunds: each piece of news stored once, by the payment intent it names, and applied
-//! to the session that payment intent paid for.
+//! Refunds and disputes: each piece of news stored once, by the payment intent it names,
+//! and applied to the session that payment intent paid for.
 //!
 //! Storing and applying are apart. News is stored whether or not its session is recorded
 //! yet, and applying reads all the news stored for the session's payment intent, so it
@@ -14,21 +14,22 @@ use super::schema::{checkout_sessions, foreign_payment_intents, refunds};
 
 mod apply;
 use super::{Database, now_ms, with_connection};
-use crate::domain::{RefundKind, RefundNews, RefundStatus, SessionId, Status};
-pub(crate) use apply::apply_refunds;
+use crate::domain::{NewsKind, Progress, ReversalNews, SessionId, Status, Tell};
+pub(crate) use apply::{apply_reversals, return_stock};
 
 /// How long Stripe's answer that no Checkout Session made a payment is kept.
 const FOREIGN_KEPT_MS: i64 = 86_400_000;
 
-/// What applying a session's refunds did.
+/// What applying a session's refunds and disputes did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
     pub before: Status,
     pub after: Status,
     /// Minor units, all refunds together.
     pub refunded: i64,
-    /// Whether the refund email was enqueued (once per session, at its full refund).
-    pub email: bool,
+    /// Whether effects were enqueued or given back to the outbox (the refund email, a
+    /// notice, a shipment released or asked back).
+    pub enqueued: bool,
 }
 
 #[derive(Insertable)]
@@ -47,16 +48,16 @@ struct RefundRow<'a> {
 
 /// Whether `news` is newer than what is stored: a refund moves forward only, and news of
 /// the same standing counts if its event is not older.
-fn supersedes(news: &RefundNews, amount: i64, status: &str, event_created: i64) -> bool {
+fn supersedes(news: &ReversalNews, amount: i64, status: &str, event_created: i64) -> bool {
     match news.kind {
         // Newer news of the charge stands, whichever way its amount moved (a refund that
         // failed takes it down); within one second, the larger.
-        RefundKind::Charge => {
+        NewsKind::Charge => {
             news.event_created > event_created
                 || (news.event_created == event_created && news.amount > amount)
         }
-        RefundKind::Refund => {
-            let stored = RefundStatus::parse(status).map_or(0, RefundStatus::rank);
+        NewsKind::Refund | NewsKind::Dispute => {
+            let stored = Progress::parse(news.kind, status).map_or(0, Progress::rank);
             let rank = news.status.rank();
             rank > stored || (rank == stored && news.event_created >= event_created)
         }
@@ -67,7 +68,7 @@ impl Database {
     /// Stores refund news, or updates what is stored when the news is newer; true when it
     /// changed what was stored. Concurrent stores of the same refund each compare what
     /// they read before they write, so the newest news wins whatever the order.
-    pub async fn store_refund(&self, news: &RefundNews) -> anyhow::Result<bool> {
+    pub async fn store_refund(&self, news: &ReversalNews) -> anyhow::Result<bool> {
         let now = now_ms();
         let row = RefundRow {
             id: &news.id,
@@ -145,14 +146,14 @@ impl Database {
             .transpose()
     }
 
-    /// Applies every refund stored for `payment_intent` to session `id`, which it paid
-    /// for, in one transaction (see [`apply_refunds!`]). `None` when the session is not
-    /// recorded or was never fulfilled: nothing is reversed.
-    pub async fn apply_refunds(
+    /// Applies every refund and dispute stored for `payment_intent` to session `id`,
+    /// which it paid for, in one transaction (see [`apply_reversals!`]). `None` when the
+    /// session is not recorded or was never fulfilled: nothing is reversed.
+    pub async fn apply_reversals(
         &self,
         id: &SessionId,
         payment_intent: &str,
-        email: bool,
+        tell: Tell,
     ) -> anyhow::Result<Option<Applied>> {
         let id = id.as_str();
         let now = now_ms();
@@ -170,10 +171,10 @@ impl Database {
                     .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
                     .execute(conn)
                     .await?;
-                apply_refunds!(conn, id, payment_intent, email, now)
+                apply_reversals!(conn, id, payment_intent, tell, now)
             })
             .await
-            .context("could not apply the session's refunds")
+            .context("could not apply the session's refunds and disputes")
         })
     }
 

@@ -8,13 +8,14 @@ mod rows;
 
 use self::rows::{EffectRow, GrantRow, MovementRow, SendWrites, SessionRow, ShipmentRow, Write};
 use super::outcomes::{LineItemRow, ReadOutcome};
-use super::refunds::apply_refunds;
+use super::refunds::apply_reversals;
 use super::schema::checkout_sessions;
 use super::types::DbNow;
 use super::{Database, now_ms, with_connection};
 use crate::catalog::Plan;
 use crate::domain::{
-    AccountId, EffectKind, EffectStatus, LineItem, Outcome, SessionSummary, ShipmentStatus, Status,
+    AccessChange, AccountId, EffectKind, EffectStatus, LineItem, Outcome, SessionSummary,
+    ShipmentStatus, Status, Tell,
 };
 
 /// A status to record for a session, with what was learnt about it.
@@ -25,8 +26,9 @@ pub struct Record<'a> {
     pub line_items: &'a [LineItem],
     /// What the fulfillment does beyond recording, from the catalog.
     pub plan: &'a Plan,
-    /// Whether a fulfillment sends fulfilld's own receipt (`SEND_RECEIPTS`).
-    pub send_receipt: bool,
+    /// Who is told of a fulfilment: the customer by fulfilld's own receipt
+    /// (`SEND_RECEIPTS`), the merchant's access system of its grants.
+    pub tell: Tell,
     /// The stored event this record carries out: marked processed in the same
     /// transaction, so a fulfilment costs one commit.
     pub event: Option<&'a str>,
@@ -39,8 +41,11 @@ impl Record<'_> {
         match self.status {
             Status::Fulfilled => {
                 let mut kinds = Vec::new();
-                if self.send_receipt && has_email {
+                if self.tell.customer && has_email {
                     kinds.push(EffectKind::Receipt);
+                }
+                if self.tell.access && !self.plan.grants.is_empty() {
+                    kinds.push(EffectKind::AccessNotice);
                 }
                 if !self.plan.physical.is_empty() {
                     kinds.push(EffectKind::Inventory);
@@ -56,7 +61,8 @@ impl Record<'_> {
             | Status::AwaitingPayment
             | Status::Expired
             | Status::Refunded
-            | Status::PartiallyRefunded => Vec::new(),
+            | Status::PartiallyRefunded
+            | Status::Disputed => Vec::new(),
         }
     }
 }
@@ -144,11 +150,24 @@ impl Database {
             })
             .transpose()?;
         let effect_kinds = record.effects();
+        // The merchant's access system is told of the grants with the fulfilment.
+        let granted = effect_kinds.contains(&EffectKind::AccessNotice).then(|| {
+            let skus: Vec<String> = plan.grants.iter().map(|g| g.sku.clone()).collect();
+            AccessChange::Granted.notice(id, &skus, summary.customer_email.as_deref(), now)
+        });
         let effects: Vec<_> = effect_kinds
             .iter()
             .map(|kind| EffectRow {
                 session_id: id,
                 kind: *kind,
+                subject: match (kind, &granted) {
+                    (EffectKind::AccessNotice, Some((subject, _))) => subject,
+                    _ => "",
+                },
+                body: match (kind, &granted) {
+                    (EffectKind::AccessNotice, Some((_, body))) => Some(body),
+                    _ => None,
+                },
                 status: EffectStatus::Pending,
                 attempts: 0,
                 next_attempt_at: DbNow::now(),
@@ -208,11 +227,10 @@ impl Database {
                     .then_some(row.payment_intent)
                     .flatten();
                 let refunds_stored = conn.send(&writes, fulfils).await?;
-                let mut refund_email = false;
+                let mut reversed = false;
                 if refunds_stored && let Some(payment_intent) = fulfils {
-                    let applied =
-                        apply_refunds!(conn, id, payment_intent, record.send_receipt, now)?;
-                    refund_email = applied.is_some_and(|applied| applied.email);
+                    let applied = apply_reversals!(conn, id, payment_intent, record.tell, now)?;
+                    reversed = applied.is_some_and(|applied| applied.enqueued);
                 }
                 let outcome = conn
                     .read_outcome(id)
@@ -222,7 +240,7 @@ impl Database {
                 Ok::<_, anyhow::Error>(Recorded {
                     outcome,
                     claimed,
-                    effects: if claimed { effects.len() } else { 0 } + usize::from(refund_email),
+                    effects: if claimed { effects.len() } else { 0 } + usize::from(reversed),
                 })
             })
             .await

@@ -38,6 +38,8 @@ pub(super) struct SessionRow<'a> {
 pub(super) struct EffectRow<'a> {
     pub session_id: &'a str,
     pub kind: EffectKind,
+    pub subject: &'a str,
+    pub body: Option<&'a str>,
     pub status: EffectStatus,
     pub attempts: i32,
     /// Due at once, by the database's clock.

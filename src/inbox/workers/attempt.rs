@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::actors::Sessions;
 use crate::db::Database;
 use crate::db::inbox::EventFate;
-use crate::domain::{AccountId, RefundNews, SessionId};
+use crate::domain::{AccountId, ReversalNews, SessionId};
 use crate::fulfillment::{FulfillError, Trigger};
 use crate::retry::backoff;
 use crate::reversal::{self, ReversalError};
@@ -63,7 +63,7 @@ pub async fn reverse(
     sessions: &Sessions,
     db: &Database,
     event_id: &str,
-    news: &RefundNews,
+    news: &ReversalNews,
     account: Option<AccountId>,
 ) -> bool {
     let ended = match reversal::reverse(sessions, news, account.as_ref()).await {

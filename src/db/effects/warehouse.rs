@@ -1,0 +1,115 @@
+//! Asking the warehouse to cancel a shipment: when to ask, and what its yes changes.
+
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::Fence;
+use crate::db::refunds::return_stock;
+use crate::db::schema::{effects, shipments};
+use crate::db::{Database, now_ms, with_connection};
+use crate::domain::{EffectKind, EffectStatus, ShipmentStatus};
+
+/// Whether a refunded session's shipment is to be asked back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelNeed {
+    /// The request is still being made: asking now could overtake it.
+    InFlight,
+    /// The warehouse never took it (never told, refused, or already cancelled).
+    Nothing,
+    /// The warehouse accepted it, or may have from an attempt already made.
+    Ask,
+}
+
+impl Database {
+    /// Where session `session_id`'s shipment stands, for its cancellation.
+    pub async fn shipment_cancel_need(&self, session_id: &str) -> anyhow::Result<CancelNeed> {
+        let (shipment, request) = with_connection!(self, |conn| {
+            let read = async {
+                let shipment = shipments::table
+                    .find(session_id)
+                    .select(shipments::status)
+                    .first::<ShipmentStatus>(conn)
+                    .await
+                    .optional()?;
+                let request = effects::table
+                    .filter(effects::session_id.eq(session_id))
+                    .filter(effects::kind.eq(EffectKind::Shipment))
+                    .select(effects::status)
+                    .first::<EffectStatus>(conn)
+                    .await
+                    .optional()?;
+                Ok::<_, diesel::result::Error>((shipment, request))
+            };
+            read.await.context("could not read the shipment")
+        })?;
+        Ok(match (shipment, request) {
+            (_, Some(EffectStatus::Pending)) => CancelNeed::InFlight,
+            (Some(ShipmentStatus::Submitted | ShipmentStatus::Pending | ShipmentStatus::Held), _) => {
+                CancelNeed::Ask
+            }
+            _ => CancelNeed::Nothing,
+        })
+    }
+
+    /// Records that the warehouse cancelled session `session_id`'s shipment (or had none
+    /// to cancel, when `asked` is false), with the attempt's effect done, in one
+    /// transaction: the shipment `cancelled`, a held request cancelled, the stock put
+    /// back. False when the lease is no longer the attempt's.
+    pub async fn complete_shipment_cancel(
+        &self,
+        fence: Fence,
+        session_id: &str,
+        asked: bool,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                let done = mark_done!(fence, now).execute(conn).await? == 1;
+                if done && asked {
+                    diesel::update(
+                        shipments::table
+                            .find(session_id)
+                            .filter(shipments::status.ne(ShipmentStatus::Cancelled)),
+                    )
+                    .set((
+                        shipments::status.eq(ShipmentStatus::Cancelled),
+                        shipments::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                    diesel::update(
+                        effects::table
+                            .filter(effects::session_id.eq(session_id))
+                            .filter(effects::kind.eq(EffectKind::Shipment))
+                            .filter(effects::status.eq(EffectStatus::Held)),
+                    )
+                    .set((
+                        effects::status.eq(EffectStatus::Cancelled),
+                        effects::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                    return_stock!(conn, session_id, now);
+                }
+                Ok::<_, diesel::result::Error>(done)
+            })
+            .await
+            .context("could not record the shipment's cancellation")
+        })
+    }
+
+    /// The JSON body stored with a notice effect.
+    pub async fn effect_body(&self, id: i64) -> anyhow::Result<Option<String>> {
+        with_connection!(self, |conn| {
+            effects::table
+                .find(id)
+                .select(effects::body)
+                .first::<Option<String>>(conn)
+                .await
+                .optional()
+                .map(Option::flatten)
+                .context("could not read the notice")
+        })
+    }
+}

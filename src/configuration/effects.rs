@@ -48,14 +48,29 @@ pub struct EffectSettings {
     )]
     pub shipping_webhook_url: Option<String>,
     /// Where access grants and revocations are POSTed [default: nowhere].
-    #[arg(long, env = "ACCESS_WEBHOOK_URL", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "ACCESS_WEBHOOK_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub access_webhook_url: Option<String>,
     /// `whsec_…`: signs every POST to the warehouse and the access system the Standard
     /// Webhooks way [default: unsigned, with a warning].
-    #[arg(long, env = "OUTBOUND_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "OUTBOUND_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub outbound_webhook_secret: Option<String>,
     /// Signs the `{token}` of access links [default: a secret kept in the database].
-    #[arg(long, env = "ACCESS_SIGNING_SECRET", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "ACCESS_SIGNING_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub access_signing_secret: Option<String>,
     /// Attempts at an effect before it is marked dead.
     #[arg(

@@ -125,8 +125,8 @@ macro_rules! set_shipment_status {
 
 mod aside;
 mod warehouse;
-pub use warehouse::CancelNeed;
 pub use aside::Aside;
+pub use warehouse::CancelNeed;
 mod operator;
 pub use operator::EffectView;
 

@@ -230,8 +230,8 @@ impl EffectStatus {
             Self::Cancelled,
             Self::Held,
         ]
-            .into_iter()
-            .find(|status| status.as_str() == raw)
+        .into_iter()
+        .find(|status| status.as_str() == raw)
     }
 }
 

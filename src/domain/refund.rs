@@ -291,14 +291,29 @@ mod tests {
         let after = |status, refunded, disputes: &[DisputeStatus]| {
             status_after(status, Some(2500), refunded, disputes.iter().copied())
         };
-        assert_eq!(after(Status::Fulfilled, 0, &[NeedsResponse]), Status::Disputed);
+        assert_eq!(
+            after(Status::Fulfilled, 0, &[NeedsResponse]),
+            Status::Disputed
+        );
         assert_eq!(after(Status::Disputed, 0, &[Won]), Status::Fulfilled);
-        assert_eq!(after(Status::Disputed, 500, &[WarningClosed]), Status::PartiallyRefunded);
+        assert_eq!(
+            after(Status::Disputed, 500, &[WarningClosed]),
+            Status::PartiallyRefunded
+        );
         assert_eq!(after(Status::Disputed, 0, &[Lost]), Status::Refunded);
-        assert_eq!(after(Status::Fulfilled, 0, &[Won, UnderReview]), Status::Disputed);
+        assert_eq!(
+            after(Status::Fulfilled, 0, &[Won, UnderReview]),
+            Status::Disputed
+        );
         assert_eq!(after(Status::Refunded, 0, &[Won]), Status::Refunded);
-        assert_eq!(after(Status::Fulfilled, 2500, &[NeedsResponse]), Status::Refunded);
-        assert_eq!(after(Status::PartiallyRefunded, 0, &[]), Status::PartiallyRefunded);
+        assert_eq!(
+            after(Status::Fulfilled, 2500, &[NeedsResponse]),
+            Status::Refunded
+        );
+        assert_eq!(
+            after(Status::PartiallyRefunded, 0, &[]),
+            Status::PartiallyRefunded
+        );
     }
 
     #[test]

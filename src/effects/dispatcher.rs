@@ -186,7 +186,10 @@ impl EffectDispatcher {
                 Ok(Aside::Done) => Some(to.as_str()),
                 Ok(Aside::Superseded) => Some("superseded"),
                 Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "could not set the effect aside");
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "could not set the effect aside"
+                    );
                     Some("retry")
                 }
             };

@@ -57,7 +57,11 @@ impl Handler<Ship> for ShippingActor {
 impl Handler<CancelShipment> for ShippingActor {
     type Result = ResponseFuture<Result<Effected, EffectError>>;
 
-    fn handle(&mut self, CancelShipment(attempt): CancelShipment, _: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        CancelShipment(attempt): CancelShipment,
+        _: &mut Self::Context,
+    ) -> Self::Result {
         let db = self.db.clone();
         let outbound = self.outbound.clone();
         let url = self.url.clone();

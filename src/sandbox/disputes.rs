@@ -76,8 +76,14 @@ pub(super) async fn dispute(
     };
     let (events, amount, currency, created, back) = events;
     for (event_type, dispute, status) in events {
-        let object =
-            objects::dispute(&dispute, &payment_intent, amount, &currency, status, created);
+        let object = objects::dispute(
+            &dispute,
+            &payment_intent,
+            amount,
+            &currency,
+            status,
+            created,
+        );
         emit_object(&shared, event_type, object).await;
     }
     see_other(back.as_deref().unwrap_or("/"))

@@ -3,10 +3,10 @@
 //! newcomer needs no Stripe account; the test suite runs it on a port of its own.
 
 mod api;
+mod disputes;
 mod double;
 mod hosted;
 mod objects;
-mod disputes;
 mod refunds;
 mod simulator;
 mod state;

@@ -30,8 +30,8 @@ struct LandingPage {
     access: Vec<AccessGrant>,
     /// What refunds gave back, once anything was.
     refunded: Option<String>,
-    /// Sandbox mode: where the simulator's refund button posts, while there is anything
-    /// left to refund.
+    /// Sandbox mode: the order's path under the simulator, for its refund and dispute
+    /// buttons, while there is anything left to refund.
     sandbox_order: Option<String>,
     shipment: Option<ShipmentView>,
 }

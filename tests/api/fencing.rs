@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use fulfilld::catalog::Catalog;
+use fulfilld::db::effects::Aside;
 use fulfilld::db::sessions::Record;
 use fulfilld::domain::{
-    EffectKind, EffectStatus, LineItem, PaymentStatus, NewsKind, ReversalNews, RefundStatus,
-    SessionId, SessionState, SessionSummary, Status,
+    EffectKind, EffectStatus, LineItem, NewsKind, PaymentStatus, Progress, RefundStatus,
+    ReversalNews, SessionId, SessionState, SessionSummary, Status, Tell,
 };
 
 use crate::faults::connect;
@@ -113,7 +114,7 @@ async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &Se
         status: Status::Fulfilled,
         line_items: &items,
         plan: &plan,
-        send_receipt: false,
+        tell: Tell::default(),
         event: None,
     })
     .await
@@ -183,19 +184,21 @@ async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_aga
         let lease = Duration::from_secs(60);
         let claimed = db.claim_effects(10, lease, &[]).await.expect("db");
         assert_eq!(claimed.len(), 1);
-        assert!(!claimed[0].refunded_first());
+        assert_eq!(claimed[0].set_aside(), None);
 
         let news = ReversalNews {
             id: "re_later".into(),
             kind: NewsKind::Refund,
             payment_intent: payment_intent_of(&id),
             amount: 5000,
-            status: RefundStatus::Succeeded,
+            status: Progress::Refund(RefundStatus::Succeeded),
             items: None,
             event_created: 1,
         };
         assert!(db.store_refund(&news).await.expect("db"));
-        let applied = db.apply_refunds(&id, &news.payment_intent, false).await;
+        let applied = db
+            .apply_reversals(&id, &news.payment_intent, Tell::default())
+            .await;
         assert_eq!(
             applied.expect("db").expect("applied").after,
             Status::Refunded
@@ -213,12 +216,15 @@ async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_aga
                 .expect("db")
         );
         let again = db.claim_effects(10, lease, &[]).await.expect("db");
-        assert!(again[0].refunded_first(), "on {backend:?}");
-        assert!(
-            db.cancel_effect(again[0].fence(), again[0].kind)
-                .await
-                .expect("db")
+        let aside = again[0].set_aside();
+        assert_eq!(aside, Some(EffectStatus::Cancelled), "on {backend:?}");
+        let cancel = db.set_aside(
+            again[0].fence(),
+            id.as_str(),
+            again[0].kind,
+            EffectStatus::Cancelled,
         );
+        assert_eq!(cancel.await.expect("db"), Aside::Done);
         let cancelled = (EffectKind::Inventory, EffectStatus::Cancelled);
         assert_eq!(db.effects_of(&id).await.expect("db"), [cancelled]);
         assert_eq!(db.stock("TEE-M").await.expect("db"), Some((25, false)));

@@ -5,6 +5,7 @@ mod admin;
 mod backlog;
 mod concurrency;
 mod connect;
+mod disputes;
 mod effects;
 mod events;
 mod faults;

@@ -72,8 +72,10 @@ async fn two_replicas_told_the_same_refunds_one_killed_mid_reversal_reverse_each
         for session in &sessions {
             let id = SessionId::parse(session).expect("valid id");
             loop {
-                let effects = db.effects_of(&id).await.expect("database answers");
+                // The status first: the transaction that wrote it enqueued the refund
+                // email, so the effects read after it show the email.
                 let outcome = db.outcome(&id).await.expect("database answers");
+                let effects = db.effects_of(&id).await.expect("database answers");
                 let refunded = outcome.as_ref().map(|o| o.status) == Some(Status::Refunded);
                 if refunded
                     && effects

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use fulfilld::domain::{GrantStatus, NewsKind, ReversalNews, RefundStatus, ShipmentStatus, Status};
+use fulfilld::domain::{
+    GrantStatus, NewsKind, Progress, RefundStatus, ReversalNews, ShipmentStatus, Status,
+};
 use fulfilld::sandbox::{RefundSpec, SessionSpec};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -622,8 +624,24 @@ async fn a_full_refund_puts_back_stock_for_goods_that_never_left_once() {
             let shipment = app.outcome(&session).await.expect("recorded").shipment;
             let shipment = shipment.expect("a shipment").status;
             if shipped {
-                // The warehouse has the order: the stock left with it.
-                assert_eq!((after, shipment), (taken, ShipmentStatus::Submitted));
+                // The warehouse had the order: it is asked, once, to cancel it, under a
+                // key of its own, and its yes puts the stock back.
+                let effects = settled_effects(app, &session).await;
+                assert!(
+                    effects.contains(&("shipment_cancel".into(), "done".into())),
+                    "{effects:?}"
+                );
+                let requests = warehouse.requests();
+                let kinds: Vec<_> = requests.iter().map(|r| r.body["type"].clone()).collect();
+                assert_eq!(kinds, ["shipment.requested", "shipment.cancel_requested"]);
+                assert_eq!(
+                    requests[1].idempotency_key.as_deref(),
+                    Some(format!("fulfilld-shipment-cancel-{session}").as_str())
+                );
+                let after = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+                let shipment = app.outcome(&session).await.expect("recorded").shipment;
+                let shipment = shipment.expect("a shipment").status;
+                assert_eq!((after, shipment), (stock, ShipmentStatus::Cancelled));
             } else {
                 assert_eq!((after, shipment), (stock, ShipmentStatus::Cancelled));
             }
@@ -644,7 +662,7 @@ async fn a_refund_stored_by_an_attempt_that_stopped_applies_with_the_fulfilment(
             kind: NewsKind::Refund,
             payment_intent: app.stripe.payment_intent(&session),
             amount: 2000,
-            status: RefundStatus::Succeeded,
+            status: Progress::Refund(RefundStatus::Succeeded),
             items: None,
             event_created: unix_now(),
         };

@@ -1,5 +1,5 @@
-//! A warehouse endpoint for the tests: records every shipment request it is sent and
-//! answers with scripted statuses, then 200.
+//! A warehouse (or access system) endpoint for the tests: records every request it is
+//! sent, with its Standard Webhooks headers, and answers with scripted statuses, then 200.
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -13,6 +13,10 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct ShipmentRequest {
     pub idempotency_key: Option<String>,
+    /// `webhook-id`, `webhook-timestamp` and `webhook-signature`.
+    pub webhook: [Option<String>; 3],
+    /// The body as sent, byte for byte: what the signature covers.
+    pub raw: String,
     pub body: Value,
     /// What the warehouse answered.
     pub status: u16,
@@ -43,7 +47,7 @@ impl Warehouse {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(shared.clone())
-                .route("/shipments", web::post().to(receive))
+                .default_service(web::post().to(receive))
         })
         .workers(1)
         .listen(listener)
@@ -90,20 +94,49 @@ impl Drop for Warehouse {
     }
 }
 
+impl ShipmentRequest {
+    /// Whether the request carries a valid Standard Webhooks signature under `secret`
+    /// (`whsec_…`), checked as a receiver would: its own HMAC of `id.timestamp.body`.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let [Some(id), Some(timestamp), Some(signature)] = &self.webhook else {
+            return false;
+        };
+        let engine = base64::engine::general_purpose::STANDARD;
+        let key = engine
+            .decode(secret.trim_start_matches("whsec_"))
+            .expect("a base64 secret");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key");
+        mac.update(format!("{id}.{timestamp}.{}", self.raw).as_bytes());
+        let expected = format!("v1,{}", engine.encode(mac.finalize().into_bytes()));
+        signature.split(' ').any(|candidate| candidate == expected)
+    }
+}
+
 async fn receive(
     request: HttpRequest,
-    body: web::Json<Value>,
+    raw: String,
     state: web::Data<Mutex<State>>,
 ) -> HttpResponse {
     let mut state = state.lock().unwrap();
     let status = state.script.pop_front().unwrap_or(200);
-    state.requests.push(ShipmentRequest {
-        idempotency_key: request
+    let header = |name: &str| {
+        request
             .headers()
-            .get("Idempotency-Key")
+            .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        body: body.into_inner(),
+            .map(str::to_owned)
+    };
+    state.requests.push(ShipmentRequest {
+        idempotency_key: header("Idempotency-Key"),
+        webhook: [
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+        ],
+        body: serde_json::from_str(&raw).expect("a JSON body"),
+        raw,
         status,
     });
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()

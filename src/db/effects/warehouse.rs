@@ -45,9 +45,10 @@ impl Database {
         })?;
         Ok(match (shipment, request) {
             (_, Some(EffectStatus::Pending)) => CancelNeed::InFlight,
-            (Some(ShipmentStatus::Submitted | ShipmentStatus::Pending | ShipmentStatus::Held), _) => {
-                CancelNeed::Ask
-            }
+            (
+                Some(ShipmentStatus::Submitted | ShipmentStatus::Pending | ShipmentStatus::Held),
+                _,
+            ) => CancelNeed::Ask,
             _ => CancelNeed::Nothing,
         })
     }

@@ -133,7 +133,9 @@ macro_rules! apply_reversals {
                     let shipping = effects::table
                         .filter(effects::session_id.eq(id))
                         .filter(effects::kind.eq(EffectKind::Shipment))
-                        .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]));
+                        .filter(
+                            effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]),
+                        );
                     diesel::update(
                         shipments::table
                             .filter(shipments::session_id.eq(id))
@@ -206,11 +208,12 @@ macro_rules! apply_reversals {
                         .flat_map(refunded_skus)
                         .collect();
                     if !skus.is_empty() {
-                        let revoked = diesel::update(grants.filter(access_grants::sku.eq_any(skus)))
-                            .set(access_grants::revoked_at.eq(now))
-                            .returning(access_grants::sku)
-                            .get_results::<String>($conn)
-                            .await?;
+                        let revoked =
+                            diesel::update(grants.filter(access_grants::sku.eq_any(skus)))
+                                .set(access_grants::revoked_at.eq(now))
+                                .returning(access_grants::sku)
+                                .get_results::<String>($conn)
+                                .await?;
                         changes.push((AccessChange::Revoked, revoked));
                     }
                     let holding = after == Status::Disputed;
@@ -225,13 +228,12 @@ macro_rules! apply_reversals {
                         (ShipmentStatus::Held, ShipmentStatus::Pending)
                     };
                     let changed = if holding {
-                        let suspended = diesel::update(
-                            grants.filter(access_grants::suspended_at.is_null()),
-                        )
-                        .set(access_grants::suspended_at.eq(now))
-                        .returning(access_grants::sku)
-                        .get_results::<String>($conn)
-                        .await?;
+                        let suspended =
+                            diesel::update(grants.filter(access_grants::suspended_at.is_null()))
+                                .set(access_grants::suspended_at.eq(now))
+                                .returning(access_grants::sku)
+                                .get_results::<String>($conn)
+                                .await?;
                         (AccessChange::Suspended, suspended)
                     } else {
                         let restored = diesel::update(

@@ -232,9 +232,12 @@ fn check_access_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err("access_url: expected an http:// or https:// URL".into());
     }
-    let rest = url.replace("{sku}", "").replace("{session_id}", "");
+    let rest = url
+        .replace("{sku}", "")
+        .replace("{session_id}", "")
+        .replace("{token}", "");
     if rest.contains('{') || rest.contains('}') {
-        return Err("access_url: the only placeholders are {sku} and {session_id}".into());
+        return Err("access_url: the only placeholders are {sku}, {session_id} and {token}".into());
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! fulfilld: exactly-once fulfillment for Stripe Checkout.
 
+pub mod access;
 pub mod actors;
 pub mod bench;
 pub mod catalog;

@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
+use crate::access::AccessSigner;
 use crate::actors::Sessions;
 use crate::configuration::{Config, Secret};
 use crate::db::Database;
@@ -38,6 +39,8 @@ pub struct Core {
     pub stripe: StripeGateway,
     /// The key the gateway uses.
     pub secret_key: Secret,
+    /// Signs the `{token}` of download links.
+    pub access: AccessSigner,
 }
 
 impl Core {
@@ -46,6 +49,10 @@ impl Core {
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let db = Database::connect(&config.database_url).await?;
         db.seed_inventory(&config.catalog).await?;
+        let access = match &config.effects.access_signing_secret {
+            Some(secret) => AccessSigner::new(secret.expose().as_bytes()),
+            None => AccessSigner::new(db.shared_secret("access").await?.as_bytes()),
+        };
         let outbox = Outbox::default();
         let pacer = Pacer::start(config.stripe.max_rps, config.stripe.interactive_share);
         // In sandbox mode every process on the database uses the key made first.
@@ -73,6 +80,7 @@ impl Core {
             outbox,
             stripe,
             secret_key,
+            access,
         })
     }
 }
@@ -149,6 +157,7 @@ impl Application {
                 .clone()
                 .map(|token| Admin::new(token, &config.public_url)),
             outbox: core.outbox.clone(),
+            access: core.access.clone(),
             standing: replica.standings(),
         });
         let shutdown_grace = config.shutdown_grace;
@@ -181,7 +190,7 @@ impl Application {
         .shutdown_timeout(shutdown_grace.as_secs())
         .listen(listener)?
         .run();
-        let actors = EffectActors::start(&core.db, &config)?;
+        let actors = EffectActors::start(&core.db, &config, &core.access)?;
         let effects = EffectDispatcher::new(
             core.db.clone(),
             actors,

@@ -10,6 +10,7 @@
 //! busy timeout covers other processes (the CLI) touching the same file, and the turns
 //! that arrive together share one commit.
 
+mod access;
 pub mod admin;
 mod claims;
 pub mod effects;

@@ -12,6 +12,7 @@ use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 
 use super::{Attempt, EffectError, Effected, SendEmail, Transport};
+use crate::access::{AccessSigner, now_secs};
 use crate::configuration::Config;
 use crate::db::Database;
 use crate::domain::{AccessGrant, EffectKind, ItemLine, Outcome, SessionId};
@@ -50,8 +51,8 @@ struct EmailView<'a> {
     /// A test-mode order: no real money moved, and the email says so.
     test: bool,
     address: Vec<String>,
-    /// The grants that still give access.
-    access: Vec<&'a AccessGrant>,
+    /// The grants that still give access, their links signed.
+    access: Vec<AccessGrant>,
     /// Whether the order came with any access, given or since taken back.
     had_access: bool,
 }
@@ -101,6 +102,7 @@ struct Mailer {
     /// The part after `@` in `MAIL_FROM`, for `Message-ID`s.
     domain: String,
     public_url: String,
+    access: AccessSigner,
 }
 
 /// Sends customers' emails. Stateless between messages, so attempts run concurrently.
@@ -109,7 +111,7 @@ pub struct EmailActor {
 }
 
 impl EmailActor {
-    pub fn new(db: Database, transport: Transport, config: &Config) -> Self {
+    pub fn new(db: Database, transport: Transport, config: &Config, access: AccessSigner) -> Self {
         let from = config.effects.mail_from.clone();
         Self {
             mailer: Arc::new(Mailer {
@@ -119,6 +121,7 @@ impl EmailActor {
                 domain: from.email.domain().to_owned(),
                 from,
                 public_url: config.public_url.clone(),
+                access,
             }),
         }
     }
@@ -221,7 +224,10 @@ impl Mailer {
                 .and_then(|s| s.address.as_ref())
                 .map(|a| a.lines())
                 .unwrap_or_default(),
-            access: outcome.active_access().collect(),
+            access: outcome
+                .active_access()
+                .map(|grant| self.access.signed(grant, &outcome.session_id, now_secs()))
+                .collect(),
             had_access: !outcome.access.is_empty(),
         }
     }

@@ -40,6 +40,7 @@ pub use attempt::Attempt;
 pub use dispatcher::{EffectDispatcher, Effects, Shutdown};
 pub use mail::Transport;
 
+use crate::access::AccessSigner;
 use crate::configuration::Config;
 use crate::db::Database;
 use crate::domain::EffectKind;
@@ -131,9 +132,9 @@ pub struct EffectActors {
 
 impl EffectActors {
     /// Starts the actors on the current arbiter.
-    pub fn start(db: &Database, config: &Config) -> anyhow::Result<Self> {
+    pub fn start(db: &Database, config: &Config, access: &AccessSigner) -> anyhow::Result<Self> {
         let transport = Transport::from_config(&config.effects)?;
-        let email = EmailActor::new(db.clone(), transport, config).start();
+        let email = EmailActor::new(db.clone(), transport, config, access.clone()).start();
         let inventory = InventoryActor::new(db.clone()).start();
         let outbound = Outbound::new(&config.effects)?;
         let shipping = ShippingActor::new(db.clone(), outbound.clone(), &config.effects).start();

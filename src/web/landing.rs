@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::AppState;
 use super::outcome::{LookupError, lookup};
+use crate::access::{AccessSigner, now_secs};
 use crate::domain::{AccessGrant, ItemLine, Outcome, ShipmentStatus, Status};
 use crate::metrics::{METRICS, Route, seconds};
 
@@ -57,7 +58,7 @@ pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) ->
     let started = Instant::now();
     let response = match lookup(&state, &request, session_id.as_deref()).await {
         Ok(outcome) => render(
-            landing_page(&outcome, state.sandbox),
+            landing_page(&outcome, state.sandbox, &state.access),
             actix_web::http::StatusCode::OK,
         ),
         Err(error) => with_retry_after(render(problem_page(&error), error.status()), &error),
@@ -74,9 +75,16 @@ pub async fn outcome_json(
 ) -> HttpResponse {
     let started = Instant::now();
     let response = match lookup(&state, &request, Some(path.as_str())).await {
-        Ok(outcome) => HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(&*outcome),
+        Ok(outcome) => {
+            let mut outcome = Outcome::clone(&outcome);
+            let now = now_secs();
+            for grant in &mut outcome.access {
+                *grant = state.access.signed(grant, &outcome.session_id, now);
+            }
+            HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(&outcome)
+        }
         Err(error) => with_retry_after(
             HttpResponse::build(error.status()).json(json!({
                 "error": { "status": error.status().as_u16(), "message": error.to_string() }
@@ -105,7 +113,11 @@ fn with_retry_after(mut response: HttpResponse, error: &LookupError) -> HttpResp
     response
 }
 
-fn landing_page(outcome: &Outcome, sandbox: bool) -> Result<String, askama::Error> {
+fn landing_page(
+    outcome: &Outcome,
+    sandbox: bool,
+    signer: &AccessSigner,
+) -> Result<String, askama::Error> {
     let refundable = matches!(
         outcome.status,
         Status::Fulfilled | Status::PartiallyRefunded | Status::Disputed
@@ -115,7 +127,10 @@ fn landing_page(outcome: &Outcome, sandbox: bool) -> Result<String, askama::Erro
         refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
         items: outcome.item_lines(),
         total: outcome.formatted_total(),
-        access: outcome.active_access().cloned().collect(),
+        access: outcome
+            .active_access()
+            .map(|grant| signer.signed(grant, &outcome.session_id, now_secs()))
+            .collect(),
         refunded: outcome.formatted_refunded(),
         sandbox_order: (sandbox && refundable)
             .then(|| format!("/sandbox/checkout/{}", outcome.session_id)),

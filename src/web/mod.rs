@@ -1,6 +1,7 @@
 //! The HTTP surface: Stripe's webhooks, the storefront, the customer's landing page, the
 //! JSON outcome, the operator's probes and the operators' page.
 
+mod access;
 mod admin;
 mod clients;
 mod health;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use actix_web::web;
 
+use crate::access::AccessSigner;
 use crate::actors::Sessions;
 use crate::catalog::Catalog;
 use crate::configuration::Secret;
@@ -62,6 +64,8 @@ pub struct AppState {
     pub admin: Option<Arc<Admin>>,
     /// Wakes the effect dispatcher when an operator retries a dead effect.
     pub outbox: Outbox,
+    /// Signs the `{token}` of download links, and checks it.
+    pub access: AccessSigner,
 }
 
 /// Registers every route.
@@ -78,6 +82,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/api/checkout-sessions/{id}",
         web::get().to(landing::outcome_json),
     )
+    .route("/api/access/{token}", web::get().to(access::access))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .configure(admin::routes);

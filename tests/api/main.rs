@@ -1,6 +1,7 @@
 //! End-to-end tests: real HTTP to fulfilld and to a Stripe API double, on SQLite and,
 //! when `TEST_DATABASE_URL` names a PostgreSQL server, on PostgreSQL too.
 
+mod access;
 mod admin;
 mod backlog;
 mod concurrency;

@@ -21,7 +21,7 @@ use crate::stripe::listing::{Created, EventsQuery, SessionsQuery};
 use crate::stripe::{GatewayError, StripeGateway};
 
 /// The events fulfilld acts on.
-pub const CHECKOUT_EVENTS: [&str; 8] = [
+pub const CHECKOUT_EVENTS: [&str; 11] = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
@@ -30,6 +30,9 @@ pub const CHECKOUT_EVENTS: [&str; 8] = [
     "refund.updated",
     "refund.failed",
     "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.closed",
+    "charge.dispute.funds_reinstated",
 ];
 /// How far back Stripe keeps events.
 pub const STRIPE_KEEPS_EVENTS: Duration = Duration::from_secs(30 * 86_400);

@@ -81,11 +81,14 @@ impl LineItemRow {
     }
 }
 
+/// A grant as read: SKU, name, link, when it was revoked and when suspended.
+type GrantRow = (String, String, String, Option<i64>, Option<i64>);
+
 /// Everything stored about one session, read on any connection.
 pub(super) struct StoredOutcome {
     pub session: StoredSession,
     pub items: Vec<LineItemRow>,
-    pub grants: Vec<(String, String, String, Option<i64>, Option<i64>)>,
+    pub grants: Vec<GrantRow>,
     pub shipment: Option<(ShipmentStatus, String)>,
 }
 
@@ -115,7 +118,7 @@ macro_rules! outcome_query {
                 access_grants::revoked_at,
                 access_grants::suspended_at,
             ))
-            .load::<(String, String, String, Option<i64>, Option<i64>)>($conn)
+            .load::<GrantRow>($conn)
     };
     (shipment, $conn:expr, $id:expr) => {
         shipments::table

@@ -101,7 +101,7 @@ async fn a_dispute_suspends_and_holds_until_it_is_won_and_each_change_is_told_on
             &session,
             "needs_response",
         );
-        deliver_many(&app, &[opened.clone()], 5).await;
+        deliver_many(&app, &[opened], 5).await;
         let outcome = settled(&app, &session, Status::Disputed).await;
         assert_eq!(
             outcome.access[0].status,

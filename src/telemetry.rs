@@ -27,16 +27,22 @@ pub fn init(format: LogFormat) {
 }
 
 /// The span of each HTTP request: method, route and path, never the query string, which
-/// may hold what must not be logged (an admin's search for a customer's email address).
+/// may hold what must not be logged (an admin's search for a customer's email address),
+/// nor a download token.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
+        // A download token is a bearer credential: only its route is logged.
+        let path = match request.path() {
+            path if path.starts_with("/api/access/") => "/api/access/{token}",
+            path => path,
+        };
         tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
             http.route = request.match_pattern().unwrap_or_default(),
-            http.path = request.path(),
+            http.path = path,
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             exception.message = tracing::field::Empty,

@@ -280,7 +280,8 @@ impl AccessChange {
 
     /// The notice's `subject` and JSON body, for the grants of `skus`. A session is
     /// granted access once; every other change is told of once per transaction that made
-    /// it (`now`, in milliseconds), so a second dispute is a second notice.
+    /// it (`now`, in milliseconds, with the SKUs it changed), so a second dispute is a
+    /// second notice.
     pub fn notice(
         self,
         session_id: &str,
@@ -290,7 +291,7 @@ impl AccessChange {
     ) -> (String, String) {
         let subject = match self {
             Self::Granted => "granted".to_owned(),
-            _ => format!("{}:{now}", self.event_type()),
+            _ => format!("{}:{now}:{}", self.event_type(), skus.join(",")),
         };
         let items: Vec<_> = skus
             .iter()
@@ -298,6 +299,9 @@ impl AccessChange {
             .collect();
         let body = serde_json::json!({
             "type": self.event_type(),
+            // Notices may arrive out of order after an outage: the receiver keeps the
+            // newest per grant.
+            "occurred_at": now,
             "session_id": session_id,
             "customer_email": customer_email,
             "items": items,

@@ -55,8 +55,8 @@ impl Database {
 
     /// Records that the warehouse cancelled session `session_id`'s shipment (or had none
     /// to cancel, when `asked` is false), with the attempt's effect done, in one
-    /// transaction: the shipment `cancelled`, a held request cancelled, the stock put
-    /// back. False when the lease is no longer the attempt's.
+    /// transaction: the shipment `cancelled` and a held request cancelled when asked, and
+    /// the stock put back either way. False when the lease is no longer the attempt's.
     pub async fn complete_shipment_cancel(
         &self,
         fence: Fence,
@@ -67,7 +67,10 @@ impl Database {
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
                 let done = mark_done!(fence, now).execute(conn).await? == 1;
-                if done && asked {
+                if !done {
+                    return Ok(false);
+                }
+                if asked {
                     diesel::update(
                         shipments::table
                             .find(session_id)
@@ -91,9 +94,11 @@ impl Database {
                     ))
                     .execute(conn)
                     .await?;
-                    return_stock!(conn, session_id, now);
                 }
-                Ok::<_, diesel::result::Error>(done)
+                // Back once the goods are known not to have left: the refund left it to
+                // this answer.
+                return_stock!(conn, session_id, now);
+                Ok::<_, diesel::result::Error>(true)
             })
             .await
             .context("could not record the shipment's cancellation")

@@ -154,8 +154,9 @@ macro_rules! apply_reversals {
                     .await?;
                     // A shipment the warehouse accepted, or may yet accept from an attempt
                     // already made, is asked back: once, after that attempt ends.
+                    let mut asked = false;
                     if tell.warehouse {
-                        let asked = shipments::table
+                        asked = shipments::table
                             .filter(shipments::session_id.eq(id))
                             .filter(shipments::status.eq_any([
                                 ShipmentStatus::Pending,
@@ -184,8 +185,11 @@ macro_rules! apply_reversals {
                         }
                     }
                     // Stock taken for goods that never left goes back, once: not for a
-                    // shipment the warehouse accepted (its cancellation puts it back).
-                    $crate::db::refunds::return_stock!($conn, id, now);
+                    // shipment the warehouse accepted or may have, whose cancellation puts
+                    // it back when the warehouse agrees.
+                    if !asked {
+                        $crate::db::refunds::return_stock!($conn, id, now);
+                    }
                     if tell.customer && customer_email.is_some() {
                         enqueued |= diesel::insert_into(effects::table)
                             .values((

@@ -190,15 +190,6 @@ impl Application {
         .shutdown_timeout(shutdown_grace.as_secs())
         .listen(listener)?
         .run();
-        let effects = &config.effects;
-        let outbound =
-            effects.shipping_webhook_url.is_some() || effects.access_webhook_url.is_some();
-        if outbound && effects.outbound_webhook_secret.is_none() {
-            tracing::warn!(
-                "OUTBOUND_WEBHOOK_SECRET is not set: POSTs to SHIPPING_WEBHOOK_URL and \
-                 ACCESS_WEBHOOK_URL go unsigned, and their receivers cannot tell them from forgeries"
-            );
-        }
         let actors = EffectActors::start(&core.db, &config, &core.access)?;
         let effects = EffectDispatcher::new(
             core.db.clone(),

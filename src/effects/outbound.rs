@@ -35,6 +35,13 @@ impl Outbound {
             .outbound_webhook_secret
             .as_ref()
             .and_then(|secret| decode_secret(secret.expose()));
+        let sends = config.shipping_webhook_url.is_some() || config.access_webhook_url.is_some();
+        if sends && key.is_none() {
+            tracing::warn!(
+                "OUTBOUND_WEBHOOK_SECRET is not set: POSTs to SHIPPING_WEBHOOK_URL and \
+                 ACCESS_WEBHOOK_URL go unsigned, and their receivers cannot tell them from forgeries"
+            );
+        }
         Ok(Self { client, key })
     }
 

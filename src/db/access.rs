@@ -24,13 +24,7 @@ impl Database {
                 .optional()
                 .context("could not read the grant")
         })?;
-        Ok(
-            grant.map(|(revoked, suspended)| match (revoked, suspended) {
-                (Some(_), _) => GrantStatus::Revoked,
-                (None, Some(_)) => GrantStatus::Suspended,
-                (None, None) => GrantStatus::Active,
-            }),
-        )
+        Ok(grant.map(|(revoked, suspended)| GrantStatus::of(revoked, suspended)))
     }
 
     /// The secret named `name` that every replica on this database shares, made (from

@@ -208,11 +208,7 @@ impl StoredOutcome {
                     sku,
                     name,
                     url,
-                    status: match (revoked_at, suspended_at) {
-                        (Some(_), _) => GrantStatus::Revoked,
-                        (None, Some(_)) => GrantStatus::Suspended,
-                        (None, None) => GrantStatus::Active,
-                    },
+                    status: GrantStatus::of(revoked_at, suspended_at),
                 })
                 .collect(),
             shipment,

@@ -42,6 +42,18 @@ pub enum GrantStatus {
     Revoked,
 }
 
+impl GrantStatus {
+    /// The status of a grant stored with these times (`revoked_at`, `suspended_at`): a
+    /// revocation outlasts any suspension.
+    pub fn of(revoked_at: Option<i64>, suspended_at: Option<i64>) -> Self {
+        match (revoked_at, suspended_at) {
+            (Some(_), _) => Self::Revoked,
+            (None, Some(_)) => Self::Suspended,
+            (None, None) => Self::Active,
+        }
+    }
+}
+
 /// Where physical goods go, as the customer gave it to Checkout. Never logged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShippingAddress {

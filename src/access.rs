@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::domain::AccessGrant;
+use crate::domain::{AccessGrant, Outcome};
 
 /// How many days a link shown today stays valid, from the start of the next day.
 pub const LINK_DAYS: i64 = 30;
@@ -91,6 +91,19 @@ impl AccessSigner {
             grant.url = grant.url.replace("{token}", &token);
         }
         grant
+    }
+
+    /// `grants` of `outcome` with their links' `{token}`s minted now.
+    pub fn links<'a>(
+        &self,
+        outcome: &Outcome,
+        grants: impl IntoIterator<Item = &'a AccessGrant>,
+    ) -> Vec<AccessGrant> {
+        let now = now_secs();
+        grants
+            .into_iter()
+            .map(|grant| self.signed(grant, &outcome.session_id, now))
+            .collect()
     }
 }
 

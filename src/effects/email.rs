@@ -12,7 +12,7 @@ use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 
 use super::{Attempt, EffectError, Effected, SendEmail, Transport};
-use crate::access::{AccessSigner, now_secs};
+use crate::access::AccessSigner;
 use crate::configuration::Config;
 use crate::db::Database;
 use crate::domain::{AccessGrant, EffectKind, ItemLine, Outcome, SessionId};
@@ -224,10 +224,7 @@ impl Mailer {
                 .and_then(|s| s.address.as_ref())
                 .map(|a| a.lines())
                 .unwrap_or_default(),
-            access: outcome
-                .active_access()
-                .map(|grant| self.access.signed(grant, &outcome.session_id, now_secs()))
-                .collect(),
+            access: self.access.links(outcome, outcome.active_access()),
             had_access: !outcome.access.is_empty(),
         }
     }

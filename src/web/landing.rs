@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::AppState;
 use super::outcome::{LookupError, lookup};
-use crate::access::{AccessSigner, now_secs};
+use crate::access::AccessSigner;
 use crate::domain::{AccessGrant, ItemLine, Outcome, ShipmentStatus, Status};
 use crate::metrics::{METRICS, Route, seconds};
 
@@ -77,10 +77,7 @@ pub async fn outcome_json(
     let response = match lookup(&state, &request, Some(path.as_str())).await {
         Ok(outcome) => {
             let mut outcome = Outcome::clone(&outcome);
-            let now = now_secs();
-            for grant in &mut outcome.access {
-                *grant = state.access.signed(grant, &outcome.session_id, now);
-            }
+            outcome.access = state.access.links(&outcome, &outcome.access);
             HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(&outcome)
@@ -127,10 +124,7 @@ fn landing_page(
         refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
         items: outcome.item_lines(),
         total: outcome.formatted_total(),
-        access: outcome
-            .active_access()
-            .map(|grant| signer.signed(grant, &outcome.session_id, now_secs()))
-            .collect(),
+        access: signer.links(outcome, outcome.active_access()),
         refunded: outcome.formatted_refunded(),
         sandbox_order: (sandbox && refundable)
             .then(|| format!("/sandbox/checkout/{}", outcome.session_id)),

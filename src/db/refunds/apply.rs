@@ -168,20 +168,14 @@ macro_rules! apply_reversals {
                             .await?
                             > 0;
                         if asked {
-                            enqueued |= diesel::insert_into(effects::table)
-                                .values((
-                                    effects::session_id.eq(id),
-                                    effects::kind.eq(EffectKind::ShipmentCancel),
-                                    effects::status.eq(EffectStatus::Pending),
-                                    effects::attempts.eq(0),
-                                    effects::next_attempt_at.eq(DbNow::now()),
-                                    effects::created_at.eq(now),
-                                    effects::updated_at.eq(now),
-                                ))
-                                .on_conflict_do_nothing()
-                                .execute($conn)
-                                .await?
-                                == 1;
+                            enqueued |= $crate::db::refunds::enqueue!(
+                                $conn,
+                                id,
+                                EffectKind::ShipmentCancel,
+                                "",
+                                None,
+                                now
+                            );
                         }
                     }
                     // Stock taken for goods that never left goes back, once: not for a
@@ -191,20 +185,14 @@ macro_rules! apply_reversals {
                         $crate::db::refunds::return_stock!($conn, id, now);
                     }
                     if tell.customer && customer_email.is_some() {
-                        enqueued |= diesel::insert_into(effects::table)
-                            .values((
-                                effects::session_id.eq(id),
-                                effects::kind.eq(EffectKind::RefundEmail),
-                                effects::status.eq(EffectStatus::Pending),
-                                effects::attempts.eq(0),
-                                effects::next_attempt_at.eq(DbNow::now()),
-                                effects::created_at.eq(now),
-                                effects::updated_at.eq(now),
-                            ))
-                            .on_conflict_do_nothing()
-                            .execute($conn)
-                            .await?
-                            == 1;
+                        enqueued |= $crate::db::refunds::enqueue!(
+                            $conn,
+                            id,
+                            EffectKind::RefundEmail,
+                            "",
+                            None,
+                            now
+                        );
                     }
                 } else {
                     let skus: HashSet<&str> = counted
@@ -288,22 +276,14 @@ macro_rules! apply_reversals {
                     for (change, skus) in changes.into_iter().filter(|(_, skus)| !skus.is_empty()) {
                         let (subject, body) =
                             change.notice(id, &skus, customer_email.as_deref(), now);
-                        enqueued |= diesel::insert_into(effects::table)
-                            .values((
-                                effects::session_id.eq(id),
-                                effects::kind.eq(EffectKind::AccessNotice),
-                                effects::subject.eq(subject),
-                                effects::body.eq(body),
-                                effects::status.eq(EffectStatus::Pending),
-                                effects::attempts.eq(0),
-                                effects::next_attempt_at.eq(DbNow::now()),
-                                effects::created_at.eq(now),
-                                effects::updated_at.eq(now),
-                            ))
-                            .on_conflict_do_nothing()
-                            .execute($conn)
-                            .await?
-                            == 1;
+                        enqueued |= $crate::db::refunds::enqueue!(
+                            $conn,
+                            id,
+                            EffectKind::AccessNotice,
+                            &subject,
+                            Some(body.as_str()),
+                            now
+                        );
                     }
                 }
                 Ok::<_, diesel::result::Error>(Some(Applied {
@@ -355,3 +335,32 @@ macro_rules! return_stock {
     }};
 }
 pub(crate) use return_stock;
+
+/// Enqueues session `$id`'s effect of `$kind` with `$subject` and `$body`, due at once,
+/// unless it is enqueued already; evaluates to whether this call enqueued it, or returns
+/// the error. Inside the caller's transaction, on either backend.
+macro_rules! enqueue {
+    ($conn:ident, $id:expr, $kind:expr, $subject:expr, $body:expr, $now:expr) => {{
+        use $crate::db::schema::effects;
+        use $crate::db::types::DbNow;
+        use $crate::domain::EffectStatus;
+        let (subject, body, now): (&str, Option<&str>, i64) = ($subject, $body, $now);
+        diesel::insert_into(effects::table)
+            .values((
+                effects::session_id.eq($id),
+                effects::kind.eq($kind),
+                effects::subject.eq(subject),
+                effects::body.eq(body),
+                effects::status.eq(EffectStatus::Pending),
+                effects::attempts.eq(0),
+                effects::next_attempt_at.eq(DbNow::now()),
+                effects::created_at.eq(now),
+                effects::updated_at.eq(now),
+            ))
+            .on_conflict_do_nothing()
+            .execute($conn)
+            .await?
+            == 1
+    }};
+}
+pub(crate) use enqueue;

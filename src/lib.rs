@@ -14,6 +14,7 @@ pub mod fulfillment;
 pub mod inbox;
 pub mod metrics;
 pub mod reconcile;
+pub mod refunding;
 pub mod replicas;
 pub mod retention;
 pub mod retry;

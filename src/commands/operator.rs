@@ -4,18 +4,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 use crate::cli::{EventsCommand, SessionsCommand};
 use crate::configuration::Settings;
 use crate::db::Database;
 use crate::db::inbox::EventView;
-use crate::domain::{AccountId, GrantStatus, SessionId, format_amount, refunded_skus};
+use crate::domain::{GrantStatus, SessionId, format_amount};
 use crate::fulfillment::Trigger;
 use crate::inbox;
 use crate::reconcile::{self, STRIPE_KEEPS_EVENTS};
+use crate::refunding::{self, RefundAsk, RefundError, Refunded};
 use crate::startup::Core;
-use crate::stripe::Priority;
 use crate::stripe::event::{self, Event};
 
 /// `fulfilld reconcile --since <DURATION>`.
@@ -150,103 +149,23 @@ async fn refund(
     items: Option<&str>,
 ) -> anyhow::Result<()> {
     let id = SessionId::parse(session_id).map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        amount.is_none_or(|amount| amount > 0),
-        "--amount: expected a positive amount in minor units (cents), like 500"
-    );
-    // In one order, so that the same items give the same idempotency key.
-    let items = items
-        .map(|items| -> anyhow::Result<String> {
-            anyhow::ensure!(
-                refunded_skus(items).len() == items.split(',').count(),
-                "--items: expected SKU:QTY,… with positive quantities, like TEE-M:1,EBOOK:1"
-            );
-            anyhow::ensure!(
-                amount.is_some(),
-                "--items: give --amount too; Stripe refunds an amount, and the items only say \
-                 what it is for"
-            );
-            let mut entries: Vec<String> = items
-                .split(',')
-                .map(|entry| entry.replace(' ', ""))
-                .collect();
-            entries.sort();
-            Ok(entries.join(","))
-        })
-        .transpose()?;
-    let items = items.as_deref();
+    let flagged = |error: RefundError| match error {
+        RefundError::Invalid { field, message } => anyhow::anyhow!("--{field}: {message}"),
+        error => error.into(),
+    };
+    let ask = RefundAsk::new(amount, items).map_err(flagged)?;
     let config = settings.validate()?;
     let core = Core::start(&config).await?;
-    let outcome =
-        core.db.outcome(&id).await?.with_context(|| {
-            format!("{id} is not recorded; `fulfilld fulfill {id}` asks Stripe")
-        })?;
-    anyhow::ensure!(
-        outcome.status.was_fulfilled(),
-        "{id} is {}: nothing was fulfilled, so nothing is refunded",
-        outcome.status.as_str()
-    );
-    if let Some(items) = items {
-        let bought: Vec<&str> = outcome
-            .access
-            .iter()
-            .map(|grant| grant.sku.as_str())
-            .chain(
-                outcome
-                    .shipment
-                    .iter()
-                    .flat_map(|shipment| shipment.items.iter().map(|item| item.sku.as_str())),
-            )
-            .collect();
-        if let Some(unknown) = refunded_skus(items)
-            .into_iter()
-            .find(|sku| !bought.contains(sku))
-        {
-            anyhow::bail!(
-                "--items: {id} has no {unknown}; it has {}",
-                bought.join(", ")
-            );
-        }
-    }
-    let account = outcome
-        .account
-        .as_deref()
-        .map(AccountId::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let payment_intent = match core.db.payment_intent_of(&id).await? {
-        Some(payment_intent) => payment_intent,
-        // Recorded before payment intents were.
-        None => core
-            .stripe
-            .checkout_session(&id, account.as_ref(), &Priority::Interactive)
-            .await?
-            .0
-            .payment_intent
-            .with_context(|| format!("Stripe names no payment intent for {id}"))?,
-    };
-    let key = refund_key(&payment_intent, amount, items);
-    let refund = core
-        .stripe
-        .create_refund(&payment_intent, amount, items, account.as_ref(), &key)
+    let Refunded { refund, currency } = refunding::refund(&core.db, &core.stripe, &id, &ask)
         .await
-        .with_context(|| format!("Stripe did not refund {id}"))?;
-    let currency = outcome.currency.as_deref().unwrap_or("usd");
+        .map_err(flagged)?;
     println!(
         "{id}: refund {} of {}, {}; the reversal follows from Stripe's webhooks",
         refund.id,
-        format_amount(refund.amount, currency),
+        format_amount(refund.amount, &currency),
         refund.status
     );
     Ok(())
-}
-
-/// The idempotency key of a refund: the same command gives the same key, so Stripe
-/// refunds once however often it is run (within the 24 hours Stripe keeps keys).
-fn refund_key(payment_intent: &str, amount: Option<i64>, items: Option<&str>) -> String {
-    let digest = Sha256::digest(format!("{payment_intent}\n{amount:?}\n{items:?}"));
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("fulfilld-refund-{hex}")
 }
 
 /// `fulfilld sessions show <SESSION_ID>`.

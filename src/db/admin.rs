@@ -1,12 +1,12 @@
 //! What the operators' page reads that no other part of the engine needs: sessions by
-//! search and every SKU's stock.
+//! search, a session's refunds and disputes, and every SKU's stock.
 
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 use diesel_async::RunQueryDsl;
 
-use super::schema::{checkout_sessions, inventory};
+use super::schema::{checkout_sessions, inventory, refunds};
 use super::{Database, with_connection};
 use crate::domain::Status;
 
@@ -39,6 +39,22 @@ pub struct StockRow {
     pub stock: i64,
     /// Set once the SKU was sold below zero; it stays set so nobody misses it.
     pub oversold: bool,
+    pub updated_at: i64,
+}
+
+/// A refund or dispute stored for a session's payment intent.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = refunds)]
+pub struct ReversalRow {
+    /// `re_…`, `ch_…` (a charge's refunds, from `charge.refunded`) or `du_…`.
+    pub id: String,
+    /// `refund`, `charge` or `dispute`.
+    pub kind: String,
+    /// Minor units.
+    pub amount: i64,
+    pub status: String,
+    /// The items a refund names, `SKU:QTY,…`.
+    pub items: Option<String>,
     pub updated_at: i64,
 }
 
@@ -95,6 +111,24 @@ impl Database {
                 .await
                 .optional()
                 .context("could not read the session")
+        })
+    }
+
+    /// The refunds and disputes stored for session `id`'s payment intent, oldest first.
+    pub async fn reversals_of(&self, id: &str) -> anyhow::Result<Vec<ReversalRow>> {
+        with_connection!(self, |conn| {
+            refunds::table
+                .inner_join(
+                    checkout_sessions::table
+                        .on(checkout_sessions::payment_intent
+                            .eq(refunds::payment_intent.nullable())),
+                )
+                .filter(checkout_sessions::id.eq(id))
+                .order((refunds::created_at, refunds::id))
+                .select(ReversalRow::as_select())
+                .load::<ReversalRow>(conn)
+                .await
+                .context("could not read the session's refunds and disputes")
         })
     }
 

@@ -12,7 +12,7 @@ pub use delivery::{
     AccessChange, AccessGrant, EffectKind, EffectStatus, GrantStatus, Shipment, ShipmentItem,
     ShipmentStatus, ShippingAddress, Tell,
 };
-pub use money::format_amount;
+pub use money::{format_amount, parse_amount};
 pub use outcome::{
     ItemLine, LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status,
 };

@@ -8,4 +8,5 @@ pub mod pacer;
 pub mod signature;
 
 pub use gateway::{GatewayError, StripeGateway};
+pub use listing::MadeRefund;
 pub use pacer::{Pacer, Priority, Urgency};

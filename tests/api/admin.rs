@@ -9,7 +9,8 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Response, StatusCode};
 
 use crate::effects::order;
-use crate::helpers::{Backend, TestApp, backends, sign, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, WEBHOOK_SECRET, backends, sign, spawn_app, spawn_app_with};
+use crate::refunds::{ebook_and_poster, mails, wait_for_refunded};
 use crate::smtp::SmtpServer;
 use crate::warehouse::Warehouse;
 
@@ -553,5 +554,123 @@ async fn signing_out_is_a_post_with_the_csrf_token_that_clears_the_cookie() {
         assert_eq!(location(&out), "/admin/login");
         let cleared = set_cookie(&out).expect("a cookie");
         assert!(cleared.starts_with("fulfilld_admin=;") && cleared.contains("Max-Age=0"));
+    }
+}
+
+#[actix_web::test]
+async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_webhook() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_app_with(&backend, |settings| {
+            settings.admin_token = Some(TOKEN.into());
+            settings.effects.smtp_url = Some(smtp.url());
+        })
+        .await;
+        app.stripe
+            .send_webhooks_to(&format!("{}/webhook", app.address), WEBHOOK_SECRET);
+        let session = app.stripe.add_session(ebook_and_poster());
+        app.stripe
+            .emit("checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        let browser = Browser::sign_in(&app).await;
+        let timeline = format!("/admin/sessions/{session}");
+        let csrf = browser.csrf(&timeline).await;
+        let action = format!("{timeline}/refund");
+        let refunds_made = || {
+            app.stripe
+                .events()
+                .iter()
+                .filter(|e| e.event_type == "refund.created")
+                .count()
+        };
+
+        // Refused, naming the field, and nothing asked of Stripe.
+        for (form, says) in [
+            (
+                vec![("amount", "nine")],
+                "Amount: expected an amount in USD",
+            ),
+            (vec![("amount", "0")], "Amount: expected more than 0"),
+            (vec![("amount", "9.001")], "USD has 2 decimal places"),
+            (vec![("amount", "25")], "Amount: only USD 20.00 is left"),
+            (
+                vec![("items", "EBOOK-FULFILL:1")],
+                "Items: give an amount too",
+            ),
+            (
+                vec![("amount", "9"), ("items", "MUG:1")],
+                "has no MUG; it has EBOOK-FULFILL",
+            ),
+        ] {
+            let form = [&[("csrf", csrf.as_str())][..], &form].concat();
+            let response = browser.post(&action, &form).await;
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            let page = response.text().await.unwrap();
+            assert!(page.contains(says), "{says} missing: {page}");
+        }
+        let forged = [("amount", "9"), ("confirm", "yes")];
+        assert_eq!(browser.post(&action, &forged).await.status(), 403);
+
+        // The first POST asks; only the confirmation refunds, and twice is once.
+        let ask = [
+            ("csrf", csrf.as_str()),
+            ("amount", "9.00"),
+            ("items", "EBOOK-FULFILL:1"),
+        ];
+        let asked = browser.post(&action, &ask).await;
+        assert_eq!(asked.status(), StatusCode::OK);
+        let asked = asked.text().await.unwrap();
+        assert!(
+            asked.contains("Refund USD 9.00 for EBOOK-FULFILL:1 to the customer?"),
+            "{asked}"
+        );
+        assert_eq!(refunds_made(), 0);
+        let confirm = [&ask[..], &[("confirm", "yes")]].concat();
+        let made = browser.post(&action, &confirm).await;
+        assert_eq!(made.status(), StatusCode::SEE_OTHER);
+        let back = location(&made);
+        assert!(back.starts_with(&format!("{timeline}?notice=refund_made&id=re_")));
+        let again = browser.post(&action, &confirm).await;
+        assert_eq!(location(&again), back, "the same refund, answered again");
+        assert_eq!(
+            wait_for_refunded(&app, &session, 900).await,
+            Status::PartiallyRefunded,
+            "on {backend:?}"
+        );
+        assert_eq!(refunds_made(), 1);
+        let page = browser.page(&back).await;
+        let refund_id = back.rsplit('=').next().unwrap();
+        for expected in [
+            "Stripe made refund re_",
+            "Refunds and disputes",
+            refund_id,
+            "EBOOK-FULFILL:1",
+            "USD 9.00",
+            "partially_refunded",
+        ] {
+            assert!(page.contains(expected), "{expected} missing: {page}");
+        }
+
+        // The rest, with the amount left empty; then there is nothing left to refund.
+        let rest = [("csrf", csrf.as_str()), ("amount", ""), ("confirm", "yes")];
+        assert_eq!(browser.post(&action, &rest).await.status(), 303);
+        assert_eq!(
+            wait_for_refunded(&app, &session, 2000).await,
+            Status::Refunded,
+            "on {backend:?}"
+        );
+        assert!(!browser.page(&timeline).await.contains("Refund…"));
+        let more = browser.post(&action, &rest).await;
+        assert_eq!(more.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            more.text()
+                .await
+                .unwrap()
+                .contains("refunded in full already")
+        );
+        assert_eq!(refunds_made(), 2);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
 }

@@ -24,7 +24,10 @@ async fn refunds_started_from_the_cli_are_made_once_and_reverse_through_stripes_
         // Refused, and nothing refunded: items without an amount, an item not bought, no
         // amount at all.
         let refused = [
-            (vec!["--items", "EBOOK-FULFILL:1"], "give --amount too"),
+            (
+                vec!["--items", "EBOOK-FULFILL:1"],
+                "--items: give an amount too",
+            ),
             (
                 vec!["--amount", "900", "--items", "MUG:1"],
                 "has no MUG; it has EBOOK-FULFILL",

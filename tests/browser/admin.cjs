@@ -1,5 +1,6 @@
 // Signs in to /admin like an operator and looks at a fulfilled session: search, timeline,
-// dead letters, stock, a phone-width view; a form posted without its CSRF token must fail.
+// dead letters, stock, a partial refund, a phone-width view; a form posted without its CSRF
+// token must fail.
 // Usage: node admin.cjs BASE_URL ADMIN_TOKEN SESSION_ID [SCREENSHOT_DIR]
 const { launch } = require('./chromium.cjs');
 
@@ -56,6 +57,23 @@ async function main() {
     const tee = page.getByRole('row').filter({ hasText: 'TEE-M' });
     await tee.getByRole('cell', { name: '23', exact: true }).waitFor();
     await shoot(page, 'admin-stock');
+
+    // A partial refund from the session's page: checked, confirmed, made, and shown once
+    // Stripe's webhook has told of it.
+    await page.goto(`${base}/admin/sessions/${session}`);
+    await page.getByLabel('Amount').fill('1.00');
+    await page.getByRole('button', { name: 'Refund…' }).click();
+    await page.getByText('Refund USD 1.00 to the customer?').waitFor();
+    await page.getByRole('button', { name: 'Refund now' }).click();
+    await page.waitForURL(/notice=refund_made&id=re_/);
+    await page.getByRole('status').getByText('Stripe made refund re_').waitFor();
+    const partly = page.getByText('partially_refunded').first();
+    for (let tries = 0; !(await partly.isVisible()); tries += 1) {
+      if (tries === 50) throw new Error('the refund never showed on the timeline');
+      await page.waitForTimeout(200);
+      await page.reload();
+    }
+    await shoot(page, 'admin-refund');
 
     // A form posted from elsewhere carries the cookie at most, never the CSRF token.
     const forged = await page.request.post(`${base}/admin/effects/1/retry`, { form: {} });

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The headless-Chromium test: a real browser buys a T-shirt in the sandbox storefront, pays
 # on the hosted checkout and reaches the fulfilled landing page; the receipt must follow.
-# Then an operator signs in to /admin and finds that order, and the order is refunded with
-# the sandbox's button: the landing page shows it and the refund email follows.
+# Then an operator signs in to /admin, finds that order and refunds part of it, and the rest
+# is refunded with the sandbox's button: the landing page shows it and the refund email
+# follows.
 # Usage: tests/browser/run.sh [SCREENSHOT_DIR]   (tests/browser/run.sh docs refreshes the
 # README's screenshots)
 set -euo pipefail

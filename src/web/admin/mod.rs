@@ -1,5 +1,5 @@
 //! `/admin`: the operators' page. Recent sessions and search, one session's timeline, the
-//! dead effects and events with a retry button each, and the stock.
+//! dead effects and events with a retry button each, the stock, and a refund form.
 //!
 //! It exists only when `ADMIN_TOKEN` is set; otherwise every `/admin` path is a 404. An
 //! operator signs in with the token and gets a signed cookie ([`auth`]); every change is
@@ -8,6 +8,7 @@
 
 mod auth;
 mod pages;
+mod refund;
 mod retry;
 mod sign_in;
 mod throttle;
@@ -71,6 +72,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/logout", web::post().to(sign_in::sign_out))
             .route("/sessions/{id}", web::get().to(pages::timeline))
+            .route("/sessions/{id}/refund", web::post().to(refund::refund))
             .route("/dead", web::get().to(pages::dead))
             .route("/stock", web::get().to(pages::stock))
             .route("/effects/{id}/retry", web::post().to(retry::effect))

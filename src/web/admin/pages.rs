@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::views::{EffectLine, EventLine, SessionLine, StockLine, notice, when};
+use super::views::{EffectLine, EventLine, ReversalLine, SessionLine, StockLine, notice, when};
 use super::{AdminError, Operator, html};
 use crate::db::figures::Figures;
 use crate::domain::{AccessGrant, EffectStatus, ItemLine, SessionId};
@@ -79,12 +79,20 @@ struct TimelinePage {
     movements: Vec<(String, i64, bool)>,
     shipment: Option<ShipmentLine>,
     access: Vec<AccessGrant>,
+    reversals: Vec<ReversalLine>,
+    notice: Option<String>,
+    /// Whether the refund form is shown: fulfilled, and not all refunded.
+    refundable: bool,
+    /// The refund form's fields, empty.
+    typed_amount: String,
+    typed_items: String,
 }
 
 /// `GET /admin/sessions/{id}`: everything recorded about one session.
 pub async fn timeline(
     operator: Operator,
     path: web::Path<String>,
+    request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let id = SessionId::parse(&path).map_err(AdminError::MalformedId)?;
@@ -99,8 +107,26 @@ pub async fn timeline(
     let shipment = outcome
         .as_ref()
         .and_then(|outcome| outcome.shipment.as_ref());
+    let currency = outcome
+        .as_ref()
+        .and_then(|outcome| outcome.currency.clone())
+        .unwrap_or_else(|| "usd".to_owned());
+    let reversals = db.reversals_of(id.as_str()).await?;
     let page = TimelinePage {
         csrf: Some(operator.csrf()),
+        notice: notice_of(&request),
+        refundable: outcome.as_ref().is_some_and(|outcome| {
+            outcome.status.was_fulfilled()
+                && outcome
+                    .amount_total
+                    .is_none_or(|total| total > outcome.amount_refunded)
+        }),
+        reversals: reversals
+            .into_iter()
+            .map(|row| ReversalLine::new(row, &currency))
+            .collect(),
+        typed_amount: String::new(),
+        typed_items: String::new(),
         items: outcome.as_ref().map(|o| o.item_lines()).unwrap_or_default(),
         access: outcome
             .as_ref()
@@ -134,6 +160,13 @@ struct NoticeQuery {
     id: Option<String>,
 }
 
+/// The notice `?notice=…&id=…` asks for, if it is one of [`notice`]'s.
+fn notice_of(request: &HttpRequest) -> Option<String> {
+    let query = web::Query::<NoticeQuery>::from_query(request.query_string()).ok()?;
+    let query = query.into_inner();
+    notice(query.notice.as_deref()?, query.id.as_deref()?)
+}
+
 #[derive(Template)]
 #[template(path = "admin/dead.html")]
 struct DeadPage {
@@ -149,12 +182,7 @@ pub async fn dead(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
-    let notice = web::Query::<NoticeQuery>::from_query(request.query_string())
-        .ok()
-        .and_then(|query| {
-            let query = query.into_inner();
-            notice(query.notice.as_deref()?, query.id.as_deref()?)
-        });
+    let notice = notice_of(&request);
     let effects = state
         .db
         .list_effects(Some(EffectStatus::Dead), DEAD_SHOWN)

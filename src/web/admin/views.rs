@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::db::admin::{SessionRow, StockRow};
+use crate::db::admin::{ReversalRow, SessionRow, StockRow};
 use crate::db::effects::EffectView;
 use crate::db::inbox::EventView;
 use crate::domain::{EffectStatus, format_amount};
@@ -101,6 +101,29 @@ impl From<EffectView> for EffectLine {
     }
 }
 
+/// A refund or dispute of a session.
+pub struct ReversalLine {
+    pub id: String,
+    pub kind: String,
+    pub amount: String,
+    pub status: String,
+    pub items: String,
+    pub updated: String,
+}
+
+impl ReversalLine {
+    pub fn new(row: ReversalRow, currency: &str) -> Self {
+        Self {
+            amount: format_amount(row.amount, currency),
+            updated: when(row.updated_at),
+            items: row.items.unwrap_or_default(),
+            id: row.id,
+            kind: row.kind,
+            status: row.status,
+        }
+    }
+}
+
 /// A SKU's stock, with the catalog's name when it has one.
 pub struct StockLine {
     pub sku: String,
@@ -138,6 +161,9 @@ pub fn notice(code: &str, id: &str) -> Option<String> {
         }
         "event_retried" => format!("Event {id} is being carried out again."),
         "event_not_dead" => format!("Event {id} is not dead (retried already?): nothing changed."),
+        "refund_made" => format!(
+            "Stripe made refund {id}. What it reverses shows here once Stripe's webhook arrives."
+        ),
         _ => return None,
     })
 }

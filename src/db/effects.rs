@@ -45,18 +45,16 @@ pub struct ClaimedEffect {
 
 impl ClaimedEffect {
     /// What the effect becomes instead of being attempted, given its session's status:
-    /// after a full refund, a receipt, a stock movement, or a shipment never tried before
-    /// is cancelled (one tried may have reached the warehouse, and is asked back); while
-    /// a dispute is open, a shipment is held.
+    /// after a full refund, a receipt, a stock movement or a shipment is cancelled (a
+    /// shipment tried before may have reached the warehouse, and is asked back); while a
+    /// dispute is open, a shipment is held.
     pub fn set_aside(&self) -> Option<EffectStatus> {
         let status = self.session_status.as_deref().and_then(Status::parse)?;
         match (status, self.kind) {
-            (Status::Refunded, EffectKind::Receipt | EffectKind::Inventory) => {
-                Some(EffectStatus::Cancelled)
-            }
-            (Status::Refunded, EffectKind::Shipment) if self.attempts == 1 => {
-                Some(EffectStatus::Cancelled)
-            }
+            (
+                Status::Refunded,
+                EffectKind::Receipt | EffectKind::Inventory | EffectKind::Shipment,
+            ) => Some(EffectStatus::Cancelled),
             (Status::Disputed, EffectKind::Shipment) => Some(EffectStatus::Held),
             _ => None,
         }

@@ -176,14 +176,14 @@ impl EffectDispatcher {
     async fn attempt(&self, effect: ClaimedEffect, claimed_at: Instant) {
         let started = Instant::now();
         let fence = effect.fence();
-        if let Some(to) = effect.set_aside() {
+        if effect.set_aside().is_some() {
             let aside = self
                 .db
-                .set_aside(fence, &effect.session_id, effect.kind, to)
+                .set_aside(fence, &effect.session_id, effect.kind, effect.attempts > 1)
                 .await;
             let outcome = match aside {
                 Ok(Aside::Attempt) => None,
-                Ok(Aside::Done) => Some(to.as_str()),
+                Ok(Aside::Done(to)) => Some(to.as_str()),
                 Ok(Aside::Superseded) => Some("superseded"),
                 Err(error) => {
                     tracing::error!(

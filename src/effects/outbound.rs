@@ -45,9 +45,23 @@ impl Outbound {
         Ok(Self { client, key })
     }
 
-    /// POSTs `body` (JSON) to `url` as message `id` within `attempt`'s time, and reads
-    /// the answer. `whom` names the receiver in errors ("the warehouse").
+    /// POSTs `body` (JSON) to `url` as message `id` within `attempt`'s time: a 2xx is
+    /// success, and any other answer an error ([`judge`]). `whom` names the receiver in
+    /// errors ("the warehouse").
     pub async fn post(
+        &self,
+        attempt: &Attempt,
+        url: &str,
+        id: &str,
+        body: String,
+        whom: &str,
+    ) -> Result<StatusCode, EffectError> {
+        let status = self.answer(attempt, url, id, body, whom).await?;
+        judge(status, whom)
+    }
+
+    /// What [`Self::post`] does, up to the receiver's answer, whatever it is.
+    pub async fn answer(
         &self,
         attempt: &Attempt,
         url: &str,
@@ -81,24 +95,29 @@ impl Outbound {
                 })
             })
             .await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(status);
-        }
-        let reason = format!("{whom} answered {status}");
-        let permanent = status.is_client_error()
-            && ![
-                StatusCode::REQUEST_TIMEOUT,
-                StatusCode::CONFLICT,
-                StatusCode::TOO_MANY_REQUESTS,
-            ]
-            .contains(&status);
-        Err(if permanent {
-            EffectError::Permanent(reason)
-        } else {
-            EffectError::Retry(reason)
-        })
+        Ok(response.status())
     }
+}
+
+/// A receiver's answer `status`: a 2xx is success; 408, 409, 429 and 5xx may pass and are
+/// retried; any other 4xx never will.
+pub fn judge(status: StatusCode, whom: &str) -> Result<StatusCode, EffectError> {
+    if status.is_success() {
+        return Ok(status);
+    }
+    let reason = format!("{whom} answered {status}");
+    let permanent = status.is_client_error()
+        && ![
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::CONFLICT,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+        .contains(&status);
+    Err(if permanent {
+        EffectError::Permanent(reason)
+    } else {
+        EffectError::Retry(reason)
+    })
 }
 
 /// The `webhook-signature` of message `id` sent at `timestamp` with `body`.

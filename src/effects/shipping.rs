@@ -4,14 +4,16 @@
 //! A shipment is `POST`ed as JSON (`"type": "shipment.requested"`) to
 //! `SHIPPING_WEBHOOK_URL` with an `Idempotency-Key` and `webhook-id` derived from the
 //! session, the same on every retry, so a warehouse that honours it ships once however
-//! often it is asked; a cancellation (`"shipment.cancel_requested"`) has a key of its own.
-//! Both are signed as [`super::outbound`] says. Without a URL the shipment waits for an
+//! often it is asked; a cancellation (`"shipment.cancel_requested"`) has a key of its own,
+//! and a 404 or 410 to it means the warehouse never had the shipment, so nothing is left to
+//! cancel. Both are signed as [`super::outbound`] says. Without a URL the shipment waits for an
 //! operator.
 
 use actix::{Actor, Context, Handler, ResponseFuture};
+use reqwest::StatusCode;
 use serde_json::json;
 
-use super::outbound::Outbound;
+use super::outbound::{Outbound, judge};
 use super::{Attempt, CancelShipment, EffectError, Effected, Ship};
 use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
@@ -145,9 +147,18 @@ async fn cancel(
             let body = body(db, session_id, "shipment.cancel_requested").await?;
             let id = format!("fulfilld-shipment-cancel-{session_id}");
             let status = outbound
-                .post(attempt, url.expose(), &id, body, "the warehouse")
+                .answer(attempt, url.expose(), &id, body, "the warehouse")
                 .await?;
-            tracing::info!(http.status = status.as_u16(), "shipment cancelled");
+            if [StatusCode::NOT_FOUND, StatusCode::GONE].contains(&status) {
+                // The attempts that may have reached it did not: the goods never left.
+                tracing::info!(
+                    http.status = status.as_u16(),
+                    "the warehouse has no such shipment; nothing is left to cancel"
+                );
+            } else {
+                judge(status, "the warehouse")?;
+                tracing::info!(http.status = status.as_u16(), "shipment cancelled");
+            }
             true
         }
     };

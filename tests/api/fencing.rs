@@ -218,13 +218,11 @@ async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_aga
         let again = db.claim_effects(10, lease, &[]).await.expect("db");
         let aside = again[0].set_aside();
         assert_eq!(aside, Some(EffectStatus::Cancelled), "on {backend:?}");
-        let cancel = db.set_aside(
-            again[0].fence(),
-            id.as_str(),
-            again[0].kind,
-            EffectStatus::Cancelled,
+        let cancel = db.set_aside(again[0].fence(), id.as_str(), again[0].kind, true);
+        assert_eq!(
+            cancel.await.expect("db"),
+            Aside::Done(EffectStatus::Cancelled)
         );
-        assert_eq!(cancel.await.expect("db"), Aside::Done);
         let cancelled = (EffectKind::Inventory, EffectStatus::Cancelled);
         assert_eq!(db.effects_of(&id).await.expect("db"), [cancelled]);
         assert_eq!(db.stock("TEE-M").await.expect("db"), Some((25, false)));

@@ -4,6 +4,7 @@
 mod access;
 mod admin;
 mod backlog;
+mod cancellation;
 mod concurrency;
 mod connect;
 mod disputes;

@@ -13,48 +13,45 @@ use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
 /// What became of an effect to be set aside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aside {
-    /// Cancelled or held, and its shipment with it.
-    Done,
+    /// Cancelled or held (the status it got), and its shipment with it.
+    Done(EffectStatus),
     /// The lease is no longer the attempt's: another attempt decides.
     Superseded,
-    /// The dispute was decided meanwhile: the effect is to be attempted after all.
+    /// The session is neither refunded in full nor disputed now: the effect is to be
+    /// attempted after all.
     Attempt,
 }
 
 impl Database {
-    /// Sets an attempt's effect aside as `to` ([`EffectStatus::Cancelled`] after a full
-    /// refund, [`EffectStatus::Held`] while a dispute is open; see
-    /// [`ClaimedEffect::set_aside`](super::ClaimedEffect::set_aside)), with its shipment.
-    /// An effect is held only while its session is still disputed, checked under the
-    /// session's row lock, so a dispute won at this moment never leaves it held.
+    /// Sets an attempt's effect aside, as its session's status says now, read under the
+    /// session's row lock (see [`ClaimedEffect::set_aside`](super::ClaimedEffect::set_aside)
+    /// for what it says): a dispute decided at this moment, either way, is never missed.
+    /// A shipment `tried` before may have reached the warehouse: cancelled, it leaves its
+    /// shipment to the cancellation the refund asked for.
     pub async fn set_aside(
         &self,
         fence: Fence,
         session_id: &str,
         kind: EffectKind,
-        to: EffectStatus,
+        tried: bool,
     ) -> anyhow::Result<Aside> {
         let now = now_ms();
-        let shipment_to = match to {
-            EffectStatus::Held => ShipmentStatus::Held,
-            _ => ShipmentStatus::Cancelled,
-        };
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                if to == EffectStatus::Held {
-                    let disputed = diesel::update(
-                        checkout_sessions::table
-                            .find(session_id)
-                            .filter(checkout_sessions::status.eq(Status::Disputed)),
-                    )
+                let status = diesel::update(checkout_sessions::table.find(session_id))
                     .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
-                    .execute(conn)
-                    .await?
-                        == 1;
-                    if !disputed {
-                        return Ok(Aside::Attempt);
-                    }
-                }
+                    .returning(checkout_sessions::status)
+                    .get_result::<Status>(conn)
+                    .await
+                    .optional()?;
+                let to = match (status, kind) {
+                    (
+                        Some(Status::Refunded),
+                        EffectKind::Receipt | EffectKind::Inventory | EffectKind::Shipment,
+                    ) => EffectStatus::Cancelled,
+                    (Some(Status::Disputed), EffectKind::Shipment) => EffectStatus::Held,
+                    _ => return Ok(Aside::Attempt),
+                };
                 let set = diesel::update(fenced!(fence))
                     .set((
                         effects::status.eq(to),
@@ -67,7 +64,12 @@ impl Database {
                 if !set {
                     return Ok(Aside::Superseded);
                 }
-                if kind == EffectKind::Shipment {
+                let shipment_to = match to {
+                    EffectStatus::Held => Some(ShipmentStatus::Held),
+                    _ if tried => None,
+                    _ => Some(ShipmentStatus::Cancelled),
+                };
+                if let (EffectKind::Shipment, Some(shipment_to)) = (kind, shipment_to) {
                     diesel::update(
                         shipments::table
                             .find(session_id)
@@ -80,7 +82,7 @@ impl Database {
                     .execute(conn)
                     .await?;
                 }
-                Ok::<_, diesel::result::Error>(Aside::Done)
+                Ok::<_, diesel::result::Error>(Aside::Done(to))
             })
             .await
             .context("could not set the effect aside")

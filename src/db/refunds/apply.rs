@@ -7,9 +7,9 @@
 ///
 /// - The session's refunded amount and status (see [`status_after`]).
 /// - At a full refund (or a lost dispute): every grant revoked; what was not carried out
-///   yet of the fulfilment (receipt, stock, a shipment never tried) cancelled; stock taken
-///   for goods that never left put back; the warehouse asked to cancel a shipment it may
-///   have accepted; the refund email enqueued, once.
+///   yet of the fulfilment (receipt, stock, the shipment) cancelled; stock taken for goods
+///   that never left put back; the warehouse asked to cancel a shipment it may have
+///   accepted, from an attempt made or under way; the refund email enqueued, once.
 /// - Before it: the grants of the items refunds name revoked; while a dispute is open,
 ///   the other grants suspended and a shipment not sent yet held; once none is open, both
 ///   given back.
@@ -98,6 +98,17 @@ macro_rules! apply_reversals {
                         .get_results::<String>($conn)
                         .await?;
                     changes.push((AccessChange::Revoked, revoked));
+                    // A shipment tried before may have reached the warehouse: it is never
+                    // sent again, but it is asked back.
+                    let tried = effects::table
+                        .filter(effects::session_id.eq(id))
+                        .filter(effects::kind.eq(EffectKind::Shipment))
+                        .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
+                        .filter(effects::attempts.gt(0))
+                        .count()
+                        .get_result::<i64>($conn)
+                        .await?
+                        > 0;
                     // What no attempt holds now is never carried out; one under way
                     // finishes.
                     diesel::update(
@@ -115,12 +126,6 @@ macro_rules! apply_reversals {
                                 effects::lease_until
                                     .is_null()
                                     .or(effects::lease_until.le(DbNow::now().nullable())),
-                            )
-                            // A shipment tried before may have reached the warehouse.
-                            .filter(
-                                effects::kind
-                                    .ne(EffectKind::Shipment)
-                                    .or(effects::attempts.eq(0)),
                             ),
                     )
                     .set((
@@ -136,22 +141,24 @@ macro_rules! apply_reversals {
                         .filter(
                             effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]),
                         );
-                    diesel::update(
-                        shipments::table
-                            .filter(shipments::session_id.eq(id))
-                            .filter(shipments::status.eq_any([
-                                ShipmentStatus::Pending,
-                                ShipmentStatus::AwaitingManualHandling,
-                                ShipmentStatus::Held,
-                            ]))
-                            .filter(diesel::dsl::not(diesel::dsl::exists(shipping))),
-                    )
-                    .set((
-                        shipments::status.eq(ShipmentStatus::Cancelled),
-                        shipments::updated_at.eq(now),
-                    ))
-                    .execute($conn)
-                    .await?;
+                    if !(tried && tell.warehouse) {
+                        diesel::update(
+                            shipments::table
+                                .filter(shipments::session_id.eq(id))
+                                .filter(shipments::status.eq_any([
+                                    ShipmentStatus::Pending,
+                                    ShipmentStatus::AwaitingManualHandling,
+                                    ShipmentStatus::Held,
+                                ]))
+                                .filter(diesel::dsl::not(diesel::dsl::exists(shipping))),
+                        )
+                        .set((
+                            shipments::status.eq(ShipmentStatus::Cancelled),
+                            shipments::updated_at.eq(now),
+                        ))
+                        .execute($conn)
+                        .await?;
+                    }
                     // A shipment the warehouse accepted, or may yet accept from an attempt
                     // already made, is asked back: once, after that attempt ends.
                     let mut asked = false;

@@ -1,0 +1,95 @@
+//! A refunded order's shipment that the warehouse may have had: never sent again, asked
+//! back once, and a warehouse that never had it lets the stock go back.
+
+use std::time::{Duration, Instant};
+
+use fulfilld::domain::{EffectKind, EffectStatus, SessionId, ShipmentStatus, Status};
+use fulfilld::sandbox::{RefundSpec, SessionSpec};
+
+use crate::helpers::{TestApp, backends, sign, spawn_app_with, unix_now};
+use crate::refunds::{settled_effects, wait_for_refunded};
+use crate::warehouse::Warehouse;
+
+/// Waits until the session's shipment effect has had an attempt that failed and is
+/// waiting for its next one.
+async fn wait_for_failed_shipment(app: &TestApp, session: &str) {
+    let id = SessionId::parse(session).expect("id");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let effects = app.db.list_effects_of(&id).await.expect("db");
+        let failed = effects.iter().any(|effect| {
+            effect.kind == EffectKind::Shipment
+                && effect.status == EffectStatus::Pending
+                && effect.attempts == 1
+                && effect.lease_until.is_none()
+                && effect.last_error.is_some()
+        });
+        if failed {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{effects:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_refunded_orders_shipment_tried_once_is_never_sent_again_and_asked_back_once() {
+    for backend in backends() {
+        // The first request times out at the warehouse's end (503); its retry is a minute
+        // away. The cancellation finds no such shipment (404).
+        let warehouse = Warehouse::start(&[503, 404]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+            settings.effects.effect_backoff_ms = 60_000;
+        })
+        .await;
+        let stock = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+        let session = app.stripe.add_session(
+            SessionSpec::paid(&[("Mug", 1200, 2)])
+                .with_prices(&["price_mug"])
+                .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB"),
+        );
+        app.deliver("evt_mugs", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        wait_for_failed_shipment(&app, &session).await;
+
+        let refund = RefundSpec {
+            id: "re_mugs",
+            session: &session,
+            amount: 2400,
+            status: "succeeded",
+            items: None,
+        };
+        let news = app
+            .stripe
+            .refund_payload("evt_re_mugs", "refund.created", &refund, unix_now());
+        for _ in 0..2 {
+            let answer = app.post_webhook(news.clone(), Some(sign(&news))).await;
+            assert_eq!(answer.status(), 200);
+        }
+        assert_eq!(
+            wait_for_refunded(&app, &session, 2400).await,
+            Status::Refunded
+        );
+        let effects = settled_effects(&app, &session).await;
+        for settled in [("shipment", "cancelled"), ("shipment_cancel", "done")] {
+            let settled = (settled.0.to_owned(), settled.1.to_owned());
+            assert!(effects.contains(&settled), "{effects:?} on {backend:?}");
+        }
+        let requests = warehouse.requests();
+        let kinds: Vec<_> = requests.iter().map(|r| r.body["type"].clone()).collect();
+        assert_eq!(
+            kinds,
+            ["shipment.requested", "shipment.cancel_requested"],
+            "on {backend:?}"
+        );
+        let shipment = app.outcome(&session).await.expect("recorded").shipment;
+        assert_eq!(
+            shipment.expect("a shipment").status,
+            ShipmentStatus::Cancelled
+        );
+        let after = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+        assert_eq!(after, stock, "the mugs are back, once, on {backend:?}");
+    }
+}

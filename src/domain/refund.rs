@@ -215,11 +215,13 @@ pub fn refunded_skus(items: &str) -> Vec<&str> {
 /// The status a session of `total` that has `status` now takes from refunds of `refunded`
 /// (minor units) and its disputes. A lost dispute is a full refund. An open one makes the
 /// session `disputed`, unless it is refunded in full; once no dispute is open the session
-/// shows its refunds again.
+/// shows its refunds again: `partially_refunded` if any refund was ever told of
+/// (`ever_refunded`), even one that failed meanwhile, as it would have without the dispute.
 pub fn status_after(
     status: Status,
     total: Option<i64>,
     refunded: i64,
+    ever_refunded: bool,
     disputes: impl IntoIterator<Item = DisputeStatus>,
 ) -> Status {
     let (mut open, mut lost) = (false, false);
@@ -228,10 +230,10 @@ pub fn status_after(
         lost |= dispute == DisputeStatus::Lost;
     }
     // What the refunds alone made of the session before the dispute.
-    let floor = if status == Status::Disputed {
-        Status::Fulfilled
-    } else {
-        status
+    let floor = match status {
+        Status::Disputed if ever_refunded => Status::PartiallyRefunded,
+        Status::Disputed => Status::Fulfilled,
+        status => status,
     };
     match status_after_refunds(floor, total, refunded) {
         Status::Refunded => Status::Refunded,
@@ -289,7 +291,13 @@ mod tests {
     fn an_open_dispute_suspends_a_lost_one_refunds_and_a_won_one_restores() {
         use DisputeStatus::*;
         let after = |status, refunded, disputes: &[DisputeStatus]| {
-            status_after(status, Some(2500), refunded, disputes.iter().copied())
+            status_after(
+                status,
+                Some(2500),
+                refunded,
+                refunded > 0,
+                disputes.iter().copied(),
+            )
         };
         assert_eq!(
             after(Status::Fulfilled, 0, &[NeedsResponse]),
@@ -312,6 +320,12 @@ mod tests {
         );
         assert_eq!(
             after(Status::PartiallyRefunded, 0, &[]),
+            Status::PartiallyRefunded
+        );
+        // A partial refund made during the dispute that failed since: shown as it would
+        // have been without the dispute.
+        assert_eq!(
+            status_after(Status::Disputed, Some(2500), 0, true, [Won]),
             Status::PartiallyRefunded
         );
     }

@@ -76,7 +76,10 @@ macro_rules! apply_reversals {
                 };
                 let disputes = of_kind(NewsKind::Dispute)
                     .filter_map(|(_, _, status, _)| DisputeStatus::parse(status));
-                let after = status_after(before, total, refunded, disputes);
+                let ever_refunded = refunded > 0
+                    || of_kind(NewsKind::Refund).any(|(_, amount, ..)| *amount > 0)
+                    || charge_total > 0;
+                let after = status_after(before, total, refunded, ever_refunded, disputes);
                 diesel::update(checkout_sessions::table.find(id))
                     .set((
                         checkout_sessions::status.eq(after),

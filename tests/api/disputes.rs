@@ -292,3 +292,37 @@ async fn a_dispute_told_before_the_payment_fulfils_the_session_then_holds_it() {
         assert!(warehouse.requests().is_empty(), "on {backend:?}");
     }
 }
+
+#[actix_web::test]
+async fn a_shipment_waiting_for_an_operator_is_held_while_disputed_and_waits_again_once_won() {
+    for backend in backends() {
+        // No SHIPPING_WEBHOOK_URL: an operator ships by hand, and must see not to.
+        let app = spawn_app_with(&backend, |_| {}).await;
+        let session = app.stripe.add_session(ebook_and_tee());
+        let paid = app
+            .stripe
+            .event_payload("evt_by_hand", "checkout.session.completed", &session);
+        deliver_many(&app, &[paid], 1).await;
+        let outcome = settled(&app, &session, Status::Fulfilled).await;
+        let waiting = ShipmentStatus::AwaitingManualHandling;
+        assert_eq!(outcome.shipment.expect("a shipment").status, waiting);
+
+        let opened = dispute(
+            &app,
+            "evt_dp_hand",
+            "charge.dispute.created",
+            &session,
+            "needs_response",
+        );
+        deliver_many(&app, &[opened], 2).await;
+        let outcome = settled(&app, &session, Status::Disputed).await;
+        let shipment = outcome.shipment.expect("a shipment").status;
+        assert_eq!(shipment, ShipmentStatus::Held, "on {backend:?}");
+
+        let won = dispute(&app, "evt_dp_won", "charge.dispute.closed", &session, "won");
+        deliver_many(&app, &[won], 2).await;
+        let outcome = settled(&app, &session, Status::Fulfilled).await;
+        let shipment = outcome.shipment.expect("a shipment").status;
+        assert_eq!(shipment, waiting, "on {backend:?}");
+    }
+}

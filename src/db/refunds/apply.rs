@@ -224,11 +224,6 @@ macro_rules! apply_reversals {
                     } else {
                         (EffectStatus::Held, EffectStatus::Pending)
                     };
-                    let (shipment_from, shipment_to) = if holding {
-                        (ShipmentStatus::Pending, ShipmentStatus::Held)
-                    } else {
-                        (ShipmentStatus::Held, ShipmentStatus::Pending)
-                    };
                     let changed = if holding {
                         let suspended =
                             diesel::update(grants.filter(access_grants::suspended_at.is_null()))
@@ -270,17 +265,43 @@ macro_rules! apply_reversals {
                     .execute($conn)
                     .await?;
                     enqueued |= !holding && moved > 0;
-                    diesel::update(
-                        shipments::table
-                            .filter(shipments::session_id.eq(id))
-                            .filter(shipments::status.eq(shipment_from)),
-                    )
-                    .set((
-                        shipments::status.eq(shipment_to),
-                        shipments::updated_at.eq(now),
-                    ))
-                    .execute($conn)
-                    .await?;
+                    // A shipment waiting for the warehouse or for an operator is held, so
+                    // neither ships it; given back, it waits for whichever it waited for.
+                    let requested = effects::table
+                        .filter(effects::session_id.eq(id))
+                        .filter(effects::kind.eq(EffectKind::Shipment))
+                        .filter(
+                            effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]),
+                        );
+                    let shipment = shipments::table.filter(shipments::session_id.eq(id));
+                    let held = shipments::status.eq(ShipmentStatus::Held);
+                    if holding {
+                        diesel::update(shipment.filter(shipments::status.eq_any([
+                            ShipmentStatus::Pending,
+                            ShipmentStatus::AwaitingManualHandling,
+                        ])))
+                        .set((held, shipments::updated_at.eq(now)))
+                        .execute($conn)
+                        .await?;
+                    } else {
+                        let waiting = shipment.filter(held);
+                        diesel::update(waiting.filter(diesel::dsl::exists(requested.clone())))
+                            .set((
+                                shipments::status.eq(ShipmentStatus::Pending),
+                                shipments::updated_at.eq(now),
+                            ))
+                            .execute($conn)
+                            .await?;
+                        diesel::update(
+                            waiting.filter(diesel::dsl::not(diesel::dsl::exists(requested))),
+                        )
+                        .set((
+                            shipments::status.eq(ShipmentStatus::AwaitingManualHandling),
+                            shipments::updated_at.eq(now),
+                        ))
+                        .execute($conn)
+                        .await?;
+                    }
                 }
                 if tell.access {
                     for (change, skus) in changes.into_iter().filter(|(_, skus)| !skus.is_empty()) {

@@ -122,6 +122,7 @@ macro_rules! set_shipment_status {
 }
 
 mod aside;
+mod notices;
 mod warehouse;
 pub use aside::Aside;
 pub use warehouse::CancelNeed;

@@ -1,7 +1,8 @@
 //! `AccessActor`: tells `ACCESS_WEBHOOK_URL` of grants given, taken back, suspended and
 //! restored, each notice once, signed as [`super::outbound`] says. The notice's JSON was
 //! written with the change, in the same transaction, so every retry sends the same body
-//! under the same `webhook-id`.
+//! under the same `webhook-id`. A session's notices go in order: one waits while an
+//! earlier one is still to be delivered (a dead one no longer holds the others back).
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 
@@ -56,12 +57,23 @@ async fn notify(
     let url = url.ok_or_else(|| {
         EffectError::Permanent("no ACCESS_WEBHOOK_URL to tell of the access".into())
     })?;
-    let body = db
-        .effect_body(attempt.effect.id)
+    let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
+    let (session_id, id) = (attempt.effect.session_id.as_str(), attempt.effect.id);
+    if db
+        .earlier_notice_pending(session_id, id)
         .await
-        .map_err(|e| EffectError::Retry(format!("{e:#}")))?
+        .map_err(retry)?
+    {
+        return Err(EffectError::Wait(
+            "an earlier notice of this session is still to be delivered".into(),
+        ));
+    }
+    let body = db
+        .effect_body(id)
+        .await
+        .map_err(retry)?
         .ok_or_else(|| EffectError::Permanent("the notice has no body".into()))?;
-    let id = format!("fulfilld-access-{}", attempt.effect.id);
+    let id = format!("fulfilld-access-{id}");
     let status = outbound
         .post(attempt, url.expose(), &id, body, "the access system")
         .await?;

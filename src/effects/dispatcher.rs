@@ -267,6 +267,10 @@ impl EffectDispatcher {
                     }
                 }
                 Err(EffectError::Superseded) => ("superseded", Ok(false)),
+                Err(EffectError::Wait(reason)) => {
+                    tracing::info!(reason, "effect waits for another of its session");
+                    ("waiting", self.db.release_effect(fence, self.backoff).await)
+                }
                 Err(EffectError::Retry(reason)) if attempts < self.max_attempts => {
                     let delay = backoff(self.backoff, BACKOFF_CAP, attempts);
                     tracing::warn!(

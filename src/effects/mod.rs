@@ -96,6 +96,10 @@ pub enum EffectError {
     /// Will never succeed as it is: dead at once, for an operator.
     #[error("{0}")]
     Permanent(String),
+    /// Another effect of the session must end first: handed back uncounted, and tried
+    /// again after the base backoff. Nothing was sent.
+    #[error("{0}")]
+    Wait(String),
     /// The dispatcher cancelled the attempt's I/O; it knows why.
     #[error("the attempt was cancelled")]
     Cancelled,

@@ -135,7 +135,7 @@ async fn cancel(
     let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
     let asked = match db.shipment_cancel_need(session_id).await.map_err(retry)? {
         CancelNeed::InFlight => {
-            return Err(EffectError::Retry(
+            return Err(EffectError::Wait(
                 "the shipment request is still being made; asking to cancel it waits".into(),
             ));
         }

@@ -326,3 +326,50 @@ async fn a_shipment_waiting_for_an_operator_is_held_while_disputed_and_waits_aga
         assert_eq!(shipment, waiting, "on {backend:?}");
     }
 }
+
+#[actix_web::test]
+async fn a_sessions_notices_arrive_in_the_order_of_their_changes_though_one_is_retried() {
+    for backend in backends() {
+        // The access system fails the suspension once; its retry is two seconds away, and
+        // the restoration, made meanwhile, must not overtake it.
+        let access = Warehouse::start(&[200, 503]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.access_webhook_url = Some(access.url().to_owned());
+            settings.effects.effect_backoff_ms = 2_000;
+        })
+        .await;
+        let session = app.stripe.add_session(ebook_and_tee());
+        let paid = app
+            .stripe
+            .event_payload("evt_order", "checkout.session.completed", &session);
+        deliver_many(&app, &[paid], 1).await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        access.wait_for(1).await;
+        let opened = dispute(
+            &app,
+            "evt_dp_order",
+            "charge.dispute.created",
+            &session,
+            "needs_response",
+        );
+        deliver_many(&app, &[opened], 1).await;
+        access.wait_for(2).await;
+        let won = dispute(&app, "evt_dp_ok", "charge.dispute.closed", &session, "won");
+        deliver_many(&app, &[won], 1).await;
+        settled(&app, &session, Status::Fulfilled).await;
+
+        let sent: Vec<(String, u16)> = access
+            .requests()
+            .iter()
+            .map(|r| (r.body["type"].as_str().unwrap_or("?").to_owned(), r.status))
+            .collect();
+        let expected = [
+            ("access.granted", 200),
+            ("access.suspended", 503),
+            ("access.suspended", 200),
+            ("access.restored", 200),
+        ]
+        .map(|(kind, status)| (kind.to_owned(), status));
+        assert_eq!(sent, expected, "on {backend:?}");
+    }
+}

@@ -104,18 +104,4 @@ impl Database {
             .context("could not record the shipment's cancellation")
         })
     }
-
-    /// The JSON body stored with a notice effect.
-    pub async fn effect_body(&self, id: i64) -> anyhow::Result<Option<String>> {
-        with_connection!(self, |conn| {
-            effects::table
-                .find(id)
-                .select(effects::body)
-                .first::<Option<String>>(conn)
-                .await
-                .optional()
-                .map(Option::flatten)
-                .context("could not read the notice")
-        })
-    }
 }

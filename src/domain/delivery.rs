@@ -311,8 +311,8 @@ impl AccessChange {
             .collect();
         let body = serde_json::json!({
             "type": self.event_type(),
-            // Notices may arrive out of order after an outage: the receiver keeps the
-            // newest per grant.
+            // A session's notices go in order, but an operator may retry a dead one
+            // late: the receiver keeps the newest per grant.
             "occurred_at": now,
             "session_id": session_id,
             "customer_email": customer_email,

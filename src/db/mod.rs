@@ -184,6 +184,9 @@ impl Database {
     }
 }
 
+/// The advisory lock replicas take turns under to migrate: "migr".
+const MIGRATION_LOCK: i64 = 0x6d69_6772;
+
 /// Applies the embedded migrations of the URL's backend.
 pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
     let url = url.clone();
@@ -198,7 +201,20 @@ pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
                 &postgres::with_keepalives(url),
             )
             .context("could not connect to PostgreSQL")?;
-            run_migrations(&mut conn, POSTGRES_MIGRATIONS)
+            // Replicas booting together: one migrates, the others wait here and then find
+            // nothing left to do. The lock is the session's, so a replica that dies while
+            // it migrates lets the next one go.
+            let lock = |conn: &mut AsyncConnectionWrapper<AsyncPgConnection>, sql: &str| {
+                diesel::RunQueryDsl::execute(
+                    diesel::sql_query(sql).bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK),
+                    conn,
+                )
+                .context("could not take turns to migrate")
+            };
+            lock(&mut conn, "SELECT pg_advisory_lock($1)")?;
+            let migrated = run_migrations(&mut conn, POSTGRES_MIGRATIONS);
+            lock(&mut conn, "SELECT pg_advisory_unlock($1)")?;
+            migrated
         }
     })
     .await

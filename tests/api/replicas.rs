@@ -200,3 +200,29 @@ async fn three_replicas_share_one_stripe_budget_and_one_leader() {
     assert_eq!(agreed(&client, &[frozen, other], 2).await, 1);
     assert!(takeover < Duration::from_secs(20), "took {takeover:?}");
 }
+
+/// Replicas of a new deployment boot together on an empty database: one migrates it, the
+/// others wait for it, and all three serve.
+#[actix_web::test]
+async fn three_replicas_booting_at_once_migrate_an_empty_database_once() {
+    for backend in backends() {
+        let Backend::Postgres(_) = &backend else {
+            continue;
+        };
+        for _ in 0..3 {
+            let stripe = StripeDouble::start().expect("Stripe double starts");
+            let database = backend.fresh_database().await;
+            let replicas =
+                join_all((0..3).map(|_| Process::start(&database.url, stripe.url()))).await;
+            let session = stripe.add_session(SessionSpec::paid(&[("Book", 1500, 1)]));
+            let body = stripe.event_payload("evt_boot", "checkout.session.completed", &session);
+            let client = reqwest::Client::new();
+            for replica in &replicas {
+                let answer =
+                    post_webhook(&client, &replica.address, body.clone(), Some(sign(&body))).await;
+                assert_eq!(answer.status(), 200);
+            }
+            assert_each_fulfilled_once(&database.url, &[session]).await;
+        }
+    }
+}

@@ -189,8 +189,16 @@ impl Catalog {
 
 impl Product {
     fn check(&self) -> Result<(), String> {
-        if self.sku.trim().is_empty() {
-            return Err("sku: must not be empty".into());
+        // A refund's `items` names it as `SKU:QTY,…`.
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+        if self.sku.is_empty() || self.sku.len() > 64 || !self.sku.bytes().all(plain) {
+            return Err(format!(
+                "sku: {:?} is not 1 to 64 letters, digits, '-', '_' or '.'",
+                self.sku
+            ));
+        }
+        if self.stock < 0 {
+            return Err("stock: must not be negative".into());
         }
         if !self.price.starts_with("price_") && !self.price.starts_with("plan_") {
             return Err(format!("price: {:?} is not a Stripe Price id", self.price));

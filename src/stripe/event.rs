@@ -82,6 +82,8 @@ impl Event {
 pub enum EventError {
     #[error("the body is not a Stripe event: {0}")]
     Shape(#[from] serde_json::Error),
+    #[error("the event's id is not a Stripe event id (evt_…)")]
+    Id,
     #[error("the event's data.object.id is not a Checkout Session id: {0}")]
     SessionId(String),
     #[error("the event's data.object.payment_status is missing or unknown")]
@@ -131,6 +133,13 @@ struct Object {
 /// Parses a verified webhook body.
 pub fn parse(body: &[u8]) -> Result<Event, EventError> {
     let envelope: Envelope = serde_json::from_slice(body)?;
+    // The id is the key every delivery of the event is stored and answered under.
+    let plain = |rest: &str| {
+        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if envelope.id.len() > 255 || !envelope.id.strip_prefix("evt_").is_some_and(plain) {
+        return Err(EventError::Id);
+    }
     let account = envelope
         .account
         .as_deref()

@@ -19,6 +19,7 @@ mod lanes;
 mod metrics;
 mod outbox;
 mod processes;
+mod properties;
 mod reconcile;
 mod refund_operator;
 mod refund_processes;

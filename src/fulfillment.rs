@@ -163,7 +163,9 @@ impl From<GatewayError> for FulfillError {
     fn from(error: GatewayError) -> Self {
         match error {
             GatewayError::UnknownSession => Self::UnknownSession,
-            GatewayError::Unavailable(reason) => Self::StripeUnavailable(reason),
+            GatewayError::Unavailable(reason) | GatewayError::Refused(reason) => {
+                Self::StripeUnavailable(reason)
+            }
         }
     }
 }

@@ -15,6 +15,9 @@ pub struct RefundAsk {
     amount: Option<i64>,
     /// `SKU:QTY,…` in one order, so that the same items give the same idempotency key.
     items: Option<String>,
+    /// Tells this refund from an earlier one of the same amount and items, for the
+    /// idempotency key; without it, the same ask is the same refund for 24 hours.
+    nonce: Option<String>,
 }
 
 /// Why a refund was not made. Nothing was asked of Stripe unless it is [`Self::Stripe`].
@@ -81,7 +84,21 @@ impl RefundAsk {
                 Ok(entries.join(","))
             })
             .transpose()?;
-        Ok(Self { amount, items })
+        Ok(Self {
+            amount,
+            items,
+            nonce: None,
+        })
+    }
+
+    /// The same ask, told from earlier ones by `nonce` (the admin form's confirmation
+    /// carries one, so a second refund of the same amount is a new refund, while the
+    /// same confirmation sent twice is still one).
+    pub fn with_nonce(self, nonce: &str) -> Self {
+        Self {
+            nonce: Some(nonce.to_owned()),
+            ..self
+        }
     }
 
     /// Checks the ask against what session `outcome` bought and what is left to refund.
@@ -127,11 +144,15 @@ impl RefundAsk {
     /// key, so Stripe refunds once however often it is sent (within the 24 hours Stripe
     /// keeps keys).
     fn key(&self, payment_intent: &str) -> String {
-        let digest = Sha256::digest(format!(
+        let mut text = format!(
             "{payment_intent}\n{:?}\n{:?}",
             self.amount,
             self.items.as_deref()
-        ));
+        );
+        if let Some(nonce) = &self.nonce {
+            text = format!("{text}\n{nonce}");
+        }
+        let digest = Sha256::digest(text);
         let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
         format!("fulfilld-refund-{hex}")
     }

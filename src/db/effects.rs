@@ -18,7 +18,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::prepared::Prepared;
-use super::schema::{effects, shipments};
+use super::schema::{checkout_sessions, effects, shipments};
 use super::types::{DbNow, now_ms_sql};
 use super::{Database, millis, now_ms, with_connection};
 use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
@@ -352,6 +352,11 @@ impl Database {
 
     /// Marks a shipment effect done and records where the shipment stands, in one
     /// transaction. False when the lease is no longer the attempt's.
+    ///
+    /// What a refund or dispute did while the attempt ran stands: the session's row is
+    /// taken first, as they take it. A shipment the warehouse accepted is `submitted`
+    /// whatever happened meanwhile (a refund asks it back); one left to an operator stays
+    /// `held` while a dispute is open, and is `cancelled` if the order was refunded.
     pub async fn complete_shipment(
         &self,
         fence: Fence,
@@ -360,9 +365,31 @@ impl Database {
     ) -> anyhow::Result<bool> {
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
+                let session = diesel::update(checkout_sessions::table.find(session_id))
+                    .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
+                    .returning(checkout_sessions::status)
+                    .get_result::<Status>(conn)
+                    .await
+                    .optional()?;
                 let done = mark_done!(fence, now_ms()).execute(conn).await?;
                 if done == 1 {
-                    set_shipment_status!(conn, session_id, status);
+                    let waiting = [ShipmentStatus::Pending, ShipmentStatus::Failed];
+                    let (status, from) = match (status, session) {
+                        (ShipmentStatus::Submitted, _) => (status, &ShipmentStatus::ALL[..]),
+                        (_, Some(Status::Refunded)) => (ShipmentStatus::Cancelled, &waiting[..]),
+                        _ => (status, &waiting[..]),
+                    };
+                    diesel::update(
+                        shipments::table
+                            .find(session_id)
+                            .filter(shipments::status.eq_any(from)),
+                    )
+                    .set((
+                        shipments::status.eq(status),
+                        shipments::updated_at.eq(now_ms()),
+                    ))
+                    .execute(conn)
+                    .await?;
                 }
                 Ok::<_, anyhow::Error>(done == 1)
             })

@@ -7,10 +7,11 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::effects::{Fence, mark_done};
-use super::schema::{effects, inventory, stock_movements};
+use super::refunds::return_stock;
+use super::schema::{checkout_sessions, effects, inventory, stock_movements};
 use super::{Database, now_ms, with_connection};
 use crate::catalog::{Catalog, Kind};
-use crate::domain::EffectStatus;
+use crate::domain::{EffectStatus, Status};
 
 /// A SKU's stock after a movement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,14 @@ impl Database {
                 if let Some(sql) = &lock_timeout {
                     conn.batch_execute(sql).await?;
                 }
+                // The session's row first, as a refund takes it: a refund applied while
+                // this attempt ran is seen below, not missed.
+                let status = diesel::update(checkout_sessions::table.find(session_id))
+                    .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
+                    .returning(checkout_sessions::status)
+                    .get_result::<Status>(conn)
+                    .await
+                    .optional()?;
                 let done = mark_done!(fence, now).execute(conn).await?;
                 if done == 0 {
                     return Ok::<_, anyhow::Error>(None);
@@ -116,6 +125,11 @@ impl Database {
                         .get_result::<i64>(conn)
                         .await?;
                     levels.push(StockLevel { sku, stock });
+                }
+                // Refunded in full while this attempt ran: the refund put back what had
+                // moved by then, and what moved now goes back the same way.
+                if status == Some(Status::Refunded) {
+                    return_stock!(conn, session_id, now);
                 }
                 Ok(Some(levels))
             })

@@ -132,6 +132,15 @@ pub enum ShipmentStatus {
 }
 
 impl ShipmentStatus {
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Submitted,
+        Self::AwaitingManualHandling,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Held,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",

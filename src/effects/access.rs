@@ -59,13 +59,10 @@ async fn notify(
     })?;
     let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
     let (session_id, id) = (attempt.effect.session_id.as_str(), attempt.effect.id);
-    if db
-        .earlier_notice_pending(session_id, id)
-        .await
-        .map_err(retry)?
-    {
+    if let Some(due) = db.earlier_notice_due(session_id, id).await.map_err(retry)? {
         return Err(EffectError::Wait(
             "an earlier notice of this session is still to be delivered".into(),
+            due,
         ));
     }
     let body = db

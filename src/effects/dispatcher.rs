@@ -267,9 +267,17 @@ impl EffectDispatcher {
                     }
                 }
                 Err(EffectError::Superseded) => ("superseded", Ok(false)),
-                Err(EffectError::Wait(reason)) => {
-                    tracing::info!(reason, "effect waits for another of its session");
-                    ("waiting", self.db.release_effect(fence, self.backoff).await)
+                Err(EffectError::Wait(reason, until)) => {
+                    let due = Duration::from_millis(
+                        u64::try_from(until.saturating_sub(crate::db::now_ms())).unwrap_or(0),
+                    );
+                    let delay = due.clamp(self.backoff, BACKOFF_CAP.max(self.backoff));
+                    tracing::info!(
+                        reason,
+                        retry_in_ms = delay.as_millis(),
+                        "effect waits for another of its session"
+                    );
+                    ("waiting", self.db.release_effect(fence, delay).await)
                 }
                 Err(EffectError::Retry(reason)) if attempts < self.max_attempts => {
                     let delay = backoff(self.backoff, BACKOFF_CAP, attempts);

@@ -97,9 +97,10 @@ pub enum EffectError {
     #[error("{0}")]
     Permanent(String),
     /// Another effect of the session must end first: handed back uncounted, and tried
-    /// again after the base backoff. Nothing was sent.
+    /// again when that one is next due (milliseconds since the epoch), but not sooner
+    /// than the base backoff. Nothing was sent.
     #[error("{0}")]
-    Wait(String),
+    Wait(String, i64),
     /// The dispatcher cancelled the attempt's I/O; it knows why.
     #[error("the attempt was cancelled")]
     Cancelled,

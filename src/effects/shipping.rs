@@ -5,8 +5,8 @@
 //! `SHIPPING_WEBHOOK_URL` with an `Idempotency-Key` and `webhook-id` derived from the
 //! session, the same on every retry, so a warehouse that honours it ships once however
 //! often it is asked; a cancellation (`"shipment.cancel_requested"`) has a key of its own,
-//! and a 404 or 410 to it means the warehouse never had the shipment, so nothing is left to
-//! cancel. Both are signed as [`super::outbound`] says. Without a URL the shipment waits for an
+//! and a 404 or 410 to it, about a shipment the warehouse never said it accepted, means it
+//! never had it, so nothing is left to cancel. Both are signed as [`super::outbound`] says. Without a URL the shipment waits for an
 //! operator.
 
 use actix::{Actor, Context, Handler, ResponseFuture};
@@ -134,13 +134,14 @@ async fn cancel(
     let session_id = attempt.effect.session_id.as_str();
     let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
     let asked = match db.shipment_cancel_need(session_id).await.map_err(retry)? {
-        CancelNeed::InFlight => {
+        CancelNeed::InFlight { due } => {
             return Err(EffectError::Wait(
                 "the shipment request is still being made; asking to cancel it waits".into(),
+                due,
             ));
         }
         CancelNeed::Nothing => false,
-        CancelNeed::Ask => {
+        CancelNeed::Ask { accepted } => {
             let url = url.ok_or_else(|| {
                 EffectError::Permanent("no SHIPPING_WEBHOOK_URL to ask the warehouse".into())
             })?;
@@ -149,8 +150,9 @@ async fn cancel(
             let status = outbound
                 .answer(attempt, url.expose(), &id, body, "the warehouse")
                 .await?;
-            if [StatusCode::NOT_FOUND, StatusCode::GONE].contains(&status) {
-                // The attempts that may have reached it did not: the goods never left.
+            if !accepted && [StatusCode::NOT_FOUND, StatusCode::GONE].contains(&status) {
+                // The attempts that may have reached it did not: the goods never left. (Of
+                // one it accepted, a 404 more likely means it shipped: an operator looks.)
                 tracing::info!(
                     http.status = status.as_u16(),
                     "the warehouse has no such shipment; nothing is left to cancel"

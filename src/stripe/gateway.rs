@@ -41,6 +41,10 @@ pub enum GatewayError {
     UnknownSession,
     #[error("Stripe's API is unavailable: {0}")]
     Unavailable(String),
+    /// Stripe's own answer that the request cannot succeed as it is (a 4xx other than 409
+    /// and 429): sending it again changes nothing.
+    #[error("Stripe refused: {0}")]
+    Refused(String),
 }
 
 /// The engine's way to Stripe's API.
@@ -229,7 +233,12 @@ impl StripeGateway {
             let description = describe(&error);
             if !is_transient(&error) || attempt >= max_attempts {
                 tracing::warn!(attempts = attempt, error = %description, "Stripe call failed");
-                return Err(GatewayError::Unavailable(description));
+                return Err(match error {
+                    StripeError::Stripe(_, status) if (400..500).contains(&status) => {
+                        GatewayError::Refused(description)
+                    }
+                    _ => GatewayError::Unavailable(description),
+                });
             }
             let delay = backoff(BACKOFF_BASE, BACKOFF_CAP, attempt);
             tracing::info!(

@@ -626,7 +626,12 @@ async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_w
             "{asked}"
         );
         assert_eq!(refunds_made(), 0);
-        let confirm = [&ask[..], &[("confirm", "yes")]].concat();
+        // A confirmation without the confirmation page's nonce only asks again.
+        let unasked = [&ask[..], &[("confirm", "yes")]].concat();
+        assert_eq!(browser.post(&action, &unasked).await.status(), 200);
+        assert_eq!(refunds_made(), 0);
+        let nonce = nonce_of(&asked);
+        let confirm = [&unasked[..], &[("nonce", nonce.as_str())]].concat();
         let made = browser.post(&action, &confirm).await;
         assert_eq!(made.status(), StatusCode::SEE_OTHER);
         let back = location(&made);
@@ -653,7 +658,14 @@ async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_w
         }
 
         // The rest, with the amount left empty; then there is nothing left to refund.
-        let rest = [("csrf", csrf.as_str()), ("amount", ""), ("confirm", "yes")];
+        let rest = [("csrf", csrf.as_str()), ("amount", "")];
+        let asked = browser.post(&action, &rest).await.text().await.unwrap();
+        assert!(
+            asked.contains("Refund all USD 11.00 left to the customer?"),
+            "{asked}"
+        );
+        let nonce = nonce_of(&asked);
+        let rest = [&rest[..], &[("confirm", "yes"), ("nonce", nonce.as_str())]].concat();
         assert_eq!(browser.post(&action, &rest).await.status(), 303);
         assert_eq!(
             wait_for_refunded(&app, &session, 2000).await,
@@ -673,4 +685,12 @@ async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_w
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
+}
+
+/// The nonce of the confirmation form on `page`.
+fn nonce_of(page: &str) -> String {
+    let (_, rest) = page
+        .split_once(r#"name="nonce" value=""#)
+        .expect("a confirmation with a nonce");
+    rest.split('"').next().unwrap().to_owned()
 }

@@ -228,3 +228,48 @@ async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_aga
         assert_eq!(db.stock("TEE-M").await.expect("db"), Some((25, false)));
     }
 }
+
+/// A stock movement under way when a full refund is applied finishes, and its stock goes
+/// straight back: the refund put back only what had moved by then.
+#[actix_web::test]
+async fn stock_moved_by_an_attempt_that_a_full_refund_overtook_goes_back() {
+    for backend in backends() {
+        let database = backend.fresh_database().await;
+        let (db, catalog) = stocked(&database.url).await;
+        let id = SessionId::parse("cs_test_refundedmidway").expect("id");
+        record_physical(&db, &catalog, &id).await;
+        let claimed = db
+            .claim_effects(10, Duration::from_secs(60), &[])
+            .await
+            .expect("db");
+        assert_eq!(claimed.len(), 1);
+
+        let news = ReversalNews {
+            id: "re_midway".into(),
+            kind: NewsKind::Refund,
+            payment_intent: payment_intent_of(&id),
+            amount: 5000,
+            status: Progress::Refund(RefundStatus::Succeeded),
+            items: None,
+            event_created: 1,
+        };
+        assert!(db.store_refund(&news).await.expect("db"));
+        let applied = db
+            .apply_reversals(&id, &news.payment_intent, Tell::default())
+            .await;
+        assert_eq!(
+            applied.expect("db").expect("applied").after,
+            Status::Refunded
+        );
+
+        let moved = db
+            .apply_stock_movements(claimed[0].fence(), id.as_str(), Duration::from_secs(5))
+            .await;
+        assert!(moved.expect("db").is_some(), "the attempt's lease held");
+        assert_eq!(
+            db.stock("TEE-M").await.expect("db"),
+            Some((25, false)),
+            "on {backend:?}"
+        );
+    }
+}

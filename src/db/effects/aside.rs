@@ -27,7 +27,7 @@ impl Database {
     /// session's row lock (see [`ClaimedEffect::set_aside`](super::ClaimedEffect::set_aside)
     /// for what it says): a dispute decided at this moment, either way, is never missed.
     /// A shipment `tried` before may have reached the warehouse: cancelled, it leaves its
-    /// shipment to the cancellation the refund asked for.
+    /// shipment to the cancellation the refund asked for, if any.
     pub async fn set_aside(
         &self,
         fence: Fence,
@@ -64,9 +64,19 @@ impl Database {
                 if !set {
                     return Ok(Aside::Superseded);
                 }
+                // A shipment tried before is left to the cancellation the refund asked
+                // for, if it asked (it could not without SHIPPING_WEBHOOK_URL).
+                let asked = tried
+                    && effects::table
+                        .filter(effects::session_id.eq(session_id))
+                        .filter(effects::kind.eq(EffectKind::ShipmentCancel))
+                        .count()
+                        .get_result::<i64>(conn)
+                        .await?
+                        > 0;
                 let shipment_to = match to {
                     EffectStatus::Held => Some(ShipmentStatus::Held),
-                    _ if tried => None,
+                    _ if asked => None,
                     _ => Some(ShipmentStatus::Cancelled),
                 };
                 if let (EffectKind::Shipment, Some(shipment_to)) = (kind, shipment_to) {

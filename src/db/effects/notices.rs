@@ -23,19 +23,23 @@ impl Database {
         })
     }
 
-    /// Whether a notice of session `session_id` enqueued before notice `id` is still to be
-    /// delivered: notices of one session go in the order their changes were made.
-    pub async fn earlier_notice_pending(&self, session_id: &str, id: i64) -> anyhow::Result<bool> {
+    /// When the first notice of session `session_id` enqueued before notice `id` that is
+    /// still to be delivered is next due (milliseconds since the epoch), if there is one:
+    /// notices of one session go in the order their changes were made.
+    pub async fn earlier_notice_due(
+        &self,
+        session_id: &str,
+        id: i64,
+    ) -> anyhow::Result<Option<i64>> {
         with_connection!(self, |conn| {
             effects::table
                 .filter(effects::session_id.eq(session_id))
                 .filter(effects::kind.eq(EffectKind::AccessNotice))
                 .filter(effects::id.lt(id))
                 .filter(effects::status.eq(EffectStatus::Pending))
-                .count()
-                .get_result::<i64>(conn)
+                .select(diesel::dsl::min(effects::next_attempt_at))
+                .first::<Option<i64>>(conn)
                 .await
-                .map(|earlier| earlier > 0)
                 .context("could not look for earlier notices")
         })
     }

@@ -13,12 +13,13 @@ use crate::domain::{EffectKind, EffectStatus, ShipmentStatus};
 /// Whether a refunded session's shipment is to be asked back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelNeed {
-    /// The request is still being made: asking now could overtake it.
-    InFlight,
+    /// The request is still being made: asking now could overtake it. The attempt under
+    /// way, or the next, ends by `due` (milliseconds since the epoch).
+    InFlight { due: i64 },
     /// The warehouse never took it (never told, refused, or already cancelled).
     Nothing,
-    /// The warehouse accepted it, or may have from an attempt already made.
-    Ask,
+    /// The warehouse accepted it (`accepted`), or may have from an attempt already made.
+    Ask { accepted: bool },
 }
 
 impl Database {
@@ -35,8 +36,12 @@ impl Database {
                 let request = effects::table
                     .filter(effects::session_id.eq(session_id))
                     .filter(effects::kind.eq(EffectKind::Shipment))
-                    .select(effects::status)
-                    .first::<EffectStatus>(conn)
+                    .select((
+                        effects::status,
+                        effects::next_attempt_at,
+                        effects::lease_until,
+                    ))
+                    .first::<(EffectStatus, i64, Option<i64>)>(conn)
                     .await
                     .optional()?;
                 Ok::<_, diesel::result::Error>((shipment, request))
@@ -44,11 +49,15 @@ impl Database {
             read.await.context("could not read the shipment")
         })?;
         Ok(match (shipment, request) {
-            (_, Some(EffectStatus::Pending)) => CancelNeed::InFlight,
-            (
-                Some(ShipmentStatus::Submitted | ShipmentStatus::Pending | ShipmentStatus::Held),
-                _,
-            ) => CancelNeed::Ask,
+            (_, Some((EffectStatus::Pending, next, lease))) => CancelNeed::InFlight {
+                due: next.max(lease.unwrap_or(0)),
+            },
+            (Some(ShipmentStatus::Submitted), _) => CancelNeed::Ask { accepted: true },
+            // An attempt that timed out, or a request that died of timeouts, may have
+            // reached it.
+            (Some(ShipmentStatus::Pending | ShipmentStatus::Held | ShipmentStatus::Failed), _) => {
+                CancelNeed::Ask { accepted: false }
+            }
             _ => CancelNeed::Nothing,
         })
     }

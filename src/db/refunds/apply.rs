@@ -76,9 +76,12 @@ macro_rules! apply_reversals {
                 };
                 let disputes = of_kind(NewsKind::Dispute)
                     .filter_map(|(_, _, status, _)| DisputeStatus::parse(status));
+                // A refund fails only after it looked made: it counted once.
                 let ever_refunded = refunded > 0
-                    || of_kind(NewsKind::Refund).any(|(_, amount, ..)| *amount > 0)
-                    || charge_total > 0;
+                    || charge_total > 0
+                    || of_kind(NewsKind::Refund).any(|(_, amount, status, _)| {
+                        *amount > 0 && RefundStatus::parse(status) == Some(RefundStatus::Failed)
+                    });
                 let after = status_after(before, total, refunded, ever_refunded, disputes);
                 diesel::update(checkout_sessions::table.find(id))
                     .set((
@@ -172,6 +175,7 @@ macro_rules! apply_reversals {
                                 ShipmentStatus::Pending,
                                 ShipmentStatus::Submitted,
                                 ShipmentStatus::Held,
+                                ShipmentStatus::Failed,
                             ]))
                             .count()
                             .get_result::<i64>($conn)

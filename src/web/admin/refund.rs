@@ -2,7 +2,8 @@
 //!
 //! The first POST only checks the form and shows what would be refunded; the refund is
 //! made by the second, from the confirmation's own button. Both carry the CSRF token. The
-//! refund's idempotency key comes from what is refunded, so a form sent twice refunds once.
+//! refund's idempotency key comes from what is refunded and the confirmation's nonce, so
+//! a confirmation sent twice refunds once, and a new confirmation is a new refund.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -11,6 +12,7 @@ use askama::Template;
 use super::{AdminError, Operator, field, html, see_other};
 use crate::domain::{SessionId, format_amount, parse_amount};
 use crate::refunding::{self, RefundAsk, RefundError};
+use crate::stripe::GatewayError;
 use crate::web::AppState;
 
 #[derive(Template)]
@@ -21,6 +23,8 @@ struct RefundPage {
     /// What was typed, sent again by the confirmation.
     typed_amount: String,
     typed_items: String,
+    /// The confirmation's own: the refund's idempotency key is made with it.
+    nonce: String,
     /// What the refund will be, as the operator is asked to confirm it.
     confirm: Option<String>,
     /// Why it cannot be made.
@@ -50,6 +54,7 @@ pub async fn refund(
         id: id.to_string(),
         typed_amount: amount.clone(),
         typed_items: items.clone(),
+        nonce: String::new(),
         confirm: None,
         problem: None,
     };
@@ -70,7 +75,10 @@ pub async fn refund(
         Ok(ask) => ask,
         Err(error) => return Ok(refused(page, said(error))),
     };
-    if field(&form, "confirm").as_deref() != Some("yes") {
+    let nonce = field(&form, "nonce")
+        .filter(|nonce| nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit()));
+    let (Some("yes"), Some(nonce)) = (field(&form, "confirm").as_deref(), nonce) else {
+        page.nonce = format!("{:032x}", fastrand::u128(..));
         let what = match minor {
             Some(minor) => format_amount(minor, &currency),
             None => outcome
@@ -88,7 +96,8 @@ pub async fn refund(
         };
         page.confirm = Some(format!("Refund {what}{of} to the customer?"));
         return Ok(html(StatusCode::OK, &page));
-    }
+    };
+    let ask = ask.with_nonce(&nonce);
     match refunding::refund(&state.db, &state.stripe, &id, &ask).await {
         Ok(made) => {
             let made = made.refund.id;
@@ -98,6 +107,12 @@ pub async fn refund(
             )))
         }
         Err(RefundError::Database(error)) => Err(AdminError::Unavailable(error)),
+        Err(
+            error @ RefundError::Stripe {
+                error: GatewayError::Refused(_),
+                ..
+            },
+        ) => Ok(refused(page, format!("{error}. Nothing was refunded."))),
         Err(error @ RefundError::Stripe { .. }) => {
             page.problem = Some(format!("{error}. Nothing was refunded; try again."));
             Ok(html(StatusCode::BAD_GATEWAY, &page))

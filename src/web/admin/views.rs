@@ -161,7 +161,7 @@ pub fn notice(code: &str, id: &str) -> Option<String> {
         }
         "event_retried" => format!("Event {id} is being carried out again."),
         "event_not_dead" => format!("Event {id} is not dead (retried already?): nothing changed."),
-        "refund_made" => format!(
+        "refund_made" if id.starts_with("re_") => format!(
             "Stripe made refund {id}. What it reverses shows here once Stripe's webhook arrives."
         ),
         _ => return None,

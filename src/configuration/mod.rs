@@ -129,7 +129,7 @@ pub struct Settings {
         long,
         env = "TRUSTED_PROXIES",
         value_delimiter = ',',
-        value_parser = crate::web::parse_proxy,
+        value_parser = parse_proxy,
         global = true
     )]
     pub trusted_proxies: Vec<IpNet>,
@@ -316,6 +316,14 @@ impl Settings {
         DatabaseUrl::parse(self.database_url.as_deref().unwrap_or(default))
             .map_err(|problem| invalid("DATABASE_URL", problem))
     }
+}
+
+/// Parses one `TRUSTED_PROXIES` entry: an address or a network (`10.0.0.0/8`).
+pub fn parse_proxy(raw: &str) -> Result<IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an address or a network like 10.0.0.0/8"))
 }
 
 /// Parses a duration as `humantime` does (`90s`, `15m`, `1h 30m`, `3d`), or a bare number

@@ -46,6 +46,27 @@ impl Settings {
                     ),
                 ));
             }
+            // Served beyond this machine, the simulator lets anyone "pay": what it
+            // fulfils must not reach real customers' mailboxes or a real warehouse.
+            let real = [
+                ("SMTP_URL", self.effects.smtp_url.is_some()),
+                (
+                    "SHIPPING_WEBHOOK_URL",
+                    self.effects.shipping_webhook_url.is_some(),
+                ),
+                (
+                    "ACCESS_WEBHOOK_URL",
+                    self.effects.access_webhook_url.is_some(),
+                ),
+            ];
+            if self.sandbox_anywhere
+                && let Some((name, _)) = real.iter().find(|(_, set)| *set)
+            {
+                return Err(invalid(
+                    name,
+                    "not allowed with SANDBOX=1: anyone could pay the simulated Stripe and                      send real mail, shipments or access; unset it, or set STRIPE_SECRET_KEY",
+                ));
+            }
             return self.sandbox_stripe(public_url);
         }
         let live = match key.split('_').take(2).collect::<Vec<_>>().as_slice() {

@@ -141,17 +141,10 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
-/// Parses one `TRUSTED_PROXIES` entry: an address or a network (`10.0.0.0/8`).
-pub fn parse_proxy(raw: &str) -> Result<IpNet, String> {
-    let raw = raw.trim();
-    raw.parse::<IpNet>()
-        .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{raw:?} is not an address or a network like 10.0.0.0/8"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::configuration::parse_proxy;
     use actix_web::test::TestRequest;
 
     fn limits(trusted: &[&str]) -> ClientLimits {

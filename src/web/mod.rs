@@ -27,7 +27,7 @@ use crate::inbox::{Inbox, Workers};
 use crate::replicas::Standing;
 use crate::stripe::StripeGateway;
 pub use admin::Admin;
-pub use clients::{ClientLimits, SWEEP_EVERY, parse_proxy};
+pub use clients::{ClientLimits, SWEEP_EVERY};
 pub use metrics::metrics;
 pub use unknown::UnknownSessions;
 

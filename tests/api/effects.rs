@@ -235,6 +235,58 @@ async fn a_receipt_waits_out_an_smtp_outage_and_arrives_once() {
     }
 }
 
+#[actix_web::test]
+async fn a_recipient_refused_for_good_is_dead_at_once_and_one_refused_for_now_is_retried() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp, None).await;
+
+        // 550: the address does not exist. Retrying for a day would change nothing.
+        smtp.refuse_recipients(&[550]);
+        let gone = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Lamp", 4500, 1)]));
+        app.deliver("evt_no_user", "checkout.session.completed", &gone)
+            .await;
+        app.wait_for(&gone, Status::Fulfilled).await;
+        let effects = crate::refunds::settled_effects(&app, &gone).await;
+        assert_eq!(effects, [("receipt".to_owned(), "dead".to_owned())]);
+        let id = SessionId::parse(&gone).expect("id");
+        let dead = app.db.list_effects_of(&id).await.expect("db");
+        assert_eq!(
+            (dead[0].status, dead[0].attempts),
+            (EffectStatus::Dead, 1),
+            "on {backend:?}"
+        );
+        let reason = dead[0].last_error.clone().unwrap_or_default();
+        assert!(
+            reason.contains("550") && reason.contains("no such user"),
+            "{reason}"
+        );
+        assert!(!reason.contains('@'), "no address in the reason: {reason}");
+        let listed = app.cli(&["effects", "list", "--dead"]).await;
+        assert!(listed.contains("no such user"), "{listed}");
+
+        // 450: the mailbox is busy. Tried again, and sent.
+        smtp.refuse_recipients(&[450]);
+        let busy = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Lamp", 4500, 1)]));
+        app.deliver("evt_busy_user", "checkout.session.completed", &busy)
+            .await;
+        app.wait_for(&busy, Status::Fulfilled).await;
+        app.wait_for_effects(&busy).await;
+        let id = SessionId::parse(&busy).expect("id");
+        let sent = app.db.list_effects_of(&id).await.expect("db");
+        assert_eq!(
+            (sent[0].status, sent[0].attempts),
+            (EffectStatus::Done, 2),
+            "on {backend:?}"
+        );
+        assert_eq!(smtp.accepted().len(), 1);
+    }
+}
+
 /// Waits until the only effect has been attempted `attempts` times, and returns it.
 async fn wait_for_attempts(app: &TestApp, attempts: i32) -> fulfilld::db::effects::EffectView {
     for _ in 0..400 {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use fulfilld::configuration::parse_proxy;
 use fulfilld::domain::Status;
-use fulfilld::web::parse_proxy;
 use futures_util::future::join_all;
 
 use crate::helpers::{backends, paid_sessions, spawn_app_with};

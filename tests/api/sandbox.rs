@@ -309,6 +309,24 @@ async fn without_a_key_a_public_bind_refuses_to_start_unless_sandbox_is_asked_fo
         assert!(said.contains("STRIPE_SECRET_KEY"), "{said}");
         assert!(said.contains("SANDBOX=1"), "{said}");
 
+        // Anyone could pay it there: nothing it fulfils may reach real mail or a warehouse.
+        for real in ["SMTP_URL", "SHIPPING_WEBHOOK_URL", "ACCESS_WEBHOOK_URL"] {
+            let value = match real {
+                "SMTP_URL" => "smtp://mail.example.com:587",
+                _ => "https://warehouse.example.com/hook",
+            };
+            let refused = keyless_on_every_interface(port, &database.url)
+                .env("SANDBOX", "1")
+                .env(real, value)
+                .output()
+                .await
+                .expect("fulfilld runs");
+            assert!(!refused.status.success(), "{refused:?}");
+            let said = String::from_utf8_lossy(&refused.stderr);
+            assert_eq!(said.lines().count(), 1, "{said}");
+            assert!(said.contains(real) && said.contains("SANDBOX=1"), "{said}");
+        }
+
         let mut asked = keyless_on_every_interface(port, &database.url)
             .env("SANDBOX", "1")
             .spawn()

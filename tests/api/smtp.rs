@@ -66,6 +66,8 @@ struct State {
     /// How many times held answers were released; a connection opened before the latest
     /// release belongs to a client that was cut off, and its messages are refused.
     releases: Mutex<u64>,
+    /// Replies to `RCPT TO`, in order, before it accepts recipients again.
+    recipients: Mutex<std::collections::VecDeque<u16>>,
 }
 
 #[derive(Clone)]
@@ -90,6 +92,13 @@ impl Handler for Recorder {
     fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> response::Response {
         self.state.stall_at(Stall::MailFrom);
         response::OK
+    }
+
+    fn rcpt(&mut self, to: &str) -> response::Response {
+        match self.state.recipients.lock().unwrap().pop_front() {
+            Some(code) => response::Response::custom(code, format!("<{to}>: no such user here")),
+            None => response::OK,
+        }
     }
 
     fn data_start(
@@ -214,6 +223,11 @@ impl SmtpServer {
                 std::thread::spawn(move || serve(stream, recorder));
             }
         });
+    }
+
+    /// Answers the next `RCPT TO`s with `codes` (550 refuses for good, 450 for now).
+    pub fn refuse_recipients(&self, codes: &[u16]) {
+        self.state.recipients.lock().unwrap().extend(codes);
     }
 
     pub fn url(&self) -> String {

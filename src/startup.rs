@@ -188,6 +188,10 @@ impl Application {
         // Signals are handled by `run_until_stopped`, which also drains the effects.
         .disable_signals()
         .shutdown_timeout(shutdown_grace.as_secs())
+        // A client has this long to send its request's head, and an idle kept-alive
+        // connection is closed after the other (the README's connection limits).
+        .client_request_timeout(crate::web::REQUEST_HEAD_WITHIN)
+        .keep_alive(crate::web::IDLE_KEPT_ALIVE)
         .listen(listener)?
         .run();
         let actors = EffectActors::start(&core.db, &config, &core.access)?;

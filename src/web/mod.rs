@@ -33,6 +33,11 @@ pub use unknown::UnknownSessions;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+/// How long a client has to send a request's line and headers before it is answered 408
+/// and cut off.
+pub const REQUEST_HEAD_WITHIN: Duration = Duration::from_secs(5);
+/// How long a kept-alive connection may idle between requests.
+pub const IDLE_KEPT_ALIVE: Duration = Duration::from_secs(5);
 
 /// What every handler shares.
 pub struct AppState {

@@ -194,3 +194,65 @@ async fn simultaneous_lookups_of_one_made_up_id_cost_one_call() {
         assert_eq!(app.stripe.calls(&id), 1, "{}", app.backend);
     }
 }
+
+/// Clients that open a connection and never finish their headers, hundreds of them, hold
+/// nothing a real delivery needs; and each is cut off once its time to send them is up.
+#[actix_web::test]
+async fn hundreds_of_clients_that_never_finish_their_headers_keep_no_delivery_waiting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    for backend in backends() {
+        let app = spawn_app_with(&backend, |_| {}).await;
+        let host = app.address.trim_start_matches("http://").to_owned();
+        let mut stalled = Vec::new();
+        for _ in 0..300 {
+            let mut stream = tokio::net::TcpStream::connect(&host)
+                .await
+                .expect("connects");
+            stream
+                .write_all(b"POST /webhook HTTP/1.1\r\nHost: shop\r\nStripe-Sig")
+                .await
+                .expect("half a request sent");
+            stalled.push(stream);
+        }
+
+        let session = paid_sessions(&app.stripe, "Book", 1500, 1).remove(0);
+        let started = Instant::now();
+        let answer = app
+            .deliver(
+                "evt_past_the_stalled",
+                "checkout.session.completed",
+                &session,
+            )
+            .await;
+        assert_eq!(answer.status(), 200, "on {backend:?}");
+        let waited = started.elapsed();
+        // Answered while every stalled client still held its connection.
+        let mut probe = [0u8; 1];
+        for stream in &stalled {
+            assert!(
+                matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "a stalled connection was closed before the delivery was answered ({waited:?})"
+            );
+        }
+        app.wait_for(&session, Status::Fulfilled).await;
+
+        // Each is cut off once the time to send its headers is up: answered 408, or closed.
+        for mut stream in stalled {
+            let mut answer = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+                    .await;
+            let closed = match read {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Err(_) => false,
+            };
+            let said = String::from_utf8_lossy(&answer);
+            assert!(
+                closed && (answer.is_empty() || said.starts_with("HTTP/1.1 408")),
+                "{said:?} on {backend:?}"
+            );
+        }
+    }
+}

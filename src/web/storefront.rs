@@ -2,7 +2,7 @@
 //! Checkout Session (at Stripe, or at the sandbox's simulator) and sends the customer to it.
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
@@ -43,7 +43,11 @@ pub async fn index(state: web::Data<AppState>) -> HttpResponse {
     shop_page(&state, StatusCode::OK, None).await
 }
 
-pub async fn checkout(form: web::Form<BuyForm>, state: web::Data<AppState>) -> HttpResponse {
+pub async fn checkout(
+    request: HttpRequest,
+    form: web::Form<BuyForm>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let Some(product) = state
         .catalog
         .products()
@@ -68,6 +72,23 @@ pub async fn checkout(form: web::Form<BuyForm>, state: web::Data<AppState>) -> H
             .await;
         }
     };
+    // A session costs a Stripe call, from the same allowance as a lookup: a bot cannot
+    // spend the customers' share on sessions nobody pays.
+    if let Some(client) = state.clients.client(&request)
+        && let Err(wait) = state.clients.admit(client)
+    {
+        let mut page = shop_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("This address has started many checkouts in a short time; please wait a moment."),
+        )
+        .await;
+        page.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(wait.as_secs().max(1)),
+        );
+        return page;
+    }
     let new = NewCheckout {
         items: vec![(product.price.clone(), quantity)],
         collect_shipping: product.kind == Kind::Physical,

@@ -165,6 +165,50 @@ async fn a_client_past_its_allowance_gets_429_with_retry_after_and_costs_no_call
     }
 }
 
+#[actix_web::test]
+async fn a_client_starting_checkouts_past_its_allowance_gets_429_and_costs_no_session() {
+    for backend in backends() {
+        // 8 Stripe calls a minute: a burst of 2.
+        let app = spawn_app_with(&backend, |settings| {
+            settings.client_lookups_per_min = 8;
+        })
+        .await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let buy = || {
+            client
+                .post(format!("{}/checkout", app.address))
+                .form(&[("price", "price_mug"), ("quantity", "1")])
+                .send()
+        };
+        for _ in 0..2 {
+            assert_eq!(buy().await.expect("answered").status(), 303);
+        }
+        let calls = app.stripe.total_calls();
+        let refused = buy().await.expect("answered");
+        assert_eq!(refused.status(), 429, "{}", app.backend);
+        assert!((1..=8).contains(&retry_after(&refused)));
+        assert!(
+            refused
+                .text()
+                .await
+                .expect("body")
+                .contains("please wait a moment")
+        );
+        assert_eq!(app.stripe.total_calls(), calls, "no session was created");
+        // A form that is refused anyway costs nothing of the allowance.
+        let bad = client
+            .post(format!("{}/checkout", app.address))
+            .form(&[("price", "price_nope"), ("quantity", "1")])
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(bad.status(), 400);
+    }
+}
+
 fn retry_after_of(response: &reqwest::Response) -> Option<u64> {
     response
         .headers()

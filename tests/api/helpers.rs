@@ -138,7 +138,10 @@ pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Setti
     if std::env::var_os("TEST_LOG").is_some() {
         fulfilld::telemetry::init(fulfilld::configuration::LogFormat::Text);
     }
-    let stripe = StripeDouble::start().expect("Stripe double starts");
+    // It prices the sessions the storefront creates from the same catalog.
+    let catalog = fulfilld::catalog::Catalog::load(std::path::Path::new(CATALOG)).expect("catalog");
+    let stripe =
+        StripeDouble::with_catalog(std::sync::Arc::new(catalog)).expect("Stripe double starts");
     let database = backend.fresh_database().await;
     let mail_dir = tempfile::tempdir().expect("temporary directory");
     let mut settings = settings(&database.url, stripe.url());

@@ -23,7 +23,9 @@ use crate::retention;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
 use crate::telemetry::RequestSpan;
-use crate::web::{Admin, AppState, ClientLimits, SWEEP_EVERY, UnknownSessions, metrics, routes};
+use crate::web::{
+    Admin, AppState, ClientLimits, FiguresCache, SWEEP_EVERY, UnknownSessions, metrics, routes,
+};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -158,6 +160,7 @@ impl Application {
                 .map(|token| Admin::new(token, &config.public_url)),
             outbox: core.outbox.clone(),
             access: core.access.clone(),
+            figures: FiguresCache::start(core.db.clone()),
             standing: replica.standings(),
         });
         let shutdown_grace = config.shutdown_grace;

@@ -7,24 +7,19 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// The database answers (migrations ran before the server started); says which replica
-/// this is, which one leads (runs reconcile), and how many share the database.
+/// The database answers (migrations ran before the server started): `ready`, or 503
+/// `not ready`, and nothing more. Which replica this is and which one leads are on the
+/// admin page and in the metrics, not here for anyone to read.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.db.ping().await {
-        Ok(()) => {
-            let standing = state.standing.borrow().clone();
-            HttpResponse::Ok().content_type("text/plain").body(format!(
-                "ready\nreplica: {}\nleader: {}\nreplicas: {}\n",
-                standing.replica,
-                standing.leader.as_deref().unwrap_or("none"),
-                standing.alive
-            ))
-        }
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
         Err(error) => {
             tracing::warn!(error = %format!("{error:#}"), "not ready");
             HttpResponse::ServiceUnavailable()
                 .content_type("text/plain")
-                .body("database unavailable\n")
+                .body("not ready\n")
         }
     }
 }

@@ -1,14 +1,19 @@
-//! `GET /metrics`: the process's counters, and the figures that are read when scraped.
+//! `GET /metrics`: the process's counters, and the inbox's and outbox's figures, which a
+//! task of their own reads every few seconds: a scrape costs no query, however often
+//! Prometheus (or anyone who can reach it) asks.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
-use crate::db::now_ms;
+use crate::db::figures::Figures;
+use crate::db::{Database, now_ms};
 use crate::metrics::{CONTENT_TYPE, METRICS};
 
 /// Prometheus's scrape.
@@ -21,6 +26,17 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "Replicas alive on this database, as this one sees them",
         standing.alive,
     );
+    current.register(
+        "replica",
+        "This replica and the one that leads",
+        Info::new(vec![
+            ("replica", standing.replica.clone()),
+            (
+                "leader",
+                standing.leader.clone().unwrap_or_else(|| "none".to_owned()),
+            ),
+        ]),
+    );
     let leads = standing.leader.as_deref() == Some(standing.replica.as_str());
     gauge(
         &mut current,
@@ -30,8 +46,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     let live = state.sessions.live_actors().await;
     gauge(&mut current, "session_actors", "Session actors alive", live);
-    let reachable = match state.db.figures().await {
-        Ok(figures) => {
+    let reachable = match state.figures.latest() {
+        Some(figures) => {
             let oldest = figures.oldest_waiting_at.map_or(0.0, |at| {
                 Duration::from_millis(u64::try_from(now_ms() - at).unwrap_or(0)).as_secs_f64()
             });
@@ -69,15 +85,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             );
             1
         }
-        Err(error) => {
-            tracing::warn!(error = %format!("{error:#}"), "metrics: the database did not answer");
-            0
-        }
+        None => 0,
     };
     gauge(
         &mut current,
         "database_up",
-        "1 when the database answered this scrape's queries",
+        "1 when the database answered the latest reading of the figures above (every 5 s)",
         reachable,
     );
     HttpResponse::Ok()
@@ -89,4 +102,48 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: impl TryInto<i6
     let gauge = Gauge::<i64>::default();
     gauge.set(value.try_into().unwrap_or(i64::MAX));
     registry.register(name, help, gauge);
+}
+
+/// How often the figures are read.
+const FIGURES_EVERY: Duration = Duration::from_secs(5);
+
+/// The latest figures of the inbox and the outbox; `None` when the latest reading failed.
+#[derive(Clone, Default)]
+pub struct FiguresCache(Arc<Mutex<Option<Figures>>>);
+
+impl FiguresCache {
+    /// Reads `db`'s figures now and every [`FIGURES_EVERY`], for as long as the runtime runs.
+    pub fn start(db: Database) -> Self {
+        let cache = Self::default();
+        let latest = cache.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(FIGURES_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let read = tokio::time::timeout(FIGURES_EVERY, db.figures()).await;
+                let figures = match read {
+                    Ok(Ok(figures)) => Some(figures),
+                    Ok(Err(error)) => {
+                        tracing::warn!(error = %format!("{error:#}"), "metrics: the database did not answer");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("metrics: the database did not answer in time");
+                        None
+                    }
+                };
+                *latest.lock() = figures;
+            }
+        });
+        cache
+    }
+
+    fn latest(&self) -> Option<Figures> {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Figures>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
 }

@@ -28,7 +28,7 @@ use crate::replicas::Standing;
 use crate::stripe::StripeGateway;
 pub use admin::Admin;
 pub use clients::{ClientLimits, SWEEP_EVERY};
-pub use metrics::metrics;
+pub use metrics::{FiguresCache, metrics};
 pub use unknown::UnknownSessions;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.
@@ -71,6 +71,8 @@ pub struct AppState {
     pub outbox: Outbox,
     /// Signs the `{token}` of download links, and checks it.
     pub access: AccessSigner,
+    /// The inbox's and outbox's latest figures, for `/metrics`.
+    pub figures: FiguresCache,
 }
 
 /// Registers every route.

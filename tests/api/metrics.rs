@@ -66,12 +66,16 @@ async fn metrics_count_deliveries_fulfilments_stripe_calls_and_effects_on_their_
         .await;
         assert_eq!(forged.status(), 400);
 
-        // The receipts are sent when the counters say so.
+        // The receipts are sent when the counters say so, and the figures, read every few
+        // seconds, catch up.
         let deadline = Instant::now() + Duration::from_secs(30);
         let text = loop {
             let text = scrape(&client, &metrics_url).await;
             let done = r#"fulfilld_effect_attempts_total{kind="receipt",outcome="done"}"#;
-            if value(&text, done) == Some(2.0) || Instant::now() > deadline {
+            let settled = value(&text, done) == Some(2.0)
+                && value(&text, "fulfilld_effects_pending") == Some(0.0)
+                && value(&text, "fulfilld_inbox_backlog") == Some(0.0);
+            if settled || Instant::now() > deadline {
                 break text;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -121,6 +125,23 @@ async fn metrics_count_deliveries_fulfilments_stripe_calls_and_effects_on_their_
         ] {
             assert!(value(&text, series).is_some(), "{series} missing:\n{text}");
         }
+        // Which replica this is, and which leads: here, and not on /readyz for anyone.
+        let info = text
+            .lines()
+            .find(|line| line.starts_with("fulfilld_replica_info{"))
+            .expect("replica info");
+        assert!(
+            info.contains("replica=\"") && info.contains("leader=\""),
+            "{info}"
+        );
+        let ready = client
+            .get(format!("{}/readyz", process.address))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(ready.status(), 200);
+        assert_eq!(ready.text().await.expect("body"), "ready\n");
+
         // No label carries an id: the series stay few however many sessions there are.
         assert!(
             !text.contains("cs_test_") && !text.contains("evt_"),

@@ -10,27 +10,34 @@ use crate::helpers::{Backend, Process, assert_each_fulfilled_once, backends, pos
 /// The deployment's budget of Stripe calls per second.
 const BUDGET: usize = 30;
 
-/// What one replica's `/readyz` says: (this replica, the leader, replicas alive); all
-/// empty while it does not answer (a replica just thawed drops the connections that
-/// idled out meanwhile).
+/// What one replica's metrics say: (this replica, the leader, replicas alive); all empty
+/// while it does not answer (a replica just thawed drops the connections that idled out
+/// meanwhile).
 async fn standing(client: &reqwest::Client, process: &Process) -> (String, String, usize) {
     let answer = client
-        .get(format!("{}/readyz", process.address))
+        .get(format!("{}/metrics", process.address))
         .send()
         .await;
     let text = match answer {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name))
+    let label = |name: &str| {
+        let info = text
+            .lines()
+            .find(|line| line.starts_with("fulfilld_replica_info{"))
+            .unwrap_or_default();
+        info.split_once(&format!("{name}=\""))
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(value, _)| value.to_owned())
             .unwrap_or_default()
-            .trim()
-            .to_owned()
     };
-    let alive = field("replicas:").parse().unwrap_or(0);
-    (field("replica:"), field("leader:"), alive)
+    let alive = text
+        .lines()
+        .find_map(|line| line.strip_prefix("fulfilld_replicas "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    (label("replica"), label("leader"), alive)
 }
 
 /// Waits until every process sees `count` replicas and the same leader, one of them;

@@ -9,6 +9,7 @@ use super::views::{EffectLine, EventLine, ReversalLine, SessionLine, StockLine, 
 use super::{AdminError, Operator, html};
 use crate::db::figures::Figures;
 use crate::domain::{AccessGrant, EffectStatus, ItemLine, SessionId};
+use crate::replicas::Standing;
 use crate::web::AppState;
 
 /// Sessions listed at most, newest first.
@@ -31,6 +32,8 @@ struct SessionsPage {
     sessions: Vec<SessionLine>,
     /// The inbox and outbox now; the page shows what is dead.
     dead: Figures,
+    /// Which replica answers, and which one leads.
+    standing: Standing,
 }
 
 /// `GET /admin`: the latest sessions, or those matching `?q=`.
@@ -55,6 +58,7 @@ pub async fn sessions(
         csrf: Some(operator.csrf()),
         sessions: found.into_iter().map(SessionLine::from).collect(),
         dead: state.db.figures().await?,
+        standing: state.standing.borrow().clone(),
         search,
     };
     Ok(html(StatusCode::OK, &page))

@@ -25,26 +25,30 @@ impl Database {
     /// level: restarts and catalog edits never reset stock that has moved.
     pub async fn seed_inventory(&self, catalog: &Catalog) -> anyhow::Result<()> {
         let now = now_ms();
+        // One transaction: the catalog is seeded whole or not at all.
         with_connection!(self, |conn| {
-            for product in catalog
-                .products()
-                .iter()
-                .filter(|p| p.kind == Kind::Physical)
-            {
-                diesel::insert_into(inventory::table)
-                    .values((
-                        inventory::sku.eq(&product.sku),
-                        inventory::stock.eq(product.stock),
-                        inventory::oversold.eq(false),
-                        inventory::updated_at.eq(now),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await
-                    .context("could not seed the inventory")?;
-            }
-        });
-        Ok(())
+            conn.transaction(async |conn| {
+                for product in catalog
+                    .products()
+                    .iter()
+                    .filter(|p| p.kind == Kind::Physical)
+                {
+                    diesel::insert_into(inventory::table)
+                        .values((
+                            inventory::sku.eq(&product.sku),
+                            inventory::stock.eq(product.stock),
+                            inventory::oversold.eq(false),
+                            inventory::updated_at.eq(now),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await
+            .context("could not seed the inventory")
+        })
     }
 
     /// Applies a session's stock movements not yet applied and marks the effect `fence`

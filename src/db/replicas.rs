@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::replicas;
 use super::types::DbNow;
@@ -26,27 +26,32 @@ impl Database {
         replica: &str,
         alive_for: Duration,
     ) -> anyhow::Result<Vec<String>> {
+        // One transaction: the beat and the count it reads go together.
         macro_rules! beat {
             ($conn:ident) => {{
-                diesel::insert_into(replicas::table)
-                    .values((
-                        replicas::id.eq(replica),
-                        replicas::started_at.eq(DbNow::now()),
-                        replicas::seen_at.eq(DbNow::now()),
-                    ))
-                    .on_conflict(replicas::id)
-                    .do_update()
-                    .set(replicas::seen_at.eq(DbNow::now()))
-                    .execute($conn)
+                $conn
+                    .transaction(async |$conn| {
+                        diesel::insert_into(replicas::table)
+                            .values((
+                                replicas::id.eq(replica),
+                                replicas::started_at.eq(DbNow::now()),
+                                replicas::seen_at.eq(DbNow::now()),
+                            ))
+                            .on_conflict(replicas::id)
+                            .do_update()
+                            .set(replicas::seen_at.eq(DbNow::now()))
+                            .execute($conn)
+                            .await
+                            .context("could not record this replica's heartbeat")?;
+                        replicas::table
+                            .filter(replicas::seen_at.ge(DbNow::before(alive_for)))
+                            .order((replicas::started_at, replicas::id))
+                            .select(replicas::id)
+                            .load::<String>($conn)
+                            .await
+                            .context("could not list the replicas")
+                    })
                     .await
-                    .context("could not record this replica's heartbeat")?;
-                replicas::table
-                    .filter(replicas::seen_at.ge(DbNow::before(alive_for)))
-                    .order((replicas::started_at, replicas::id))
-                    .select(replicas::id)
-                    .load::<String>($conn)
-                    .await
-                    .context("could not list the replicas")
             }};
         }
         match self {

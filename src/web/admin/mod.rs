@@ -65,6 +65,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/admin")
             .wrap(from_fn(gate))
             .route("", web::get().to(pages::sessions))
+            .route("", web::post().to(pages::search))
             .service(
                 web::resource("/login")
                     .route(web::get().to(sign_in::form))

@@ -6,7 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::views::{EffectLine, EventLine, ReversalLine, SessionLine, StockLine, notice, when};
-use super::{AdminError, Operator, html};
+use super::{AdminError, Operator, field, html};
 use crate::db::figures::Figures;
 use crate::domain::{AccessGrant, EffectStatus, ItemLine, SessionId};
 use crate::replicas::Standing;
@@ -18,11 +18,6 @@ const SESSIONS_SHOWN: i64 = 50;
 const DEAD_SHOWN: i64 = 200;
 /// The longest search looked for: longer than any session id or email address.
 const MAX_SEARCH: usize = 320;
-
-#[derive(Deserialize)]
-struct SearchQuery {
-    q: Option<String>,
-}
 
 #[derive(Template)]
 #[template(path = "admin/sessions.html")]
@@ -36,17 +31,34 @@ struct SessionsPage {
     standing: Standing,
 }
 
-/// `GET /admin`: the latest sessions, or those matching `?q=`.
+/// `GET /admin`: the latest sessions.
 pub async fn sessions(
     operator: Operator,
-    request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
-    let search = web::Query::<SearchQuery>::from_query(request.query_string())
-        .ok()
-        .and_then(|query| query.into_inner().q)
+    sessions_page(&operator, &state, String::new()).await
+}
+
+/// `POST /admin` (`q`, `csrf`): the sessions whose id starts with `q` or whose customer
+/// email contains it. A form, not a query string, so that customers' email addresses stay
+/// out of URLs, browser histories and access logs.
+pub async fn search(
+    operator: Operator,
+    form: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    operator.check_csrf(&form)?;
+    let search = field(&form, "q")
         .map(|q| q.trim().chars().take(MAX_SEARCH).collect::<String>())
         .unwrap_or_default();
+    sessions_page(&operator, &state, search).await
+}
+
+async fn sessions_page(
+    operator: &Operator,
+    state: &AppState,
+    search: String,
+) -> Result<HttpResponse, AdminError> {
     let found = state
         .db
         .recent_sessions(

@@ -57,7 +57,7 @@ impl Attempt {
         tokio::select! {
             biased;
             result = io => result,
-            () = self.abandon.cancelled() => Err(EffectError::Cancelled),
+            () = self.abandoned() => Err(EffectError::Cancelled),
             () = self.stopped() => Err(EffectError::Cancelled),
             () = sleep_until(self.deadline) => Err(EffectError::Retry(format!(
                 "no answer within the attempt's {} s (EFFECT_TIMEOUT_SECS)",
@@ -76,6 +76,16 @@ impl Attempt {
         }
     }
 
+    /// The same at the end of a shutdown's grace: an attempt past its point of no return
+    /// is let finish within its own time (its deadline still holds), so that a deploy
+    /// during a slow conversation repeats nothing.
+    async fn abandoned(&self) {
+        self.abandon.cancelled().await;
+        if self.committed() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Asked just before the step that cannot be taken back (the message body, the
     /// warehouse request). True, and from then on the attempt is committed, while at least
     /// half the attempt's time remains; false when it is too late to begin, and nothing
@@ -83,17 +93,22 @@ impl Attempt {
     /// deadline cuts off only a server that is really stalled, never one that was merely
     /// slow to get ready.
     pub fn commit(&self) -> bool {
-        let stopped = self.stop.is_cancelled() || self.abandon.is_cancelled();
-        if stopped || Instant::now() > self.latest_start() {
+        if Instant::now() > self.latest_start() {
             return false;
         }
-        self.committed.store(true, Ordering::Relaxed);
+        // Committed first, then checked: a stop that comes at this moment either sees the
+        // commitment and lets the attempt finish, or is seen here and nothing is sent.
+        self.committed.store(true, Ordering::SeqCst);
+        if self.stop.is_cancelled() || self.abandon.is_cancelled() {
+            self.committed.store(false, Ordering::SeqCst);
+            return false;
+        }
         true
     }
 
     /// Whether the attempt has passed its point of no return.
     pub fn committed(&self) -> bool {
-        self.committed.load(Ordering::Relaxed)
+        self.committed.load(Ordering::SeqCst)
     }
 
     /// The last moment the attempt may begin what cannot be taken back.

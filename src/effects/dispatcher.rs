@@ -352,7 +352,9 @@ fn superseded(fence: Fence) {
 
 impl Effects {
     /// Stops claiming, gives the attempts in flight up to `grace` to finish, then cancels
-    /// the rest and hands their effects back at once. Returns what became of them.
+    /// the rest and hands their effects back at once, but for attempts past their point of
+    /// no return: those are waited for until their own deadline (`EFFECT_TIMEOUT_SECS`),
+    /// since cutting them off could only repeat them. Returns what became of them.
     pub async fn shutdown(self, grace: Duration) -> Shutdown {
         self.stop.cancel();
         // The loop ends at its next wait; a claim under way is carried out first.
@@ -364,10 +366,11 @@ impl Effects {
             .is_err()
         {
             self.dispatcher.abandon.cancel();
-            // Stopped attempts record their end at once; only database work still under
-            // way (bounded by its own timeouts) could take longer, and a transaction cut
-            // off by the exit is rolled back.
-            let _ = tokio::time::timeout(RECORD_AFTER_ABANDON, self.attempts.wait()).await;
+            // Stopped attempts record their end at once, and committed ones theirs by their
+            // deadline; only database work still under way (bounded by its own timeouts)
+            // could take longer, and a transaction cut off by the exit is rolled back.
+            let within = self.dispatcher.timeout + RECORD_AFTER_ABANDON;
+            let _ = tokio::time::timeout(within, self.attempts.wait()).await;
         }
         let released = self.dispatcher.released.load(Ordering::Relaxed);
         Shutdown {

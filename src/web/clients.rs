@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::{IpNet, Ipv6Net};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Addresses an IPv6 client is assumed to control: a whole /64 is one client, since an
 /// attacker with one such prefix can make up as many addresses in it as it likes.
 const IPV6_CLIENT_PREFIX: u8 = 64;
@@ -30,6 +32,8 @@ pub struct ClientLimits {
     trusted_proxies: Vec<IpNet>,
     /// Clients past their allowance, and until when: answered 429 before anything else.
     spent: Mutex<HashMap<IpAddr, Instant>>,
+    /// Whether a trusted proxy was seen forwarding no client address (said once).
+    warned_unforwarded: AtomicBool,
 }
 
 impl ClientLimits {
@@ -41,28 +45,45 @@ impl ClientLimits {
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
             trusted_proxies,
             spent: Mutex::default(),
+            warned_unforwarded: AtomicBool::new(false),
         }
     }
 
     /// The client a request comes from: its peer, unless that peer is a trusted proxy; then
-    /// the nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
+    /// the nearest address the proxies forwarded that is not itself a trusted proxy. They
+    /// say it in RFC 7239's `Forwarded` (its `for=`), or else in `X-Forwarded-For`.
     pub fn client(&self, request: &HttpRequest) -> Option<IpAddr> {
         let peer = request.peer_addr()?.ip();
         if !self.is_trusted(peer) {
             return Some(peer);
         }
+        let headers = request.headers();
         // Split as bytes: a byte that is not ASCII in what a client wrote must not cost the
         // whole line, with the entries the proxies appended after it.
-        let forwarded = request
-            .headers()
-            .get_all(X_FORWARDED_FOR)
-            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
-            .map(|hop| std::str::from_utf8(hop).unwrap_or_default().trim())
-            .collect::<Vec<_>>();
+        let entries = |name: HeaderName| {
+            headers
+                .get_all(name)
+                .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+                .map(|hop| std::str::from_utf8(hop).unwrap_or_default().trim())
+                .collect::<Vec<_>>()
+        };
+        let forwarded = entries(FORWARDED);
+        let hops: Vec<&str> = if forwarded.is_empty() {
+            entries(X_FORWARDED_FOR)
+        } else {
+            forwarded.into_iter().map(forwarded_for).collect()
+        };
+        if hops.is_empty() && !self.warned_unforwarded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                proxy = %peer,
+                "a trusted proxy sent a request without Forwarded or X-Forwarded-For: every \
+                 client behind it shares one allowance and one sign-in throttle"
+            );
+        }
         // Read from the nearest hop back: each trusted proxy appended the address it saw,
         // anything further left was written by whoever is on the other side of it.
         let mut client = peer;
-        for hop in forwarded.iter().rev() {
+        for hop in hops.iter().rev() {
             let Some(address) = parse_hop(hop) else { break };
             client = address;
             if !self.is_trusted(address) {
@@ -132,8 +153,17 @@ pub(crate) fn key(client: IpAddr) -> IpAddr {
     }
 }
 
-/// One `X-Forwarded-For` entry: an address, with a port or in brackets as some proxies
-/// write it.
+/// The `for=` of one `Forwarded` element (`for=192.0.2.60;proto=https`,
+/// `for="[2001:db8::17]:4711"`), unquoted; empty when it has none.
+fn forwarded_for(element: &str) -> &str {
+    element
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
+        .map_or("", |(_, value)| value.trim().trim_matches('"'))
+}
+
+/// One forwarded hop: an address, with a port or in brackets as some proxies write it.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse()
         .ok()
@@ -175,6 +205,27 @@ mod tests {
         assert_eq!(limits.client(&forged), "198.51.100.1".parse().ok());
         let garbled = from("10.0.0.2:5000", Some("not-an-address"));
         assert_eq!(limits.client(&garbled), "10.0.0.2".parse().ok());
+    }
+
+    #[test]
+    fn rfc_7239_forwarded_is_read_like_x_forwarded_for_and_before_it() {
+        let limits = limits(&["10.0.0.0/8"]);
+        let request = |peer: &str, forwarded: &str| {
+            TestRequest::default()
+                .peer_addr(peer.parse().unwrap())
+                .insert_header(("Forwarded", forwarded))
+                .insert_header(("X-Forwarded-For", "192.0.2.1"))
+                .to_http_request()
+        };
+        let proxied = request(
+            "10.0.0.2:5000",
+            r#"for=192.0.2.77, for="[2001:db8::17]:4711";proto=https, For=10.0.0.7"#,
+        );
+        assert_eq!(limits.client(&proxied), "2001:db8::17".parse().ok());
+        let spoofed = request("203.0.113.9:5000", "for=198.51.100.1");
+        assert_eq!(limits.client(&spoofed), "203.0.113.9".parse().ok());
+        let hidden = request("10.0.0.2:5000", "for=_hidden;by=10.0.0.2");
+        assert_eq!(limits.client(&hidden), "10.0.0.2".parse().ok());
     }
 
     #[test]

@@ -225,6 +225,11 @@ impl SmtpServer {
         });
     }
 
+    /// Messages whose data has arrived and whose answer is still being made.
+    pub fn answering(&self) -> usize {
+        *self.state.accepting.lock().unwrap()
+    }
+
     /// Answers the next `RCPT TO`s with `codes` (550 refuses for good, 450 for now).
     pub fn refuse_recipients(&self, codes: &[u16]) {
         self.state.recipients.lock().unwrap().extend(codes);

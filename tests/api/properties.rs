@@ -40,7 +40,7 @@ fn json() -> impl Strategy<Value = Value> {
 /// Stripe's own example `checkout.session.completed`, as the envelope carries it.
 fn completed_event() -> Value {
     let session: Value = serde_json::from_str(include_str!(
-        "../../../shared/stripe-fixtures/checkout.session.json"
+        "../../src/sandbox/fixtures/checkout.session.json"
     ))
     .expect("the fixture is JSON");
     serde_json::json!({

@@ -286,7 +286,7 @@ async fn a_retry_without_the_right_csrf_token_is_refused_and_leaves_the_effect_d
             403
         );
 
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
         let dead = app.db.list_effects(Some(EffectStatus::Dead), 10).await;
         assert_eq!(dead.unwrap().len(), 1, "still dead on {}", app.backend);
         assert_eq!(warehouse.requests().len(), 1);
@@ -350,7 +350,7 @@ async fn a_dead_effect_retried_from_the_page_is_carried_out() {
             location(&again),
             format!("/admin/dead?notice=effect_not_dead&id={effect}")
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.drained().await;
         assert_eq!(warehouse.requests().len(), 2);
     }
 }
@@ -701,7 +701,7 @@ async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_w
                 .contains("refunded in full already")
         );
         assert_eq!(refunds_made(), 2);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
 }

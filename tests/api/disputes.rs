@@ -283,7 +283,7 @@ async fn a_dispute_told_before_the_payment_fulfils_the_session_then_holds_it() {
             .stripe
             .event_payload("evt_paid", "checkout.session.completed", &session);
         deliver_many(&app, &[paid], 2).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.drained().await;
         let outcome = settled(&app, &session, Status::Disputed).await;
         assert_eq!(
             outcome.shipment.expect("a shipment").status,

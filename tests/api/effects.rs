@@ -68,7 +68,7 @@ async fn a_storm_of_duplicates_sends_one_receipt_moves_stock_once_ships_once_and
             "{}",
             app.backend
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
 
         let mail = smtp.accepted();
         assert_eq!(mail.len(), 1, "one receipt on {}", app.backend);
@@ -181,7 +181,7 @@ async fn a_failed_payment_delivered_twenty_times_sends_one_notice() {
             app.wait_for_effects(&session).await,
             ["payment_failed_email"]
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
 
         let mail = smtp.accepted();
         assert_eq!(mail.len(), 1, "one notice on {}", app.backend);
@@ -226,7 +226,7 @@ async fn a_receipt_waits_out_an_smtp_outage_and_arrives_once() {
         smtp.come_up();
         let mail = smtp.wait_for(1).await;
         app.wait_for_effects(&session).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.drained().await;
         assert_eq!(smtp.accepted().len(), 1, "one receipt on {}", app.backend);
         assert_eq!(
             mail[0].message_id(),
@@ -314,7 +314,7 @@ async fn a_shipment_is_retried_with_one_idempotency_key_until_the_warehouse_acce
             .await;
         app.wait_for(&session, Status::Fulfilled).await;
         app.wait_for_effects(&session).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
 
         let requests = warehouse.requests();
         let statuses: Vec<_> = requests.iter().map(|r| r.status).collect();

@@ -12,7 +12,7 @@ use fulfilld::domain::{EffectKind, EffectStatus, SessionId};
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 
 use crate::effects::order;
-use crate::helpers::{Backend, Process, backends, deliver_each, paid_sessions};
+use crate::helpers::{Backend, Process, backends, deliver_each, paid_sessions, postgres};
 use crate::smtp::{SmtpServer, Stall};
 
 /// How long a duplicate would take to show itself: a lease (2-3 s in these tests) plus a
@@ -180,12 +180,11 @@ async fn a_message_whose_answer_never_came_is_sent_again_with_the_same_message_i
 
 #[actix_web::test]
 async fn stock_moves_once_while_another_connection_holds_its_row_for_several_leases() {
-    for backend in backends() {
-        // A row lock held by another connection: PostgreSQL's row-level locking. (SQLite
-        // locks the whole file, and one connection does all of a process's writes.)
-        let Backend::Postgres(_) = backend else {
-            continue;
-        };
+    // A row lock held by another connection: PostgreSQL's row-level locking. (SQLite locks
+    // the whole file, and one connection does all of a process's writes.)
+    if let Some(backend) =
+        postgres("stock_moves_once_while_another_connection_holds_its_row_for_several_leases")
+    {
         let stripe = StripeDouble::start().expect("Stripe double starts");
         let database = backend.fresh_database().await;
         let env = [

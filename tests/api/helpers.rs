@@ -37,6 +37,35 @@ pub fn backends() -> Vec<Backend> {
     backends
 }
 
+/// Waits until `db`'s inbox holds no event still to carry out and its outbox no effect
+/// still to attempt, whichever processes work on it (see [`TestApp::drained`]).
+pub async fn drained(db: &Database) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let figures = db.figures().await.expect("database answers");
+        if figures.inbox_backlog == 0 && figures.pending_effects == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not drained on {}: {figures:?}",
+            db.backend()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// PostgreSQL, when the suite has one; the test says it was skipped when there is none.
+pub fn postgres(test: &str) -> Option<Backend> {
+    let found = backends()
+        .into_iter()
+        .find(|backend| matches!(backend, Backend::Postgres(_)));
+    if found.is_none() {
+        eprintln!("{test}: skipped, it needs PostgreSQL (TEST_DATABASE_URL)");
+    }
+    found
+}
+
 /// A fresh, empty database for one test; a SQLite file lives as long as this value.
 pub struct TestDatabase {
     pub url: String,
@@ -325,6 +354,13 @@ impl TestApp {
             .into_iter()
             .map(|(kind, status)| (kind.to_string(), status.to_string()))
             .collect()
+    }
+
+    /// Waits until the inbox holds no event still to carry out and the outbox no effect
+    /// still to attempt: a settled state, after which nothing more happens by itself, so
+    /// what did not happen by then will not.
+    pub async fn drained(&self) {
+        drained(&self.db).await;
     }
 
     pub fn database_url(&self) -> &str {

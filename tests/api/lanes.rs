@@ -10,8 +10,7 @@ use fulfilld::sandbox::StripeDouble;
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    Backend, Process, assert_each_fulfilled_once, backends, paid_sessions, post_webhook, sign,
-    spawn_app,
+    Process, assert_each_fulfilled_once, paid_sessions, post_webhook, postgres, sign, spawn_app,
 };
 
 /// The slowest answer a delivery may get while another session holds rows: well inside
@@ -19,17 +18,6 @@ use crate::helpers::{
 const PROMPT: Duration = Duration::from_secs(2);
 /// `WEBHOOK_WORKERS`' default: events a replica carries out at once.
 const WORKERS: usize = 64;
-
-/// PostgreSQL, when the suite has one; the test says so when it has none.
-fn postgres(test: &str) -> Option<Backend> {
-    let found = backends()
-        .into_iter()
-        .find(|backend| matches!(backend, Backend::Postgres(_)));
-    if found.is_none() {
-        eprintln!("{test}: skipped, it needs PostgreSQL (TEST_DATABASE_URL)");
-    }
-    found
-}
 
 /// Posts the signed `completed` event of each session to `address`, all at once; returns
 /// each answer's status and how long it took.

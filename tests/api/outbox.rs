@@ -10,7 +10,7 @@ use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use futures_util::future::join_all;
 
 use crate::effects::order;
-use crate::helpers::{Process, backends, post_webhook, sign};
+use crate::helpers::{Process, backends, drained, post_webhook, sign};
 use crate::smtp::SmtpServer;
 use crate::warehouse::Warehouse;
 
@@ -102,8 +102,8 @@ async fn receipts_in_flight_at_a_kill_9_all_arrive_after_a_restart_and_none_twic
 
         let _restarted = Process::start_with(&database.url, stripe.url(), &env).await;
         smtp.wait_for(sessions.len()).await;
-        // Time for any duplicate to show itself.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Settled: every receipt recorded, none left to attempt, so none can come again.
+        drained(&connect(&database.url).await).await;
 
         let mail = smtp.accepted();
         let ids: HashSet<_> = mail.iter().map(|m| m.message_id()).collect();
@@ -138,7 +138,7 @@ async fn two_processes_drain_one_outbox_without_doing_an_effect_twice() {
         deliver_to_all(&stripe, &sessions, &[&first, &second]).await;
         let mail = smtp.wait_for(sessions.len()).await;
         let shipments = warehouse.wait_for(sessions.len()).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        drained(&connect(&database.url).await).await;
 
         let mail_ids: HashSet<_> = mail.iter().map(|m| m.message_id()).collect();
         assert_eq!(mail_ids.len(), sessions.len(), "{backend:?}");
@@ -171,4 +171,10 @@ async fn two_processes_drain_one_outbox_without_doing_an_effect_twice() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+async fn connect(url: &str) -> Database {
+    Database::connect(&DatabaseUrl::parse(url).expect("url"))
+        .await
+        .expect("database answers")
 }

@@ -81,7 +81,7 @@ async fn refunds_started_from_the_cli_are_made_once_and_reverse_through_stripes_
         );
         let effects = settled_effects(&app, &session).await;
         assert_eq!(effects[1], ("refund_email".into(), "done".into()));
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        app.drained().await;
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
 }

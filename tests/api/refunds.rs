@@ -186,7 +186,7 @@ async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_on
             "{shown}"
         );
 
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
         assert_eq!(mails(&smtp, &session, "receipt"), 1, "on {backend:?}");
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
         let refund_mail = smtp
@@ -305,7 +305,7 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
             app.wait_for_effects(&session).await,
             ["receipt", "refund_email"]
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }
 }
@@ -386,7 +386,7 @@ async fn a_refund_before_or_racing_completed_fulfils_once_then_reverses_once() {
             );
             receipts.push(usize::from(effects[0].1 == "done"));
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
         for (session, receipt) in [&early, &raced].into_iter().zip(receipts) {
             assert_eq!(mails(&smtp, session, "receipt"), receipt, "on {backend:?}");
             assert_eq!(mails(&smtp, session, "refund_email"), 1, "on {backend:?}");
@@ -548,7 +548,7 @@ async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_an
         let shipment = outcome.shipment.expect("a shipment");
         assert_eq!(shipment.status, ShipmentStatus::Cancelled);
         assert_eq!(app.db.stock("TEE-M").await.expect("db"), stock);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
         assert!(warehouse.requests().is_empty(), "nothing shipped");
         assert_eq!(mails(&smtp, &session, "receipt"), 0, "on {backend:?}");
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
@@ -684,7 +684,7 @@ async fn a_refund_stored_by_an_attempt_that_stopped_applies_with_the_fulfilment(
             .map(|(kind, status)| (kind.to_owned(), status.to_owned()))
             .into();
         assert_eq!(effects, expected, "on {backend:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.drained().await;
         assert_eq!(mails(&smtp, &session, "receipt"), 0, "on {backend:?}");
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use futures_util::future::join_all;
 
-use crate::helpers::{Backend, Process, assert_each_fulfilled_once, backends, post_webhook, sign};
+use crate::helpers::{Process, assert_each_fulfilled_once, post_webhook, postgres, sign};
 
 /// The deployment's budget of Stripe calls per second.
 const BUDGET: usize = 30;
@@ -78,11 +78,8 @@ async fn pacer_rate(client: &reqwest::Client, process: &Process) -> f64 {
 
 #[actix_web::test]
 async fn three_replicas_share_one_stripe_budget_and_one_leader() {
-    let Some(backend) = backends()
-        .into_iter()
-        .find(|backend| matches!(backend, Backend::Postgres(_)))
-    else {
-        // Replicas share PostgreSQL; without TEST_DATABASE_URL there is none to share.
+    // Replicas share PostgreSQL; without TEST_DATABASE_URL there is none to share.
+    let Some(backend) = postgres("three_replicas_share_one_stripe_budget_and_one_leader") else {
         return;
     };
     let stripe = StripeDouble::start().expect("Stripe double starts");
@@ -212,10 +209,8 @@ async fn three_replicas_share_one_stripe_budget_and_one_leader() {
 /// others wait for it, and all three serve.
 #[actix_web::test]
 async fn three_replicas_booting_at_once_migrate_an_empty_database_once() {
-    for backend in backends() {
-        let Backend::Postgres(_) = &backend else {
-            continue;
-        };
+    if let Some(backend) = postgres("three_replicas_booting_at_once_migrate_an_empty_database_once")
+    {
         for _ in 0..3 {
             let stripe = StripeDouble::start().expect("Stripe double starts");
             let database = backend.fresh_database().await;

@@ -237,7 +237,7 @@ async fn a_failed_delayed_payment_is_recorded_and_not_undone_by_a_late_event() {
             )
             .await;
         assert_eq!(repeat.status(), 200);
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        app.drained().await;
 
         let outcome = app.outcome(&session).await.expect("recorded");
         assert_eq!(outcome.status, Status::PaymentFailed, "{}", app.backend);

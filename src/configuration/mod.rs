@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use effects::{EffectSettings, EffectsConfig, decode_secret};
 pub use stripe::StripeConfig;
@@ -22,18 +23,19 @@ use crate::db::DatabaseUrl;
 /// The shortest `ADMIN_TOKEN` accepted: guessing one is out of reach even unthrottled.
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
-/// A secret string that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A secret string that never prints itself and is wiped from memory when dropped
+/// (`secrecy`'s `SecretString`).
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

@@ -17,6 +17,7 @@ pub mod effects;
 pub mod figures;
 pub mod inbox;
 pub mod inventory;
+mod operators;
 pub mod outcomes;
 pub mod postgres;
 mod prepared;

@@ -112,6 +112,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    admin_sessions (id) {
+        id -> Text,
+        token -> Text,
+        csrf -> Text,
+        expires_at -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     foreign_payment_intents (payment_intent) {
         payment_intent -> Text,
         checked_at -> BigInt,
@@ -175,5 +185,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     foreign_payment_intents,
     sandbox_keys,
     secrets,
-    replicas
+    replicas,
+    admin_sessions
 );

@@ -1,19 +1,18 @@
-//! Signing operators in without server-side sessions, so any replica behind a load
-//! balancer recognises a cookie another one issued.
+//! Signing operators in: a random cookie whose sign-in is stored, so that any replica
+//! behind a load balancer recognises it, and signing out or a new `ADMIN_TOKEN` ends it
+//! on every one at once.
 //!
-//! The cookie is `<expiry>.<nonce>.<mac>`: an expiry in Unix seconds, a random nonce, and
-//! HMAC-SHA256 of `<expiry>.<nonce>` under `ADMIN_TOKEN`. Nothing is stored: a cookie is
-//! valid while its MAC checks out and its expiry is ahead, so changing `ADMIN_TOKEN` signs
-//! everyone out. Forms carry a CSRF token derived from the cookie the same way, so a page
-//! of another site can neither read nor forge it.
+//! The cookie's value is 32 random bytes. The database keeps only their SHA-256, with the
+//! CSRF token of the sign-in's forms (32 more random bytes) and a digest of the
+//! `ADMIN_TOKEN` it was made with. The token is no key to anything: a cookie is valid
+//! because its sign-in is stored and unexpired, not because it is signed.
 
 use std::time::Duration;
 
 use actix_web::HttpRequest;
-use actix_web::http::header;
-use hmac::digest::CtOutput;
+use actix_web::cookie::{Cookie, SameSite, time};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::configuration::Secret;
 
@@ -23,126 +22,129 @@ type HmacSha256 = Hmac<Sha256>;
 pub const COOKIE: &str = "fulfilld_admin";
 /// How long a sign-in lasts.
 pub const SIGNED_IN_FOR: Duration = Duration::from_secs(12 * 3600);
-/// Random bytes in a cookie's nonce: two sign-ins in the same second get different cookies.
-const NONCE_BYTES: usize = 16;
+/// Random bytes in a cookie's value, and in a CSRF token.
+const RANDOM_BYTES: usize = 32;
 /// What a submitted token is keyed with before it is compared, so the comparison takes
 /// the same time whatever its length.
 const COMPARE_KEY: &[u8] = b"fulfilld admin sign-in";
 
-/// The keys behind `/admin`'s cookies and forms.
+/// The token behind `/admin`, and how its cookies are made.
 pub struct AdminAuth {
     token: Secret,
+    /// What sign-ins made with `token` are stored with.
+    token_digest: String,
     /// Adds `Secure` to the cookie: `PUBLIC_URL` is https.
     secure: bool,
 }
 
+/// A sign-in just made: the cookie's value for the browser, and what is stored of it.
+pub struct NewSignIn {
+    pub cookie: String,
+    /// The digest of `cookie`, which the sign-in is stored under.
+    pub id: String,
+    pub csrf: String,
+    /// Milliseconds since the epoch.
+    pub expires_at: i64,
+}
+
 impl AdminAuth {
     pub fn new(token: Secret, secure: bool) -> Self {
-        Self { token, secure }
+        let token_digest = digest(&format!("fulfilld admin token\n{}", token.expose()));
+        Self {
+            token,
+            token_digest,
+            secure,
+        }
     }
 
     /// Whether `given` is `ADMIN_TOKEN`, compared in constant time.
     pub fn token_matches(&self, given: &str) -> bool {
-        let digest = |text: &str| {
-            let mut mac = keyed(COMPARE_KEY);
+        let keyed = |text: &str| {
+            let mut mac = <HmacSha256 as Mac>::new_from_slice(COMPARE_KEY)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
             mac.update(text.as_bytes());
             mac.finalize()
         };
-        digest(given) == digest(self.token.expose())
+        keyed(given) == keyed(self.token.expose())
     }
 
-    /// A new cookie value, valid for [`SIGNED_IN_FOR`] from `now` (Unix seconds).
-    pub fn issue(&self, now: i64) -> anyhow::Result<String> {
-        let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce)
-            .map_err(|error| anyhow::anyhow!("no randomness for a sign-in nonce: {error}"))?;
-        let expiry = now.saturating_add(secs(SIGNED_IN_FOR));
-        let claim = format!("{expiry}.{}", hex::encode(nonce));
-        let mac = hex::encode(self.mac(claim.as_bytes()).into_bytes());
-        Ok(format!("{claim}.{mac}"))
+    /// What sign-ins made with the current token are stored with.
+    pub fn token_digest(&self) -> &str {
+        &self.token_digest
     }
 
-    /// Whether `cookie` was issued under this token and has not expired at `now`.
-    pub fn is_valid(&self, cookie: &str, now: i64) -> bool {
-        let Some((claim, mac)) = cookie.rsplit_once('.') else {
-            return false;
-        };
-        let Some(expiry) = claim
-            .split_once('.')
-            .and_then(|(expiry, _)| expiry.parse::<i64>().ok())
-        else {
-            return false;
-        };
-        expiry > now && self.mac_matches(claim.as_bytes(), mac)
-    }
-
-    /// The CSRF token of the forms shown to the holder of `cookie`.
-    pub fn csrf_token(&self, cookie: &str) -> String {
-        hex::encode(self.mac(csrf_claim(cookie).as_bytes()).into_bytes())
-    }
-
-    /// Whether `given` is the CSRF token for `cookie`, compared in constant time.
-    pub fn csrf_matches(&self, cookie: &str, given: &str) -> bool {
-        self.mac_matches(csrf_claim(cookie).as_bytes(), given)
+    /// A new sign-in, valid for [`SIGNED_IN_FOR`] from `now` (ms since the epoch).
+    pub fn sign_in(&self, now: i64) -> anyhow::Result<NewSignIn> {
+        let cookie = random()?;
+        Ok(NewSignIn {
+            id: session_id(&cookie),
+            csrf: random()?,
+            expires_at: now.saturating_add(millis(SIGNED_IN_FOR)),
+            cookie,
+        })
     }
 
     /// `Set-Cookie` signing the browser in with `value`.
     pub fn set_cookie(&self, value: &str) -> String {
-        self.cookie_header(value, secs(SIGNED_IN_FOR))
+        self.cookie(value, SIGNED_IN_FOR)
     }
 
     /// `Set-Cookie` signing the browser out.
     pub fn clear_cookie(&self) -> String {
-        self.cookie_header("", 0)
+        self.cookie("", Duration::ZERO)
     }
 
-    fn cookie_header(&self, value: &str, max_age: i64) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!(
-            "{COOKIE}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
-        )
+    fn cookie(&self, value: &str, max_age: Duration) -> String {
+        let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        Cookie::build(COOKIE, value.to_owned())
+            .path("/admin")
+            .max_age(time::Duration::seconds(seconds))
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(self.secure)
+            .finish()
+            .to_string()
     }
+}
 
-    fn mac(&self, message: &[u8]) -> CtOutput<HmacSha256> {
-        let mut mac = keyed(self.token.expose().as_bytes());
-        mac.update(message);
-        mac.finalize()
-    }
+/// What the sign-in of cookie value `cookie` is stored under.
+pub fn session_id(cookie: &str) -> String {
+    digest(cookie)
+}
 
-    fn mac_matches(&self, message: &[u8], given_hex: &str) -> bool {
-        let Ok(given) = hex::decode(given_hex) else {
-            return false;
-        };
-        let mut mac = keyed(self.token.expose().as_bytes());
-        mac.update(message);
-        // Constant time, and false for a MAC of the wrong length.
-        mac.verify_slice(&given).is_ok()
-    }
+/// Whether `given` is the CSRF token `expected`, compared by their digests, so the time
+/// it takes tells nothing of `expected`.
+pub fn csrf_matches(expected: &str, given: &str) -> bool {
+    Sha256::digest(expected.as_bytes()) == Sha256::digest(given.as_bytes())
 }
 
 /// The admin cookie values a request carries, in order.
-pub fn cookies(request: &HttpRequest) -> impl Iterator<Item = &str> {
+pub fn cookies(request: &HttpRequest) -> Vec<String> {
     request
-        .headers()
-        .get_all(header::COOKIE)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)
+        .cookies()
+        .map(|cookies| {
+            cookies
+                .iter()
+                .filter(|cookie| cookie.name() == COOKIE)
+                .map(|cookie| cookie.value().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-fn csrf_claim(cookie: &str) -> String {
-    format!("csrf:{cookie}")
+fn random() -> anyhow::Result<String> {
+    let mut bytes = [0u8; RANDOM_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| anyhow::anyhow!("no randomness for a sign-in: {error}"))?;
+    Ok(hex::encode(bytes))
 }
 
-fn keyed(key: &[u8]) -> HmacSha256 {
-    <HmacSha256 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -154,40 +156,23 @@ mod tests {
     }
 
     #[test]
-    fn a_cookie_is_valid_until_it_expires_and_only_under_its_token() {
+    fn each_sign_in_is_random_and_stored_under_its_cookies_digest_only() {
         let admin = auth("a-token-of-sixteen+");
-        let cookie = admin.issue(1_000).unwrap();
-        assert!(admin.is_valid(&cookie, 1_000));
-        assert!(!admin.is_valid(&cookie, 1_000 + secs(SIGNED_IN_FOR)));
-        assert!(!auth("another-token-of-16").is_valid(&cookie, 1_000));
+        let (one, two) = (admin.sign_in(1_000).unwrap(), admin.sign_in(1_000).unwrap());
+        assert_ne!(one.cookie, two.cookie);
+        assert_ne!(one.csrf, two.csrf);
+        assert_eq!(one.id, session_id(&one.cookie));
+        assert_ne!(one.id, one.cookie);
+        assert_eq!(one.expires_at, 1_000 + 12 * 3600 * 1000);
+        assert!(csrf_matches(&one.csrf, &one.csrf));
+        assert!(!csrf_matches(&one.csrf, &two.csrf) && !csrf_matches(&one.csrf, ""));
     }
 
     #[test]
-    fn a_tampered_cookie_is_refused() {
-        let admin = auth("a-token-of-sixteen+");
-        let cookie = admin.issue(1_000).unwrap();
-        let (expiry, rest) = cookie.split_once('.').unwrap();
-        let later = expiry.parse::<i64>().unwrap() + 3600;
-        for forged in [
-            format!("{later}.{rest}"),
-            format!("{cookie}0"),
-            cookie.replace('.', ""),
-            String::new(),
-            "1.2.3".to_owned(),
-        ] {
-            assert!(!admin.is_valid(&forged, 1_000), "{forged} accepted");
-        }
-    }
-
-    #[test]
-    fn the_csrf_token_belongs_to_one_cookie() {
-        let admin = auth("a-token-of-sixteen+");
-        let (one, two) = (admin.issue(1_000).unwrap(), admin.issue(1_000).unwrap());
-        assert_ne!(one, two);
-        let token = admin.csrf_token(&one);
-        assert!(admin.csrf_matches(&one, &token));
-        assert!(!admin.csrf_matches(&two, &token));
-        assert!(!admin.csrf_matches(&one, ""));
+    fn another_token_has_another_digest_and_neither_shows_the_token() {
+        let (one, two) = (auth("a-token-of-sixteen+"), auth("another-token-of-16"));
+        assert_ne!(one.token_digest(), two.token_digest());
+        assert!(!one.token_digest().contains("sixteen"));
     }
 
     #[test]
@@ -196,5 +181,20 @@ mod tests {
         assert!(admin.token_matches("a-token-of-sixteen+"));
         assert!(!admin.token_matches("a-token-of-sixteen"));
         assert!(!admin.token_matches(""));
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_scoped_to_admin() {
+        let set = AdminAuth::new(Secret::new("a-token-of-sixteen+"), true).set_cookie("abc");
+        for attribute in [
+            "fulfilld_admin=abc",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/admin",
+            "Max-Age=43200",
+            "Secure",
+        ] {
+            assert!(set.contains(attribute), "{attribute} missing: {set}");
+        }
     }
 }

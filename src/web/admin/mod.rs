@@ -2,8 +2,8 @@
 //! dead effects and events with a retry button each, the stock, and a refund form.
 //!
 //! It exists only when `ADMIN_TOKEN` is set; otherwise every `/admin` path is a 404. An
-//! operator signs in with the token and gets a signed cookie ([`auth`]); every change is
-//! a POST carrying a CSRF token derived from that cookie. Pages are plain HTML without
+//! operator signs in with the token and gets a random cookie whose sign-in is stored
+//! ([`auth`]); every change is a POST carrying the sign-in's CSRF token. Pages are plain HTML without
 //! scripts, never cached, never framed.
 
 mod auth;
@@ -23,6 +23,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
+use futures_util::future::LocalBoxFuture;
 
 use super::AppState;
 use crate::configuration::Secret;
@@ -108,20 +109,22 @@ async fn gate(
 /// sends the browser to sign in; a form gets 403).
 pub struct Operator {
     admin: Arc<Admin>,
-    cookie: String,
+    /// What the sign-in is stored under.
+    session: String,
+    csrf: String,
 }
 
 impl Operator {
     /// The CSRF token for this operator's forms.
     fn csrf(&self) -> String {
-        self.admin.auth.csrf_token(&self.cookie)
+        self.csrf.clone()
     }
 
     /// Refuses a form whose `csrf` field is missing or not this operator's, before it
     /// changes anything.
     fn check_csrf(&self, form: &[u8]) -> Result<(), AdminError> {
         let given = field(form, "csrf").unwrap_or_default();
-        if self.admin.auth.csrf_matches(&self.cookie, &given) {
+        if auth::csrf_matches(&self.csrf, &given) {
             Ok(())
         } else {
             tracing::warn!("admin form refused: missing or wrong CSRF token");
@@ -132,27 +135,40 @@ impl Operator {
 
 impl FromRequest for Operator {
     type Error = AdminError;
-    type Future = std::future::Ready<Result<Self, AdminError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, AdminError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(operator(request))
+        let request = request.clone();
+        Box::pin(async move { operator(&request).await })
     }
 }
 
-fn operator(request: &HttpRequest) -> Result<Operator, AdminError> {
-    let admin = request
+/// The operator whose cookie `request` carries, if its sign-in is stored, unexpired and
+/// made with the current `ADMIN_TOKEN`.
+async fn operator(request: &HttpRequest) -> Result<Operator, AdminError> {
+    let state = request
         .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.admin.clone())
         .ok_or(AdminError::Disabled)?;
-    let now = crate::db::now_ms() / 1000;
-    let cookie = auth::cookies(request)
-        .find(|cookie| admin.auth.is_valid(cookie, now))
-        .map(str::to_owned);
-    match cookie {
-        Some(cookie) => Ok(Operator { admin, cookie }),
-        None if request.method() == Method::GET => Err(AdminError::SignInFirst),
-        None => Err(AdminError::Forbidden),
+    let admin = state.admin.clone().ok_or(AdminError::Disabled)?;
+    for cookie in auth::cookies(request) {
+        let session = auth::session_id(&cookie);
+        if let Some(csrf) = state
+            .db
+            .admin_session(&session, admin.auth.token_digest())
+            .await?
+        {
+            return Ok(Operator {
+                admin,
+                session,
+                csrf,
+            });
+        }
     }
+    Err(if request.method() == Method::GET {
+        AdminError::SignInFirst
+    } else {
+        AdminError::Forbidden
+    })
 }
 
 /// The value of `name` in a URL-encoded form body.

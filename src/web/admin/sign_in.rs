@@ -29,7 +29,7 @@ fn sign_in_page(status: StatusCode, problem: Option<String>) -> HttpResponse {
 
 /// The sign-in form, or the sessions for an operator already signed in.
 pub async fn form(request: HttpRequest) -> HttpResponse {
-    match super::operator(&request) {
+    match super::operator(&request).await {
         Ok(_) => see_other("/admin"),
         Err(_) => sign_in_page(StatusCode::OK, None),
     }
@@ -67,21 +67,36 @@ pub async fn sign_in(
             Some("That is not the admin token.".to_owned()),
         ));
     }
-    let cookie = admin.auth.issue(now_ms() / 1000)?;
+    let signed_in = admin.auth.sign_in(now_ms())?;
+    state
+        .db
+        .store_admin_session(
+            &signed_in.id,
+            admin.auth.token_digest(),
+            &signed_in.csrf,
+            signed_in.expires_at,
+        )
+        .await?;
     tracing::info!(client = ?client, "operator signed in to /admin");
     let mut response = see_other("/admin");
     response.headers_mut().insert(
         header::SET_COOKIE,
-        header::HeaderValue::try_from(admin.auth.set_cookie(&cookie))
+        header::HeaderValue::try_from(admin.auth.set_cookie(&signed_in.cookie))
             .map_err(|error| anyhow::anyhow!("unusable cookie header: {error}"))?,
     );
     Ok(response)
 }
 
-/// Forgets the cookie in this browser. The cookie itself stays valid until it expires;
-/// changing `ADMIN_TOKEN` ends every sign-in at once.
-pub async fn sign_out(operator: Operator, form: web::Bytes) -> Result<HttpResponse, AdminError> {
+/// Ends the sign-in on every replica and forgets the cookie in this browser; a new
+/// `ADMIN_TOKEN` ends every sign-in at once.
+pub async fn sign_out(
+    operator: Operator,
+    form: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
     operator.check_csrf(&form)?;
+    state.db.end_admin_session(&operator.session).await?;
+    tracing::info!("operator signed out of /admin");
     let mut response = see_other("/admin/login");
     response.headers_mut().insert(
         header::SET_COOKIE,

@@ -124,6 +124,7 @@ impl Application {
         let clients = Arc::new(ClientLimits::new(
             config.client_lookups_per_min,
             config.trusted_proxies.clone(),
+            config.proxy_header,
         ));
         spawn_sweeper(Arc::downgrade(&clients));
         let inbox = Inbox::start(core.db.clone());

@@ -135,6 +135,16 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: Vec<IpNet>,
+    /// The header `TRUSTED_PROXIES` name the client in: `x-forwarded-for`, or RFC 7239's
+    /// `forwarded`. Only that one is read, whatever else a request carries.
+    #[arg(
+        long,
+        env = "PROXY_HEADER",
+        value_enum,
+        default_value_t = ProxyHeader::XForwardedFor,
+        global = true
+    )]
+    pub proxy_header: ProxyHeader,
     /// Webhook events carried out at once; as many again times 16 wait in memory, the
     /// rest in the database until there is room.
     #[arg(
@@ -238,8 +248,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Stripe lookups a client may cause a minute.
     pub client_lookups_per_min: NonZeroU32,
-    /// Proxies whose `X-Forwarded-For` is believed.
+    /// Proxies whose `X-Forwarded-For` (or `Forwarded`) is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header they write.
+    pub proxy_header: ProxyHeader,
     /// Webhook events carried out at once.
     pub webhook_workers: usize,
     /// How long processed events are kept; `None`: for ever.
@@ -284,6 +296,7 @@ impl Settings {
             client_lookups_per_min: NonZeroU32::new(self.client_lookups_per_min)
                 .ok_or_else(|| invalid("CLIENT_LOOKUPS_PER_MIN", "expected 1 or more"))?,
             trusted_proxies: self.trusted_proxies.clone(),
+            proxy_header: self.proxy_header,
             webhook_workers: usize::from(self.webhook_workers),
             event_retention: Some(self.event_retention).filter(|keep| !keep.is_zero()),
         })
@@ -318,6 +331,15 @@ impl Settings {
         DatabaseUrl::parse(self.database_url.as_deref().unwrap_or(default))
             .map_err(|problem| invalid("DATABASE_URL", problem))
     }
+}
+
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1`, as nginx, HAProxy and most load balancers write.
+    XForwardedFor,
+    /// RFC 7239: `Forwarded: for=client, for=proxy1`.
+    Forwarded,
 }
 
 /// Parses one `TRUSTED_PROXIES` entry: an address or a network (`10.0.0.0/8`).

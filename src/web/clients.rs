@@ -17,6 +17,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::{IpNet, Ipv6Net};
 
+use crate::configuration::ProxyHeader;
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Addresses an IPv6 client is assumed to control: a whole /64 is one client, since an
@@ -28,8 +30,10 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Per-client allowances of Stripe lookups.
 pub struct ClientLimits {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
-    /// Proxies whose `X-Forwarded-For` is believed.
+    /// Proxies whose forwarded addresses are believed.
     trusted_proxies: Vec<IpNet>,
+    /// The header they write them in.
+    header: ProxyHeader,
     /// Clients past their allowance, and until when: answered 429 before anything else.
     spent: Mutex<HashMap<IpAddr, Instant>>,
     /// Whether a trusted proxy was seen forwarding no client address (said once).
@@ -39,19 +43,21 @@ pub struct ClientLimits {
 impl ClientLimits {
     /// `per_minute` lookups a client, in a burst of at most a quarter of that; the client
     /// is the peer address, or the one a trusted proxy says it forwarded.
-    pub fn new(per_minute: NonZeroU32, trusted_proxies: Vec<IpNet>) -> Self {
+    pub fn new(per_minute: NonZeroU32, trusted_proxies: Vec<IpNet>, header: ProxyHeader) -> Self {
         let burst = NonZeroU32::new(per_minute.get() / 4).unwrap_or(NonZeroU32::MIN);
         Self {
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
             trusted_proxies,
+            header,
             spent: Mutex::default(),
             warned_unforwarded: AtomicBool::new(false),
         }
     }
 
     /// The client a request comes from: its peer, unless that peer is a trusted proxy; then
-    /// the nearest address the proxies forwarded that is not itself a trusted proxy. They
-    /// say it in RFC 7239's `Forwarded` (its `for=`), or else in `X-Forwarded-For`.
+    /// the nearest address the proxies forwarded that is not itself a trusted proxy, read
+    /// from the one header they write (`X-Forwarded-For`, or RFC 7239's `Forwarded`): a
+    /// client can write the other, and it is never read.
     pub fn client(&self, request: &HttpRequest) -> Option<IpAddr> {
         let peer = request.peer_addr()?.ip();
         if !self.is_trusted(peer) {
@@ -67,17 +73,16 @@ impl ClientLimits {
                 .map(|hop| std::str::from_utf8(hop).unwrap_or_default().trim())
                 .collect::<Vec<_>>()
         };
-        let forwarded = entries(FORWARDED);
-        let hops: Vec<&str> = if forwarded.is_empty() {
-            entries(X_FORWARDED_FOR)
-        } else {
-            forwarded.into_iter().map(forwarded_for).collect()
+        let hops: Vec<&str> = match self.header {
+            ProxyHeader::XForwardedFor => entries(X_FORWARDED_FOR),
+            ProxyHeader::Forwarded => entries(FORWARDED).into_iter().map(forwarded_for).collect(),
         };
         if hops.is_empty() && !self.warned_unforwarded.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 proxy = %peer,
-                "a trusted proxy sent a request without Forwarded or X-Forwarded-For: every \
-                 client behind it shares one allowance and one sign-in throttle"
+                header = ?self.header,
+                "a trusted proxy sent a request without the PROXY_HEADER it should write: \
+                 every client behind it shares one allowance and one sign-in throttle"
             );
         }
         // Read from the nearest hop back: each trusted proxy appended the address it saw,
@@ -182,7 +187,11 @@ mod tests {
             .iter()
             .map(|raw| parse_proxy(raw).unwrap())
             .collect();
-        ClientLimits::new(NonZeroU32::new(60).unwrap(), trusted)
+        ClientLimits::new(
+            NonZeroU32::new(60).unwrap(),
+            trusted,
+            ProxyHeader::XForwardedFor,
+        )
     }
 
     fn from(peer: &str, forwarded: Option<&str>) -> HttpRequest {
@@ -208,8 +217,13 @@ mod tests {
     }
 
     #[test]
-    fn rfc_7239_forwarded_is_read_like_x_forwarded_for_and_before_it() {
-        let limits = limits(&["10.0.0.0/8"]);
+    fn rfc_7239_forwarded_is_read_when_the_proxies_write_it_and_only_then() {
+        let trusted = vec![parse_proxy("10.0.0.0/8").unwrap()];
+        let limits = ClientLimits::new(
+            NonZeroU32::new(60).unwrap(),
+            trusted,
+            ProxyHeader::Forwarded,
+        );
         let request = |peer: &str, forwarded: &str| {
             TestRequest::default()
                 .peer_addr(peer.parse().unwrap())
@@ -226,6 +240,10 @@ mod tests {
         assert_eq!(limits.client(&spoofed), "203.0.113.9".parse().ok());
         let hidden = request("10.0.0.2:5000", "for=_hidden;by=10.0.0.2");
         assert_eq!(limits.client(&hidden), "10.0.0.2".parse().ok());
+        // Behind proxies that write X-Forwarded-For, a client's own Forwarded is not read.
+        let x_forwarded_for = super::tests::limits(&["10.0.0.0/8"]);
+        let chosen = request("10.0.0.2:5000", "for=198.51.100.200");
+        assert_eq!(x_forwarded_for.client(&chosen), "192.0.2.1".parse().ok());
     }
 
     #[test]

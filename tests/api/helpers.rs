@@ -124,6 +124,7 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         admin_token: None,
         client_lookups_per_min: 30,
         trusted_proxies: Vec::new(),
+        proxy_header: fulfilld::configuration::ProxyHeader::XForwardedFor,
         webhook_workers: 64,
         event_retention: Duration::from_secs(30 * 86_400),
         effects: EffectSettings {

@@ -31,6 +31,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const ALIVE_FOR: Duration = Duration::from_secs(3);
 /// Rows of replicas gone for this long are deleted.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// The longest a stopping replica spends saying so.
+const LEAVE_WITHIN: Duration = Duration::from_secs(2);
 /// The leader's advisory lock: "fulf".
 pub const LEADER_LOCK: i64 = 0x6675_6c66;
 /// The longest a check of the leader's connection may take before leadership is dropped.
@@ -125,8 +127,16 @@ impl Replica {
         self.stop.cancel();
         // No heartbeat in flight may write the row back after it is removed.
         let _ = self.heart.await;
-        if let Err(error) = self.db.leave(&self.name, FORGET_AFTER).await {
-            tracing::warn!(error = %format!("{error:#}"), "could not leave the replicas; the others notice in a few seconds");
+        // Bounded: an orchestrator kills a process that takes too long to stop, and the
+        // others notice a replica gone in a few seconds anyway.
+        match tokio::time::timeout(LEAVE_WITHIN, self.db.leave(&self.name, FORGET_AFTER)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "could not leave the replicas; the others notice in a few seconds")
+            }
+            Err(_) => tracing::warn!(
+                "leaving the replicas took too long; the others notice in a few seconds"
+            ),
         }
     }
 }

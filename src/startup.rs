@@ -1,7 +1,7 @@
 //! Wires the engine together: database, Stripe gateway, actors, inbox, effects and HTTP
 //! server.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,8 @@ use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
 use crate::telemetry::RequestSpan;
 use crate::web::{
-    Admin, AppState, ClientLimits, FiguresCache, SWEEP_EVERY, UnknownSessions, metrics, routes,
+    Admin, AppState, ClientLimits, FiguresCache, SWEEP_EVERY, UnknownSessions, listen, metrics,
+    routes,
 };
 
 /// How often events left unprocessed by an outage are tried again.
@@ -196,6 +197,7 @@ impl Application {
         // connection is closed after the other (the README's connection limits).
         .client_request_timeout(crate::web::REQUEST_HEAD_WITHIN)
         .keep_alive(crate::web::IDLE_KEPT_ALIVE)
+        .max_connections(crate::web::MAX_CONNECTIONS)
         .listen(listener)?
         .run();
         let actors = EffectActors::start(&core.db, &config, &core.access)?;
@@ -301,25 +303,6 @@ impl Application {
         );
         served.context("the HTTP server failed")
     }
-}
-
-/// Connections the kernel holds for the server before it accepts them (capped by
-/// `net.core.somaxconn`). The standard library's 128 overflows in a burst of new
-/// connections, and each connection dropped then waits a second or more to retry its SYN.
-const BACKLOG: i32 = 4096;
-
-/// A listening socket on `address`, as `TcpListener::bind` makes it but for its backlog.
-fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
 }
 
 /// A server for `/metrics` alone, on `address`.

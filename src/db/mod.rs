@@ -187,6 +187,25 @@ impl Database {
 
 /// The advisory lock replicas take turns under to migrate: "migr".
 const MIGRATION_LOCK: i64 = 0x6d69_6772;
+/// How long a process waits for another to finish migrating.
+const MIGRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+/// Takes the migration lock if no other session holds it.
+fn try_lock(conn: &mut AsyncConnectionWrapper<AsyncPgConnection>) -> anyhow::Result<bool> {
+    let row: Locked = diesel::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK),
+        conn,
+    )
+    .context("could not take turns to migrate")?;
+    Ok(row.locked)
+}
 
 /// Applies the embedded migrations of the URL's backend.
 pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
@@ -204,17 +223,29 @@ pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
             .context("could not connect to PostgreSQL")?;
             // Replicas booting together: one migrates, the others wait here and then find
             // nothing left to do. The lock is the session's, so a replica that dies while
-            // it migrates lets the next one go.
-            let lock = |conn: &mut AsyncConnectionWrapper<AsyncPgConnection>, sql: &str| {
-                diesel::RunQueryDsl::execute(
-                    diesel::sql_query(sql).bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK),
-                    conn,
-                )
-                .context("could not take turns to migrate")
-            };
-            lock(&mut conn, "SELECT pg_advisory_lock($1)")?;
+            // it migrates lets the next one go; one that never lets go stops the others
+            // after MIGRATION_WAIT with an error that says so, not silently.
+            let waited = std::time::Instant::now();
+            while !try_lock(&mut conn)? {
+                anyhow::ensure!(
+                    waited.elapsed() < MIGRATION_WAIT,
+                    "another process has been migrating the database for {} s; see \
+                     pg_locks for the advisory lock {MIGRATION_LOCK}",
+                    MIGRATION_WAIT.as_secs()
+                );
+                tracing::info!("waiting for another process to finish migrating the database");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
             let migrated = run_migrations(&mut conn, POSTGRES_MIGRATIONS);
-            lock(&mut conn, "SELECT pg_advisory_unlock($1)")?;
+            let unlock = diesel::RunQueryDsl::execute(
+                diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK),
+                &mut conn,
+            );
+            if let Err(error) = unlock {
+                // The connection closes next, and the lock with it.
+                tracing::warn!(error = %error, "could not let go of the migration lock");
+            }
             migrated
         }
     })

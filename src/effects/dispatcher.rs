@@ -369,7 +369,9 @@ impl Effects {
             // Stopped attempts record their end at once, and committed ones theirs by their
             // deadline; only database work still under way (bounded by its own timeouts)
             // could take longer, and a transaction cut off by the exit is rolled back.
-            let within = self.dispatcher.timeout + RECORD_AFTER_ABANDON;
+            // A committed attempt began before the shutdown, so its deadline is at most
+            // the attempt timeout after the shutdown's start, of which `grace` has passed.
+            let within = self.dispatcher.timeout.saturating_sub(grace) + RECORD_AFTER_ABANDON;
             let _ = tokio::time::timeout(within, self.attempts.wait()).await;
         }
         let released = self.dispatcher.released.load(Ordering::Relaxed);

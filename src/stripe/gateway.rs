@@ -233,8 +233,12 @@ impl StripeGateway {
             let description = describe(&error);
             if !is_transient(&error) || attempt >= max_attempts {
                 tracing::warn!(attempts = attempt, error = %description, "Stripe call failed");
+                // Refused only by Stripe's own lasting no: a 409 or 429 that outlasted the
+                // retries may still pass.
                 return Err(match error {
-                    StripeError::Stripe(_, status) if (400..500).contains(&status) => {
+                    StripeError::Stripe(_, status)
+                        if (400..500).contains(&status) && !is_transient(&error) =>
+                    {
                         GatewayError::Refused(description)
                     }
                     _ => GatewayError::Unavailable(description),

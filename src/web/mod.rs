@@ -6,6 +6,7 @@ mod admin;
 mod clients;
 mod health;
 mod landing;
+mod listener;
 mod metrics;
 mod outcome;
 mod storefront;
@@ -28,6 +29,7 @@ use crate::replicas::Standing;
 use crate::stripe::StripeGateway;
 pub use admin::Admin;
 pub use clients::{ClientLimits, SWEEP_EVERY};
+pub use listener::listen;
 pub use metrics::{FiguresCache, metrics};
 pub use unknown::UnknownSessions;
 
@@ -38,6 +40,8 @@ pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 pub const REQUEST_HEAD_WITHIN: Duration = Duration::from_secs(5);
 /// How long a kept-alive connection may idle between requests.
 pub const IDLE_KEPT_ALIVE: Duration = Duration::from_secs(5);
+/// Connections one server worker holds at once; past it, new ones wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 2048;
 
 /// What every handler shares.
 pub struct AppState {

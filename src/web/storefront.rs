@@ -74,20 +74,17 @@ pub async fn checkout(
     };
     // A session costs a Stripe call, from the same allowance as a lookup: a bot cannot
     // spend the customers' share on sessions nobody pays.
+    // The answer past it costs nothing either: no stock is read for it.
     if let Some(client) = state.clients.client(&request)
         && let Err(wait) = state.clients.admit(client)
     {
-        let mut page = shop_page(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("This address has started many checkouts in a short time; please wait a moment."),
-        )
-        .await;
-        page.headers_mut().insert(
-            header::RETRY_AFTER,
-            header::HeaderValue::from(wait.as_secs().max(1)),
-        );
-        return page;
+        return HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, wait.as_secs().max(1)))
+            .content_type("text/plain; charset=utf-8")
+            .body(
+                "This address has started many checkouts in a short time; please wait a \
+                 moment and go back to the shop.\n",
+            );
     }
     let new = NewCheckout {
         items: vec![(product.price.clone(), quantity)],

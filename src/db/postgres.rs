@@ -178,12 +178,18 @@ impl Postgres {
     }
 }
 
-/// Whether `error` is the server refusing a statement, over a connection that works.
+/// Whether `error` is the server refusing a statement, over a connection that works. A
+/// connection that closed (the server stopped, the network cut it) is reported as a
+/// database error too, as one that could not send: that one is not usable.
 fn refused_by_server(error: &anyhow::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
     error.chain().any(|cause| {
         matches!(
-            cause.downcast_ref::<diesel::result::Error>(),
-            Some(diesel::result::Error::DatabaseError(..))
+            cause.downcast_ref::<Error>(),
+            Some(Error::DatabaseError(kind, _)) if !matches!(
+                kind,
+                DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection
+            )
         )
     })
 }

@@ -17,6 +17,7 @@ mod helpers;
 mod landing;
 mod lanes;
 mod metrics;
+mod outage;
 mod outbox;
 mod processes;
 mod properties;

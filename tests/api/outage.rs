@@ -1,0 +1,186 @@
+//! PostgreSQL going away under load, for seconds: a proxy between fulfilld and the server
+//! cuts every connection and refuses new ones, as a stopped server does, then lets them
+//! through again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fulfilld::sandbox::StripeDouble;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::helpers::{
+    Process, assert_each_fulfilled_once, paid_sessions, post_webhook, postgres, sign,
+};
+
+/// A TCP proxy to `upstream` that can be taken down and brought back.
+struct Proxy {
+    port: u16,
+    /// `true` while the database is "down": open connections are cut, new ones closed.
+    down: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("free port");
+        let port = listener.local_addr().expect("address").port();
+        let (down, watching) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut watching = watching.clone();
+                if *watching.borrow() {
+                    // Down: the connection is closed at once.
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        // Taken down: both ends are dropped, mid-conversation.
+                        _ = watching.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        Self { port, down }
+    }
+
+    fn take_down(&self) {
+        self.down.send_replace(true);
+    }
+
+    fn bring_back(&self) {
+        self.down.send_replace(false);
+    }
+}
+
+#[actix_web::test]
+async fn postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_once() {
+    let Some(backend) =
+        postgres("postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_once")
+    else {
+        return;
+    };
+    let stripe = StripeDouble::start().expect("Stripe double starts");
+    let database = backend.fresh_database().await;
+    let mut url = url::Url::parse(&database.url).expect("database URL");
+    let upstream = format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().unwrap_or(5432)
+    );
+    let proxy = Proxy::start(upstream).await;
+    url.set_host(Some("127.0.0.1")).expect("host");
+    url.set_port(Some(proxy.port)).expect("port");
+    let through_proxy = url.to_string();
+    let process = Process::start(&through_proxy, stripe.url()).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+
+    // Deliveries one after another, as Stripe sends them, while the database goes.
+    let sessions = paid_sessions(&stripe, "Kettle", 3000, 400);
+    let stop = Arc::new(AtomicBool::new(false));
+    let deliveries: Vec<(String, String)> = sessions
+        .iter()
+        .enumerate()
+        .map(|(n, session)| {
+            let body = stripe.event_payload(
+                &format!("evt_outage_{n}"),
+                "checkout.session.completed",
+                session,
+            );
+            (session.clone(), body)
+        })
+        .collect();
+    let load = {
+        let (client, stop) = (client.clone(), Arc::clone(&stop));
+        let address = process.address.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut refused = 0;
+            for (session, body) in &deliveries {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let answer = post_webhook(&client, &address, body.clone(), Some(sign(body))).await;
+                match answer.status().as_u16() {
+                    200 => acknowledged.push(session.clone()),
+                    503 => refused += 1,
+                    other => panic!("{other} for a delivery during the outage"),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (acknowledged, refused)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.take_down();
+    let down_at = Instant::now();
+    // Not ready, and the customer gets the friendly page, while it is down.
+    let mut saw_not_ready = false;
+    while down_at.elapsed() < Duration::from_secs(4) {
+        let ready = client
+            .get(format!("{}/readyz", process.address))
+            .send()
+            .await
+            .expect("answered");
+        saw_not_ready |= ready.status() == 503;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_not_ready, "/readyz never said not ready");
+    let page = client
+        .get(format!(
+            "{}/after-checkout?session_id={}",
+            process.address, sessions[399]
+        ))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(page.status(), 503);
+
+    proxy.bring_back();
+    let back_at = Instant::now();
+    loop {
+        let ready = client
+            .get(format!("{}/readyz", process.address))
+            .send()
+            .await
+            .expect("answered");
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            back_at.elapsed() < Duration::from_secs(15),
+            "never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "ready again {:?} after the database came back",
+        back_at.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acknowledged, refused) = load.await.expect("the load ran");
+    assert!(refused > 0, "no delivery met the outage");
+    assert!(!acknowledged.is_empty());
+
+    // Every acknowledged event is carried out, once; Stripe retries the refused ones.
+    assert_each_fulfilled_once(&database.url, &acknowledged).await;
+    eprintln!(
+        "{} deliveries acknowledged, {refused} answered 503 during the outage",
+        acknowledged.len()
+    );
+}

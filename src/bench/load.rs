@@ -12,6 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::sandbox::Simulator;
 use crate::stripe::signature::signature_header;
 
+/// How often [`Deliverer::at_random`] sends a delivery again before it gives up: a
+/// minute of a fleet that does not answer.
+const RETRIES: usize = 600;
+
 /// Delivers webhooks for a run's sessions, signed as Stripe signs them.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -142,6 +146,61 @@ impl Deliverer {
             sender.context("a sender panicked")??;
         }
         Ok(())
+    }
+
+    /// Delivers each session's event `copies` times over `connections`, each copy to a
+    /// server picked at random and, when it does not answer 2xx (it was just killed, say),
+    /// again to another after a moment, as Stripe retries; returns how many deliveries
+    /// were sent again.
+    pub async fn at_random(
+        &self,
+        sessions: &[String],
+        connections: usize,
+        copies: usize,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<usize> {
+        let copies = copies.max(1);
+        let sessions: Arc<[String]> = sessions.into();
+        let (next, again) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut senders = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            let (this, sessions) = (self.clone(), Arc::clone(&sessions));
+            let (next, again, progress) = (Arc::clone(&next), Arc::clone(&again), progress.clone());
+            senders.spawn(async move {
+                loop {
+                    let delivery = next.fetch_add(1, Ordering::Relaxed);
+                    let (index, copy) = (delivery / copies, delivery % copies);
+                    let Some(session) = sessions.get(index) else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    let event_id = format!("evt_chaos_{index}");
+                    let mut tries = 0;
+                    loop {
+                        let (body, signature) = this.completed(&event_id, session);
+                        let server = fastrand::usize(..this.webhook_urls.len());
+                        match this.post(server, body, signature).await {
+                            Ok(status) if (200..300).contains(&status) => break,
+                            _ if tries < RETRIES => {
+                                tries += 1;
+                                again.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Ok(status) => bail!("{event_id} was answered {status} {RETRIES} times"),
+                            Err(error) => {
+                                return Err(error.context(format!("{event_id} never delivered")));
+                            }
+                        }
+                    }
+                    if copy + 1 == copies {
+                        progress.inc(1);
+                    }
+                }
+            });
+        }
+        while let Some(sender) = senders.join_next().await {
+            sender.context("a sender panicked")??;
+        }
+        Ok(again.load(Ordering::Relaxed))
     }
 
     /// Delivers one event per session at `rate` per second, each at its appointed time

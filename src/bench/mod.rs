@@ -7,6 +7,7 @@
 //! checking that each session was fulfilled once and each receipt sent once; a run that
 //! fails those checks fails, however fast it was.
 
+mod chaos;
 mod load;
 mod report;
 mod rig;
@@ -89,6 +90,10 @@ pub enum Scenario {
     /// `--replicas` servers on one PostgreSQL, each event delivered to two of them:
     /// acks/s, e2e/s and Stripe calls per session.
     Replicas,
+    /// `--replicas` servers on one PostgreSQL, each event delivered twice to random ones,
+    /// while one at a time is killed with SIGKILL and started again at random moments;
+    /// then every exactly-once check, a receipt sent twice allowed once per kill.
+    Chaos,
 }
 
 /// Runs the scenarios `args` names against `database` and prints the table.
@@ -105,6 +110,7 @@ pub async fn run(args: BenchArgs, database: &DatabaseUrl) -> anyhow::Result<()> 
             ];
             if matches!(database, DatabaseUrl::Postgres(_)) {
                 all.push(Scenario::Replicas);
+                all.push(Scenario::Chaos);
             }
             all
         }
@@ -156,6 +162,7 @@ async fn run_scenarios(
             Scenario::Storm => storm(args, place, report).await,
             Scenario::Flash => flash(args, place, report).await,
             Scenario::Replicas => replicas(args, place, report).await,
+            Scenario::Chaos => chaos::chaos(args, place, report).await,
         };
         measured.with_context(|| format!("scenario {scenario:?} failed"))?;
     }

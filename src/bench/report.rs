@@ -65,6 +65,22 @@ pub struct Replicas {
     pub stripe_calls_per_session: f64,
 }
 
+/// What a `chaos` run did and found.
+#[derive(Debug, Clone, Copy)]
+pub struct Chaos {
+    pub servers: usize,
+    pub sessions: usize,
+    /// Replicas killed with SIGKILL and started again.
+    pub kills: usize,
+    /// Deliveries sent again because a replica did not answer.
+    pub sent_again: usize,
+    /// Receipts sent twice: the SMTP sync gap, at most one per kill.
+    pub receipts_twice: usize,
+    pub stripe_calls_per_session: f64,
+    /// From the first delivery to the last receipt.
+    pub took: Duration,
+}
+
 /// Every figure measured so far.
 pub struct Report {
     cores: usize,
@@ -78,6 +94,7 @@ pub struct Report {
     pub storm_calls: Option<usize>,
     pub flash: Option<Flash>,
     pub replicas: Option<Replicas>,
+    pub chaos: Option<Chaos>,
 }
 
 impl Report {
@@ -106,6 +123,7 @@ impl Report {
             storm_calls: None,
             flash: None,
             replicas: None,
+            chaos: None,
         }
     }
 
@@ -246,6 +264,31 @@ impl Report {
                 format!("{servers} replicas: Stripe calls per fulfilled session"),
                 format!("{:.2}", replicas.stripe_calls_per_session),
                 "1.00",
+            ));
+        }
+        if let Some(chaos) = &self.chaos {
+            rows.push((
+                format!(
+                    "chaos: {} sessions, each event twice to {} replicas, {} killed -9 and \
+                     started again ({} deliveries sent again), {:.1} s",
+                    chaos.sessions,
+                    chaos.servers,
+                    chaos.kills,
+                    chaos.sent_again,
+                    chaos.took.as_secs_f64()
+                ),
+                "every session fulfilled once, one receipt effect each".to_owned(),
+                "all",
+            ));
+            rows.push((
+                "chaos: receipts sent twice (the SMTP sync gap)".to_owned(),
+                chaos.receipts_twice.to_string(),
+                "≤ kills",
+            ));
+            rows.push((
+                "chaos: Stripe calls per session".to_owned(),
+                format!("{:.2}", chaos.stripe_calls_per_session),
+                "—",
             ));
         }
         if let Some(calls) = self.storm_calls {

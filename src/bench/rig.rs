@@ -84,6 +84,8 @@ pub struct Rig {
     postgres_syncs_before: Option<i64>,
     /// The scenario's name, which names its database and log.
     name: String,
+    /// The servers' environment, to start one again with.
+    env: Vec<(&'static str, String)>,
 }
 
 /// What a scenario cost the server, from the moment it was ready until it drained.
@@ -149,7 +151,7 @@ impl Rig {
                 (database, false, Some(wal_syncs(server).await?))
             }
         };
-        let env = [
+        let env = vec![
             ("DATABASE_URL", database.clone()),
             ("STRIPE_SECRET_KEY", SECRET_KEY.to_owned()),
             ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
@@ -192,7 +194,28 @@ impl Rig {
             database,
             postgres_syncs_before,
             name: name.to_owned(),
+            env,
         })
+    }
+
+    /// Kills server `index` (0 is the first, then the replicas) with SIGKILL and starts it
+    /// again on its port, with a log of its own.
+    pub async fn kill_and_restart(
+        &mut self,
+        place: &Place,
+        index: usize,
+        kill: usize,
+    ) -> anyhow::Result<()> {
+        let server = match index {
+            0 => &mut self.server,
+            n => self.replicas.get_mut(n - 1).context("no such replica")?,
+        };
+        server.kill_9().await?;
+        let log = place
+            .dir
+            .join(format!("{}-{index}-after-kill-{kill}.log", self.name));
+        *server = Server::start_on(&place.binary, &self.env, &log, false, server.port()).await?;
+        Ok(())
     }
 
     /// The CPU time all of the rig's servers have used so far.
@@ -206,7 +229,19 @@ impl Rig {
 
     /// Waits for a receipt per session, stops the server, and checks that each session
     /// was fulfilled once and each receipt sent once.
-    pub async fn drain(mut self, place: &Place) -> anyhow::Result<Drained> {
+    pub async fn drain(self, place: &Place) -> anyhow::Result<Drained> {
+        self.drain_allowing(place, 0)
+            .await
+            .map(|(drained, _)| drained)
+    }
+
+    /// Like [`Rig::drain`], allowing up to `duplicates` receipts sent twice (one per kill:
+    /// the SMTP sync gap); returns how many were.
+    pub async fn drain_allowing(
+        mut self,
+        place: &Place,
+        duplicates: usize,
+    ) -> anyhow::Result<(Drained, usize)> {
         let expected = self.sessions.len();
         let receipts = progress("receipts", expected);
         wait_until(expected, PATIENCE, &receipts, || self.sink.total())
@@ -231,24 +266,29 @@ impl Rig {
             }
             _ => syncs,
         };
-        self.check_exactly_once().await?;
-        Ok(Drained {
+        let twice = self.check_exactly_once(duplicates).await?;
+        let drained = Drained {
             last_receipt,
             usage,
             syncs,
             stripe_calls,
             stripe_connections,
             live_actors,
-        })
+        };
+        Ok((drained, twice))
     }
 
-    async fn check_exactly_once(&self) -> anyhow::Result<()> {
+    /// Checks every figure of exactly once, allowing `duplicates` receipts sent twice;
+    /// returns how many were.
+    async fn check_exactly_once(&self, duplicates: usize) -> anyhow::Result<usize> {
         let expected = i64::try_from(self.sessions.len()).unwrap_or(i64::MAX);
         let counts = self.sink.counts();
+        let mut twice = 0;
         for session in &self.sessions {
             let id = format!("{session}.receipt@{MAIL_DOMAIN}");
             match counts.get(&id) {
                 Some(1) => {}
+                Some(2) if twice < duplicates => twice += 1,
                 Some(times) => bail!("{session}'s receipt was sent {times} times"),
                 None => bail!("{session}'s receipt never arrived"),
             }
@@ -284,7 +324,7 @@ impl Rig {
             tally.events_processed,
             tally.events
         );
-        Ok(())
+        Ok(twice)
     }
 }
 

@@ -41,7 +41,17 @@ impl Server {
         log: &Path,
         count_fsyncs: bool,
     ) -> anyhow::Result<Self> {
-        let port = free_port();
+        Self::start_on(exe, env, log, count_fsyncs, free_port()).await
+    }
+
+    /// Like [`Server::start`], on `port` (a replica started again where it was).
+    pub async fn start_on(
+        exe: &Path,
+        env: &[(&str, String)],
+        log: &Path,
+        count_fsyncs: bool,
+        port: u16,
+    ) -> anyhow::Result<Self> {
         let counts = count_fsyncs.then(|| log.with_extension("syncs"));
         let mut command = match &counts {
             Some(counts) => {
@@ -134,6 +144,24 @@ impl Server {
             cpu: Duration::from_micros(cpu_ticks * 1_000_000 / per_second),
             rss_bytes: rss_kib * 1024,
         })
+    }
+
+    /// SIGKILL, as a crash or the OOM killer ends it: nothing is drained.
+    pub async fn kill_9(&mut self) -> anyhow::Result<()> {
+        signal(self.pid, libc::SIGKILL);
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .context("fulfilld outlived SIGKILL")??;
+        Ok(())
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(0)
     }
 
     /// SIGTERM, as a deploy sends it; waits for the drain and returns the number of

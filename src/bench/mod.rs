@@ -9,10 +9,12 @@
 
 mod chaos;
 mod load;
+mod postgres;
 mod report;
 mod rig;
 mod server;
 mod smtp;
+mod warehouse;
 
 use std::time::{Duration, Instant};
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use diesel::sql_types::BigInt;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::load::{Deliverer, progress, wait_until};
-use super::server::{Server, Usage, can_count_syncs};
+use super::postgres::{drop_postgres, fresh_postgres, wal_syncs};
+use super::server::{Server, Usage, can_count_syncs, live_actors};
 use super::smtp::MailSink;
+use super::warehouse::WarehouseSink;
 use crate::catalog::Catalog;
 use crate::db::{Database, DatabaseUrl};
 use crate::sandbox::{SessionSpec, StripeDouble};
@@ -20,8 +20,18 @@ use crate::sandbox::{SessionSpec, StripeDouble};
 const SECRET_KEY: &str = "sk_test_bench";
 const WEBHOOK_SECRET: &str = "whsec_bench_0123456789abcdef";
 const MAIL_DOMAIN: &str = "bench.example";
-/// Two digital products: every fulfillment grants access to both and sends a receipt.
+/// Two digital products: every fulfillment grants access to both and sends a receipt. The
+/// mug is for `chaos` alone, which ships it too.
 const CATALOG: &str = r#"
+[[product]]
+price = "price_bench_mug"
+sku = "BENCH-MUG"
+kind = "physical"
+stock = 1000000
+name = "Mug"
+unit_amount = 1200
+currency = "usd"
+
 [[product]]
 price = "price_bench_guide"
 sku = "GUIDE"
@@ -86,6 +96,8 @@ pub struct Rig {
     name: String,
     /// The servers' environment, to start one again with.
     env: Vec<(&'static str, String)>,
+    /// Where shipments go, when the sessions buy the mug.
+    warehouse: Option<WarehouseSink>,
 }
 
 /// What a scenario cost the server, from the moment it was ready until it drained.
@@ -115,18 +127,44 @@ impl Rig {
         sessions: usize,
         servers: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_world(place, name, sessions, servers, false).await
+    }
+
+    /// Like [`Rig::start_replicas`], each session buying a mug as well, which the
+    /// rig's warehouse is asked to ship.
+    pub async fn start_shipping(
+        place: &Place,
+        name: &str,
+        sessions: usize,
+        servers: usize,
+    ) -> anyhow::Result<Self> {
+        Self::start_world(place, name, sessions, servers, true).await
+    }
+
+    async fn start_world(
+        place: &Place,
+        name: &str,
+        sessions: usize,
+        servers: usize,
+        shipping: bool,
+    ) -> anyhow::Result<Self> {
         let catalog = Catalog::parse(CATALOG).map_err(anyhow::Error::msg)?;
         let double = StripeDouble::with_catalog(Arc::new(catalog))?;
         let building = progress("sessions", sessions);
+        let spec = || match shipping {
+            false => SessionSpec::paid(&[("Guide", 900, 1), ("Course", 4900, 2)])
+                .with_prices(&["price_bench_guide", "price_bench_course"]),
+            true => SessionSpec::paid(&[("Guide", 900, 1), ("Course", 4900, 2), ("Mug", 1200, 1)])
+                .with_prices(&["price_bench_guide", "price_bench_course", "price_bench_mug"])
+                .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB"),
+        };
         let ids = (0..sessions)
             .map(|_| {
                 building.inc(1);
-                double.add_session(
-                    SessionSpec::paid(&[("Guide", 900, 1), ("Course", 4900, 2)])
-                        .with_prices(&["price_bench_guide", "price_bench_course"]),
-                )
+                double.add_session(spec())
             })
             .collect();
+        let warehouse = shipping.then(WarehouseSink::start).transpose()?;
         building.finish_and_clear();
         let sink = MailSink::start()?;
         let dir = &place.dir;
@@ -151,7 +189,7 @@ impl Rig {
                 (database, false, Some(wal_syncs(server).await?))
             }
         };
-        let env = vec![
+        let mut env = vec![
             ("DATABASE_URL", database.clone()),
             ("STRIPE_SECRET_KEY", SECRET_KEY.to_owned()),
             ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
@@ -167,6 +205,9 @@ impl Rig {
             ("RUST_LOG", "warn,fulfilld::startup=info".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
         ];
+        if let Some(warehouse) = &warehouse {
+            env.push(("SHIPPING_WEBHOOK_URL", warehouse.url().to_owned()));
+        }
         let server = Server::start(
             &place.binary,
             &env,
@@ -195,6 +236,7 @@ impl Rig {
             postgres_syncs_before,
             name: name.to_owned(),
             env,
+            warehouse,
         })
     }
 
@@ -235,8 +277,8 @@ impl Rig {
             .map(|(drained, _)| drained)
     }
 
-    /// Like [`Rig::drain`], allowing up to `duplicates` receipts sent twice (one per kill:
-    /// the SMTP sync gap); returns how many were.
+    /// Like [`Rig::drain`], allowing up to `duplicates` receipts sent twice (the SMTP sync
+    /// gap of the processes killed); returns how many were.
     pub async fn drain_allowing(
         mut self,
         place: &Place,
@@ -244,10 +286,22 @@ impl Rig {
     ) -> anyhow::Result<(Drained, usize)> {
         let expected = self.sessions.len();
         let receipts = progress("receipts", expected);
-        wait_until(expected, PATIENCE, &receipts, || self.sink.total())
+        // Every session's receipt, not as many messages: a duplicate is no receipt.
+        wait_until(expected, PATIENCE, &receipts, || self.sink.distinct())
             .await
             .context("waiting for receipts")?;
         receipts.finish_and_clear();
+        // The other effects too (a shipment, a stock movement), before anything stops.
+        let url = DatabaseUrl::parse(&self.database).map_err(anyhow::Error::msg)?;
+        let db = Database::connect(&url).await?;
+        let settled = Instant::now();
+        while db.figures().await?.pending_effects > 0 {
+            ensure!(
+                settled.elapsed() < PATIENCE,
+                "effects still pending after a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let last_receipt = self.sink.last_at().context("no receipt arrived")?;
         let mut usage = self.server.usage()?;
         for replica in &self.replicas {
@@ -266,7 +320,7 @@ impl Rig {
             }
             _ => syncs,
         };
-        let twice = self.check_exactly_once(duplicates).await?;
+        let twice = self.check_exactly_once(duplicates, &db).await?;
         let drained = Drained {
             last_receipt,
             usage,
@@ -280,7 +334,7 @@ impl Rig {
 
     /// Checks every figure of exactly once, allowing `duplicates` receipts sent twice;
     /// returns how many were.
-    async fn check_exactly_once(&self, duplicates: usize) -> anyhow::Result<usize> {
+    async fn check_exactly_once(&self, duplicates: usize, db: &Database) -> anyhow::Result<usize> {
         let expected = i64::try_from(self.sessions.len()).unwrap_or(i64::MAX);
         let counts = self.sink.counts();
         let mut twice = 0;
@@ -288,19 +342,22 @@ impl Rig {
             let id = format!("{session}.receipt@{MAIL_DOMAIN}");
             match counts.get(&id) {
                 Some(1) => {}
-                Some(2) if twice < duplicates => twice += 1,
+                Some(2) => twice += 1,
                 Some(times) => bail!("{session}'s receipt was sent {times} times"),
                 None => bail!("{session}'s receipt never arrived"),
             }
         }
+        ensure!(
+            twice <= duplicates,
+            "{twice} receipts were sent twice; at most {duplicates} may be"
+        );
         ensure!(
             counts.len() == self.sessions.len(),
             "{} messages arrived for {} sessions",
             counts.len(),
             self.sessions.len()
         );
-        let url = DatabaseUrl::parse(&self.database).map_err(anyhow::Error::msg)?;
-        let tally = Database::connect(&url).await?.tally().await?;
+        let tally = db.tally().await?;
         ensure!(
             tally.fulfilled == expected && tally.sessions == expected,
             "{} of {expected} sessions fulfilled ({} recorded)",
@@ -312,12 +369,23 @@ impl Rig {
             "{} access grants for {expected} sessions of two products",
             tally.access_grants
         );
+        // A receipt each; with the mug, its stock movement and its shipment too.
+        let effects = if self.warehouse.is_some() { 3 } else { 1 } * expected;
         ensure!(
-            tally.effects == expected && tally.effects_done == expected,
-            "{} effects ({} done) for {expected} receipts",
+            tally.effects == effects && tally.effects_done == effects,
+            "{} effects ({} done) for {expected} sessions",
             tally.effects,
             tally.effects_done
         );
+        if let Some(warehouse) = &self.warehouse {
+            warehouse.check(&self.sessions)?;
+            let (stock, _) = db.stock("BENCH-MUG").await?.context("no stock of mugs")?;
+            ensure!(
+                stock == 1_000_000 - expected,
+                "{} mugs left after {expected} sold, of 1,000,000",
+                stock
+            );
+        }
         ensure!(
             tally.events_processed == tally.events,
             "{} of {} events processed",
@@ -326,59 +394,4 @@ impl Rig {
         );
         Ok(twice)
     }
-}
-
-/// The live session actors the server's log reports as it began shutting down.
-fn live_actors(log: &std::path::Path) -> Option<usize> {
-    let log = std::fs::read_to_string(log).ok()?;
-    let (_, after) = log.split_once("\"live_session_actors\":")?;
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-/// Creates a database named after the scenario and the run on `server`; returns its URL.
-async fn fresh_postgres(server: &str, name: &str) -> anyhow::Result<String> {
-    let database = format!("fulfilld_bench_{name}_{:08x}", fastrand::u32(..));
-    let mut admin = AsyncPgConnection::establish(server)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    diesel::sql_query(format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await
-        .context("cannot create the bench database")?;
-    let mut url = url::Url::parse(server).context("the PostgreSQL URL")?;
-    url.set_path(&database);
-    Ok(url.to_string())
-}
-
-/// Drops a database `fresh_postgres` made, whoever is still connected to it.
-async fn drop_postgres(server: &str, database_url: &str) -> anyhow::Result<()> {
-    let url = url::Url::parse(database_url).context("the bench database's URL")?;
-    let name = url.path().trim_start_matches('/');
-    let mut admin = AsyncPgConnection::establish(server)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .context("cannot drop the bench database")?;
-    Ok(())
-}
-
-#[derive(diesel::QueryableByName)]
-struct WalSyncs {
-    #[diesel(sql_type = BigInt)]
-    wal_sync: i64,
-}
-
-/// The server's WAL syncs so far (PostgreSQL 14 and later).
-async fn wal_syncs(server: &str) -> anyhow::Result<i64> {
-    let mut conn = AsyncPgConnection::establish(server)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    let row: WalSyncs = diesel::sql_query("SELECT wal_sync FROM pg_stat_wal")
-        .get_result(&mut conn)
-        .await
-        .context("cannot read pg_stat_wal")?;
-    Ok(row.wal_sync)
 }

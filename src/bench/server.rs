@@ -251,6 +251,14 @@ fn syncs_counted(counts: &Path) -> anyhow::Result<u64> {
         .sum())
 }
 
+/// The live session actors the server's log reports as it began shutting down.
+pub fn live_actors(log: &std::path::Path) -> Option<usize> {
+    let log = std::fs::read_to_string(log).ok()?;
+    let (_, after) = log.split_once("\"live_session_actors\":")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,8 +54,9 @@ impl MailSink {
     }
 
     /// Messages accepted so far, counting every copy.
-    pub fn total(&self) -> usize {
-        self.lock().total
+    /// Messages accepted so far, each `Message-ID` once however often it came.
+    pub fn distinct(&self) -> usize {
+        self.lock().by_id.len()
     }
 
     /// When the latest message was accepted.

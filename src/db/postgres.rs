@@ -15,7 +15,7 @@ use anyhow::Context;
 use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{
     AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
@@ -158,19 +158,22 @@ impl Postgres {
             None => self.connect(role).await?,
         };
         let result = work(&mut conn).await;
-        let usable = match &result {
-            Ok(_) => true,
-            // A statement the server refused (a lock or statement timeout) leaves the
-            // connection as it was, unless a transaction is left open on it.
-            Err(error) => {
-                refused_by_server(error)
-                    && matches!(
-                        AnsiTransactionManager::transaction_manager_status_mut(&mut conn)
-                            .transaction_depth(),
-                        Ok(None)
-                    )
-            }
-        };
+        // A connection the server ended (shut down, or timed out idle in a transaction)
+        // is closed whatever the error said.
+        let usable = !PoolableConnection::is_broken(&mut conn)
+            && match &result {
+                Ok(_) => true,
+                // A statement the server refused (a lock or statement timeout) leaves the
+                // connection as it was, unless a transaction is left open on it.
+                Err(error) => {
+                    refused_by_server(error)
+                        && matches!(
+                            AnsiTransactionManager::transaction_manager_status_mut(&mut conn)
+                                .transaction_depth(),
+                            Ok(None)
+                        )
+                }
+            };
         if usable {
             *own = Some(conn);
         }

@@ -30,7 +30,7 @@ use crate::metrics::{EffectAttempt, METRICS};
 use crate::retry::backoff;
 
 /// Attempts running at once in one process.
-const MAX_IN_FLIGHT: usize = 32;
+pub const MAX_IN_FLIGHT: usize = 32;
 /// How often the outbox is read when nothing wakes the dispatcher.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for abandoned attempts to record how they ended.

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub use attempt::Attempt;
-pub use dispatcher::{EffectDispatcher, Effects, Shutdown};
+pub use dispatcher::{EffectDispatcher, Effects, MAX_IN_FLIGHT, Shutdown};
 pub use mail::Transport;
 
 use crate::access::AccessSigner;

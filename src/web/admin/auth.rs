@@ -22,6 +22,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub const COOKIE: &str = "fulfilld_admin";
 /// How long a sign-in lasts.
 pub const SIGNED_IN_FOR: Duration = Duration::from_secs(12 * 3600);
+/// Admin cookies of one request looked up at most (a browser sends one, or a stale one
+/// beside it).
+const COOKIES_LOOKED_AT: usize = 3;
 /// Random bytes in a cookie's value, and in a CSRF token.
 const RANDOM_BYTES: usize = 32;
 /// What a submitted token is keyed with before it is compared, so the comparison takes
@@ -118,14 +121,19 @@ pub fn csrf_matches(expected: &str, given: &str) -> bool {
     Sha256::digest(expected.as_bytes()) == Sha256::digest(given.as_bytes())
 }
 
-/// The admin cookie values a request carries, in order.
+/// The admin cookie values a request carries that could be one, in order: at most
+/// [`COOKIES_LOOKED_AT`], so that a request stuffed with cookies costs no more lookups.
 pub fn cookies(request: &HttpRequest) -> Vec<String> {
+    let plausible = |value: &str| {
+        value.len() == 2 * RANDOM_BYTES && value.bytes().all(|b| b.is_ascii_hexdigit())
+    };
     request
         .cookies()
         .map(|cookies| {
             cookies
                 .iter()
-                .filter(|cookie| cookie.name() == COOKIE)
+                .filter(|cookie| cookie.name() == COOKIE && plausible(cookie.value()))
+                .take(COOKIES_LOOKED_AT)
                 .map(|cookie| cookie.value().to_owned())
                 .collect()
         })

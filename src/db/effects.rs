@@ -18,7 +18,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::prepared::Prepared;
-use super::schema::{checkout_sessions, effects, shipments};
+use super::schema::{effects, shipments};
 use super::types::{DbNow, now_ms_sql};
 use super::{Database, millis, now_ms, with_connection};
 use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
@@ -107,6 +107,25 @@ pub(crate) use mark_done;
 pub(crate) fn is_pending() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
     diesel::dsl::sql("effects.status = 'pending'")
 }
+
+/// Takes session `$id`'s row lock on `$conn`, as a refund or dispute applying to it does,
+/// and evaluates to its status now (`None` when it is not recorded), or returns the
+/// error; an attempt that checks this way never misses what they did meanwhile. A macro,
+/// so that it runs inside any transaction on either backend.
+macro_rules! lock_session_status {
+    ($conn:ident, $id:expr) => {
+        diesel::update($crate::db::schema::checkout_sessions::table.find($id))
+            .set(
+                $crate::db::schema::checkout_sessions::updated_at
+                    .eq($crate::db::schema::checkout_sessions::updated_at),
+            )
+            .returning($crate::db::schema::checkout_sessions::status)
+            .get_result::<$crate::domain::Status>($conn)
+            .await
+            .optional()?
+    };
+}
+pub(crate) use lock_session_status;
 
 /// Sets a shipment's status on `$conn`; a macro so it runs inside any transaction.
 macro_rules! set_shipment_status {
@@ -365,12 +384,7 @@ impl Database {
     ) -> anyhow::Result<bool> {
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let session = diesel::update(checkout_sessions::table.find(session_id))
-                    .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
-                    .returning(checkout_sessions::status)
-                    .get_result::<Status>(conn)
-                    .await
-                    .optional()?;
+                let session = lock_session_status!(conn, session_id);
                 let done = mark_done!(fence, now_ms()).execute(conn).await?;
                 if done == 1 {
                     let waiting = [ShipmentStatus::Pending, ShipmentStatus::Failed];

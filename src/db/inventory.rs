@@ -6,9 +6,9 @@ use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
-use super::effects::{Fence, mark_done};
+use super::effects::{Fence, lock_session_status, mark_done};
 use super::refunds::return_stock;
-use super::schema::{checkout_sessions, effects, inventory, stock_movements};
+use super::schema::{effects, inventory, stock_movements};
 use super::{Database, now_ms, with_connection};
 use crate::catalog::{Catalog, Kind};
 use crate::domain::{EffectStatus, Status};
@@ -83,12 +83,7 @@ impl Database {
                 }
                 // The session's row first, as a refund takes it: a refund applied while
                 // this attempt ran is seen below, not missed.
-                let status = diesel::update(checkout_sessions::table.find(session_id))
-                    .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
-                    .returning(checkout_sessions::status)
-                    .get_result::<Status>(conn)
-                    .await
-                    .optional()?;
+                let status = lock_session_status!(conn, session_id);
                 let done = mark_done!(fence, now).execute(conn).await?;
                 if done == 0 {
                     return Ok::<_, anyhow::Error>(None);

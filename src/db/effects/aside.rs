@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::Fence;
-use crate::db::schema::{checkout_sessions, effects, shipments};
+use crate::db::schema::{effects, shipments};
 use crate::db::{Database, now_ms, with_connection};
 use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
 
@@ -38,12 +38,7 @@ impl Database {
         let now = now_ms();
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let status = diesel::update(checkout_sessions::table.find(session_id))
-                    .set(checkout_sessions::updated_at.eq(checkout_sessions::updated_at))
-                    .returning(checkout_sessions::status)
-                    .get_result::<Status>(conn)
-                    .await
-                    .optional()?;
+                let status = super::lock_session_status!(conn, session_id);
                 let to = match (status, kind) {
                     (
                         Some(Status::Refunded),

@@ -91,10 +91,13 @@ impl Server {
         Ok(server)
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("fulfilld exited before it was ready ({status}); see its log");
+            }
             if let Ok(response) = client.get(format!("{}/readyz", self.address)).send().await
                 && response.status().is_success()
             {

@@ -27,8 +27,11 @@ pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 fn raise_open_files() {
     static RAISED: std::sync::Once = std::sync::Once::new();
+    // A server worker a core, each holding up to MAX_CONNECTIONS.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let wanted = 4 * (workers * super::MAX_CONNECTIONS) as u64;
     RAISED.call_once(|| match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < 4 * super::MAX_CONNECTIONS as u64 => tracing::warn!(
+        Ok(limit) if limit < wanted => tracing::warn!(
             open_files = limit,
             "the limit of open files is low for the connections allowed; raise `ulimit -n`"
         ),

@@ -46,52 +46,49 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     let live = state.sessions.live_actors().await;
     gauge(&mut current, "session_actors", "Session actors alive", live);
-    let reachable = match state.figures.latest() {
-        Some(figures) => {
-            let oldest = figures.oldest_waiting_at.map_or(0.0, |at| {
-                Duration::from_millis(u64::try_from(now_ms() - at).unwrap_or(0)).as_secs_f64()
-            });
-            let age = Gauge::<f64, AtomicU64>::default();
-            age.set(oldest);
-            current.register_with_unit(
-                "inbox_oldest_unprocessed_age",
-                "Age of the oldest stored event not yet carried out (0 when none waits)",
-                Unit::Seconds,
-                age,
-            );
-            gauge(
-                &mut current,
-                "inbox_backlog",
-                "Stored events not yet carried out, dead ones aside",
-                figures.inbox_backlog,
-            );
-            gauge(
-                &mut current,
-                "events_dead",
-                "Events given up on; `fulfilld events replay` or /admin retries them",
-                figures.dead_events,
-            );
-            gauge(
-                &mut current,
-                "effects_pending",
-                "Effects waiting to be carried out",
-                figures.pending_effects,
-            );
-            gauge(
-                &mut current,
-                "effects_dead",
-                "Effects given up on; `fulfilld effects retry` or /admin retries them",
-                figures.dead_effects,
-            );
-            1
-        }
-        None => 0,
-    };
+    let (figures, reachable) = state.figures.latest();
+    if let Some(figures) = figures {
+        let oldest = figures.oldest_waiting_at.map_or(0.0, |at| {
+            Duration::from_millis(u64::try_from(now_ms() - at).unwrap_or(0)).as_secs_f64()
+        });
+        let age = Gauge::<f64, AtomicU64>::default();
+        age.set(oldest);
+        current.register_with_unit(
+            "inbox_oldest_unprocessed_age",
+            "Age of the oldest stored event not yet carried out (0 when none waits)",
+            Unit::Seconds,
+            age,
+        );
+        gauge(
+            &mut current,
+            "inbox_backlog",
+            "Stored events not yet carried out, dead ones aside",
+            figures.inbox_backlog,
+        );
+        gauge(
+            &mut current,
+            "events_dead",
+            "Events given up on; `fulfilld events replay` or /admin retries them",
+            figures.dead_events,
+        );
+        gauge(
+            &mut current,
+            "effects_pending",
+            "Effects waiting to be carried out",
+            figures.pending_effects,
+        );
+        gauge(
+            &mut current,
+            "effects_dead",
+            "Effects given up on; `fulfilld effects retry` or /admin retries them",
+            figures.dead_effects,
+        );
+    }
     gauge(
         &mut current,
         "database_up",
         "1 when the database answered the latest reading of the figures above (every 5 s)",
-        reachable,
+        i64::from(reachable),
     );
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
@@ -107,9 +104,11 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: impl TryInto<i6
 /// How often the figures are read.
 const FIGURES_EVERY: Duration = Duration::from_secs(5);
 
-/// The latest figures of the inbox and the outbox; `None` when the latest reading failed.
+/// The latest figures of the inbox and the outbox, and whether the latest reading
+/// succeeded: when it failed, the last ones read are still shown, with
+/// `fulfilld_database_up` 0, so that alerts on them do not fall silent in an outage.
 #[derive(Clone, Default)]
-pub struct FiguresCache(Arc<Mutex<Option<Figures>>>);
+pub struct FiguresCache(Arc<Mutex<(Option<Figures>, bool)>>);
 
 impl FiguresCache {
     /// Reads `db`'s figures now and every [`FIGURES_EVERY`], for as long as the runtime runs.
@@ -133,17 +132,22 @@ impl FiguresCache {
                         None
                     }
                 };
-                *latest.lock() = figures;
+                let mut latest = latest.lock();
+                *latest = match figures {
+                    Some(figures) => (Some(figures), true),
+                    None => (latest.0, false),
+                };
             }
         });
         cache
     }
 
-    fn latest(&self) -> Option<Figures> {
+    /// The latest figures read, and whether the latest reading succeeded.
+    fn latest(&self) -> (Option<Figures>, bool) {
         *self.lock()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Figures>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Figures>, bool)> {
         self.0.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 }

@@ -1,5 +1,6 @@
 //! Pruning: processed webhook events are deleted once older than `EVENT_RETENTION`, by
-//! the leading replica, in small batches so that no statement holds the table for long.
+//! the leading replica, in small batches so that no statement holds the table for long;
+//! expired admin sign-ins go at the same time.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub fn spawn_pruner(db: Database, retention: Duration, mut leading: watch::Recei
             every.tick().await;
             if !*leading.borrow_and_update() {
                 continue;
+            }
+            if let Err(error) = db.forget_expired_admin_sessions().await {
+                tracing::warn!(error = %format!("{error:#}"), "could not forget expired sign-ins");
             }
             let before = now_ms() - millis(retention);
             match prune(&db, before).await {

@@ -76,4 +76,15 @@ impl Database {
         })?;
         Ok(())
     }
+
+    /// Forgets the sign-ins that expired; returns how many.
+    pub async fn forget_expired_admin_sessions(&self) -> anyhow::Result<usize> {
+        let now = now_ms();
+        with_connection!(self, |conn| {
+            diesel::delete(admin_sessions::table.filter(admin_sessions::expires_at.le(now)))
+                .execute(conn)
+                .await
+                .context("could not forget expired sign-ins")
+        })
+    }
 }

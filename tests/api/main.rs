@@ -21,6 +21,7 @@ mod outage;
 mod outbox;
 mod processes;
 mod properties;
+mod readonly;
 mod reconcile;
 mod refund_operator;
 mod refund_processes;

@@ -369,49 +369,6 @@ impl Database {
         })
     }
 
-    /// Marks a shipment effect done and records where the shipment stands, in one
-    /// transaction. False when the lease is no longer the attempt's.
-    ///
-    /// What a refund or dispute did while the attempt ran stands: the session's row is
-    /// taken first, as they take it. A shipment the warehouse accepted is `submitted`
-    /// whatever happened meanwhile (a refund asks it back); one left to an operator stays
-    /// `held` while a dispute is open, and is `cancelled` if the order was refunded.
-    pub async fn complete_shipment(
-        &self,
-        fence: Fence,
-        session_id: &str,
-        status: ShipmentStatus,
-    ) -> anyhow::Result<bool> {
-        with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                let session = lock_session_status!(conn, session_id);
-                let done = mark_done!(fence, now_ms()).execute(conn).await?;
-                if done == 1 {
-                    let waiting = [ShipmentStatus::Pending, ShipmentStatus::Failed];
-                    let (status, from) = match (status, session) {
-                        (ShipmentStatus::Submitted, _) => (status, &ShipmentStatus::ALL[..]),
-                        (_, Some(Status::Refunded)) => (ShipmentStatus::Cancelled, &waiting[..]),
-                        _ => (status, &waiting[..]),
-                    };
-                    diesel::update(
-                        shipments::table
-                            .find(session_id)
-                            .filter(shipments::status.eq_any(from)),
-                    )
-                    .set((
-                        shipments::status.eq(status),
-                        shipments::updated_at.eq(now_ms()),
-                    ))
-                    .execute(conn)
-                    .await?;
-                }
-                Ok::<_, anyhow::Error>(done == 1)
-            })
-            .await
-            .context("could not record the shipment")
-        })
-    }
-
     async fn settle_effect(
         &self,
         fence: Fence,

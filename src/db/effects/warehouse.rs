@@ -1,4 +1,5 @@
-//! Asking the warehouse to cancel a shipment: when to ask, and what its yes changes.
+//! The warehouse's side of a shipment: recording what it answered a request, and asking
+//! it to cancel one: when to ask, and what its yes changes.
 
 use anyhow::Context;
 use diesel::prelude::*;
@@ -8,7 +9,7 @@ use super::Fence;
 use crate::db::refunds::return_stock;
 use crate::db::schema::{effects, shipments};
 use crate::db::{Database, now_ms, with_connection};
-use crate::domain::{EffectKind, EffectStatus, ShipmentStatus};
+use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
 
 /// Whether a refunded session's shipment is to be asked back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,49 @@ pub enum CancelNeed {
 }
 
 impl Database {
+    /// Marks a shipment effect done and records where the shipment stands, in one
+    /// transaction. False when the lease is no longer the attempt's.
+    ///
+    /// What a refund or dispute did while the attempt ran stands: the session's row is
+    /// taken first, as they take it. A shipment the warehouse accepted is `submitted`
+    /// whatever happened meanwhile (a refund asks it back); one left to an operator stays
+    /// `held` while a dispute is open, and is `cancelled` if the order was refunded.
+    pub async fn complete_shipment(
+        &self,
+        fence: Fence,
+        session_id: &str,
+        status: ShipmentStatus,
+    ) -> anyhow::Result<bool> {
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                let session = lock_session_status!(conn, session_id);
+                let done = mark_done!(fence, now_ms()).execute(conn).await?;
+                if done == 1 {
+                    let waiting = [ShipmentStatus::Pending, ShipmentStatus::Failed];
+                    let (status, from) = match (status, session) {
+                        (ShipmentStatus::Submitted, _) => (status, &ShipmentStatus::ALL[..]),
+                        (_, Some(Status::Refunded)) => (ShipmentStatus::Cancelled, &waiting[..]),
+                        _ => (status, &waiting[..]),
+                    };
+                    diesel::update(
+                        shipments::table
+                            .find(session_id)
+                            .filter(shipments::status.eq_any(from)),
+                    )
+                    .set((
+                        shipments::status.eq(status),
+                        shipments::updated_at.eq(now_ms()),
+                    ))
+                    .execute(conn)
+                    .await?;
+                }
+                Ok::<_, anyhow::Error>(done == 1)
+            })
+            .await
+            .context("could not record the shipment")
+        })
+    }
+
     /// Where session `session_id`'s shipment stands, for its cancellation.
     pub async fn shipment_cancel_need(&self, session_id: &str) -> anyhow::Result<CancelNeed> {
         let (shipment, request) = with_connection!(self, |conn| {

@@ -13,9 +13,11 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::schema::{checkout_sessions, foreign_payment_intents, refunds};
 
 mod apply;
+mod steps;
 use super::{Database, now_ms, with_connection};
 use crate::domain::{NewsKind, Progress, ReversalNews, SessionId, Status, Tell};
-pub(crate) use apply::{apply_reversals, enqueue, return_stock};
+pub(crate) use apply::apply_reversals;
+pub(crate) use steps::{enqueue, return_stock};
 
 /// How long Stripe's answer that no Checkout Session made a payment is kept.
 const FOREIGN_KEPT_MS: i64 = 86_400_000;

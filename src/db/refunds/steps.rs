@@ -1,0 +1,69 @@
+//! The steps a reversal shares with the outbox: stock put back for goods that never left,
+//! and an effect enqueued once. Macros, so that they run inside any open transaction on
+//! either backend.
+
+/// Puts back, once, the stock session `$id` took for goods that never left: unless the
+/// warehouse accepted its shipment (and has not cancelled it). Inside the caller's
+/// transaction, on either backend; evaluates to `()` or returns the error.
+macro_rules! return_stock {
+    ($conn:ident, $id:expr, $now:expr) => {{
+        use $crate::db::schema::{inventory, shipments, stock_movements};
+        use $crate::domain::ShipmentStatus;
+        let (id, now): (&str, i64) = ($id, $now);
+        let shipped = shipments::table
+            .filter(shipments::session_id.eq(id))
+            .filter(shipments::status.eq(ShipmentStatus::Submitted));
+        let mut back = diesel::update(
+            stock_movements::table
+                .filter(stock_movements::session_id.eq(id))
+                .filter(stock_movements::applied_at.is_not_null())
+                .filter(stock_movements::returned_at.is_null())
+                .filter(diesel::dsl::not(diesel::dsl::exists(shipped))),
+        )
+        .set(stock_movements::returned_at.eq(now))
+        .returning((stock_movements::sku, stock_movements::quantity))
+        .get_results::<(String, i64)>($conn)
+        .await?;
+        // SKU order, as the stock is taken: concurrent sessions never deadlock.
+        back.sort();
+        for (sku, quantity) in back {
+            diesel::update(inventory::table.find(sku))
+                .set((
+                    inventory::stock.eq(inventory::stock + quantity),
+                    inventory::updated_at.eq(now),
+                ))
+                .execute($conn)
+                .await?;
+        }
+    }};
+}
+pub(crate) use return_stock;
+
+/// Enqueues session `$id`'s effect of `$kind` with `$subject` and `$body`, due at once,
+/// unless it is enqueued already; evaluates to whether this call enqueued it, or returns
+/// the error. Inside the caller's transaction, on either backend.
+macro_rules! enqueue {
+    ($conn:ident, $id:expr, $kind:expr, $subject:expr, $body:expr, $now:expr) => {{
+        use $crate::db::schema::effects;
+        use $crate::db::types::DbNow;
+        use $crate::domain::EffectStatus;
+        let (subject, body, now): (&str, Option<&str>, i64) = ($subject, $body, $now);
+        diesel::insert_into(effects::table)
+            .values((
+                effects::session_id.eq($id),
+                effects::kind.eq($kind),
+                effects::subject.eq(subject),
+                effects::body.eq(body),
+                effects::status.eq(EffectStatus::Pending),
+                effects::attempts.eq(0),
+                effects::next_attempt_at.eq(DbNow::now()),
+                effects::created_at.eq(now),
+                effects::updated_at.eq(now),
+            ))
+            .on_conflict_do_nothing()
+            .execute($conn)
+            .await?
+            == 1
+    }};
+}
+pub(crate) use enqueue;

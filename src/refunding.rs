@@ -152,9 +152,7 @@ impl RefundAsk {
         if let Some(nonce) = &self.nonce {
             text = format!("{text}\n{nonce}");
         }
-        let digest = Sha256::digest(text);
-        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-        format!("fulfilld-refund-{hex}")
+        format!("fulfilld-refund-{}", hex::encode(Sha256::digest(text)))
     }
 }
 
@@ -175,18 +173,23 @@ pub struct Refunded {
     pub currency: String,
 }
 
-/// Refunds session `id` at Stripe as `ask` says, once [`RefundAsk::check`] passes.
+/// Session `id` as recorded, to refund.
+pub async fn recorded(db: &Database, id: &SessionId) -> Result<Outcome, RefundError> {
+    db.outcome(id)
+        .await?
+        .ok_or_else(|| RefundError::NotRecorded(id.clone()))
+}
+
+/// Refunds the session of `outcome` at Stripe as `ask` says, once [`RefundAsk::check`]
+/// passes.
 pub async fn refund(
     db: &Database,
     stripe: &StripeGateway,
-    id: &SessionId,
+    outcome: &Outcome,
     ask: &RefundAsk,
 ) -> Result<Refunded, RefundError> {
-    let outcome = db
-        .outcome(id)
-        .await?
-        .ok_or_else(|| RefundError::NotRecorded(id.clone()))?;
-    ask.check(&outcome)?;
+    ask.check(outcome)?;
+    let id = &SessionId::parse(&outcome.session_id).map_err(anyhow::Error::msg)?;
     let account = outcome
         .account
         .as_deref()
@@ -226,6 +229,6 @@ pub async fn refund(
     );
     Ok(Refunded {
         refund,
-        currency: outcome.currency.unwrap_or_else(|| "usd".to_owned()),
+        currency: outcome.currency.clone().unwrap_or_else(|| "usd".to_owned()),
     })
 }

@@ -156,7 +156,8 @@ async fn refund(
     let ask = RefundAsk::new(amount, items).map_err(flagged)?;
     let config = settings.validate()?;
     let core = Core::start(&config).await?;
-    let Refunded { refund, currency } = refunding::refund(&core.db, &core.stripe, &id, &ask)
+    let outcome = refunding::recorded(&core.db, &id).await?;
+    let Refunded { refund, currency } = refunding::refund(&core.db, &core.stripe, &outcome, &ask)
         .await
         .map_err(flagged)?;
     println!(

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use fulfilld::domain::{GrantStatus, ShipmentStatus, Status};
 use fulfilld::sandbox::SessionSpec;
-use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, backends, sign, spawn_app_with, unix_now};
-use crate::refunds::{mails, settled_effects};
+use crate::helpers::{TestApp, backends, spawn_app_with, unix_now};
+use crate::refunds::{deliver_many, mails, settled_effects};
 use crate::smtp::SmtpServer;
 use crate::warehouse::Warehouse;
 
@@ -21,20 +20,6 @@ fn ebook_and_tee() -> SessionSpec {
     SessionSpec::paid(&[("E-book", 900, 1), ("T-shirt", 2500, 1)])
         .with_prices(&["price_ebook", "price_tee_m"])
         .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB")
-}
-
-/// Each body delivered `times` times, all at once; every delivery is acknowledged.
-async fn deliver_many(app: &TestApp, bodies: &[String], times: usize) {
-    let deliveries = bodies.iter().flat_map(|body| {
-        (0..times).map(move |_| async move {
-            app.post_webhook(body.clone(), Some(sign(body)))
-                .await
-                .status()
-                .as_u16()
-        })
-    });
-    let answers = join_all(deliveries).await;
-    assert!(answers.iter().all(|status| *status == 200), "{answers:?}");
 }
 
 /// The body of `charge.dispute.*` event `event_id` about dispute `dispute` of `session`.

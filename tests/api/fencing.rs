@@ -171,6 +171,27 @@ async fn completions_written_together_are_each_fenced_on_their_own() {
     }
 }
 
+/// Stores and applies a refund of session `id`'s whole 50.00, told as refund `refund`.
+async fn refund_in_full(db: &fulfilld::db::Database, id: &SessionId, refund: &str) {
+    let news = ReversalNews {
+        id: refund.into(),
+        kind: NewsKind::Refund,
+        payment_intent: payment_intent_of(id),
+        amount: 5000,
+        status: Progress::Refund(RefundStatus::Succeeded),
+        items: None,
+        event_created: 1,
+    };
+    assert!(db.store_refund(&news).await.expect("db"));
+    let applied = db
+        .apply_reversals(id, &news.payment_intent, Tell::default())
+        .await;
+    assert_eq!(
+        applied.expect("db").expect("applied").after,
+        Status::Refunded
+    );
+}
+
 /// An attempt under way when a full refund comes is left to finish. If it hands the
 /// effect back instead, the next claim sees the refund, and the effect is cancelled rather
 /// than carried out: no stock moves for a refunded order.
@@ -186,23 +207,7 @@ async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_aga
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].set_aside(), None);
 
-        let news = ReversalNews {
-            id: "re_later".into(),
-            kind: NewsKind::Refund,
-            payment_intent: payment_intent_of(&id),
-            amount: 5000,
-            status: Progress::Refund(RefundStatus::Succeeded),
-            items: None,
-            event_created: 1,
-        };
-        assert!(db.store_refund(&news).await.expect("db"));
-        let applied = db
-            .apply_reversals(&id, &news.payment_intent, Tell::default())
-            .await;
-        assert_eq!(
-            applied.expect("db").expect("applied").after,
-            Status::Refunded
-        );
+        refund_in_full(&db, &id, "re_later").await;
         let pending = (EffectKind::Inventory, EffectStatus::Pending);
         assert_eq!(
             db.effects_of(&id).await.expect("db"),
@@ -244,23 +249,7 @@ async fn stock_moved_by_an_attempt_that_a_full_refund_overtook_goes_back() {
             .expect("db");
         assert_eq!(claimed.len(), 1);
 
-        let news = ReversalNews {
-            id: "re_midway".into(),
-            kind: NewsKind::Refund,
-            payment_intent: payment_intent_of(&id),
-            amount: 5000,
-            status: Progress::Refund(RefundStatus::Succeeded),
-            items: None,
-            event_created: 1,
-        };
-        assert!(db.store_refund(&news).await.expect("db"));
-        let applied = db
-            .apply_reversals(&id, &news.payment_intent, Tell::default())
-            .await;
-        assert_eq!(
-            applied.expect("db").expect("applied").after,
-            Status::Refunded
-        );
+        refund_in_full(&db, &id, "re_midway").await;
 
         let moved = db
             .apply_stock_movements(claimed[0].fence(), id.as_str(), Duration::from_secs(5))

@@ -31,13 +31,16 @@ pub(crate) fn ebook_and_poster() -> SessionSpec {
         .with_prices(&["price_ebook", "price_poster"])
 }
 
-/// Posts every body, each signed, all at once; every one must be acknowledged.
-async fn deliver_all(app: &TestApp, bodies: &[String]) {
-    let deliveries = bodies.iter().map(|body| async {
-        app.post_webhook(body.clone(), Some(sign(body)))
-            .await
-            .status()
-            .as_u16()
+/// Posts every body `times` times, each signed, all at once; every delivery must be
+/// acknowledged.
+pub(crate) async fn deliver_many(app: &TestApp, bodies: &[String], times: usize) {
+    let deliveries = bodies.iter().flat_map(|body| {
+        (0..times).map(move |_| async move {
+            app.post_webhook(body.clone(), Some(sign(body)))
+                .await
+                .status()
+                .as_u16()
+        })
     });
     let answers = join_all(deliveries).await;
     assert!(answers.iter().all(|status| *status == 200), "{answers:?}");
@@ -110,11 +113,12 @@ async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_on
         let smtp = SmtpServer::start();
         let app = spawn_shop(&backend, &smtp).await;
         let session = app.stripe.add_session(ebook_and_poster());
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .event_payload("evt_paid", "checkout.session.completed", &session)],
+            1,
         )
         .await;
         let fulfilled = app.wait_for(&session, Status::Fulfilled).await;
@@ -152,7 +156,7 @@ async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_on
         let bodies: Vec<String> = (0..10)
             .flat_map(|_| [created.clone(), updated.clone(), charge.clone()])
             .collect();
-        deliver_all(&app, &bodies).await;
+        deliver_many(&app, &bodies, 1).await;
 
         assert_eq!(
             wait_for_refunded(&app, &session, 2000).await,
@@ -205,11 +209,12 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
         let smtp = SmtpServer::start();
         let app = spawn_shop(&backend, &smtp).await;
         let session = app.stripe.add_session(ebook_and_poster());
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .event_payload("evt_paid", "checkout.session.completed", &session)],
+            1,
         )
         .await;
         app.wait_for(&session, Status::Fulfilled).await;
@@ -225,11 +230,12 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
 
         // 500 back, no items named: amounts only, access kept.
         let first = refund("re_1", 500, "succeeded", None);
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_1", "refund.created", &first, now)],
+            1,
         )
         .await;
         assert_eq!(
@@ -237,11 +243,12 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
             Status::PartiallyRefunded
         );
         // The same 500 told by the charge is not added again.
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .charge_refunded_payload("evt_ch_1", &session, 500)],
+            1,
         )
         .await;
         wait_for_event(&app.db, "evt_ch_1", |event| event.processed_at.is_some()).await;
@@ -251,11 +258,12 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
 
         // 900 for the e-book, named: its access goes.
         let ebook = refund("re_2", 900, "succeeded", Some("EBOOK-FULFILL:1"));
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_2", "refund.created", &ebook, now)],
+            1,
         )
         .await;
         wait_for_refunded(&app, &session, 1400).await;
@@ -266,19 +274,21 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
         // That refund fails later: recorded, and the access stays revoked. The older
         // `refund.created` delivered again after it changes nothing.
         let failed = refund("re_2", 900, "failed", Some("EBOOK-FULFILL:1"));
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_2_failed", "refund.failed", &failed, now + 5)],
+            1,
         )
         .await;
         wait_for_refunded(&app, &session, 500).await;
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_2_again", "refund.created", &ebook, now)],
+            1,
         )
         .await;
         wait_for_event(&app.db, "evt_2_again", |event| event.processed_at.is_some()).await;
@@ -290,11 +300,12 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
 
         // The rest comes back: a full refund, mailed once.
         let rest = refund("re_3", 1500, "succeeded", None);
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_3", "refund.created", &rest, now + 6)],
+            1,
         )
         .await;
         assert_eq!(
@@ -326,22 +337,24 @@ async fn a_refund_before_or_racing_completed_fulfils_once_then_reverses_once() {
             status: "succeeded",
             items: None,
         };
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_early", "refund.created", &refund, now)],
+            1,
         )
         .await;
         assert_eq!(
             wait_for_refunded(&app, &early, 2000).await,
             Status::Refunded
         );
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .event_payload("evt_early_paid", "checkout.session.completed", &early)],
+            1,
         )
         .await;
         wait_for_event(&app.db, "evt_early_paid", |event| {
@@ -365,7 +378,7 @@ async fn a_refund_before_or_racing_completed_fulfils_once_then_reverses_once() {
         let bodies: Vec<String> = (0..10)
             .flat_map(|_| [completed.clone(), refunded.clone()])
             .collect();
-        deliver_all(&app, &bodies).await;
+        deliver_many(&app, &bodies, 1).await;
         assert_eq!(
             wait_for_refunded(&app, &raced, 2000).await,
             Status::Refunded
@@ -408,11 +421,12 @@ async fn a_refund_of_a_payment_no_session_made_is_acknowledged_and_changes_nothi
             status: "succeeded",
             items: None,
         };
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_stranger", "refund.created", &refund, unix_now())],
+            1,
         )
         .await;
         let event = wait_for_event(&app.db, "evt_stranger", |event| {
@@ -430,7 +444,7 @@ async fn a_refund_of_a_payment_no_session_made_is_acknowledged_and_changes_nothi
             &refund,
             unix_now() + 1,
         );
-        deliver_all(&app, &[again]).await;
+        deliver_many(&app, &[again], 1).await;
         wait_for_event(&app.db, "evt_stranger_again", |event| {
             event.processed_at.is_some()
         })
@@ -445,7 +459,7 @@ async fn a_refund_of_a_payment_no_session_made_is_acknowledged_and_changes_nothi
             &refund,
             unix_now() + 2,
         );
-        deliver_all(&app, &[later]).await;
+        deliver_many(&app, &[later], 1).await;
         wait_for_event(&app.db, "evt_stranger_later", |event| {
             event.processed_at.is_some()
         })
@@ -486,11 +500,12 @@ async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_an
             .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB")
             .with_payment_status("unpaid");
         let session = app.stripe.add_session(spec);
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .event_payload("evt_pending", "checkout.session.completed", &session)],
+            1,
         )
         .await;
         app.wait_for(&session, Status::AwaitingPayment).await;
@@ -504,11 +519,12 @@ async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_an
             status: "succeeded",
             items: None,
         };
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .refund_payload("evt_refund", "refund.created", &refund, unix_now())],
+            1,
         )
         .await;
         wait_for_event(&app.db, "evt_refund", |event| {
@@ -519,13 +535,14 @@ async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_an
         })
         .await;
         app.stripe.set_payment_status(&session, "paid");
-        deliver_all(
+        deliver_many(
             &app,
             &[app.stripe.event_payload(
                 "evt_cleared",
                 "checkout.session.async_payment_succeeded",
                 &session,
             )],
+            1,
         )
         .await;
 
@@ -574,11 +591,12 @@ async fn a_full_refund_puts_back_stock_for_goods_that_never_left_once() {
         for (app, shipped) in [(&app, false), (&shipped_app, true)] {
             let stock = app.db.stock("MUG").await.expect("db").expect("stocked").0;
             let session = app.stripe.add_session(mug());
-            deliver_all(
+            deliver_many(
                 app,
                 &[app
                     .stripe
                     .event_payload("evt_mug", "checkout.session.completed", &session)],
+                1,
             )
             .await;
             app.wait_for(&session, Status::Fulfilled).await;
@@ -612,7 +630,7 @@ async fn a_full_refund_puts_back_stock_for_goods_that_never_left_once() {
                 app.stripe
                     .charge_refunded_payload("evt_mugs_ch", &session, 2400),
             ];
-            deliver_all(app, &[news.clone(), news].concat()).await;
+            deliver_many(app, &[news.clone(), news].concat(), 1).await;
             assert_eq!(
                 wait_for_refunded(app, &session, 2400).await,
                 Status::Refunded
@@ -668,11 +686,12 @@ async fn a_refund_stored_by_an_attempt_that_stopped_applies_with_the_fulfilment(
         };
         assert!(app.db.store_refund(&news).await.expect("db"));
 
-        deliver_all(
+        deliver_many(
             &app,
             &[app
                 .stripe
                 .event_payload("evt_paid", "checkout.session.completed", &session)],
+            1,
         )
         .await;
         // Reversed in the fulfilment's own transaction: no receipt ever goes.

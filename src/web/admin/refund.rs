@@ -98,7 +98,7 @@ pub async fn refund(
         return Ok(html(StatusCode::OK, &page));
     };
     let ask = ask.with_nonce(&nonce);
-    match refunding::refund(&state.db, &state.stripe, &id, &ask).await {
+    match refunding::refund(&state.db, &state.stripe, &outcome, &ask).await {
         Ok(made) => {
             let made = made.refund.id;
             let made: String = url::form_urlencoded::byte_serialize(made.as_bytes()).collect();

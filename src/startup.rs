@@ -19,7 +19,6 @@ use crate::fulfillment::Engine;
 use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
 use crate::replicas::Replica;
-use crate::retention;
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
 use crate::telemetry::RequestSpan;
@@ -27,6 +26,7 @@ use crate::web::{
     Admin, AppState, ClientLimits, FiguresCache, SWEEP_EVERY, UnknownSessions, listen, metrics,
     routes,
 };
+use crate::{reservations, retention};
 
 /// How often events left unprocessed by an outage are tried again.
 const REPLAY_EVERY: Duration = Duration::from_secs(30);
@@ -164,6 +164,7 @@ impl Application {
             access: core.access.clone(),
             figures: FiguresCache::start(core.db.clone()),
             standing: replica.standings(),
+            checkout: config.checkout.clone(),
         });
         let shutdown_grace = config.shutdown_grace;
         let metrics_server = match config.metrics_bind {
@@ -221,6 +222,7 @@ impl Application {
         if let Some(retention) = config.event_retention {
             retention::spawn_pruner(core.db.clone(), retention, replica.leading());
         }
+        reservations::spawn_sweeper(core.sessions.clone(), core.db.clone(), replica.leading());
         tracing::info!(
             address = %format!("http://{}:{port}", config.bind.ip()),
             database = config.database_url.backend(),

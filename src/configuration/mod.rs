@@ -1,6 +1,7 @@
 //! Settings: defaults, then environment variables, then flags; then [`Settings::validate`]
 //! turns them into a [`Config`] or one line naming the setting at fault.
 
+mod checkout;
 mod effects;
 mod stripe;
 
@@ -14,6 +15,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 
+pub use checkout::{CheckoutConfig, CheckoutSettings};
 pub use effects::{EffectSettings, EffectsConfig, decode_secret};
 pub use stripe::StripeConfig;
 
@@ -219,6 +221,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     #[command(flatten)]
     pub effects: EffectSettings,
+    #[command(flatten)]
+    pub checkout: CheckoutSettings,
 }
 
 /// How logs are written.
@@ -240,6 +244,7 @@ pub struct Config {
     pub session_idle: Duration,
     pub catalog: Arc<Catalog>,
     pub effects: EffectsConfig,
+    pub checkout: CheckoutConfig,
     /// How often `serve` reconciles with Stripe; `None` when turned off.
     pub reconcile_every: Option<Duration>,
     /// How long a shutdown waits for work in flight.
@@ -290,6 +295,7 @@ impl Settings {
             session_idle: Duration::from_secs(self.session_idle_secs),
             catalog: Arc::new(self.effects.catalog()?),
             effects: self.effects.validate()?,
+            checkout: self.checkout.validate()?,
             reconcile_every: Some(self.reconcile_every).filter(|every| !every.is_zero()),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             admin_token: self.admin_token()?,

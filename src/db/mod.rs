@@ -23,6 +23,7 @@ pub mod postgres;
 mod prepared;
 pub mod refunds;
 pub mod replicas;
+pub mod reservations;
 mod sandbox;
 pub mod schema;
 pub mod sessions;

@@ -92,6 +92,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    reservations (id, sku) {
+        id -> Text,
+        sku -> Text,
+        quantity -> BigInt,
+        session_id -> Nullable<Text>,
+        state -> Text,
+        expires_at -> BigInt,
+        created_at -> BigInt,
+        settled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
     access_grants (session_id, sku) {
         session_id -> Text,
         sku -> Text,
@@ -179,6 +192,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     effects,
     inventory,
     stock_movements,
+    reservations,
     access_grants,
     shipments,
     refunds,

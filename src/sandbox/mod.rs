@@ -3,6 +3,7 @@
 //! newcomer needs no Stripe account; the test suite runs it on a port of its own.
 
 mod api;
+mod creating;
 mod disputes;
 mod double;
 mod hosted;

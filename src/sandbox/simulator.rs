@@ -8,7 +8,7 @@ use actix_web::web;
 use serde_json::Value;
 
 use super::state::{EventRecord, SessionSpec, Shared, WebhookTarget};
-use super::{api, disputes, hosted, objects, refunds};
+use super::{api, creating, disputes, hosted, objects, refunds};
 use crate::catalog::Catalog;
 
 /// A Stripe simulator; cheap to clone.
@@ -46,7 +46,10 @@ impl Simulator {
     pub fn configure(&self, config: &mut web::ServiceConfig) {
         config
             .app_data(web::Data::new(self.shared.clone()))
-            .route("/v1/checkout/sessions", web::post().to(api::create_session))
+            .route(
+                "/v1/checkout/sessions",
+                web::post().to(creating::create_session),
+            )
             .route("/v1/checkout/sessions", web::get().to(api::list_sessions))
             .route("/v1/refunds", web::post().to(refunds::create_refund))
             .route("/v1/checkout/sessions/{id}", web::get().to(api::retrieve))

@@ -14,6 +14,9 @@ use crate::catalog::Catalog;
 /// How many arrival times of API requests the simulator remembers.
 pub const CALL_TIMES_KEPT: usize = 100_000;
 
+/// How long a session stays open unless created with `expires_at`: 24 hours, as at Stripe.
+pub const DEFAULT_EXPIRY_SECS: i64 = 86_400;
+
 /// A session the simulator knows.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
@@ -30,6 +33,10 @@ pub struct SessionSpec {
     pub cancel_url: Option<String>,
     /// Seconds since the epoch.
     pub created: i64,
+    /// When the session stops taking payment, in seconds since the epoch.
+    pub expires_at: i64,
+    /// The metadata it was created with.
+    pub metadata: serde_json::Map<String, Value>,
     /// The connected account the session belongs to (Stripe Connect): the API shows it
     /// only to requests that name this account in `Stripe-Account`, and its events carry
     /// `account`.
@@ -59,6 +66,8 @@ impl SessionSpec {
             success_url: None,
             cancel_url: None,
             created: crate::db::now_ms() / 1000,
+            expires_at: crate::db::now_ms() / 1000 + DEFAULT_EXPIRY_SECS,
+            metadata: serde_json::Map::new(),
             account: None,
         }
     }
@@ -130,6 +139,9 @@ impl SessionSpec {
             self.email.as_deref(),
         );
         session["created"] = self.created.into();
+        session["expires_at"] = self.expires_at.into();
+        session["customer_email"] = self.email.clone().into();
+        session["metadata"] = Value::Object(self.metadata.clone());
         session["url"] = if self.status == "open" {
             format!("{hosted}/checkout/{id}").into()
         } else {

@@ -28,6 +28,22 @@ pub struct NewCheckout {
     pub collect_shipping: bool,
     pub success_url: String,
     pub cancel_url: String,
+    /// When Stripe expires the session, in seconds since the epoch (30 minutes to 24
+    /// hours away); Stripe's default of 24 hours when `None`.
+    pub expires_at: Option<i64>,
+    /// fulfilld's id of the stock held for the session, kept in its metadata as
+    /// `fulfilld_reservation`.
+    pub reservation: Option<String>,
+    /// Filled in on the payment page.
+    pub customer_email: Option<String>,
+}
+
+/// A Checkout Session Stripe created.
+#[derive(Debug, Clone)]
+pub struct CreatedCheckout {
+    pub id: String,
+    /// Where to send the customer.
+    pub url: String,
 }
 
 /// One page of a Stripe list.
@@ -189,9 +205,12 @@ impl StripeGateway {
             .transpose()
     }
 
-    /// Creates a Checkout Session in payment mode and returns the URL to send the
-    /// customer to. Tried once: a repeat could create a second session.
-    pub async fn create_checkout_session(&self, new: &NewCheckout) -> Result<String, GatewayError> {
+    /// Creates a Checkout Session in payment mode. Sent again only with the same
+    /// idempotency key, so Stripe creates one session however often it arrives.
+    pub async fn create_checkout_session(
+        &self,
+        new: &NewCheckout,
+    ) -> Result<CreatedCheckout, GatewayError> {
         let items: Vec<_> = new
             .items
             .iter()
@@ -207,6 +226,15 @@ impl StripeGateway {
             .line_items(items)
             .success_url(new.success_url.clone())
             .cancel_url(new.cancel_url.clone());
+        if let Some(expires_at) = new.expires_at {
+            request = request.expires_at(expires_at);
+        }
+        if let Some(email) = &new.customer_email {
+            request = request.customer_email(email.clone());
+        }
+        if let Some(reservation) = &new.reservation {
+            request = request.metadata([("fulfilld_reservation".to_owned(), reservation.clone())]);
+        }
         if new.collect_shipping {
             let countries: Vec<_> = SHIPPING_COUNTRIES
                 .iter()
@@ -231,8 +259,12 @@ impl StripeGateway {
                     .send(&self.client)
             })
             .await?;
-        session.url.ok_or_else(|| {
+        let url = session.url.ok_or_else(|| {
             GatewayError::Unavailable("Stripe created a session without a URL".into())
+        })?;
+        Ok(CreatedCheckout {
+            id: session.id.to_string(),
+            url,
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod api;
 mod clients;
 mod health;
 mod landing;
@@ -21,7 +22,8 @@ use actix_web::web;
 use crate::access::AccessSigner;
 use crate::actors::Sessions;
 use crate::catalog::Catalog;
-use crate::configuration::Secret;
+use crate::checkout::Opener;
+use crate::configuration::{CheckoutConfig, Secret};
 use crate::db::Database;
 use crate::effects::Outbox;
 use crate::inbox::{Inbox, Workers};
@@ -77,6 +79,21 @@ pub struct AppState {
     pub access: AccessSigner,
     /// The inbox's and outbox's latest figures, for `/metrics`.
     pub figures: FiguresCache,
+    /// How the checkouts fulfilld opens are made.
+    pub checkout: CheckoutConfig,
+}
+
+impl AppState {
+    /// Opens checkouts for the storefront and the API.
+    pub fn opener(&self) -> Opener<'_> {
+        Opener {
+            db: &self.db,
+            stripe: &self.stripe,
+            catalog: &self.catalog,
+            public_url: &self.public_url,
+            hold: self.checkout.reservation,
+        }
+    }
 }
 
 /// Registers every route.
@@ -85,6 +102,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/webhook")
             .app_data(web::PayloadConfig::new(WEBHOOK_BODY_LIMIT))
             .route(web::post().to(webhook::receive)),
+    )
+    .service(
+        web::resource("/api/checkout-sessions")
+            .app_data(web::PayloadConfig::new(api::API_BODY_LIMIT))
+            .route(web::post().to(api::create)),
     )
     .route("/", web::get().to(storefront::index))
     .route("/checkout", web::post().to(storefront::checkout))

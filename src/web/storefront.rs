@@ -7,19 +7,17 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::AppState;
+use super::api::csrf_token;
 use crate::catalog::Kind;
+use crate::checkout::{Cart, MAX_QUANTITY, OpenError};
 use crate::domain::format_amount;
-use crate::stripe::listing::NewCheckout;
-
-/// The most of one product a single checkout buys.
-const MAX_QUANTITY: u64 = 20;
 
 struct ProductView {
     price: String,
     name: String,
     amount: String,
     digital: bool,
-    /// Physical goods only: what is left (never below zero for customers).
+    /// Physical goods only: what a new checkout may still take (never below zero).
     stock: Option<i64>,
 }
 
@@ -31,6 +29,8 @@ struct ShopPage<'a> {
     products: Vec<ProductView>,
     max_quantity: u64,
     problem: Option<&'a str>,
+    /// Repeated by the page's scripts to `POST /api/checkout-sessions`.
+    csrf: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,8 +39,8 @@ pub struct BuyForm {
     quantity: String,
 }
 
-pub async fn index(state: web::Data<AppState>) -> HttpResponse {
-    shop_page(&state, StatusCode::OK, None).await
+pub async fn index(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    shop_page(&request, &state, StatusCode::OK, None).await
 }
 
 pub async fn checkout(
@@ -48,28 +48,20 @@ pub async fn checkout(
     form: web::Form<BuyForm>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let Some(product) = state
-        .catalog
-        .products()
-        .iter()
-        .find(|p| p.price == form.price)
-    else {
-        return shop_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            Some("That product is not in the shop."),
-        )
-        .await;
-    };
-    let quantity = match form.quantity.trim().parse::<u64>() {
-        Ok(quantity) if (1..=MAX_QUANTITY).contains(&quantity) => quantity,
-        _ => {
-            return shop_page(
-                &state,
-                StatusCode::BAD_REQUEST,
-                Some("Choose a quantity from 1 to 20."),
-            )
-            .await;
+    let quantity = form.quantity.trim().parse::<u64>().unwrap_or(0);
+    let opener = state.opener();
+    let cart = match opener.check(Cart {
+        lines: vec![(form.price.clone(), quantity)],
+        email: None,
+    }) {
+        Ok(cart) => cart,
+        Err(OpenError::UnknownPrice(..)) => {
+            let problem = "That product is not in the shop.";
+            return shop_page(&request, &state, StatusCode::BAD_REQUEST, Some(problem)).await;
+        }
+        Err(_) => {
+            let problem = format!("Choose a quantity from 1 to {MAX_QUANTITY}.");
+            return shop_page(&request, &state, StatusCode::BAD_REQUEST, Some(&problem)).await;
         }
     };
     // A session costs a Stripe call, from the same allowance as a lookup: a bot cannot
@@ -86,22 +78,21 @@ pub async fn checkout(
                  moment and go back to the shop.\n",
             );
     }
-    let new = NewCheckout {
-        items: vec![(product.price.clone(), quantity)],
-        collect_shipping: product.kind == Kind::Physical,
-        success_url: format!(
-            "{}/after-checkout?session_id={{CHECKOUT_SESSION_ID}}",
-            state.public_url
-        ),
-        cancel_url: format!("{}/", state.public_url),
-    };
-    match state.stripe.create_checkout_session(&new).await {
-        Ok(url) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, url))
+    match opener.open(cart).await {
+        Ok(created) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, created.url))
             .finish(),
+        Err(OpenError::SoldOut { name, available }) => {
+            let problem = match available {
+                0 => format!("Sorry, {name} is sold out."),
+                left => format!("Sorry, only {left} of {name} are left."),
+            };
+            shop_page(&request, &state, StatusCode::CONFLICT, Some(&problem)).await
+        }
         Err(error) => {
             tracing::warn!(error = %error, "could not create a Checkout Session");
             shop_page(
+                &request,
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("Checkout is unavailable just now. Nothing was charged; please try again in a minute."),
@@ -111,17 +102,21 @@ pub async fn checkout(
     }
 }
 
-async fn shop_page(state: &AppState, status: StatusCode, problem: Option<&str>) -> HttpResponse {
+async fn shop_page(
+    request: &HttpRequest,
+    state: &AppState,
+    status: StatusCode,
+    problem: Option<&str>,
+) -> HttpResponse {
     let mut products = Vec::with_capacity(state.catalog.products().len());
     for product in state.catalog.products() {
         let stock = match product.kind {
             Kind::Physical => state
                 .db
-                .stock(&product.sku)
+                .available(&product.sku)
                 .await
                 .ok()
-                .flatten()
-                .map(|(stock, _)| stock.max(0)),
+                .map(|available| available.max(0)),
             Kind::Digital => None,
         };
         products.push(ProductView {
@@ -135,17 +130,23 @@ async fn shop_page(state: &AppState, status: StatusCode, problem: Option<&str>) 
             stock,
         });
     }
+    let (csrf, cookie) = csrf_token(request);
     let page = ShopPage {
         shop: &state.shop,
         sandbox: state.sandbox,
         products,
         max_quantity: MAX_QUANTITY,
         problem,
+        csrf: &csrf,
     };
     match page.render() {
-        Ok(body) => HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .body(body),
+        Ok(body) => {
+            let mut response = HttpResponse::build(status);
+            if let Some(cookie) = cookie {
+                response.cookie(cookie);
+            }
+            response.content_type("text/html; charset=utf-8").body(body)
+        }
         Err(error) => {
             tracing::error!(error = %error, "could not render the shop");
             HttpResponse::InternalServerError().finish()

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fulfilld::actors::Sessions;
-use fulfilld::configuration::{EffectSettings, LogFormat, Settings};
+use fulfilld::configuration::{CheckoutSettings, EffectSettings, LogFormat, Settings};
 use fulfilld::db::Database;
 use fulfilld::db::inbox::EventView;
 use fulfilld::domain::{Outcome, SessionId, Status};
@@ -141,6 +141,10 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
             effect_backoff_ms: 50,
             effect_timeout_secs: 3,
             effect_lease_secs: 2,
+        },
+        checkout: CheckoutSettings {
+            reservation_minutes: 30,
+            api_token: None,
         },
     }
 }
@@ -326,24 +330,7 @@ impl TestApp {
 
     /// Runs `statement` on the database behind the engine's back.
     pub async fn execute(&self, statement: &str) {
-        match &self.backend_url {
-            url if url.starts_with("sqlite://") => {
-                use diesel::Connection;
-                let path = url.trim_start_matches("sqlite://");
-                let mut conn = diesel::SqliteConnection::establish(path).expect("SQLite opens");
-                diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
-                    .expect("statement runs");
-            }
-            url => {
-                let mut conn = AsyncPgConnection::establish(url)
-                    .await
-                    .expect("PostgreSQL answers");
-                diesel::sql_query(statement)
-                    .execute(&mut conn)
-                    .await
-                    .expect("statement runs");
-            }
-        }
+        execute_on(&self.backend_url, statement).await;
     }
 
     pub async fn effects(&self, session: &str) -> Vec<(String, String)> {
@@ -628,5 +615,27 @@ pub async fn deliver_each(stripe: &StripeDouble, process: &Process, sessions: &[
             .await
             .status();
         assert_eq!(status, 200);
+    }
+}
+
+/// Runs `statement` on the database at `url`, behind any engine's back.
+pub async fn execute_on(url: &str, statement: &str) {
+    match url {
+        url if url.starts_with("sqlite://") => {
+            use diesel::Connection;
+            let path = url.trim_start_matches("sqlite://");
+            let mut conn = diesel::SqliteConnection::establish(path).expect("SQLite opens");
+            diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
+                .expect("statement runs");
+        }
+        url => {
+            let mut conn = AsyncPgConnection::establish(url)
+                .await
+                .expect("PostgreSQL answers");
+            diesel::sql_query(statement)
+                .execute(&mut conn)
+                .await
+                .expect("statement runs");
+        }
     }
 }

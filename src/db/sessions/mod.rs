@@ -9,6 +9,7 @@ mod rows;
 use self::rows::{EffectRow, GrantRow, MovementRow, SendWrites, SessionRow, ShipmentRow, Write};
 use super::outcomes::{LineItemRow, ReadOutcome};
 use super::refunds::apply_reversals;
+use super::reservations::settled_state;
 use super::schema::checkout_sessions;
 use super::types::DbNow;
 use super::{Database, now_ms, with_connection};
@@ -216,6 +217,13 @@ impl Database {
                 }
                 if claimed {
                     writes.extend(effects.iter().map(Write::Effect));
+                }
+                if claimed && let Some(state) = settled_state(status) {
+                    writes.push(Write::Reservations {
+                        session: id,
+                        state,
+                        now,
+                    });
                 }
                 if let Some(event) = record.event {
                     writes.push(Write::Processed { event, now });

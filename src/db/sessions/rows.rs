@@ -8,9 +8,10 @@ use futures_util::future::{try_join, try_join_all};
 
 use super::super::outcomes::LineItemRow;
 use super::super::prepared::Prepared;
+use super::super::reservations::HELD;
 use super::super::schema::{
-    access_grants, checkout_sessions, effects, line_items, refunds, shipments, stock_movements,
-    webhook_events,
+    access_grants, checkout_sessions, effects, line_items, refunds, reservations, shipments,
+    stock_movements, webhook_events,
 };
 use super::super::sqlite::Connection as SqliteConnection;
 use super::super::types::DbNow;
@@ -87,6 +88,12 @@ pub(super) enum Write<'a> {
     Grant(&'a GrantRow<'a>),
     Shipment(&'a ShipmentRow<'a>),
     Effect(&'a EffectRow<'a>),
+    /// The session's stock holds, settled as its new status says.
+    Reservations {
+        session: &'a str,
+        state: &'static str,
+        now: i64,
+    },
     /// The stored event the record carries out, marked processed and its claim let go.
     Processed {
         event: &'a str,
@@ -116,6 +123,20 @@ macro_rules! statement {
                 .values(*row)
                 .on_conflict_do_nothing()
                 .execute($conn),
+            Write::Reservations {
+                session,
+                state,
+                now,
+            } => diesel::update(
+                reservations::table
+                    .filter(reservations::session_id.eq(*session))
+                    .filter(reservations::state.eq(HELD)),
+            )
+            .set((
+                reservations::state.eq(*state),
+                reservations::settled_at.eq(*now),
+            ))
+            .execute($conn),
             Write::Processed { event, now } => Prepared(
                 diesel::update(
                     webhook_events::table

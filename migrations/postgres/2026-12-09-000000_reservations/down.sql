@@ -1,0 +1,2 @@
+DROP INDEX stock_movements_unapplied;
+DROP TABLE reservations;

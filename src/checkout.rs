@@ -1,0 +1,173 @@
+//! Opening a Checkout Session for a cart, as the storefront does: the catalog's checks,
+//! then the physical goods held, then the session created at Stripe to expire when the
+//! hold does.
+//!
+//! The hold is written before Stripe is asked, so a sold-out cart costs no Stripe call.
+//! If Stripe refuses or cannot be reached, the hold is released at once; if this process
+//! dies in between, the hold runs out with the session it was for (see
+//! [`crate::reservations`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::catalog::{Catalog, Kind};
+use crate::db::Database;
+use crate::db::reservations::Reserved;
+use crate::stripe::listing::{CreatedCheckout, NewCheckout};
+use crate::stripe::{GatewayError, StripeGateway};
+
+/// The most of one product a single checkout buys.
+pub const MAX_QUANTITY: u64 = 20;
+/// The most lines one checkout has.
+pub const MAX_LINES: usize = 20;
+
+/// A cart: (Stripe Price id, quantity) lines.
+#[derive(Debug, Clone)]
+pub struct Cart {
+    pub lines: Vec<(String, u64)>,
+    /// The customer's address, filled in on the payment page.
+    pub email: Option<String>,
+}
+
+/// Why no session was opened. Nothing is held after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("line {0}: the price {1:?} is not in the shop")]
+    UnknownPrice(usize, String),
+    #[error("line {0}: the quantity must be from 1 to {MAX_QUANTITY}")]
+    Quantity(usize),
+    #[error("a checkout has 1 to {MAX_LINES} lines")]
+    Lines,
+    /// `name` has `available` units left, fewer than the cart asks for.
+    #[error("{name} is sold out: {available} left")]
+    SoldOut { name: String, available: i64 },
+    #[error("Stripe could not create the session: {0}")]
+    Stripe(GatewayError),
+    #[error(transparent)]
+    Database(anyhow::Error),
+}
+
+/// What opening a checkout needs.
+pub struct Opener<'a> {
+    pub db: &'a Database,
+    pub stripe: &'a StripeGateway,
+    pub catalog: &'a Catalog,
+    pub public_url: &'a str,
+    /// How long the session stays open and its goods held.
+    pub hold: Duration,
+}
+
+/// A cart the catalog accepts: what [`Opener::check`] makes and [`Opener::open`] takes.
+#[derive(Debug)]
+pub struct Checked {
+    lines: Vec<(String, u64)>,
+    /// Units of each physical SKU, to be held.
+    physical: BTreeMap<String, i64>,
+    email: Option<String>,
+}
+
+impl Opener<'_> {
+    /// Checks `cart` against the catalog; costs nothing, changes nothing.
+    pub fn check(&self, cart: Cart) -> Result<Checked, OpenError> {
+        if cart.lines.is_empty() || cart.lines.len() > MAX_LINES {
+            return Err(OpenError::Lines);
+        }
+        let mut physical: BTreeMap<String, i64> = BTreeMap::new();
+        for (index, (price, quantity)) in cart.lines.iter().enumerate() {
+            let product = self
+                .catalog
+                .products()
+                .iter()
+                .find(|p| &p.price == price)
+                .ok_or_else(|| OpenError::UnknownPrice(index, price.clone()))?;
+            if !(1..=MAX_QUANTITY).contains(quantity) {
+                return Err(OpenError::Quantity(index));
+            }
+            if product.kind == Kind::Physical {
+                // At most 20 lines of at most 20: no overflow.
+                *physical.entry(product.sku.clone()).or_default() += *quantity as i64;
+            }
+        }
+        Ok(Checked {
+            lines: cart.lines,
+            physical,
+            email: cart.email,
+        })
+    }
+
+    /// Holds a checked cart's physical goods and creates its session.
+    pub async fn open(&self, cart: Checked) -> Result<CreatedCheckout, OpenError> {
+        let Checked {
+            lines,
+            physical,
+            email,
+        } = cart;
+        let collect_shipping = !physical.is_empty();
+        let now = crate::db::now_ms();
+        let expires_at = now + i64::try_from(self.hold.as_millis()).unwrap_or(i64::MAX / 2);
+        let reservation = match physical.is_empty() {
+            true => None,
+            false => {
+                let id = format!("res_{:032x}", fastrand::u128(..));
+                let held: Vec<_> = physical.into_iter().collect();
+                match self
+                    .db
+                    .reserve(&id, &held, expires_at)
+                    .await
+                    .map_err(OpenError::Database)?
+                {
+                    Reserved::Held => Some(id),
+                    Reserved::SoldOut { sku, available } => {
+                        return Err(OpenError::SoldOut {
+                            name: self.name_of(&sku),
+                            available,
+                        });
+                    }
+                }
+            }
+        };
+        let new = NewCheckout {
+            items: lines,
+            collect_shipping,
+            success_url: format!(
+                "{}/after-checkout?session_id={{CHECKOUT_SESSION_ID}}",
+                self.public_url
+            ),
+            cancel_url: format!("{}/", self.public_url),
+            expires_at: Some(expires_at / 1000),
+            reservation: reservation.clone(),
+            customer_email: email,
+        };
+        let created = self.stripe.create_checkout_session(&new).await;
+        let Some(reservation) = reservation else {
+            return created.map_err(OpenError::Stripe);
+        };
+        match created {
+            Ok(created) => {
+                self.db
+                    .attach_reservation(&reservation, &created.id)
+                    .await
+                    .map_err(OpenError::Database)?;
+                Ok(created)
+            }
+            Err(error) => {
+                // No session: nobody can pay for these goods. A release that fails now
+                // happens when the hold runs out.
+                if let Err(failed) = self.db.release_reservation(&reservation).await {
+                    tracing::warn!(error = %format!("{failed:#}"), "could not release a hold at once");
+                }
+                Err(OpenError::Stripe(error))
+            }
+        }
+    }
+
+    /// The name customers know a SKU by.
+    fn name_of(&self, sku: &str) -> String {
+        self.catalog
+            .products()
+            .iter()
+            .find(|p| p.sku == sku)
+            .and_then(|p| p.name.clone())
+            .unwrap_or_else(|| sku.to_owned())
+    }
+}

@@ -1,0 +1,256 @@
+//! Stock held while a customer pays: reserved when fulfilld creates the session, taken
+//! when it is fulfilled, released when it expires or its payment fails.
+//!
+//! What a SKU has available is its stock, less the movements recorded but not yet applied
+//! (fulfilments whose inventory effect has not run), less the holds still held. A hold
+//! becomes its session's movement in the transaction that records the fulfilment, so the
+//! units are counted once throughout. On PostgreSQL a reservation locks the SKUs' stock
+//! rows, in SKU order, before it counts, so reservations of one SKU on any replica take
+//! turns; on SQLite every write takes the database's one write lock.
+
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::schema::{checkout_sessions, inventory, reservations, stock_movements};
+use super::{Database, now_ms, with_connection};
+use crate::domain::Status;
+
+/// A hold's state, as stored.
+pub const HELD: &str = "held";
+pub const TAKEN: &str = "taken";
+pub const RELEASED: &str = "released";
+
+/// What [`Database::reserve`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    /// Every line is held until the session's expiry.
+    Held,
+    /// Nothing is held: `sku` has only `available` left.
+    SoldOut { sku: String, available: i64 },
+}
+
+/// A hold whose session's expiry has passed: what the sweep looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReservation {
+    pub id: String,
+    /// `None` when Stripe never answered with a session (or the answer was not stored).
+    pub session_id: Option<String>,
+}
+
+/// What a session's recorded status does to its holds: a fulfilled session's become its
+/// stock movements, an expired or failed one's are released; a session still waiting for
+/// its payment keeps them.
+pub fn settled_state(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Fulfilled | Status::Refunded | Status::PartiallyRefunded | Status::Disputed => {
+            Some(TAKEN)
+        }
+        Status::Expired | Status::PaymentFailed => Some(RELEASED),
+        Status::AwaitingPayment => None,
+    }
+}
+
+/// Units of `$sku` available on `$conn`, inside the caller's transaction.
+macro_rules! available {
+    ($conn:expr, $sku:expr) => {{
+        let stock = inventory::table
+            .find($sku)
+            .select(inventory::stock)
+            .first::<i64>($conn)
+            .await
+            .optional()?
+            .unwrap_or(0);
+        let moving: Vec<i64> = stock_movements::table
+            .filter(stock_movements::sku.eq($sku))
+            .filter(stock_movements::applied_at.is_null())
+            .select(stock_movements::quantity)
+            .load($conn)
+            .await?;
+        let held: Vec<i64> = reservations::table
+            .filter(reservations::sku.eq($sku))
+            .filter(reservations::state.eq(HELD))
+            .select(reservations::quantity)
+            .load($conn)
+            .await?;
+        stock - moving.iter().sum::<i64>() - held.iter().sum::<i64>()
+    }};
+}
+
+impl Database {
+    /// Holds `lines` (SKU, quantity) under `id` until `expires_at` (ms), all or none: if
+    /// any SKU has fewer units available than asked for, nothing is held and the first
+    /// such SKU is named.
+    pub async fn reserve(
+        &self,
+        id: &str,
+        lines: &[(String, i64)],
+        expires_at: i64,
+    ) -> anyhow::Result<Reserved> {
+        let now = now_ms();
+        let mut lines = lines.to_vec();
+        // SKU order: reservations lock stock rows in one order, so they never deadlock.
+        lines.sort();
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                // Each SKU's stock row is locked first (an update that changes nothing)
+                // and counted after, in statements of their own: under READ COMMITTED the
+                // count then sees every hold committed by whoever held the lock before.
+                for (sku, _) in &lines {
+                    diesel::update(inventory::table.find(sku))
+                        .set(inventory::updated_at.eq(inventory::updated_at))
+                        .execute(conn)
+                        .await?;
+                }
+                for (sku, quantity) in &lines {
+                    let available = available!(conn, sku);
+                    if available < *quantity {
+                        return Ok::<_, anyhow::Error>(Reserved::SoldOut {
+                            sku: sku.clone(),
+                            available: available.max(0),
+                        });
+                    }
+                }
+                for (sku, quantity) in &lines {
+                    diesel::insert_into(reservations::table)
+                        .values((
+                            reservations::id.eq(id),
+                            reservations::sku.eq(sku),
+                            reservations::quantity.eq(quantity),
+                            reservations::state.eq(HELD),
+                            reservations::expires_at.eq(expires_at),
+                            reservations::created_at.eq(now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(Reserved::Held)
+            })
+            .await
+            .context("could not reserve stock")
+        })
+    }
+
+    /// Names the session Stripe created for hold `id`, so that recording the session
+    /// settles it.
+    pub async fn attach_reservation(&self, id: &str, session_id: &str) -> anyhow::Result<()> {
+        with_connection!(self, |conn| {
+            diesel::update(reservations::table.filter(reservations::id.eq(id)))
+                .set(reservations::session_id.eq(session_id))
+                .execute(conn)
+                .await
+                .context("could not store the reservation's session")
+        })?;
+        Ok(())
+    }
+
+    /// Releases hold `id` if it is still held: the session was never created, or never
+    /// will be paid.
+    pub async fn release_reservation(&self, id: &str) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let released = with_connection!(self, |conn| {
+            diesel::update(
+                reservations::table
+                    .filter(reservations::id.eq(id))
+                    .filter(reservations::state.eq(HELD)),
+            )
+            .set((
+                reservations::state.eq(RELEASED),
+                reservations::settled_at.eq(now),
+            ))
+            .execute(conn)
+            .await
+            .context("could not release the reservation")
+        })?;
+        Ok(released > 0)
+    }
+
+    /// Settles session `session_id`'s holds as its recorded `status` says (see
+    /// [`settled_state`]); true if any was still held.
+    pub async fn settle_reservations(
+        &self,
+        session_id: &str,
+        status: Status,
+    ) -> anyhow::Result<bool> {
+        let Some(state) = settled_state(status) else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        let settled = with_connection!(self, |conn| {
+            diesel::update(
+                reservations::table
+                    .filter(reservations::session_id.eq(session_id))
+                    .filter(reservations::state.eq(HELD)),
+            )
+            .set((
+                reservations::state.eq(state),
+                reservations::settled_at.eq(now),
+            ))
+            .execute(conn)
+            .await
+            .context("could not settle the reservation")
+        })?;
+        Ok(settled > 0)
+    }
+
+    /// Holds whose session expired before `before` (ms), oldest first, one entry per
+    /// hold however many SKUs it covers; not those of sessions awaiting a payment.
+    pub async fn due_reservations(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<DueReservation>> {
+        let rows = with_connection!(self, |conn| {
+            reservations::table
+                .filter(reservations::state.eq(HELD))
+                .filter(reservations::expires_at.lt(before))
+                // A session waiting for a delayed payment keeps its hold until the
+                // payment's own event settles it, and costs no Stripe call meanwhile.
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    checkout_sessions::table
+                        .filter(
+                            checkout_sessions::id
+                                .nullable()
+                                .eq(reservations::session_id),
+                        )
+                        .filter(checkout_sessions::status.eq(Status::AwaitingPayment)),
+                )))
+                .order((reservations::expires_at, reservations::id))
+                .select((reservations::id, reservations::session_id))
+                .limit(limit)
+                .load::<(String, Option<String>)>(conn)
+                .await
+                .context("could not read the reservations due")
+        })?;
+        let mut due: Vec<DueReservation> = Vec::with_capacity(rows.len());
+        for (id, session_id) in rows {
+            if due.last().is_none_or(|last| last.id != id) {
+                due.push(DueReservation { id, session_id });
+            }
+        }
+        Ok(due)
+    }
+
+    /// Units of `sku` a new session may still take.
+    pub async fn available(&self, sku: &str) -> anyhow::Result<i64> {
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| Ok::<_, anyhow::Error>(available!(conn, sku)))
+                .await
+                .context("could not count the stock available")
+        })
+    }
+
+    /// The units of `sku` held now.
+    pub async fn held(&self, sku: &str) -> anyhow::Result<i64> {
+        let held: Vec<i64> = with_connection!(self, |conn| {
+            reservations::table
+                .filter(reservations::sku.eq(sku))
+                .filter(reservations::state.eq(HELD))
+                .select(reservations::quantity)
+                .load(conn)
+                .await
+                .context("could not count the stock held")
+        })?;
+        Ok(held.iter().sum())
+    }
+}

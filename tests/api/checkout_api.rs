@@ -1,0 +1,241 @@
+//! `POST /api/checkout-sessions`: sessions for the merchant's own front end, with the
+//! storefront's checks, holds and pacing, for the token's holder or the shop's own pages.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, backends, spawn_app_with};
+
+const TOKEN: &str = "a-token-of-thirty-two-characters-at-least";
+
+async fn api_app(backend: &crate::helpers::Backend, per_minute: u32) -> TestApp {
+    spawn_app_with(backend, |settings| {
+        settings.checkout.api_token = Some(TOKEN.into());
+        settings.client_lookups_per_min = per_minute;
+    })
+    .await
+}
+
+async fn post(app: &TestApp, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(format!("{}/api/checkout-sessions", app.address))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("fulfilld answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn the_token_holder_gets_a_session_that_holds_its_goods_until_it_expires() {
+    for backend in backends() {
+        let app = api_app(&backend, 100).await;
+        let body = json!({
+            "lines": [{"price": "price_mug", "quantity": 2}, {"price": "price_ebook", "quantity": 1}],
+            "email": "jenny.rosen@example.com"
+        });
+        let before = fulfilld::db::now_ms() / 1000;
+        let (status, created) = post(&app, Some(TOKEN), &body.to_string()).await;
+
+        assert_eq!(status, 201, "{created} on {}", app.backend);
+        let id = created["id"].as_str().unwrap();
+        assert!(id.starts_with("cs_test_"), "{created}");
+        assert!(created["url"].as_str().unwrap().contains(id), "{created}");
+        assert_eq!(app.db.held("MUG").await.unwrap(), 2);
+        assert_eq!(app.db.available("MUG").await.unwrap(), 8);
+        let session = app.stripe.session_object(id).expect("created at Stripe");
+        assert_eq!(session["customer_email"], "jenny.rosen@example.com");
+        let expires_at = session["expires_at"].as_i64().unwrap();
+        assert!(
+            (before + 1800..=before + 1805).contains(&expires_at),
+            "{expires_at}"
+        );
+        assert!(
+            session["metadata"]["fulfilld_reservation"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("res_")),
+            "{session}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn bad_input_is_refused_naming_the_field_and_holds_nothing() {
+    for backend in backends() {
+        let app = api_app(&backend, 100).await;
+        let mug = r#"{"price": "price_mug", "quantity": 1}"#;
+        let cases = [
+            ("not json", "body"),
+            ("[]", "body"),
+            ("{}", "lines"),
+            (r#"{"lines": []}"#, "lines"),
+            (r#"{"lines": {}}"#, "lines"),
+            (
+                r#"{"lines": [{"price": "price_mug"}]}"#,
+                "lines[0].quantity",
+            ),
+            (
+                r#"{"lines": [{"price": "price_mug", "quantity": 0}]}"#,
+                "lines[0].quantity",
+            ),
+            (
+                r#"{"lines": [{"price": "price_mug", "quantity": 1.5}]}"#,
+                "lines[0].quantity",
+            ),
+            (
+                r#"{"lines": [{"price": "price_mug", "quantity": 21}]}"#,
+                "lines[0].quantity",
+            ),
+            (
+                r#"{"lines": [{"price": "price_mug", "quantity": -1}]}"#,
+                "lines[0].quantity",
+            ),
+            (r#"{"lines": [{"quantity": 1}]}"#, "lines[0].price"),
+            (
+                r#"{"lines": [{"price": "price_nope", "quantity": 1}]}"#,
+                "lines[0].price",
+            ),
+            (
+                r#"{"lines": [{"price": "price_mug", "quantity": 1, "discount": 5}]}"#,
+                "lines[0].discount",
+            ),
+            (
+                &format!(r#"{{"lines": [{mug}], "email": "nope"}}"#),
+                "email",
+            ),
+            (&format!(r#"{{"lines": [{mug}], "email": 7}}"#), "email"),
+            (
+                &format!(r#"{{"lines": [{mug}], "coupon": "FREE"}}"#),
+                "coupon",
+            ),
+            (
+                &format!(r#"{{"lines": [{}]}}"#, vec![mug; 21].join(",")),
+                "lines",
+            ),
+        ];
+        for (body, field) in cases {
+            let (status, answer) = post(&app, Some(TOKEN), body).await;
+            assert_eq!(status, 400, "{body}: {answer}");
+            assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+            assert_eq!(answer["error"]["code"], "invalid_request", "{body}");
+        }
+        assert_eq!(app.db.held("MUG").await.unwrap(), 0);
+        assert_eq!(app.stripe.total_calls(), 0);
+    }
+}
+
+#[actix_web::test]
+async fn without_the_token_or_the_shops_own_csrf_token_nothing_is_created() {
+    for backend in backends() {
+        let app = api_app(&backend, 100).await;
+        let body = json!({"lines": [{"price": "price_mug", "quantity": 1}]}).to_string();
+        for token in [None, Some("wrong"), Some(&TOKEN[1..])] {
+            let response = app
+                .client
+                .post(format!("{}/api/checkout-sessions", app.address))
+                .header(
+                    "authorization",
+                    token.map(|t| format!("Bearer {t}")).unwrap_or_default(),
+                )
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401, "{token:?}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        }
+
+        // The shop's page gives its visitor a CSRF cookie and repeats it in the page.
+        let shop = app
+            .client
+            .get(format!("{}/", app.address))
+            .send()
+            .await
+            .unwrap();
+        let cookie = shop
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .find_map(|value| value.strip_prefix("fulfilld_csrf="))
+            .and_then(|value| value.split(';').next())
+            .expect("CSRF cookie")
+            .to_owned();
+        let page = shop.text().await.unwrap();
+        assert!(page.contains(&format!(r#"<meta name="csrf-token" content="{cookie}">"#)));
+        let from = |origin: &str, header: &str| {
+            app.client
+                .post(format!("{}/api/checkout-sessions", app.address))
+                .header("origin", origin)
+                .header("cookie", format!("fulfilld_csrf={cookie}"))
+                .header("x-csrf-token", header)
+                .body(body.clone())
+                .send()
+        };
+        // Another site, or the shop without the page's token: refused.
+        assert_eq!(
+            from("https://evil.example", &cookie)
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+        assert_eq!(
+            from("http://localhost:4242", "0123")
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+        assert_eq!(app.db.held("MUG").await.unwrap(), 0);
+        assert_eq!(app.stripe.total_calls(), 0);
+        // The shop's own page, with its token.
+        let created = from("http://localhost:4242", &cookie).await.unwrap();
+        assert_eq!(created.status(), 201);
+        assert_eq!(app.db.held("MUG").await.unwrap(), 1);
+    }
+}
+
+#[actix_web::test]
+async fn a_client_past_its_allowance_waits_and_a_sold_out_cart_is_a_409() {
+    for backend in backends() {
+        // A burst of a quarter of the minute's allowance: three.
+        let app = api_app(&backend, 12).await;
+        app.execute("UPDATE inventory SET stock = 2 WHERE sku = 'MUG'")
+            .await;
+        let two = json!({"lines": [{"price": "price_mug", "quantity": 2}]}).to_string();
+        let one = json!({"lines": [{"price": "price_mug", "quantity": 1}]}).to_string();
+
+        let (status, _) = post(&app, Some(TOKEN), &two).await;
+        assert_eq!(status, 201);
+        let (status, answer) = post(&app, Some(TOKEN), &one).await;
+        assert_eq!(status, 409, "{answer}");
+        assert_eq!(answer["error"]["code"], "sold_out");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Enamel mug"),
+            "{answer}"
+        );
+        let (status, _) = post(&app, Some(TOKEN), &one).await;
+        assert_eq!(status, 409);
+        // The fourth within the minute: refused before anything is counted or created.
+        let calls = app.stripe.total_calls();
+        let response = app
+            .client
+            .post(format!("{}/api/checkout-sessions", app.address))
+            .bearer_auth(TOKEN)
+            .body(one.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429);
+        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(app.stripe.total_calls(), calls);
+        assert_eq!(app.db.held("MUG").await.unwrap(), 2);
+    }
+}

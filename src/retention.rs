@@ -1,6 +1,6 @@
 //! Pruning: processed webhook events are deleted once older than `EVENT_RETENTION`, by
 //! the leading replica, in small batches so that no statement holds the table for long;
-//! expired admin sign-ins go at the same time.
+//! expired admin sign-ins, and stock holds settled as long ago, go at the same time.
 
 use std::time::Duration;
 
@@ -28,6 +28,13 @@ pub fn spawn_pruner(db: Database, retention: Duration, mut leading: watch::Recei
                 tracing::warn!(error = %format!("{error:#}"), "could not forget expired sign-ins");
             }
             let before = now_ms() - millis(retention);
+            match db.prune_reservations(before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(holds = pruned, "pruned settled stock holds"),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "could not prune settled stock holds");
+                }
+            }
             match prune(&db, before).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(events = pruned, "pruned processed events"),

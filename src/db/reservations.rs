@@ -231,6 +231,16 @@ impl Database {
         Ok(due)
     }
 
+    /// Forgets holds settled before `before` (ms); returns how many.
+    pub async fn prune_reservations(&self, before: i64) -> anyhow::Result<usize> {
+        with_connection!(self, |conn| {
+            diesel::delete(reservations::table.filter(reservations::settled_at.lt(before)))
+                .execute(conn)
+                .await
+                .context("could not prune settled reservations")
+        })
+    }
+
     /// Units of `sku` a new session may still take.
     pub async fn available(&self, sku: &str) -> anyhow::Result<i64> {
         with_connection!(self, |conn| {

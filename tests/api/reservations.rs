@@ -295,5 +295,11 @@ async fn the_sweep_asks_stripe_and_never_releases_a_paid_session() {
             }
         );
         assert_eq!(app.stripe.calls(&waiting), calls);
+
+        // Retention forgets the settled holds, never the held ones.
+        let later = fulfilld::db::now_ms() + 1;
+        assert_eq!(app.db.prune_reservations(later).await.unwrap(), 3);
+        assert_eq!(app.db.held("MUG").await.unwrap(), 2);
+        assert_eq!(app.db.available("MUG").await.unwrap(), 7);
     }
 }

@@ -121,6 +121,7 @@ impl Application {
         .await?;
         if let Some(simulator) = &simulator {
             simulator.accept_only(core.secret_key.expose());
+            simulator.spawn_expiry(Duration::from_secs(15));
         }
         let clients = Arc::new(ClientLimits::new(
             config.client_lookups_per_min,

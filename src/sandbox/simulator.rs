@@ -250,6 +250,33 @@ impl Simulator {
         hosted::emit(&self.shared, event_type, id).await
     }
 
+    /// Expires open sessions once past their `expires_at`, and sends
+    /// `checkout.session.expired` for each, as Stripe does; checks every `every`.
+    pub fn spawn_expiry(&self, every: std::time::Duration) {
+        let simulator = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = crate::db::now_ms() / 1000;
+                let due: Vec<String> = {
+                    let mut state = simulator.shared.lock();
+                    state
+                        .sessions
+                        .iter_mut()
+                        .filter(|(_, spec)| spec.status == "open" && spec.expires_at <= now)
+                        .map(|(id, spec)| {
+                            spec.status = "expired".into();
+                            id.clone()
+                        })
+                        .collect()
+                };
+                for id in due {
+                    simulator.emit("checkout.session.expired", &id).await;
+                }
+            }
+        });
+    }
+
     /// Every event created so far, oldest first.
     pub fn events(&self) -> Vec<EventRecord> {
         self.shared.lock().events.clone()

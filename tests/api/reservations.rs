@@ -11,7 +11,8 @@ use fulfilld::sandbox::StripeDouble;
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    Backend, CATALOG, Process, TestApp, backends, execute_on, spawn_app_with, wait_for_status,
+    Backend, CATALOG, Process, TestApp, WEBHOOK_SECRET, backends, execute_on, spawn_app_with,
+    wait_for_status,
 };
 
 /// A client that shows redirects instead of following them, as a test of the storefront
@@ -301,5 +302,29 @@ async fn the_sweep_asks_stripe_and_never_releases_a_paid_session() {
         assert_eq!(app.db.prune_reservations(later).await.unwrap(), 3);
         assert_eq!(app.db.held("MUG").await.unwrap(), 2);
         assert_eq!(app.db.available("MUG").await.unwrap(), 7);
+    }
+}
+
+#[actix_web::test]
+async fn an_abandoned_checkout_expires_at_stripe_and_its_units_come_back() {
+    for backend in backends() {
+        let app = shop(&backend).await;
+        let (status, session) = checkout(&browser(), &app.address, "price_mug", 4).await;
+        assert_eq!(status, 303);
+        let session = session.unwrap();
+        assert_eq!(app.db.available("MUG").await.unwrap(), 6);
+
+        // Stripe expires the session at its `expires_at` and says so by webhook.
+        let mut spec = app.stripe.remove_session(&session).unwrap();
+        spec.expires_at = fulfilld::db::now_ms() / 1000 - 1;
+        app.stripe.insert_session(&session, spec);
+        app.stripe
+            .send_webhooks_to(&format!("{}/webhook", app.address), WEBHOOK_SECRET);
+        app.stripe
+            .spawn_expiry(std::time::Duration::from_millis(50));
+
+        wait_for_status(&app.db, &session, Status::Expired).await;
+        assert_eq!(app.db.held("MUG").await.unwrap(), 0);
+        assert_eq!(app.db.available("MUG").await.unwrap(), 10);
     }
 }

@@ -11,13 +11,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::catalog::{Catalog, Kind};
-use crate::db::Database;
 use crate::db::reservations::Reserved;
+use crate::db::{Database, millis};
 use crate::stripe::listing::{CreatedCheckout, NewCheckout};
 use crate::stripe::{GatewayError, StripeGateway};
 
-/// The most of one product a single checkout buys.
+/// The most of one product a single checkout buys, whatever its lines.
 pub const MAX_QUANTITY: u64 = 20;
+/// Stripe takes an `expires_at` from 30 minutes to 24 hours after it creates the session,
+/// by its own clock; a minute inside each bound leaves room for the call and clock skew.
+const EARLIEST_EXPIRY: Duration = Duration::from_secs(31 * 60);
+const LATEST_EXPIRY: Duration = Duration::from_secs(24 * 3600 - 60);
 /// The most lines one checkout has.
 pub const MAX_LINES: usize = 20;
 
@@ -34,7 +38,9 @@ pub struct Cart {
 pub enum OpenError {
     #[error("line {0}: the price {1:?} is not in the shop")]
     UnknownPrice(usize, String),
-    #[error("line {0}: the quantity must be from 1 to {MAX_QUANTITY}")]
+    #[error(
+        "line {0}: the quantity must be from 1 to {MAX_QUANTITY}, all lines of a product together"
+    )]
     Quantity(usize),
     #[error("a checkout has 1 to {MAX_LINES} lines")]
     Lines,
@@ -47,6 +53,17 @@ pub enum OpenError {
     Database(anyhow::Error),
 }
 
+impl OpenError {
+    /// The error as logs may show it: Stripe's refusal may quote what the customer
+    /// typed, their email address included, so only its kind is kept.
+    pub fn for_logs(&self) -> String {
+        match self {
+            Self::Stripe(GatewayError::Refused(_)) => "Stripe refused the session".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What opening a checkout needs.
 pub struct Opener<'a> {
     pub db: &'a Database,
@@ -55,6 +72,14 @@ pub struct Opener<'a> {
     pub public_url: &'a str,
     /// How long the session stays open and its goods held.
     pub hold: Duration,
+    /// Stripe's embedded form instead of its hosted page.
+    pub embedded: bool,
+}
+
+/// The `expires_at` (seconds) to ask Stripe for, `hold` after `now` (ms), within what
+/// Stripe takes.
+fn stripe_expiry(hold: Duration, now: i64) -> i64 {
+    (now + millis(hold.clamp(EARLIEST_EXPIRY, LATEST_EXPIRY))) / 1000
 }
 
 /// A cart the catalog accepts: what [`Opener::check`] makes and [`Opener::open`] takes.
@@ -85,7 +110,12 @@ impl Opener<'_> {
             }
             if product.kind == Kind::Physical {
                 // At most 20 lines of at most 20: no overflow.
-                *physical.entry(product.sku.clone()).or_default() += *quantity as i64;
+                let units = physical.entry(product.sku.clone()).or_default();
+                *units += *quantity as i64;
+                // Repeating a line buys no more than one line may.
+                if *units > MAX_QUANTITY as i64 {
+                    return Err(OpenError::Quantity(index));
+                }
             }
         }
         Ok(Checked {
@@ -103,8 +133,7 @@ impl Opener<'_> {
             email,
         } = cart;
         let collect_shipping = !physical.is_empty();
-        let now = crate::db::now_ms();
-        let expires_at = now + i64::try_from(self.hold.as_millis()).unwrap_or(i64::MAX / 2);
+        let held_until = crate::db::now_ms() + millis(self.hold);
         let reservation = match physical.is_empty() {
             true => None,
             false => {
@@ -112,7 +141,7 @@ impl Opener<'_> {
                 let held: Vec<_> = physical.into_iter().collect();
                 match self
                     .db
-                    .reserve(&id, &held, expires_at)
+                    .reserve(&id, &held, held_until)
                     .await
                     .map_err(OpenError::Database)?
                 {
@@ -134,25 +163,31 @@ impl Opener<'_> {
                 self.public_url
             ),
             cancel_url: format!("{}/", self.public_url),
-            expires_at: Some(expires_at / 1000),
+            expires_at: Some(stripe_expiry(self.hold, crate::db::now_ms())),
             reservation: reservation.clone(),
             customer_email: email,
+            embedded: self.embedded,
         };
         let created = self.stripe.create_checkout_session(&new).await;
         let Some(reservation) = reservation else {
             return created.map_err(OpenError::Stripe);
         };
         match created {
-            Ok(created) => {
-                self.db
-                    .attach_reservation(&reservation, &created.id)
-                    .await
-                    .map_err(OpenError::Database)?;
-                Ok(created)
-            }
+            // The hold lasts as long as Stripe keeps the session open.
+            Ok(created) => match self
+                .db
+                .attach_reservation(&reservation, &created.id, created.expires_at * 1000)
+                .await
+            {
+                Ok(true) => Ok(created),
+                Ok(false) => Err(OpenError::Database(anyhow::anyhow!(
+                    "the hold was released before its session was stored"
+                ))),
+                Err(error) => Err(OpenError::Database(error)),
+            },
             Err(error) => {
                 // No session: nobody can pay for these goods. A release that fails now
-                // happens when the hold runs out.
+                // is the sweep's to make.
                 if let Err(failed) = self.db.release_reservation(&reservation).await {
                     tracing::warn!(error = %format!("{failed:#}"), "could not release a hold at once");
                 }
@@ -169,5 +204,22 @@ impl Opener<'_> {
             .find(|p| p.sku == sku)
             .and_then(|p| p.name.clone())
             .unwrap_or_else(|| sku.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_asked_of_stripe_stays_inside_what_stripe_takes() {
+        let now = 1_700_000_000_000;
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        assert_eq!(stripe_expiry(minutes(30), now), now / 1000 + 31 * 60);
+        assert_eq!(stripe_expiry(minutes(90), now), now / 1000 + 90 * 60);
+        assert_eq!(
+            stripe_expiry(minutes(1440), now),
+            now / 1000 + 24 * 3600 - 60
+        );
     }
 }

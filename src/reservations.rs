@@ -14,13 +14,19 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::actors::Sessions;
-use crate::db::Database;
-use crate::domain::SessionId;
-use crate::fulfillment::{Source, Trigger};
+use crate::db::reservations::{TAKEN, settled_state};
+use crate::db::{Database, millis};
+use crate::domain::{SessionId, Status};
+use crate::fulfillment::{FulfillError, Source, Trigger};
 
 /// How long after a session's expiry its hold is looked at: Stripe expires sessions a
 /// little after `expires_at`, and sends the event after that.
 pub const GRACE: Duration = Duration::from_secs(5 * 60);
+/// How long a hold may wait for Stripe to create its session: longer than any one call
+/// (two attempts and the pacer's wait).
+pub const UNATTACHED_FOR: Duration = Duration::from_secs(5 * 60);
+/// How long a hold Stripe could not settle waits before it is looked at again.
+const PUT_OFF: Duration = Duration::from_secs(10 * 60);
 /// How often the leader sweeps.
 const EVERY: Duration = Duration::from_secs(60);
 /// Holds looked at per pass.
@@ -37,20 +43,21 @@ pub struct Swept {
     pub kept: usize,
 }
 
-/// One pass over the holds whose session expired before `before` (ms).
-pub async fn sweep(sessions: &Sessions, db: &Database, before: i64) -> anyhow::Result<Swept> {
+/// One pass at `now` (ms) over the holds whose session expired more than [`GRACE`] ago,
+/// or that got no session within [`UNATTACHED_FOR`].
+pub async fn sweep(sessions: &Sessions, db: &Database, now: i64) -> anyhow::Result<Swept> {
     let mut swept = Swept::default();
-    for due in db.due_reservations(before, BATCH).await? {
-        let Some(session_id) = due.session_id else {
+    let expired_before = now - millis(GRACE);
+    let unattached_before = now - millis(UNATTACHED_FOR);
+    let due = db
+        .due_reservations(now, expired_before, unattached_before, BATCH)
+        .await?;
+    for due in due {
+        // No session was stored for it: none was given to a customer to pay.
+        let Some(id) = due.session_id.and_then(|raw| SessionId::parse(&raw).ok()) else {
             if db.release_reservation(&due.id).await? {
                 swept.released += 1;
             }
-            continue;
-        };
-        let Ok(id) = SessionId::parse(&session_id) else {
-            // Stored from Stripe's own answer; never malformed in practice.
-            db.release_reservation(&due.id).await?;
-            swept.released += 1;
             continue;
         };
         // The session's actor asks Stripe (or answers from the record), and recording
@@ -60,18 +67,30 @@ pub async fn sweep(sessions: &Sessions, db: &Database, before: i64) -> anyhow::R
             .await
         {
             Ok(outcome) => outcome.status,
+            // Stripe does not know it (the key changed, say): nobody can pay for it.
+            Err(FulfillError::UnknownSession) => {
+                if db.release_reservation(&due.id).await? {
+                    swept.released += 1;
+                }
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(session.id = %id, error = %error, "could not look at an expired hold's session");
-                swept.kept += 1;
-                continue;
+                Status::AwaitingPayment
             }
         };
         // Recorded before this pass, or by another replica: settled here.
         db.settle_reservations(id.as_str(), status).await?;
-        match crate::db::reservations::settled_state(status) {
-            Some(crate::db::reservations::TAKEN) => swept.taken += 1,
+        match settled_state(status) {
+            Some(TAKEN) => swept.taken += 1,
             Some(_) => swept.released += 1,
-            None => swept.kept += 1,
+            None => {
+                // Still open at Stripe, or Stripe could not say: looked at again later,
+                // behind the holds that are due now.
+                db.put_off_reservation(&due.id, now + millis(PUT_OFF))
+                    .await?;
+                swept.kept += 1;
+            }
         }
     }
     Ok(swept)
@@ -84,8 +103,7 @@ pub fn spawn_sweeper(sessions: Sessions, db: Database, mut leading: watch::Recei
             if leading.wait_for(|leads| *leads).await.is_err() {
                 return;
             }
-            let before = crate::db::now_ms() - GRACE.as_millis() as i64;
-            match sweep(&sessions, &db, before).await {
+            match sweep(&sessions, &db, crate::db::now_ms()).await {
                 Ok(swept) if swept != Swept::default() => tracing::info!(
                     released = swept.released,
                     taken = swept.taken,

@@ -3,9 +3,9 @@
 
 mod checkout;
 mod effects;
+mod secret;
 mod stripe;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
-use secrecy::{ExposeSecret, SecretString};
 
-pub use checkout::{CheckoutConfig, CheckoutSettings};
+pub use checkout::{CheckoutConfig, CheckoutSettings, CheckoutUi};
 pub use effects::{EffectSettings, EffectsConfig, decode_secret};
+pub use secret::Secret;
 pub use stripe::StripeConfig;
 
 use crate::catalog::Catalog;
@@ -24,28 +24,6 @@ use crate::db::DatabaseUrl;
 
 /// The shortest `ADMIN_TOKEN` accepted: guessing one is out of reach even unthrottled.
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
-
-/// A secret string that never prints itself and is wiped from memory when dropped
-/// (`secrecy`'s `SecretString`).
-#[derive(Clone)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
 
 /// The settings as given, before validation. Secrets' values are hidden from `--help`.
 #[derive(Args, Clone)]
@@ -286,16 +264,17 @@ impl Settings {
             return Err(invalid("PUBLIC_URL", "expected an http:// or https:// URL"));
         }
         let database_url = self.database_url()?;
+        let stripe = self.stripe(&public_url, self.bind)?;
         Ok(Config {
             bind: self.bind,
             metrics_bind: self.metrics_bind,
-            stripe: self.stripe(&public_url, self.bind)?,
+            checkout: self.checkout.validate(&stripe)?,
+            stripe,
             public_url,
             database_url,
             session_idle: Duration::from_secs(self.session_idle_secs),
             catalog: Arc::new(self.effects.catalog()?),
             effects: self.effects.validate()?,
-            checkout: self.checkout.validate()?,
             reconcile_every: Some(self.reconcile_every).filter(|every| !every.is_zero()),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             admin_token: self.admin_token()?,

@@ -10,9 +10,10 @@
 
 use anyhow::Context;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::schema::{checkout_sessions, inventory, reservations, stock_movements};
+use super::schema::{checkout_sessions, reservations};
 use super::{Database, now_ms, with_connection};
 use crate::domain::Status;
 
@@ -51,30 +52,43 @@ pub fn settled_state(status: Status) -> Option<&'static str> {
     }
 }
 
-/// Units of `$sku` available on `$conn`, inside the caller's transaction.
+/// Units of a SKU available: one statement, so that under READ COMMITTED its three
+/// terms are read at one moment (a fulfilment turning a hold into a movement between
+/// two separate reads would be counted in neither).
+macro_rules! available_sql {
+    ($param:literal) => {
+        concat!(
+            "SELECT CAST(i.stock",
+            " - COALESCE((SELECT SUM(m.quantity) FROM stock_movements m",
+            " WHERE m.sku = i.sku AND m.applied_at IS NULL), 0)",
+            " - COALESCE((SELECT SUM(r.quantity) FROM reservations r",
+            " WHERE r.sku = i.sku AND r.state = 'held'), 0) AS BIGINT) AS available",
+            " FROM inventory i WHERE i.sku = ",
+            $param
+        )
+    };
+}
+const AVAILABLE_POSTGRES: &str = available_sql!("$1");
+const AVAILABLE_SQLITE: &str = available_sql!("?");
+/// Locks a SKU's stock row until the transaction ends; SQLite's one writer needs none.
+const LOCK_POSTGRES: &str = "SELECT 1 AS available FROM inventory WHERE sku = $1 FOR UPDATE";
+
+#[derive(QueryableByName)]
+struct Available {
+    #[diesel(sql_type = BigInt)]
+    available: i64,
+}
+
+/// Runs `$sql` for `$sku` on `$conn`: the units available, 0 for a SKU with no stock row.
 macro_rules! available {
-    ($conn:expr, $sku:expr) => {{
-        let stock = inventory::table
-            .find($sku)
-            .select(inventory::stock)
-            .first::<i64>($conn)
+    ($conn:expr, $sql:expr, $sku:expr) => {
+        diesel::sql_query($sql)
+            .bind::<Text, _>($sku)
+            .get_result::<Available>($conn)
             .await
             .optional()?
-            .unwrap_or(0);
-        let moving: Vec<i64> = stock_movements::table
-            .filter(stock_movements::sku.eq($sku))
-            .filter(stock_movements::applied_at.is_null())
-            .select(stock_movements::quantity)
-            .load($conn)
-            .await?;
-        let held: Vec<i64> = reservations::table
-            .filter(reservations::sku.eq($sku))
-            .filter(reservations::state.eq(HELD))
-            .select(reservations::quantity)
-            .load($conn)
-            .await?;
-        stock - moving.iter().sum::<i64>() - held.iter().sum::<i64>()
-    }};
+            .map_or(0, |row| row.available)
+    };
 }
 
 impl Database {
@@ -91,19 +105,22 @@ impl Database {
         let mut lines = lines.to_vec();
         // SKU order: reservations lock stock rows in one order, so they never deadlock.
         lines.sort();
+        let (lock, count) = self.available_statements();
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                // Each SKU's stock row is locked first (an update that changes nothing)
-                // and counted after, in statements of their own: under READ COMMITTED the
-                // count then sees every hold committed by whoever held the lock before.
-                for (sku, _) in &lines {
-                    diesel::update(inventory::table.find(sku))
-                        .set(inventory::updated_at.eq(inventory::updated_at))
-                        .execute(conn)
-                        .await?;
+                // Each SKU's stock row is locked first and counted after, in statements
+                // of their own: under READ COMMITTED the count then sees every hold
+                // committed by whoever held the lock before.
+                if let Some(lock) = lock {
+                    for (sku, _) in &lines {
+                        diesel::sql_query(lock)
+                            .bind::<Text, _>(sku)
+                            .execute(conn)
+                            .await?;
+                    }
                 }
                 for (sku, quantity) in &lines {
-                    let available = available!(conn, sku);
+                    let available = available!(conn, count, sku);
                     if available < *quantity {
                         return Ok::<_, anyhow::Error>(Reserved::SoldOut {
                             sku: sku.clone(),
@@ -131,15 +148,40 @@ impl Database {
         })
     }
 
-    /// Names the session Stripe created for hold `id`, so that recording the session
-    /// settles it.
-    pub async fn attach_reservation(&self, id: &str, session_id: &str) -> anyhow::Result<()> {
+    /// Names the session Stripe created for hold `id`, and how long Stripe keeps it open
+    /// (`expires_at`, ms), so that recording the session settles it. False if the hold
+    /// is no longer held.
+    pub async fn attach_reservation(
+        &self,
+        id: &str,
+        session_id: &str,
+        expires_at: i64,
+    ) -> anyhow::Result<bool> {
+        let attached = with_connection!(self, |conn| {
+            diesel::update(
+                reservations::table
+                    .filter(reservations::id.eq(id))
+                    .filter(reservations::state.eq(HELD)),
+            )
+            .set((
+                reservations::session_id.eq(session_id),
+                reservations::expires_at.eq(expires_at),
+            ))
+            .execute(conn)
+            .await
+            .context("could not store the reservation's session")
+        })?;
+        Ok(attached > 0)
+    }
+
+    /// Leaves hold `id` out of the sweep until `until` (ms): Stripe could not settle it.
+    pub async fn put_off_reservation(&self, id: &str, until: i64) -> anyhow::Result<()> {
         with_connection!(self, |conn| {
             diesel::update(reservations::table.filter(reservations::id.eq(id)))
-                .set(reservations::session_id.eq(session_id))
+                .set(reservations::next_check_at.eq(until))
                 .execute(conn)
                 .await
-                .context("could not store the reservation's session")
+                .context("could not put off the reservation")
         })?;
         Ok(())
     }
@@ -193,17 +235,32 @@ impl Database {
         Ok(settled > 0)
     }
 
-    /// Holds whose session expired before `before` (ms), oldest first, one entry per
-    /// hold however many SKUs it covers; not those of sessions awaiting a payment.
+    /// Holds the sweep should look at, at `now` (ms), oldest first, one entry per hold
+    /// however many SKUs it covers: those whose session expired before `expired_before`,
+    /// and those that never got a session though made before `unattached_before`. Not
+    /// those put off until later, nor those of sessions awaiting a delayed payment.
     pub async fn due_reservations(
         &self,
-        before: i64,
+        now: i64,
+        expired_before: i64,
+        unattached_before: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<DueReservation>> {
         let rows = with_connection!(self, |conn| {
             reservations::table
                 .filter(reservations::state.eq(HELD))
-                .filter(reservations::expires_at.lt(before))
+                .filter(
+                    reservations::expires_at
+                        .lt(expired_before)
+                        .or(reservations::session_id
+                            .is_null()
+                            .and(reservations::created_at.lt(unattached_before))),
+                )
+                .filter(
+                    reservations::next_check_at
+                        .is_null()
+                        .or(reservations::next_check_at.le(now)),
+                )
                 // A session waiting for a delayed payment keeps its hold until the
                 // payment's own event settles it, and costs no Stripe call meanwhile.
                 .filter(diesel::dsl::not(diesel::dsl::exists(
@@ -215,20 +272,22 @@ impl Database {
                         )
                         .filter(checkout_sessions::status.eq(Status::AwaitingPayment)),
                 )))
+                .select((
+                    reservations::id,
+                    reservations::session_id,
+                    reservations::expires_at,
+                ))
+                .distinct()
                 .order((reservations::expires_at, reservations::id))
-                .select((reservations::id, reservations::session_id))
                 .limit(limit)
-                .load::<(String, Option<String>)>(conn)
+                .load::<(String, Option<String>, i64)>(conn)
                 .await
                 .context("could not read the reservations due")
         })?;
-        let mut due: Vec<DueReservation> = Vec::with_capacity(rows.len());
-        for (id, session_id) in rows {
-            if due.last().is_none_or(|last| last.id != id) {
-                due.push(DueReservation { id, session_id });
-            }
-        }
-        Ok(due)
+        Ok(rows
+            .into_iter()
+            .map(|(id, session_id, _)| DueReservation { id, session_id })
+            .collect())
     }
 
     /// Forgets holds settled before `before` (ms); returns how many.
@@ -243,11 +302,21 @@ impl Database {
 
     /// Units of `sku` a new session may still take.
     pub async fn available(&self, sku: &str) -> anyhow::Result<i64> {
+        let (_, count) = self.available_statements();
         with_connection!(self, |conn| {
-            conn.transaction(async |conn| Ok::<_, anyhow::Error>(available!(conn, sku)))
+            let available = async { Ok::<_, anyhow::Error>(available!(conn, count, sku)) };
+            available
                 .await
                 .context("could not count the stock available")
         })
+    }
+
+    /// The statements that lock a SKU's stock row (PostgreSQL only) and count it.
+    fn available_statements(&self) -> (Option<&'static str>, &'static str) {
+        match self {
+            Self::Postgres(_) => (Some(LOCK_POSTGRES), AVAILABLE_POSTGRES),
+            Self::Sqlite(_) => (None, AVAILABLE_SQLITE),
+        }
     }
 
     /// The units of `sku` held now.

@@ -101,6 +101,7 @@ diesel::table! {
         expires_at -> BigInt,
         created_at -> BigInt,
         settled_at -> Nullable<BigInt>,
+        next_check_at -> Nullable<BigInt>,
     }
 }
 

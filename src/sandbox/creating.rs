@@ -53,8 +53,36 @@ pub(super) async fn create_session(
     }
     let success_url = param(&form, "success_url").map(str::to_owned);
     let cancel_url = param(&form, "cancel_url").map(str::to_owned);
+    let return_url = param(&form, "return_url").map(str::to_owned);
+    // Both spellings: API 2026-03-25.dahlia renamed `embedded` to `embedded_page`.
+    let ui_mode = param(&form, "ui_mode").map(str::to_owned);
+    let embedded = match ui_mode.as_deref() {
+        None | Some("hosted" | "hosted_page") => false,
+        Some("embedded" | "embedded_page") => true,
+        Some(other) => {
+            return Err(stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                &format!("Invalid ui_mode: {other}"),
+            ));
+        }
+    };
+    let urls_fit = match embedded {
+        true => return_url.is_some() && success_url.is_none() && cancel_url.is_none(),
+        false => return_url.is_none(),
+    };
+    if !urls_fit {
+        return Err(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            "An embedded session takes a return_url and no success_url or cancel_url; a \
+             hosted one takes no return_url.",
+        ));
+    }
     if let Some(base) = &state.redirects_under
-        && let Some(url) = [&success_url, &cancel_url]
+        && let Some(url) = [&success_url, &cancel_url, &return_url]
             .into_iter()
             .flatten()
             .find(|url| !is_under(url, base))
@@ -69,7 +97,7 @@ pub(super) async fn create_session(
     let created = crate::db::now_ms() / 1000;
     let expires_at = match param(&form, "expires_at").map(str::parse::<i64>) {
         None => created + DEFAULT_EXPIRY_SECS,
-        Some(Ok(at)) if (created + 1800 - 60..=created + DEFAULT_EXPIRY_SECS).contains(&at) => at,
+        Some(Ok(at)) if (created + 1800..=created + DEFAULT_EXPIRY_SECS).contains(&at) => at,
         Some(_) => {
             return Err(stripe_error(
                 StatusCode::BAD_REQUEST,
@@ -103,8 +131,15 @@ pub(super) async fn create_session(
         expires_at,
         metadata,
         account: None,
+        return_url,
+        ui_mode,
+        client_secret: None,
     };
     let id = state.new_id("cs_test_");
+    let mut spec = spec;
+    if embedded {
+        spec.client_secret = Some(format!("{id}_secret_{:024x}", fastrand::u128(..)));
+    }
     let session = spec.to_json(&id, &state.hosted);
     state.sessions.insert(id, spec);
     Ok(HttpResponse::Ok().json(session))

@@ -28,6 +28,8 @@ struct CheckoutPage {
     total: String,
     email: String,
     collect_shipping: bool,
+    /// Mounted in the merchant's page: its forms lead the whole page on.
+    embedded: bool,
     delay_secs: u64,
     problem: Option<&'static str>,
 }
@@ -75,6 +77,7 @@ fn page(shared: &Shared, id: &str, problem: Option<&'static str>) -> HttpRespons
             .clone()
             .unwrap_or_else(|| "jenny.rosen@example.com".into()),
         collect_shipping: spec.collect_shipping,
+        embedded: spec.embedded(),
         delay_secs: state.payment_delay.as_secs(),
         problem,
     };
@@ -151,6 +154,7 @@ pub(super) async fn pay(
         spec.email = Some(payment.email.trim().to_owned());
         spec.success_url
             .as_deref()
+            .or(spec.return_url.as_deref())
             .map(|url| url.replace("{CHECKOUT_SESSION_ID}", &id))
     };
     // Stripe sends the customer on only once the endpoint has answered (or timed out).
@@ -173,6 +177,13 @@ pub(super) async fn pay(
         });
     }
     see_other(redirect.as_deref().unwrap_or("/"))
+}
+
+/// The sandbox's stand-in for Stripe.js, which the storefront loads in embedded mode.
+pub(super) async fn stripe_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(include_str!("../../templates/sandbox/stripe.js"))
 }
 
 pub(super) async fn expire(path: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {

@@ -61,6 +61,7 @@ impl Simulator {
             .route("/checkout/{id}", web::get().to(hosted::show))
             .route("/checkout/{id}/pay", web::post().to(hosted::pay))
             .route("/checkout/{id}/expire", web::post().to(hosted::expire))
+            .route("/stripe.js", web::get().to(hosted::stripe_js))
             .route("/checkout/{id}/refund", web::post().to(hosted::refund))
             .route(
                 "/checkout/{id}/dispute/{step}",

@@ -37,6 +37,12 @@ pub struct SessionSpec {
     pub expires_at: i64,
     /// The metadata it was created with.
     pub metadata: serde_json::Map<String, Value>,
+    /// Embedded sessions: where the customer goes once paid.
+    pub return_url: Option<String>,
+    /// `ui_mode` as it was asked for; hosted when `None`.
+    pub ui_mode: Option<String>,
+    /// Embedded sessions: what Stripe.js mounts the form with.
+    pub client_secret: Option<String>,
     /// The connected account the session belongs to (Stripe Connect): the API shows it
     /// only to requests that name this account in `Stripe-Account`, and its events carry
     /// `account`.
@@ -69,6 +75,9 @@ impl SessionSpec {
             expires_at: crate::db::now_ms() / 1000 + DEFAULT_EXPIRY_SECS,
             metadata: serde_json::Map::new(),
             account: None,
+            return_url: None,
+            ui_mode: None,
+            client_secret: None,
         }
     }
 
@@ -124,6 +133,11 @@ impl SessionSpec {
         self
     }
 
+    /// Whether Stripe.js mounts it in the merchant's page, rather than a redirect.
+    pub fn embedded(&self) -> bool {
+        self.client_secret.is_some()
+    }
+
     pub fn amount_total(&self) -> i64 {
         self.items.iter().map(ItemSpec::amount_total).sum()
     }
@@ -141,8 +155,11 @@ impl SessionSpec {
         session["created"] = self.created.into();
         session["expires_at"] = self.expires_at.into();
         session["customer_email"] = self.email.clone().into();
+        session["ui_mode"] = self.ui_mode.as_deref().unwrap_or("hosted").into();
+        session["return_url"] = self.return_url.clone().into();
+        session["client_secret"] = self.client_secret.clone().into();
         session["metadata"] = Value::Object(self.metadata.clone());
-        session["url"] = if self.status == "open" {
+        session["url"] = if self.status == "open" && !self.embedded() {
             format!("{hosted}/checkout/{id}").into()
         } else {
             Value::Null

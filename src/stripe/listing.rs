@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::str::FromStr;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionShippingAddressCollection,
@@ -11,7 +12,8 @@ use stripe_checkout::checkout_session::{
 use stripe_client_core::{
     IdempotencyKey, RequestBuilder, RequestStrategy, StripeMethod, StripeRequest,
 };
-use stripe_shared::CheckoutSessionMode;
+
+use stripe_shared::{CheckoutSessionMode, CheckoutSessionUiMode};
 
 use super::gateway::on_account;
 use super::{GatewayError, Priority, StripeGateway};
@@ -36,14 +38,33 @@ pub struct NewCheckout {
     pub reservation: Option<String>,
     /// Filled in on the payment page.
     pub customer_email: Option<String>,
+    /// Stripe's embedded form instead of its hosted page: the session then returns the
+    /// customer to `success_url` (as its `return_url`) and has no `cancel_url`.
+    pub embedded: bool,
+}
+
+/// `ui_mode`'s value at Stripe API `version`: `2026-03-25.dahlia` renamed `hosted` and
+/// `embedded` to `hosted_page` and `embedded_page`.
+pub fn ui_mode(embedded: bool, version: &str) -> &'static str {
+    let renamed = version.get(..10).is_some_and(|date| date >= "2026-03-25");
+    match (embedded, renamed) {
+        (true, true) => "embedded_page",
+        (true, false) => "embedded",
+        (false, true) => "hosted_page",
+        (false, false) => "hosted",
+    }
 }
 
 /// A Checkout Session Stripe created.
 #[derive(Debug, Clone)]
 pub struct CreatedCheckout {
     pub id: String,
-    /// Where to send the customer.
-    pub url: String,
+    /// Where to send the customer: hosted sessions.
+    pub url: Option<String>,
+    /// What Stripe.js mounts the form with: embedded sessions.
+    pub client_secret: Option<String>,
+    /// When Stripe expires it, in seconds since the epoch.
+    pub expires_at: i64,
 }
 
 /// One page of a Stripe list.
@@ -223,9 +244,18 @@ impl StripeGateway {
             .collect();
         let mut request = CreateCheckoutSession::new()
             .mode(CheckoutSessionMode::Payment)
-            .line_items(items)
-            .success_url(new.success_url.clone())
-            .cancel_url(new.cancel_url.clone());
+            .line_items(items);
+        request = match new.embedded {
+            true => {
+                let mode = ui_mode(true, stripe_shared::version::VERSION.as_str());
+                request
+                    .ui_mode(CheckoutSessionUiMode::from_str(mode).unwrap_or_else(|e| match e {}))
+                    .return_url(new.success_url.clone())
+            }
+            false => request
+                .success_url(new.success_url.clone())
+                .cancel_url(new.cancel_url.clone()),
+        };
         if let Some(expires_at) = new.expires_at {
             request = request.expires_at(expires_at);
         }
@@ -259,13 +289,18 @@ impl StripeGateway {
                     .send(&self.client)
             })
             .await?;
-        let url = session.url.ok_or_else(|| {
-            GatewayError::Unavailable("Stripe created a session without a URL".into())
-        })?;
-        Ok(CreatedCheckout {
+        let created = CreatedCheckout {
             id: session.id.to_string(),
-            url,
-        })
+            url: session.url,
+            client_secret: session.client_secret,
+            expires_at: session.expires_at,
+        };
+        match (new.embedded, &created.url, &created.client_secret) {
+            (false, Some(_), _) | (true, _, Some(_)) => Ok(created),
+            _ => Err(GatewayError::Unavailable(
+                "Stripe created a session without its URL or client secret".into(),
+            )),
+        }
     }
 
     /// One page of a list endpoint (`/events`, `/checkout/sessions`).
@@ -288,5 +323,21 @@ impl StripeGateway {
             has_more: value["has_more"].as_bool().unwrap_or(false),
             data: value["data"].as_array().cloned().unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ui_mode;
+
+    #[test]
+    fn ui_mode_is_spelt_as_the_pinned_api_version_spells_it() {
+        assert_eq!(ui_mode(true, "2025-09-30.clover"), "embedded");
+        assert_eq!(ui_mode(false, "2026-03-24.clover"), "hosted");
+        assert_eq!(ui_mode(true, "2026-03-25.dahlia"), "embedded_page");
+        assert_eq!(ui_mode(false, "2026-09-30.endive"), "hosted_page");
+        // The version this build pins, sent as `Stripe-Version` with every request.
+        let pinned = stripe_shared::version::VERSION.as_str();
+        assert_eq!(ui_mode(true, pinned), "embedded_page", "{pinned}");
     }
 }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::checkout::{Cart, MAX_LINES, OpenError};
+use crate::stripe::GatewayError;
 
 /// The largest request body read: twenty lines with room to spare.
 pub const API_BODY_LIMIT: usize = 16 * 1024;
@@ -51,7 +52,7 @@ pub async fn create(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if !allowed(&request, &state) {
+    let Some(caller) = caller(&request, &state) else {
         let mut refused = problem(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -64,7 +65,7 @@ pub async fn create(
             header::HeaderValue::from_static("Bearer"),
         );
         return refused;
-    }
+    };
     let cart = match parse(&body) {
         Ok(cart) => cart,
         Err(bad) => {
@@ -94,8 +95,10 @@ pub async fn create(
             );
         }
     };
-    // Each session costs a Stripe call, from the caller's allowance.
-    if let Some(client) = state.clients.client(&request)
+    // Each session costs a Stripe call, from the visitor's allowance. The merchant's back
+    // end speaks for all its customers and limits them itself.
+    if caller == Caller::Shop
+        && let Some(client) = state.clients.client(&request)
         && let Err(wait) = state.clients.admit(client)
     {
         let mut refused = problem(
@@ -110,10 +113,26 @@ pub async fn create(
         return refused;
     }
     match opener.open(cart).await {
-        Ok(created) => HttpResponse::Created().json(json!({
-            "id": created.id,
-            "url": created.url,
-        })),
+        Ok(created) => {
+            let mut answer = json!({ "id": created.id, "expires_at": created.expires_at });
+            match (created.url, created.client_secret) {
+                (Some(url), _) => answer["url"] = json!(url),
+                (None, Some(secret)) => answer["client_secret"] = json!(secret),
+                (None, None) => {}
+            }
+            HttpResponse::Created().json(answer)
+        }
+        // Stripe's lasting no, for this cart (an address it does not take, say): asking
+        // again will not help.
+        Err(OpenError::Stripe(GatewayError::Refused(reason))) => {
+            tracing::warn!("Stripe refused a Checkout Session the API asked for");
+            problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "stripe_refused",
+                &format!("Stripe refused the session: {reason}"),
+                None,
+            )
+        }
         Err(OpenError::SoldOut { name, available }) => problem(
             StatusCode::CONFLICT,
             "sold_out",
@@ -121,7 +140,7 @@ pub async fn create(
             Some("lines"),
         ),
         Err(error) => {
-            tracing::warn!(error = %error, "could not create a Checkout Session for the API");
+            tracing::warn!(error = %error.for_logs(), "could not create a Checkout Session for the API");
             problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -132,9 +151,17 @@ pub async fn create(
     }
 }
 
-/// Whether `request` shows `API_TOKEN`, or comes from the storefront's own page with its
-/// CSRF token.
-fn allowed(request: &HttpRequest, state: &AppState) -> bool {
+/// Who may open a checkout through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// The merchant's back end, with `API_TOKEN`.
+    Merchant,
+    /// A visitor on the storefront's own page, with its CSRF token.
+    Shop,
+}
+
+/// Who `request` comes from, if it may open a checkout.
+fn caller(request: &HttpRequest, state: &AppState) -> Option<Caller> {
     let same = |a: &str, b: &str| Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes());
     let header = |name| {
         request
@@ -146,31 +173,52 @@ fn allowed(request: &HttpRequest, state: &AppState) -> bool {
         && let Some(given) =
             header(header::AUTHORIZATION.as_str()).and_then(|value| value.strip_prefix("Bearer "))
     {
-        return same(token.expose(), given.trim());
+        return same(token.expose(), given.trim()).then_some(Caller::Merchant);
     }
-    let origin = origin_of(&state.public_url);
-    let from_shop = header(header::ORIGIN.as_str()).is_some_and(|given| given == origin);
+    let from_shop =
+        header(header::ORIGIN.as_str()).is_some() && from_own_origin(request, &state.public_url);
     let cookie = request.cookie(CSRF_COOKIE);
     match (from_shop, cookie, header(CSRF_HEADER)) {
         (true, Some(cookie), Some(given)) => {
-            !cookie.value().is_empty() && same(cookie.value(), given)
+            (!cookie.value().is_empty() && same(cookie.value(), given)).then_some(Caller::Shop)
         }
-        _ => false,
+        _ => None,
     }
 }
 
-/// `scheme://host[:port]` of a URL: what browsers send as `Origin`.
-fn origin_of(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |at| at + 3);
-    match url[after_scheme..].find('/') {
-        Some(slash) => &url[..after_scheme + slash],
-        None => url,
-    }
+/// Whether `request` comes from a page of `public_url`'s origin, or says nothing of its
+/// origin (a client that is not a browser, or a browser's same-origin GET). Compared as
+/// browsers write it: lowercase, without the scheme's default port.
+pub fn from_own_origin(request: &HttpRequest, public_url: &str) -> bool {
+    let Some(given) = request.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let normal = |origin: &str| {
+        let origin = origin.to_ascii_lowercase();
+        origin
+            .strip_suffix(":443")
+            .filter(|_| origin.starts_with("https://"))
+            .or_else(|| {
+                origin
+                    .strip_suffix(":80")
+                    .filter(|_| origin.starts_with("http://"))
+            })
+            .map(str::to_owned)
+            .unwrap_or(origin)
+    };
+    let after_scheme = public_url.find("://").map_or(0, |at| at + 3);
+    let own = match public_url[after_scheme..].find('/') {
+        Some(slash) => &public_url[..after_scheme + slash],
+        None => public_url,
+    };
+    given
+        .to_str()
+        .is_ok_and(|given| normal(given) == normal(own))
 }
 
 /// The storefront's CSRF token for this visitor: the one its cookie holds, or a new one
 /// with the cookie to set.
-pub fn csrf_token(request: &HttpRequest) -> (String, Option<Cookie<'static>>) {
+pub fn csrf_token(request: &HttpRequest, secure: bool) -> (String, Option<Cookie<'static>>) {
     if let Some(cookie) = request.cookie(CSRF_COOKIE)
         && cookie.value().len() == 32
         && cookie.value().bytes().all(|b| b.is_ascii_hexdigit())
@@ -182,6 +230,7 @@ pub fn csrf_token(request: &HttpRequest) -> (String, Option<Cookie<'static>>) {
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
+        .secure(secure)
         .finish();
     (token, Some(cookie))
 }

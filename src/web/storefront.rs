@@ -7,10 +7,12 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::csrf_token;
+use super::api::{csrf_token, from_own_origin};
 use crate::catalog::Kind;
 use crate::checkout::{Cart, MAX_QUANTITY, OpenError};
+use crate::configuration::CheckoutUi;
 use crate::domain::format_amount;
+use crate::stripe::listing::CreatedCheckout;
 
 struct ProductView {
     price: String,
@@ -31,7 +33,17 @@ struct ShopPage<'a> {
     problem: Option<&'a str>,
     /// Repeated by the page's scripts to `POST /api/checkout-sessions`.
     csrf: &'a str,
+    /// `CHECKOUT_UI=embedded`: the Buy buttons mount Stripe's form in the page.
+    embedded: bool,
+    stripe_js: &'a str,
+    publishable_key: &'a str,
+    /// An embedded session to mount as the page loads (the form posted without scripts).
+    mounted: Option<&'a str>,
 }
+
+/// Stripe.js, and the sandbox's stand-in for it.
+const STRIPE_JS: &str = "https://js.stripe.com/v3/";
+const SANDBOX_STRIPE_JS: &str = "/sandbox/stripe.js";
 
 #[derive(Debug, Deserialize)]
 pub struct BuyForm {
@@ -48,6 +60,17 @@ pub async fn checkout(
     form: web::Form<BuyForm>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    // A form another site's page posted: refused before it costs anything. Browsers name
+    // the page's origin on every cross-site POST.
+    if !from_own_origin(&request, &state.public_url) {
+        return shop_page(
+            &request,
+            &state,
+            StatusCode::FORBIDDEN,
+            Some("Please start your checkout from this shop's own page."),
+        )
+        .await;
+    }
     let quantity = form.quantity.trim().parse::<u64>().unwrap_or(0);
     let opener = state.opener();
     let cart = match opener.check(Cart {
@@ -79,9 +102,22 @@ pub async fn checkout(
             );
     }
     match opener.open(cart).await {
-        Ok(created) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, created.url))
+        Ok(CreatedCheckout { url: Some(url), .. }) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, url))
             .finish(),
+        // The embedded form, mounted in the shop's page.
+        Ok(CreatedCheckout {
+            client_secret: Some(secret),
+            ..
+        }) => {
+            let view = View {
+                status: StatusCode::OK,
+                problem: None,
+                mounted: Some(&secret),
+            };
+            render(&request, &state, view).await
+        }
+        Ok(_) => unreachable_session(&request, &state).await,
         Err(OpenError::SoldOut { name, available }) => {
             let problem = match available {
                 0 => format!("Sorry, {name} is sold out."),
@@ -90,16 +126,31 @@ pub async fn checkout(
             shop_page(&request, &state, StatusCode::CONFLICT, Some(&problem)).await
         }
         Err(error) => {
-            tracing::warn!(error = %error, "could not create a Checkout Session");
-            shop_page(
-                &request,
-                &state,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("Checkout is unavailable just now. Nothing was charged; please try again in a minute."),
-            )
-            .await
+            tracing::warn!(error = %error.for_logs(), "could not create a Checkout Session");
+            unreachable_session(&request, &state).await
         }
     }
+}
+
+/// The shop again, saying checkout cannot be reached.
+async fn unreachable_session(request: &HttpRequest, state: &AppState) -> HttpResponse {
+    let problem =
+        "Checkout is unavailable just now. Nothing was charged; please try again in a minute.";
+    shop_page(
+        request,
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(problem),
+    )
+    .await
+}
+
+/// What a shop page shows besides the products.
+struct View<'a> {
+    status: StatusCode,
+    problem: Option<&'a str>,
+    /// The client secret of an embedded session to mount at once.
+    mounted: Option<&'a str>,
 }
 
 async fn shop_page(
@@ -108,6 +159,15 @@ async fn shop_page(
     status: StatusCode,
     problem: Option<&str>,
 ) -> HttpResponse {
+    let view = View {
+        status,
+        problem,
+        mounted: None,
+    };
+    render(request, state, view).await
+}
+
+async fn render(request: &HttpRequest, state: &AppState, view: View<'_>) -> HttpResponse {
     let mut products = Vec::with_capacity(state.catalog.products().len());
     for product in state.catalog.products() {
         let stock = match product.kind {
@@ -130,18 +190,30 @@ async fn shop_page(
             stock,
         });
     }
-    let (csrf, cookie) = csrf_token(request);
+    let (csrf, cookie) = csrf_token(request, state.public_url.starts_with("https:"));
     let page = ShopPage {
         shop: &state.shop,
         sandbox: state.sandbox,
         products,
         max_quantity: MAX_QUANTITY,
-        problem,
+        problem: view.problem,
         csrf: &csrf,
+        embedded: state.checkout.ui == CheckoutUi::Embedded,
+        stripe_js: if state.sandbox {
+            SANDBOX_STRIPE_JS
+        } else {
+            STRIPE_JS
+        },
+        publishable_key: state
+            .checkout
+            .publishable_key
+            .as_deref()
+            .unwrap_or_default(),
+        mounted: view.mounted,
     };
     match page.render() {
         Ok(body) => {
-            let mut response = HttpResponse::build(status);
+            let mut response = HttpResponse::build(view.status);
             if let Some(cookie) = cookie {
                 response.cookie(cookie);
             }

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use fulfilld::configuration::CheckoutUi;
+
 use crate::helpers::{TestApp, backends, spawn_app_with};
 
 const TOKEN: &str = "a-token-of-thirty-two-characters-at-least";
@@ -49,10 +51,13 @@ async fn the_token_holder_gets_a_session_that_holds_its_goods_until_it_expires()
         let session = app.stripe.session_object(id).expect("created at Stripe");
         assert_eq!(session["customer_email"], "jenny.rosen@example.com");
         let expires_at = session["expires_at"].as_i64().unwrap();
+        // RESERVATION_MINUTES=30 is Stripe's least; a minute more leaves room for the
+        // call and for clocks that disagree.
         assert!(
-            (before + 1800..=before + 1805).contains(&expires_at),
+            (before + 1860..=before + 1865).contains(&expires_at),
             "{expires_at}"
         );
+        assert_eq!(created["expires_at"], expires_at);
         assert!(
             session["metadata"]["fulfilld_reservation"]
                 .as_str()
@@ -199,8 +204,39 @@ async fn without_the_token_or_the_shops_own_csrf_token_nothing_is_created() {
     }
 }
 
+/// The shop page's CSRF cookie, as a visitor's browser gets it.
+async fn visitor_token(app: &TestApp) -> String {
+    let shop = app
+        .client
+        .get(format!("{}/", app.address))
+        .send()
+        .await
+        .unwrap();
+    shop.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| value.strip_prefix("fulfilld_csrf="))
+        .and_then(|value| value.split(';').next())
+        .expect("CSRF cookie")
+        .to_owned()
+}
+
+/// A checkout asked for from the shop's own page, with its CSRF token.
+async fn from_the_shop(app: &TestApp, token: &str, body: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/checkout-sessions", app.address))
+        .header("origin", "http://localhost:4242")
+        .header("cookie", format!("fulfilld_csrf={token}"))
+        .header("x-csrf-token", token)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
 #[actix_web::test]
-async fn a_client_past_its_allowance_waits_and_a_sold_out_cart_is_a_409() {
+async fn a_sold_out_cart_is_a_409_and_a_visitor_past_its_allowance_waits() {
     for backend in backends() {
         // A burst of a quarter of the minute's allowance: three.
         let app = api_app(&backend, 12).await;
@@ -208,7 +244,13 @@ async fn a_client_past_its_allowance_waits_and_a_sold_out_cart_is_a_409() {
             .await;
         let two = json!({"lines": [{"price": "price_mug", "quantity": 2}]}).to_string();
         let one = json!({"lines": [{"price": "price_mug", "quantity": 1}]}).to_string();
+        let ebook = json!({"lines": [{"price": "price_ebook", "quantity": 1}]}).to_string();
 
+        // The merchant's back end: no allowance of its own to spend.
+        for _ in 0..4 {
+            let (status, _) = post(&app, Some(TOKEN), &ebook).await;
+            assert_eq!(status, 201);
+        }
         let (status, _) = post(&app, Some(TOKEN), &two).await;
         assert_eq!(status, 201);
         let (status, answer) = post(&app, Some(TOKEN), &one).await;
@@ -221,21 +263,114 @@ async fn a_client_past_its_allowance_waits_and_a_sold_out_cart_is_a_409() {
                 .contains("Enamel mug"),
             "{answer}"
         );
-        let (status, _) = post(&app, Some(TOKEN), &one).await;
-        assert_eq!(status, 409);
-        // The fourth within the minute: refused before anything is counted or created.
+
+        // A visitor: three within the burst, then refused before anything is created.
+        let token = visitor_token(&app).await;
+        for _ in 0..3 {
+            assert_eq!(from_the_shop(&app, &token, &ebook).await.status(), 201);
+        }
         let calls = app.stripe.total_calls();
-        let response = app
-            .client
-            .post(format!("{}/api/checkout-sessions", app.address))
-            .bearer_auth(TOKEN)
-            .body(one.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 429);
-        assert!(response.headers().contains_key("retry-after"));
+        let refused = from_the_shop(&app, &token, &ebook).await;
+        assert_eq!(refused.status(), 429);
+        assert!(refused.headers().contains_key("retry-after"));
         assert_eq!(app.stripe.total_calls(), calls);
         assert_eq!(app.db.held("MUG").await.unwrap(), 2);
     }
+}
+
+#[actix_web::test]
+async fn embedded_mode_answers_a_client_secret_for_stripe_js_and_the_shop_mounts_it() {
+    for backend in backends() {
+        let app = spawn_app_with(&backend, |settings| {
+            settings.checkout.api_token = Some(TOKEN.into());
+            settings.checkout.checkout_ui = CheckoutUi::Embedded;
+            settings.checkout.stripe_publishable_key = Some("pk_test_shop".into());
+        })
+        .await;
+        let body = json!({"lines": [{"price": "price_mug", "quantity": 1}]}).to_string();
+        let (status, created) = post(&app, Some(TOKEN), &body).await;
+
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let secret = created["client_secret"].as_str().unwrap();
+        assert!(secret.starts_with(&format!("{id}_secret_")), "{created}");
+        assert!(created.get("url").is_none(), "{created}");
+        let session = app.stripe.session_object(id).unwrap();
+        // This build pins an API version after 2026-03-25.dahlia.
+        assert_eq!(session["ui_mode"], "embedded_page");
+        assert_eq!(
+            session["return_url"],
+            "http://localhost:4242/after-checkout?session_id={CHECKOUT_SESSION_ID}"
+        );
+        assert_eq!(session["success_url"], Value::Null);
+        assert_eq!(session["cancel_url"], Value::Null);
+        assert_eq!(app.db.held("MUG").await.unwrap(), 1);
+
+        // The shop's own form, posted without scripts: the page mounts the form at once.
+        let page = app
+            .client
+            .post(format!("{}/checkout", app.address))
+            .form(&[("price", "price_mug"), ("quantity", "2")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        assert!(
+            page.contains(r#"data-publishable-key="pk_test_shop""#),
+            "{page}"
+        );
+        assert!(page.contains("data-client-secret=\"cs_test_"), "{page}");
+        assert!(page.contains(r#"<script src="https://js.stripe.com/v3/"></script>"#));
+        assert_eq!(app.db.held("MUG").await.unwrap(), 3);
+    }
+}
+
+#[actix_web::test]
+async fn a_form_posted_from_another_site_or_repeating_a_line_past_its_limit_holds_nothing() {
+    for backend in backends() {
+        let app = api_app(&backend, 100).await;
+        let forged = app
+            .client
+            .post(format!("{}/checkout", app.address))
+            .header("origin", "https://evil.example")
+            .form(&[("price", "price_mug"), ("quantity", "5")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403);
+
+        let fifteen = r#"{"price": "price_mug", "quantity": 15}"#;
+        let (status, answer) = post(
+            &app,
+            Some(TOKEN),
+            &format!(r#"{{"lines": [{fifteen}, {fifteen}]}}"#),
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["field"], "lines[1].quantity");
+        assert_eq!(app.db.held("MUG").await.unwrap(), 0);
+        assert_eq!(app.stripe.total_calls(), 0);
+    }
+}
+
+#[test]
+fn settings_that_cannot_make_a_checkout_stop_start_up_naming_the_setting() {
+    let settings = || crate::helpers::settings("sqlite://unused.db", "http://127.0.0.1:9");
+    let refused =
+        |settings: fulfilld::configuration::Settings| settings.validate().unwrap_err().to_string();
+
+    let mut embedded = settings();
+    embedded.checkout.checkout_ui = CheckoutUi::Embedded;
+    assert!(refused(embedded.clone()).contains("STRIPE_PUBLISHABLE_KEY"));
+    embedded.checkout.stripe_publishable_key = Some("pk_live_other_mode".into());
+    assert!(refused(embedded.clone()).contains("pk_test_"));
+    embedded.checkout.stripe_publishable_key = Some("pk_test_shop".into());
+    assert!(embedded.validate().is_ok());
+
+    let mut short = settings();
+    short.checkout.api_token = Some("short-token-not-echoed".into());
+    let error = refused(short);
+    assert!(error.contains("API_TOKEN"), "{error}");
+    assert!(!error.contains("short-token-not-echoed"), "{error}");
 }

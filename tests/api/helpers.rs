@@ -145,6 +145,8 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         checkout: CheckoutSettings {
             reservation_minutes: 30,
             api_token: None,
+            checkout_ui: fulfilld::configuration::CheckoutUi::Hosted,
+            stripe_publishable_key: None,
         },
     }
 }

@@ -14,6 +14,8 @@ CREATE TABLE reservations (
     expires_at BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     settled_at BIGINT,
+    -- When the sweep may look at this hold again, after Stripe could not settle it.
+    next_check_at BIGINT,
     PRIMARY KEY (id, sku)
 );
 CREATE INDEX reservations_held_sku ON reservations (sku) WHERE state = 'held';

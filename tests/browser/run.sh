@@ -3,7 +3,8 @@
 # on the hosted checkout and reaches the fulfilled landing page; the receipt must follow.
 # Then an operator signs in to /admin, finds that order and refunds part of it, and the rest
 # is refunded with the sandbox's button: the landing page shows it and the refund email
-# follows.
+# follows. Last, a shop with CHECKOUT_UI=embedded sells its last mug through Stripe's
+# form mounted in its own page, and shows it sold out.
 # Usage: tests/browser/run.sh [SCREENSHOT_DIR]   (tests/browser/run.sh docs refreshes the
 # README's screenshots)
 set -euo pipefail
@@ -20,7 +21,12 @@ fi
 
 work="$(mktemp -d)"
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+embedded_pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  [ -n "$embedded_pid" ] && kill "$embedded_pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 npm install --silent --no-audit --no-fund --prefix "$work/npm" playwright-core@1 >/dev/null
 
@@ -64,4 +70,33 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -f "$work/mail/$session.refund_email.eml" ] || { echo "no refund email for $session" >&2; exit 1; }
-echo "browser test passed: $session fulfilled, receipt saved, found on /admin, refunded, refund email saved${shots:+, screenshots in $shots}"
+
+# The same shop with CHECKOUT_UI=embedded, and one mug left: Stripe's form mounted in the
+# shop's page, then the mug sold out.
+mkdir -p "$work/embedded"
+sed 's/^stock = 10$/stock = 1/' catalog.toml >"$work/embedded/catalog.toml"
+grep -q '^stock = 1$' "$work/embedded/catalog.toml" || { echo "the mug's stock line moved" >&2; exit 1; }
+embedded_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+embedded_base="http://127.0.0.1:$embedded_port"
+env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET -u DATABASE_URL -u SMTP_URL \
+  BIND="127.0.0.1:$embedded_port" PUBLIC_URL="$embedded_base" CATALOG="$work/embedded/catalog.toml" \
+  DATABASE_URL="sqlite://$work/embedded/shop.db" MAIL_DIR="$work/embedded/mail" RUST_LOG=warn \
+  CHECKOUT_UI=embedded \
+  "${CARGO_TARGET_DIR:-target}/debug/fulfilld" >"$work/embedded/fulfilld.log" 2>&1 &
+embedded_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "$embedded_base/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+embedded="$(NODE_PATH="$work/npm/node_modules" node tests/browser/embedded.cjs "$embedded_base" "$shots")" || {
+  echo "embedded browser test failed; fulfilld's log:" >&2
+  cat "$work/embedded/fulfilld.log" >&2
+  exit 1
+}
+for _ in $(seq 1 100); do
+  [ -f "$work/embedded/mail/$embedded.receipt.eml" ] && break
+  sleep 0.1
+done
+[ -f "$work/embedded/mail/$embedded.receipt.eml" ] || { echo "no receipt for $embedded" >&2; exit 1; }
+
+echo "browser test passed: $session fulfilled, receipt saved, found on /admin, refunded, refund email saved; embedded form: $embedded fulfilled, receipt saved, sold out shown${shots:+, screenshots in $shots}"

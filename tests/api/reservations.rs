@@ -11,8 +11,8 @@ use fulfilld::sandbox::StripeDouble;
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    Backend, CATALOG, Process, TestApp, WEBHOOK_SECRET, backends, execute_on, spawn_app_with,
-    wait_for_status,
+    Backend, CATALOG, Process, TestApp, WEBHOOK_SECRET, backends, drained, execute_on,
+    post_webhook, sign, spawn_app_with, wait_for_status,
 };
 
 /// A client that shows redirects instead of following them, as a test of the storefront
@@ -148,10 +148,14 @@ async fn two_replicas_share_one_stock_of_fifty() {
         }))
         .await;
 
-        let created = answers.iter().filter(|(status, _)| *status == 303).count();
+        let sessions: Vec<String> = answers
+            .iter()
+            .filter(|(status, _)| *status == 303)
+            .filter_map(|(_, session)| session.clone())
+            .collect();
         let refused = answers.iter().filter(|(status, _)| *status == 409).count();
         assert_eq!(
-            (created, refused),
+            (sessions.len(), refused),
             (50, 150),
             "{:?} on {backend:?}",
             answers.iter().map(|(s, _)| s).collect::<Vec<_>>()
@@ -161,6 +165,36 @@ async fn two_replicas_share_one_stock_of_fifty() {
             .expect("database opens");
         assert_eq!(db.held("MUG").await.unwrap(), 50);
         assert_eq!(db.available("MUG").await.unwrap(), 0);
+
+        // All 50 paid, each told to both replicas at once.
+        for session in &sessions {
+            settle_at_stripe(&stripe, session, "complete", "paid");
+        }
+        let statuses = join_all(sessions.iter().flat_map(|session| {
+            let body = stripe.event_payload(
+                &format!("evt_paid_{session}"),
+                "checkout.session.completed",
+                session,
+            );
+            [&first, &second].map(|process| {
+                let (client, body) = (&client, body.clone());
+                async move {
+                    let signature = sign(&body);
+                    post_webhook(client, &process.address, body, Some(signature))
+                        .await
+                        .status()
+                        .as_u16()
+                }
+            })
+        }))
+        .await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        for session in &sessions {
+            wait_for_status(&db, session, Status::Fulfilled).await;
+        }
+        drained(&db).await;
+        assert_eq!(db.stock("MUG").await.unwrap(), Some((0, false)));
+        assert_eq!(db.held("MUG").await.unwrap(), 0);
     }
 }
 

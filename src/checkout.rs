@@ -19,8 +19,9 @@ use crate::stripe::{GatewayError, StripeGateway};
 /// The most of one product a single checkout buys, whatever its lines.
 pub const MAX_QUANTITY: u64 = 20;
 /// Stripe takes an `expires_at` from 30 minutes to 24 hours after it creates the session,
-/// by its own clock; a minute inside each bound leaves room for the call and clock skew.
-const EARLIEST_EXPIRY: Duration = Duration::from_secs(31 * 60);
+/// by its own clock; minutes inside each bound leave room for the pacer's wait, a retry
+/// and clock skew.
+const EARLIEST_EXPIRY: Duration = Duration::from_secs(33 * 60);
 const LATEST_EXPIRY: Duration = Duration::from_secs(24 * 3600 - 60);
 /// The most lines one checkout has.
 pub const MAX_LINES: usize = 20;
@@ -44,9 +45,14 @@ pub enum OpenError {
     Quantity(usize),
     #[error("a checkout has 1 to {MAX_LINES} lines")]
     Lines,
-    /// `name` has `available` units left, fewer than the cart asks for.
+    /// `name` (the cart's `price`) has `available` units left, fewer than the cart asks
+    /// for.
     #[error("{name} is sold out: {available} left")]
-    SoldOut { name: String, available: i64 },
+    SoldOut {
+        name: String,
+        price: String,
+        available: i64,
+    },
     #[error("Stripe could not create the session: {0}")]
     Stripe(GatewayError),
     #[error(transparent)]
@@ -72,8 +78,6 @@ pub struct Opener<'a> {
     pub public_url: &'a str,
     /// How long the session stays open and its goods held.
     pub hold: Duration,
-    /// Stripe's embedded form instead of its hosted page.
-    pub embedded: bool,
 }
 
 /// The `expires_at` (seconds) to ask Stripe for, `hold` after `now` (ms), within what
@@ -89,6 +93,13 @@ pub struct Checked {
     /// Units of each physical SKU, to be held.
     physical: BTreeMap<String, i64>,
     email: Option<String>,
+}
+
+impl Checked {
+    /// Whether the customer's address was given.
+    pub fn has_email(&self) -> bool {
+        self.email.is_some()
+    }
 }
 
 impl Opener<'_> {
@@ -125,8 +136,9 @@ impl Opener<'_> {
         })
     }
 
-    /// Holds a checked cart's physical goods and creates its session.
-    pub async fn open(&self, cart: Checked) -> Result<CreatedCheckout, OpenError> {
+    /// Holds a checked cart's physical goods and creates its session: for Stripe's
+    /// embedded form when `embedded`, otherwise for its hosted page.
+    pub async fn open(&self, cart: Checked, embedded: bool) -> Result<CreatedCheckout, OpenError> {
         let Checked {
             lines,
             physical,
@@ -147,8 +159,15 @@ impl Opener<'_> {
                 {
                     Reserved::Held => Some(id),
                     Reserved::SoldOut { sku, available } => {
+                        let price = lines
+                            .iter()
+                            .map(|(price, _)| price)
+                            .find(|price| self.sku_of(price) == Some(sku.as_str()))
+                            .cloned()
+                            .unwrap_or_default();
                         return Err(OpenError::SoldOut {
                             name: self.name_of(&sku),
+                            price,
                             available,
                         });
                     }
@@ -166,7 +185,7 @@ impl Opener<'_> {
             expires_at: Some(stripe_expiry(self.hold, crate::db::now_ms())),
             reservation: reservation.clone(),
             customer_email: email,
-            embedded: self.embedded,
+            embedded,
         };
         let created = self.stripe.create_checkout_session(&new).await;
         let Some(reservation) = reservation else {
@@ -196,6 +215,15 @@ impl Opener<'_> {
         }
     }
 
+    /// The SKU a price sells.
+    fn sku_of(&self, price: &str) -> Option<&str> {
+        self.catalog
+            .products()
+            .iter()
+            .find(|p| p.price == price)
+            .map(|p| p.sku.as_str())
+    }
+
     /// The name customers know a SKU by.
     fn name_of(&self, sku: &str) -> String {
         self.catalog
@@ -215,7 +243,7 @@ mod tests {
     fn the_expiry_asked_of_stripe_stays_inside_what_stripe_takes() {
         let now = 1_700_000_000_000;
         let minutes = |m: u64| Duration::from_secs(m * 60);
-        assert_eq!(stripe_expiry(minutes(30), now), now / 1000 + 31 * 60);
+        assert_eq!(stripe_expiry(minutes(30), now), now / 1000 + 33 * 60);
         assert_eq!(stripe_expiry(minutes(90), now), now / 1000 + 90 * 60);
         assert_eq!(
             stripe_expiry(minutes(1440), now),

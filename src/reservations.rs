@@ -55,7 +55,8 @@ pub async fn sweep(sessions: &Sessions, db: &Database, now: i64) -> anyhow::Resu
     for due in due {
         // No session was stored for it: none was given to a customer to pay.
         let Some(id) = due.session_id.and_then(|raw| SessionId::parse(&raw).ok()) else {
-            if db.release_reservation(&due.id).await? {
+            // Unless the session is stored meanwhile: then it is the next pass's to judge.
+            if db.release_unattached(&due.id).await? {
                 swept.released += 1;
             }
             continue;

@@ -207,6 +207,28 @@ impl Database {
         Ok(released > 0)
     }
 
+    /// Releases hold `id` if it is still held and still has no session: the sweep's
+    /// release, which must lose to a session stored meanwhile.
+    pub async fn release_unattached(&self, id: &str) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let released = with_connection!(self, |conn| {
+            diesel::update(
+                reservations::table
+                    .filter(reservations::id.eq(id))
+                    .filter(reservations::state.eq(HELD))
+                    .filter(reservations::session_id.is_null()),
+            )
+            .set((
+                reservations::state.eq(RELEASED),
+                reservations::settled_at.eq(now),
+            ))
+            .execute(conn)
+            .await
+            .context("could not release the reservation")
+        })?;
+        Ok(released > 0)
+    }
+
     /// Settles session `session_id`'s holds as its recorded `status` says (see
     /// [`settled_state`]); true if any was still held.
     pub async fn settle_reservations(

@@ -39,7 +39,7 @@ impl PooledClient {
         headers.insert(AUTHORIZATION, authorization);
         headers.insert(
             "stripe-version",
-            HeaderValue::from_static(stripe_shared::version::VERSION.as_str()),
+            HeaderValue::from_static(super::pinned_api_version()),
         );
         headers.insert(
             USER_AGENT,

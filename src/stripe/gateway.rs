@@ -279,12 +279,18 @@ fn is_transient(error: &StripeError) -> bool {
     }
 }
 
+/// What a failed call says, for logs and operators: Stripe's status and message, with
+/// any email address in the message (Stripe quotes the one it refuses) left out.
 fn describe(error: &StripeError) -> String {
     match error {
-        StripeError::Stripe(details, status) => format!(
-            "status {status}: {}",
-            details.message.as_deref().unwrap_or("no message")
-        ),
+        StripeError::Stripe(details, status) => {
+            let message = details.message.as_deref().unwrap_or("no message");
+            let message: Vec<&str> = message
+                .split(' ')
+                .map(|word| if word.contains('@') { "[email]" } else { word })
+                .collect();
+            format!("status {status}: {}", message.join(" "))
+        }
         other => other.to_string(),
     }
 }

@@ -247,7 +247,7 @@ impl StripeGateway {
             .line_items(items);
         request = match new.embedded {
             true => {
-                let mode = ui_mode(true, stripe_shared::version::VERSION.as_str());
+                let mode = ui_mode(true, super::pinned_api_version());
                 request
                     .ui_mode(CheckoutSessionUiMode::from_str(mode).unwrap_or_else(|e| match e {}))
                     .return_url(new.success_url.clone())
@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(ui_mode(true, "2026-03-25.dahlia"), "embedded_page");
         assert_eq!(ui_mode(false, "2026-09-30.endive"), "hosted_page");
         // The version this build pins, sent as `Stripe-Version` with every request.
-        let pinned = stripe_shared::version::VERSION.as_str();
+        let pinned = super::super::pinned_api_version();
         assert_eq!(ui_mode(true, pinned), "embedded_page", "{pinned}");
     }
 }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::checkout::{Cart, MAX_LINES, OpenError};
+use crate::configuration::CheckoutUi;
 use crate::stripe::GatewayError;
 
 /// The largest request body read: twenty lines with room to spare.
@@ -82,9 +83,9 @@ pub async fn create(
         Ok(cart) => cart,
         Err(error) => {
             let field = match &error {
-                OpenError::UnknownPrice(index, _) => format!("lines[{index}].price"),
-                OpenError::Quantity(index) => format!("lines[{index}].quantity"),
-                _ => "lines".to_owned(),
+                OpenError::UnknownPrice(index, _) => format!("line_items[{index}].price"),
+                OpenError::Quantity(index) => format!("line_items[{index}].quantity"),
+                _ => "line_items".to_owned(),
             };
             let message = error.to_string();
             return problem(
@@ -112,7 +113,11 @@ pub async fn create(
             .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
         return refused;
     }
-    match opener.open(cart).await {
+    let has_email = cart.has_email();
+    match opener
+        .open(cart, state.checkout.ui == CheckoutUi::Embedded)
+        .await
+    {
         Ok(created) => {
             let mut answer = json!({ "id": created.id, "expires_at": created.expires_at });
             match (created.url, created.client_secret) {
@@ -122,23 +127,26 @@ pub async fn create(
             }
             HttpResponse::Created().json(answer)
         }
-        // Stripe's lasting no, for this cart (an address it does not take, say): asking
-        // again will not help.
-        Err(OpenError::Stripe(GatewayError::Refused(reason))) => {
-            tracing::warn!("Stripe refused a Checkout Session the API asked for");
-            problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "stripe_refused",
-                &format!("Stripe refused the session: {reason}"),
-                None,
-            )
-        }
-        Err(OpenError::SoldOut { name, available }) => problem(
-            StatusCode::CONFLICT,
-            "sold_out",
-            &format!("{name} has {available} left, fewer than asked for."),
-            Some("lines"),
+        // Stripe's lasting no. What the caller typed that Stripe checks beyond the
+        // catalog is the email address; anything else is the shop's own configuration,
+        // which the caller is not shown (the gateway logged it for the operator).
+        Err(OpenError::Stripe(GatewayError::Refused(_))) if has_email => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "stripe_refused",
+            "Stripe refused to create the session; it may not take this email address.",
+            Some("email"),
         ),
+        // The price asked for, named as the contract says, with what is left of it.
+        Err(OpenError::SoldOut {
+            name,
+            price,
+            available,
+        }) => HttpResponse::Conflict().json(json!({ "error": {
+            "code": "sold_out",
+            "message": format!("{name} has {available} left, fewer than asked for."),
+            "price": price,
+            "available": available,
+        }})),
         Err(error) => {
             tracing::warn!(error = %error.for_logs(), "could not create a Checkout Session for the API");
             problem(
@@ -211,9 +219,22 @@ pub fn from_own_origin(request: &HttpRequest, public_url: &str) -> bool {
         Some(slash) => &public_url[..after_scheme + slash],
         None => public_url,
     };
-    given
-        .to_str()
-        .is_ok_and(|given| normal(given) == normal(own))
+    let Ok(given) = given.to_str() else {
+        return false;
+    };
+    // Or the host the request was sent to, as the browser names it (the shop reached as
+    // 127.0.0.1 rather than localhost, say): another site's page cannot make a browser
+    // send its own origin to this host.
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    let given = normal(given);
+    given == normal(own)
+        || host.is_some_and(|host| {
+            given.split_once("://").map(|(_, authority)| authority)
+                == Some(host.to_ascii_lowercase().as_str())
+        })
 }
 
 /// The storefront's CSRF token for this visitor: the one its cookie holds, or a new one
@@ -235,26 +256,29 @@ pub fn csrf_token(request: &HttpRequest, secure: bool) -> (String, Option<Cookie
     (token, Some(cookie))
 }
 
-/// Reads `{"lines": [{"price", "quantity"}, …], "email"?}`, naming the first field at
-/// fault.
+/// Reads `{"line_items": [{"price", "quantity"}, …], "email"?}`, naming the first field
+/// at fault.
 fn parse(body: &[u8]) -> Result<Cart, Invalid> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|error| invalid("body", format!("expected a JSON object: {error}")))?;
     let object = value
         .as_object()
         .ok_or_else(|| invalid("body", "expected a JSON object"))?;
-    only(object, "", &["lines", "email"])?;
+    only(object, "", &["line_items", "email"])?;
     let lines = object
-        .get("lines")
-        .ok_or_else(|| invalid("lines", "required"))?
+        .get("line_items")
+        .ok_or_else(|| invalid("line_items", "required"))?
         .as_array()
-        .ok_or_else(|| invalid("lines", "expected an array"))?;
+        .ok_or_else(|| invalid("line_items", "expected an array"))?;
     if lines.is_empty() || lines.len() > MAX_LINES {
-        return Err(invalid("lines", format!("expected 1 to {MAX_LINES} lines")));
+        return Err(invalid(
+            "line_items",
+            format!("expected 1 to {MAX_LINES} line items"),
+        ));
     }
     let mut cart = Vec::with_capacity(lines.len());
     for (index, line) in lines.iter().enumerate() {
-        let at = |name: &str| format!("lines[{index}]{name}");
+        let at = |name: &str| format!("line_items[{index}]{name}");
         let line = line
             .as_object()
             .ok_or_else(|| invalid(at(""), "expected an object"))?;
@@ -274,9 +298,7 @@ fn parse(body: &[u8]) -> Result<Cart, Invalid> {
     }
     let email = match object.get("email") {
         None | Some(Value::Null) => None,
-        Some(Value::String(email))
-            if email.len() <= MAX_TEXT && email.parse::<lettre::Address>().is_ok() =>
-        {
+        Some(Value::String(email)) if email.len() <= MAX_TEXT && deliverable(email) => {
             Some(email.clone())
         }
         Some(_) => return Err(invalid("email", "expected an email address")),
@@ -291,4 +313,14 @@ fn only(object: &Map<String, Value>, at: &str, known: &[&str]) -> Result<(), Inv
         Some(key) => Err(invalid(format!("{at}.{key}"), "unknown field")),
         None => Ok(()),
     }
+}
+
+/// An address Stripe takes for `customer_email`: well formed, at a domain with a dot
+/// (not `localhost`, not an address literal).
+fn deliverable(email: &str) -> bool {
+    let Ok(address) = email.parse::<lettre::Address>() else {
+        return false;
+    };
+    let domain = address.domain();
+    domain.contains('.') && !domain.starts_with('[') && !domain.ends_with('.')
 }

@@ -23,7 +23,7 @@ use crate::access::AccessSigner;
 use crate::actors::Sessions;
 use crate::catalog::Catalog;
 use crate::checkout::Opener;
-use crate::configuration::{CheckoutConfig, CheckoutUi, Secret};
+use crate::configuration::{CheckoutConfig, Secret};
 use crate::db::Database;
 use crate::effects::Outbox;
 use crate::inbox::{Inbox, Workers};
@@ -92,7 +92,6 @@ impl AppState {
             catalog: &self.catalog,
             public_url: &self.public_url,
             hold: self.checkout.reservation,
-            embedded: self.checkout.ui == CheckoutUi::Embedded,
         }
     }
 }

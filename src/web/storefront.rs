@@ -35,15 +35,22 @@ struct ShopPage<'a> {
     csrf: &'a str,
     /// `CHECKOUT_UI=embedded`: the Buy buttons mount Stripe's form in the page.
     embedded: bool,
-    stripe_js: &'a str,
+    stripe_js: String,
     publishable_key: &'a str,
-    /// An embedded session to mount as the page loads (the form posted without scripts).
-    mounted: Option<&'a str>,
 }
 
-/// Stripe.js, and the sandbox's stand-in for it.
-const STRIPE_JS: &str = "https://js.stripe.com/v3/";
+/// The sandbox's stand-in for Stripe.js.
 const SANDBOX_STRIPE_JS: &str = "/sandbox/stripe.js";
+
+/// Stripe.js of the release this build pins its API version to (`2026-09-30.endive`:
+/// `https://js.stripe.com/endive/stripe.js`).
+fn stripe_js() -> String {
+    let release = crate::stripe::pinned_api_version()
+        .rsplit('.')
+        .next()
+        .unwrap_or("v3");
+    format!("https://js.stripe.com/{release}/stripe.js")
+}
 
 #[derive(Debug, Deserialize)]
 pub struct BuyForm {
@@ -101,24 +108,16 @@ pub async fn checkout(
                  moment and go back to the shop.\n",
             );
     }
-    match opener.open(cart).await {
+    // Hosted, whatever CHECKOUT_UI says: this is the form without scripts, and only
+    // a script can mount the embedded form.
+    match opener.open(cart, false).await {
         Ok(CreatedCheckout { url: Some(url), .. }) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, url))
             .finish(),
-        // The embedded form, mounted in the shop's page.
-        Ok(CreatedCheckout {
-            client_secret: Some(secret),
-            ..
-        }) => {
-            let view = View {
-                status: StatusCode::OK,
-                problem: None,
-                mounted: Some(&secret),
-            };
-            render(&request, &state, view).await
-        }
         Ok(_) => unreachable_session(&request, &state).await,
-        Err(OpenError::SoldOut { name, available }) => {
+        Err(OpenError::SoldOut {
+            name, available, ..
+        }) => {
             let problem = match available {
                 0 => format!("Sorry, {name} is sold out."),
                 left => format!("Sorry, only {left} of {name} are left."),
@@ -145,29 +144,12 @@ async fn unreachable_session(request: &HttpRequest, state: &AppState) -> HttpRes
     .await
 }
 
-/// What a shop page shows besides the products.
-struct View<'a> {
-    status: StatusCode,
-    problem: Option<&'a str>,
-    /// The client secret of an embedded session to mount at once.
-    mounted: Option<&'a str>,
-}
-
 async fn shop_page(
     request: &HttpRequest,
     state: &AppState,
     status: StatusCode,
     problem: Option<&str>,
 ) -> HttpResponse {
-    let view = View {
-        status,
-        problem,
-        mounted: None,
-    };
-    render(request, state, view).await
-}
-
-async fn render(request: &HttpRequest, state: &AppState, view: View<'_>) -> HttpResponse {
     let mut products = Vec::with_capacity(state.catalog.products().len());
     for product in state.catalog.products() {
         let stock = match product.kind {
@@ -196,24 +178,23 @@ async fn render(request: &HttpRequest, state: &AppState, view: View<'_>) -> Http
         sandbox: state.sandbox,
         products,
         max_quantity: MAX_QUANTITY,
-        problem: view.problem,
+        problem,
         csrf: &csrf,
         embedded: state.checkout.ui == CheckoutUi::Embedded,
         stripe_js: if state.sandbox {
-            SANDBOX_STRIPE_JS
+            SANDBOX_STRIPE_JS.to_owned()
         } else {
-            STRIPE_JS
+            stripe_js()
         },
         publishable_key: state
             .checkout
             .publishable_key
             .as_deref()
             .unwrap_or_default(),
-        mounted: view.mounted,
     };
     match page.render() {
         Ok(body) => {
-            let mut response = HttpResponse::build(view.status);
+            let mut response = HttpResponse::build(status);
             if let Some(cookie) = cookie {
                 response.cookie(cookie);
             }

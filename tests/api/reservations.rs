@@ -380,3 +380,42 @@ async fn an_abandoned_checkout_expires_at_stripe_and_its_units_come_back() {
         assert_eq!(app.db.available("MUG").await.unwrap(), 10);
     }
 }
+
+#[actix_web::test]
+async fn a_delayed_payment_keeps_its_hold_until_it_fails_and_then_gives_it_back() {
+    for backend in backends() {
+        let app = shop(&backend).await;
+        let (status, session) = checkout(&browser(), &app.address, "price_mug", 2).await;
+        assert_eq!(status, 303);
+        let session = session.unwrap();
+
+        // Paid by bank debit: complete, not yet paid. The units stay held.
+        settle_at_stripe(&app.stripe, &session, "complete", "unpaid");
+        let completed = app
+            .deliver(
+                &format!("evt_c_{session}"),
+                "checkout.session.completed",
+                &session,
+            )
+            .await;
+        assert_eq!(completed.status(), 200);
+        wait_for_status(&app.db, &session, Status::AwaitingPayment).await;
+        assert_eq!(app.db.held("MUG").await.unwrap(), 2);
+        assert_eq!(app.db.available("MUG").await.unwrap(), 8);
+
+        // The debit fails: the units come back, and nothing left the stock.
+        let failed = app
+            .deliver(
+                &format!("evt_f_{session}"),
+                "checkout.session.async_payment_failed",
+                &session,
+            )
+            .await;
+        assert_eq!(failed.status(), 200);
+        wait_for_status(&app.db, &session, Status::PaymentFailed).await;
+        app.drained().await;
+        assert_eq!(app.db.held("MUG").await.unwrap(), 0);
+        assert_eq!(app.db.available("MUG").await.unwrap(), 10);
+        assert_eq!(app.db.stock("MUG").await.unwrap(), Some((10, false)));
+    }
+}

@@ -10,7 +10,7 @@
 
 use anyhow::Context;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{checkout_sessions, reservations};
@@ -189,34 +189,27 @@ impl Database {
     /// Releases hold `id` if it is still held: the session was never created, or never
     /// will be paid.
     pub async fn release_reservation(&self, id: &str) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let released = with_connection!(self, |conn| {
-            diesel::update(
-                reservations::table
-                    .filter(reservations::id.eq(id))
-                    .filter(reservations::state.eq(HELD)),
-            )
-            .set((
-                reservations::state.eq(RELEASED),
-                reservations::settled_at.eq(now),
-            ))
-            .execute(conn)
-            .await
-            .context("could not release the reservation")
-        })?;
-        Ok(released > 0)
+        self.release(id, false).await
     }
 
     /// Releases hold `id` if it is still held and still has no session: the sweep's
     /// release, which must lose to a session stored meanwhile.
     pub async fn release_unattached(&self, id: &str) -> anyhow::Result<bool> {
+        self.release(id, true).await
+    }
+
+    async fn release(&self, id: &str, only_unattached: bool) -> anyhow::Result<bool> {
         let now = now_ms();
         let released = with_connection!(self, |conn| {
             diesel::update(
                 reservations::table
                     .filter(reservations::id.eq(id))
                     .filter(reservations::state.eq(HELD))
-                    .filter(reservations::session_id.is_null()),
+                    .filter(
+                        reservations::session_id
+                            .is_null()
+                            .or((!only_unattached).into_sql::<Bool>()),
+                    ),
             )
             .set((
                 reservations::state.eq(RELEASED),

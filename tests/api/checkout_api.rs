@@ -333,10 +333,7 @@ async fn embedded_mode_answers_a_client_secret_and_the_shop_loads_stripe_js_of_t
             "{page}"
         );
         // The form without scripts still sells: on Stripe's hosted page.
-        let hosted = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        let hosted = no_redirects()
             .post(format!("{}/checkout", app.address))
             .form(&[("price", "price_mug"), ("quantity", "2")])
             .send()
@@ -364,10 +361,7 @@ async fn a_form_posted_from_another_site_or_repeating_a_line_past_its_limit_hold
             .unwrap();
         assert_eq!(forged.status(), 403);
         // The shop reached by another name than PUBLIC_URL's: its own page still sells.
-        let own = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        let own = no_redirects()
             .post(format!("{}/checkout", app.address))
             .header("origin", &app.address)
             .form(&[("price", "price_ebook"), ("quantity", "1")])
@@ -414,4 +408,12 @@ fn settings_that_cannot_make_a_checkout_stop_start_up_naming_the_setting() {
 fn stripe_shared_release() -> String {
     let pinned = fulfilld::stripe::pinned_api_version();
     pinned.rsplit('.').next().unwrap().to_owned()
+}
+
+/// A client that shows redirects rather than following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
 }

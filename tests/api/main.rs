@@ -14,6 +14,7 @@ mod events;
 mod faults;
 mod fencing;
 mod flood;
+mod fulldisk;
 mod helpers;
 mod landing;
 mod lanes;

@@ -1,7 +1,10 @@
-//! PostgreSQL going away under load, for seconds: a proxy between fulfilld and the server
-//! cuts every connection and refuses new ones, as a stopped server does, then lets them
-//! through again.
+//! PostgreSQL going away under load, for seconds, two ways: a server of the test's own,
+//! stopped with `pg_ctl stop` and started again (its sessions are told it is shutting
+//! down, then connections are refused), and a proxy between fulfilld and the shared
+//! server that cuts every connection mid-conversation and refuses new ones.
 
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -70,14 +73,139 @@ impl Proxy {
     }
 }
 
+/// What takes the database away: a server of the test's own, or a proxy before the
+/// shared one.
+enum Fault {
+    Stopped(PrivateServer),
+    Cut(Proxy),
+}
+
+impl Fault {
+    async fn take_down(&self) {
+        match self {
+            Self::Stopped(server) => server.pg_ctl(&["stop", "-m", "fast"]).await,
+            Self::Cut(proxy) => proxy.take_down(),
+        }
+    }
+
+    async fn bring_back(&self) {
+        match self {
+            Self::Stopped(server) => server.start().await,
+            Self::Cut(proxy) => proxy.bring_back(),
+        }
+    }
+}
+
+/// A PostgreSQL server of the test's own, on a port of its own, run as the `postgres`
+/// user from the machine's installation; removed when dropped.
+struct PrivateServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PrivateServer {
+    /// `None` without PostgreSQL's programs or without root to run them as `postgres`.
+    async fn start_new() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|version| version.path().join("bin"))
+            .find(|bin| bin.join("pg_ctl").exists())?;
+        let dir = tempfile::tempdir().ok()?;
+        let owned = Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(dir.path())
+            .status()
+            .ok()?;
+        let initdb = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["--no-sync", "-A", "trust", "-U", "postgres", "-D"])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        if !owned.success() || !initdb.success() {
+            return None;
+        }
+        let server = Self {
+            dir,
+            bin,
+            port: crate::helpers::free_port(),
+        };
+        server.start().await;
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    async fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        self.pg_ctl(&["start", "-o", &options]).await;
+    }
+
+    /// Runs `pg_ctl` on this server, waiting until it is done.
+    async fn pg_ctl(&self, args: &[&str]) {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-w", "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(args)
+            .stdout(Stdio::null());
+        let status = tokio::task::spawn_blocking(move || command.status())
+            .await
+            .expect("pg_ctl ran")
+            .expect("pg_ctl started");
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["stop", "-m", "immediate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[actix_web::test]
-async fn postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_once() {
+async fn postgres_stopped_for_seconds_under_load_gets_503s_then_everything_resumes_once() {
+    let Some(server) = PrivateServer::start_new().await else {
+        eprintln!(
+            "postgres_stopped_for_seconds_under_load_gets_503s_then_everything_resumes_once: \
+             skipped, it needs PostgreSQL's programs and root to run them as postgres"
+        );
+        return;
+    };
+    let url = server.url();
+    outage_under_load(&Fault::Stopped(server), &url, &url).await;
+}
+
+#[actix_web::test]
+async fn postgres_cut_off_for_seconds_under_load_gets_503s_then_everything_resumes_once() {
     let Some(backend) =
-        postgres("postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_once")
+        postgres("postgres_cut_off_for_seconds_under_load_gets_503s_then_everything_resumes_once")
     else {
         return;
     };
-    let stripe = StripeDouble::start().expect("Stripe double starts");
     let database = backend.fresh_database().await;
     let mut url = url::Url::parse(&database.url).expect("database URL");
     let upstream = format!(
@@ -88,8 +216,14 @@ async fn postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_
     let proxy = Proxy::start(upstream).await;
     url.set_host(Some("127.0.0.1")).expect("host");
     url.set_port(Some(proxy.port)).expect("port");
-    let through_proxy = url.to_string();
-    let process = Process::start(&through_proxy, stripe.url()).await;
+    outage_under_load(&Fault::Cut(proxy), url.as_str(), &database.url).await;
+}
+
+/// fulfilld on `database_url` takes deliveries while `fault` takes the database away for
+/// four seconds; `direct_url` reaches the database without the fault.
+async fn outage_under_load(fault: &Fault, database_url: &str, direct_url: &str) {
+    let stripe = StripeDouble::start().expect("Stripe double starts");
+    let process = Process::start(database_url, stripe.url()).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -133,7 +267,7 @@ async fn postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_
     };
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    proxy.take_down();
+    fault.take_down().await;
     let down_at = Instant::now();
     // Not ready, and the customer gets the friendly page, while it is down.
     let mut saw_not_ready = false;
@@ -157,7 +291,7 @@ async fn postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_
         .expect("answered");
     assert_eq!(page.status(), 503);
 
-    proxy.bring_back();
+    fault.bring_back().await;
     let back_at = Instant::now();
     loop {
         let ready = client
@@ -179,7 +313,7 @@ async fn postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_
         back_at.elapsed()
     );
     // The replica's own connections are back too: its heartbeat moves again.
-    let mut admin = AsyncPgConnection::establish(&database.url)
+    let mut admin = AsyncPgConnection::establish(direct_url)
         .await
         .expect("PostgreSQL answers");
     let seen = async |admin: &mut AsyncPgConnection| {
@@ -210,7 +344,7 @@ async fn postgres_gone_for_seconds_under_load_gets_503s_then_everything_resumes_
     assert!(!acknowledged.is_empty());
 
     // Every acknowledged event is carried out, once; Stripe retries the refused ones.
-    assert_each_fulfilled_once(&database.url, &acknowledged).await;
+    assert_each_fulfilled_once(direct_url, &acknowledged).await;
     eprintln!(
         "{} deliveries acknowledged, {refused} answered 503 during the outage",
         acknowledged.len()

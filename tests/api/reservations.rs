@@ -65,6 +65,18 @@ fn settle_at_stripe(stripe: &StripeDouble, session: &str, status: &str, payment:
     stripe.insert_session(session, spec);
 }
 
+/// Delivers `event` about `session` three times at once: one event twice and a second
+/// event of the same news, as Stripe may send them. The statuses answered.
+async fn deliver_thrice(app: &TestApp, event: &str, session: &str, tag: &str) -> Vec<u16> {
+    join_all(["a", "b", "a"].map(|n| async move {
+        app.deliver(&format!("evt_{tag}_{n}_{session}"), event, session)
+            .await
+            .status()
+            .as_u16()
+    }))
+    .await
+}
+
 async fn deliver_all(app: &TestApp, event: &str, sessions: &[String], tag: &str) -> Vec<u16> {
     join_all(sessions.iter().map(|session| async move {
         app.deliver(&format!("evt_{tag}_{session}"), event, session)
@@ -210,38 +222,18 @@ async fn an_expired_session_gives_its_units_back_once_and_a_paid_one_keeps_them(
         let (expiring, paid) = (expiring.unwrap(), paid.unwrap());
         assert_eq!(app.db.available("MUG").await.unwrap(), 5);
 
-        // The expiry, delivered twice at once: the units come back once.
+        // The expiry, delivered three times at once: the units come back once.
         settle_at_stripe(&app.stripe, &expiring, "expired", "unpaid");
-        // One event twice and a second event of the same news: as Stripe may send them.
-        let statuses = join_all(["a", "b", "a"].map(|tag| {
-            let (app, expiring) = (&app, &expiring);
-            async move {
-                let event = format!("evt_expired_{tag}_{expiring}");
-                app.deliver(&event, "checkout.session.expired", expiring)
-                    .await
-                    .status()
-                    .as_u16()
-            }
-        }))
-        .await;
+        let statuses = deliver_thrice(&app, "checkout.session.expired", &expiring, "expired").await;
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
         wait_for_status(&app.db, &expiring, Status::Expired).await;
         app.drained().await;
         assert_eq!(app.db.available("MUG").await.unwrap(), 8);
 
-        // The payment, delivered twice at once, then a late expiry for the same session.
+        // The payment, delivered three times at once, then a late expiry for the same
+        // session.
         settle_at_stripe(&app.stripe, &paid, "complete", "paid");
-        let statuses = join_all(["a", "b", "a"].map(|tag| {
-            let (app, paid) = (&app, &paid);
-            async move {
-                let event = format!("evt_paid_{tag}_{paid}");
-                app.deliver(&event, "checkout.session.completed", paid)
-                    .await
-                    .status()
-                    .as_u16()
-            }
-        }))
-        .await;
+        let statuses = deliver_thrice(&app, "checkout.session.completed", &paid, "paid").await;
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
         wait_for_status(&app.db, &paid, Status::Fulfilled).await;
         let late = app

@@ -20,83 +20,72 @@ if ! command -v chromium >/dev/null; then
 fi
 
 work="$(mktemp -d)"
-pid=""
-embedded_pid=""
+pids=()
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
-  [ -n "$embedded_pid" ] && kill "$embedded_pid" 2>/dev/null
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 npm install --silent --no-audit --no-fund --prefix "$work/npm" playwright-core@1 >/dev/null
 
 cargo build --quiet
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$port"
-admin_token="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET -u DATABASE_URL -u SMTP_URL \
-  BIND="127.0.0.1:$port" PUBLIC_URL="$base" CATALOG=catalog.toml \
-  DATABASE_URL="sqlite://$work/shop.db" MAIL_DIR="$work/mail" RUST_LOG=warn \
-  ADMIN_TOKEN="$admin_token" \
-  "${CARGO_TARGET_DIR:-target}/debug/fulfilld" >"$work/fulfilld.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "$base/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
 
-session="$(NODE_PATH="$work/npm/node_modules" node tests/browser/shop.cjs "$base" "$shots")" || {
-  echo "browser test failed; fulfilld's log:" >&2
-  cat "$work/fulfilld.log" >&2
+# Starts a sandbox fulfilld on a free port, its database, mail and log under DIR, with
+# the settings that follow; its address goes to $base.
+start_shop() {
+  local dir="$1"
+  shift
+  mkdir -p "$dir"
+  local port
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  base="http://127.0.0.1:$port"
+  env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET -u DATABASE_URL -u SMTP_URL \
+    BIND="127.0.0.1:$port" PUBLIC_URL="$base" CATALOG=catalog.toml \
+    DATABASE_URL="sqlite://$dir/shop.db" MAIL_DIR="$dir/mail" RUST_LOG=warn "$@" \
+    "${CARGO_TARGET_DIR:-target}/debug/fulfilld" >"$dir/fulfilld.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 100); do
+    curl -fsS "$base/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+
+# Runs one of the browser scripts; on failure, shows the log of the fulfilld under DIR.
+browse() {
+  local dir="$1" script="$2"
+  shift 2
+  NODE_PATH="$work/npm/node_modules" node "tests/browser/$script" "$@" || {
+    echo "$script failed; fulfilld's log:" >&2
+    cat "$dir/fulfilld.log" >&2
+    exit 1
+  }
+}
+
+# Waits for FILE, the email a test expects.
+await_mail() {
+  for _ in $(seq 1 100); do
+    [ -f "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "no email $1" >&2
   exit 1
 }
-for _ in $(seq 1 100); do
-  [ -f "$work/mail/$session.receipt.eml" ] && break
-  sleep 0.1
-done
-[ -f "$work/mail/$session.receipt.eml" ] || { echo "no receipt for $session" >&2; exit 1; }
-NODE_PATH="$work/npm/node_modules" node tests/browser/admin.cjs "$base" "$admin_token" "$session" "$shots" || {
-  echo "admin browser test failed; fulfilld's log:" >&2
-  cat "$work/fulfilld.log" >&2
-  exit 1
-}
-NODE_PATH="$work/npm/node_modules" node tests/browser/refund.cjs "$base" "$session" "$shots" || {
-  echo "refund browser test failed; fulfilld's log:" >&2
-  cat "$work/fulfilld.log" >&2
-  exit 1
-}
-for _ in $(seq 1 100); do
-  [ -f "$work/mail/$session.refund_email.eml" ] && break
-  sleep 0.1
-done
-[ -f "$work/mail/$session.refund_email.eml" ] || { echo "no refund email for $session" >&2; exit 1; }
+
+admin_token="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+start_shop "$work/hosted" ADMIN_TOKEN="$admin_token"
+session="$(browse "$work/hosted" shop.cjs "$base" "$shots")"
+await_mail "$work/hosted/mail/$session.receipt.eml"
+browse "$work/hosted" admin.cjs "$base" "$admin_token" "$session" "$shots"
+browse "$work/hosted" refund.cjs "$base" "$session" "$shots"
+await_mail "$work/hosted/mail/$session.refund_email.eml"
 
 # The same shop with CHECKOUT_UI=embedded, and one mug left: Stripe's form mounted in the
 # shop's page, then the mug sold out.
 mkdir -p "$work/embedded"
 sed 's/^stock = 10$/stock = 1/' catalog.toml >"$work/embedded/catalog.toml"
 grep -q '^stock = 1$' "$work/embedded/catalog.toml" || { echo "the mug's stock line moved" >&2; exit 1; }
-embedded_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-embedded_base="http://127.0.0.1:$embedded_port"
-env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET -u DATABASE_URL -u SMTP_URL \
-  BIND="127.0.0.1:$embedded_port" PUBLIC_URL="$embedded_base" CATALOG="$work/embedded/catalog.toml" \
-  DATABASE_URL="sqlite://$work/embedded/shop.db" MAIL_DIR="$work/embedded/mail" RUST_LOG=warn \
-  CHECKOUT_UI=embedded \
-  "${CARGO_TARGET_DIR:-target}/debug/fulfilld" >"$work/embedded/fulfilld.log" 2>&1 &
-embedded_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "$embedded_base/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-embedded="$(NODE_PATH="$work/npm/node_modules" node tests/browser/embedded.cjs "$embedded_base" "$shots")" || {
-  echo "embedded browser test failed; fulfilld's log:" >&2
-  cat "$work/embedded/fulfilld.log" >&2
-  exit 1
-}
-for _ in $(seq 1 100); do
-  [ -f "$work/embedded/mail/$embedded.receipt.eml" ] && break
-  sleep 0.1
-done
-[ -f "$work/embedded/mail/$embedded.receipt.eml" ] || { echo "no receipt for $embedded" >&2; exit 1; }
+start_shop "$work/embedded" CHECKOUT_UI=embedded CATALOG="$work/embedded/catalog.toml"
+embedded="$(browse "$work/embedded" embedded.cjs "$base" "$shots")"
+await_mail "$work/embedded/mail/$embedded.receipt.eml"
 
 echo "browser test passed: $session fulfilled, receipt saved, found on /admin, refunded, refund email saved; embedded form: $embedded fulfilled, receipt saved, sold out shown${shots:+, screenshots in $shots}"

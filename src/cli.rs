@@ -1,5 +1,5 @@
 //! The command line: `fulfilld [serve]`, `migrate`, `fulfill`, `reconcile`, `events`,
-//! `sessions`, `effects`, `bench`.
+//! `sessions`, `effects`, `healthcheck`, `bench`.
 
 use std::time::Duration;
 
@@ -8,9 +8,17 @@ use clap::{Parser, Subcommand};
 use crate::bench::BenchArgs;
 use crate::configuration::{Settings, parse_duration};
 
+/// `fulfilld --version`: the release and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FULFILLD_REVISION"),
+    ")"
+);
+
 /// Exactly-once fulfillment for Stripe Checkout.
 #[derive(Parser)]
-#[command(name = "fulfilld", version, about, long_about = None)]
+#[command(name = "fulfilld", version = VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
@@ -51,6 +59,14 @@ pub enum Command {
     Effects {
         #[command(subcommand)]
         command: EffectsCommand,
+    },
+    /// Ask a running server whether it is ready (`/readyz`); exits 0 if so, 1 if not,
+    /// for container and orchestrator probes.
+    Healthcheck {
+        /// The readiness URL [default: /readyz on BIND, on 127.0.0.1 when BIND is every
+        /// address].
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Measure this build: starts fulfilld on a fresh database (SQLite, or a new
     /// database on the PostgreSQL server of DATABASE_URL), a Stripe double and a mail

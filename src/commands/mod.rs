@@ -50,6 +50,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { command } => operator::events(&cli.settings, command).await?,
         Command::Sessions { command } => operator::sessions(&cli.settings, command).await?,
         Command::Effects { command } => effects(&cli.settings, command).await?,
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| readiness_url(cli.settings.bind));
+            healthcheck(&url).await?;
+        }
         Command::Bench(args) => bench::run(args, &database_url(&cli.settings)?).await?,
     }
     Ok(())
@@ -91,4 +95,40 @@ async fn effects(settings: &Settings, command: EffectsCommand) -> anyhow::Result
 
 fn database_url(settings: &Settings) -> anyhow::Result<DatabaseUrl> {
     Ok(settings.database_url()?)
+}
+
+/// `/readyz` of a server listening on `bind`, reached from this machine.
+fn readiness_url(bind: std::net::SocketAddr) -> String {
+    let ip = match bind.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv6() => {
+            std::net::IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+        }
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    format!(
+        "http://{}/readyz",
+        std::net::SocketAddr::new(ip, bind.port())
+    )
+}
+
+/// Whether the server at `url` says it is ready; an error (and exit status 1) if it does
+/// not answer within 5 seconds or answers anything but 2xx.
+async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("could not build an HTTP client")?;
+    let answer = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("not ready: no answer from {url}"))?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "not ready: {url} answered {}",
+        answer.status()
+    );
+    println!("ready");
+    Ok(())
 }

@@ -28,6 +28,7 @@ mod reconcile;
 mod refund_operator;
 mod refund_processes;
 mod refunds;
+mod release;
 mod replicas;
 mod reservations;
 mod sandbox;

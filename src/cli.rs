@@ -1,5 +1,5 @@
 //! The command line: `fulfilld [serve]`, `migrate`, `fulfill`, `reconcile`, `events`,
-//! `sessions`, `effects`, `healthcheck`, `bench`.
+//! `sessions`, `effects`, `orders`, `healthcheck`, `bench`.
 
 use std::time::Duration;
 
@@ -60,6 +60,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EffectsCommand,
     },
+    /// Orders for the books.
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
     /// Ask a running server whether it is ready (`/readyz`); exits 0 if so, 1 if not,
     /// for container and orchestrator probes.
     Healthcheck {
@@ -73,6 +78,31 @@ pub enum Command {
     /// server, drives signed webhooks through them, checks every session was fulfilled
     /// once, and prints the performance table.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Clone)]
+pub enum OrdersCommand {
+    /// One row per line of every order fulfilled in the window: session, time, email,
+    /// SKU, quantity, amount, currency, status, refunds. Streamed, a page at a time.
+    Export {
+        /// How far back: `30d`, `72h`.
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        since: Duration,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: OrdersFormat,
+        /// Where to write [default: standard output].
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+/// How orders are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrdersFormat {
+    /// Comma-separated, with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
 }
 
 #[derive(Subcommand, Clone)]

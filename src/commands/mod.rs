@@ -1,11 +1,12 @@
 //! What each CLI command does.
 
 mod operator;
+mod orders;
 
 use anyhow::Context;
 
 use crate::bench;
-use crate::cli::{Cli, Command, EffectsCommand};
+use crate::cli::{Cli, Command, EffectsCommand, OrdersCommand};
 use crate::configuration::Settings;
 use crate::db::{self, Database, DatabaseUrl};
 use crate::domain::{EffectStatus, SessionId};
@@ -50,6 +51,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { command } => operator::events(&cli.settings, command).await?,
         Command::Sessions { command } => operator::sessions(&cli.settings, command).await?,
         Command::Effects { command } => effects(&cli.settings, command).await?,
+        Command::Orders {
+            command:
+                OrdersCommand::Export {
+                    since,
+                    format,
+                    output,
+                },
+        } => orders::export(&cli.settings, since, format, output.as_deref()).await?,
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| readiness_url(cli.settings.bind));
             healthcheck(&url).await?;

@@ -18,6 +18,7 @@ pub mod figures;
 pub mod inbox;
 pub mod inventory;
 mod operators;
+pub mod orders;
 pub mod outcomes;
 pub mod postgres;
 mod prepared;

@@ -19,6 +19,7 @@ mod helpers;
 mod landing;
 mod lanes;
 mod metrics;
+mod orders;
 mod outage;
 mod outbox;
 mod processes;

@@ -65,7 +65,7 @@ impl<'a> Row<'a> {
 
 /// The export's writer.
 enum Output {
-    Csv(csv::Writer<std::io::BufWriter<Box<dyn Write>>>),
+    Csv(Box<csv::Writer<std::io::BufWriter<Box<dyn Write>>>>),
     Jsonl(std::io::BufWriter<Box<dyn Write>>),
 }
 
@@ -110,7 +110,7 @@ pub async fn export(
     let sink = std::io::BufWriter::new(sink);
     // Both write through buffers of their own size: nothing accumulates.
     let mut output = match format {
-        OrdersFormat::Csv => Output::Csv(csv::Writer::from_writer(sink)),
+        OrdersFormat::Csv => Output::Csv(Box::new(csv::Writer::from_writer(sink))),
         OrdersFormat::Jsonl => Output::Jsonl(sink),
     };
     let progress = match std::io::stderr().is_terminal() {

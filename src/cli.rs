@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::bench::BenchArgs;
-use crate::configuration::{Settings, parse_duration};
+use crate::configuration::file::{self, Resolved};
+use crate::configuration::{ConfigError, Settings, parse_duration};
 
 /// `fulfilld --version`: the release and the git revision it was built from.
 pub const VERSION: &str = concat!(
@@ -20,6 +23,10 @@ pub const VERSION: &str = concat!(
 #[derive(Parser)]
 #[command(name = "fulfilld", version = VERSION, about, long_about = None)]
 pub struct Cli {
+    /// A settings file (TOML, keys named as the environment variables), under the
+    /// environment and the command line [default: fulfilld.toml when present].
+    #[arg(long, env = "FULFILLD_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub settings: Settings,
     #[command(subcommand)]
@@ -65,6 +72,11 @@ pub enum Command {
         #[command(subcommand)]
         command: OrdersCommand,
     },
+    /// The effective settings.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Ask a running server whether it is ready (`/readyz`); exits 0 if so, 1 if not,
     /// for container and orchestrator probes.
     Healthcheck {
@@ -78,6 +90,13 @@ pub enum Command {
     /// server, drives signed webhooks through them, checks every session was fulfilled
     /// once, and prints the performance table.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Clone)]
+pub enum ConfigCommand {
+    /// Every setting's value (secrets redacted) and where it came from: the command line,
+    /// the environment, the settings file or the default.
+    Show,
 }
 
 #[derive(Subcommand, Clone)]
@@ -161,4 +180,50 @@ pub enum SessionsCommand {
         #[arg(long)]
         items: Option<String>,
     },
+}
+
+/// The command line as parsed, and every setting as resolved.
+pub struct Parsed {
+    pub cli: Cli,
+    pub settings: Vec<Resolved>,
+}
+
+/// Why the command line could not be taken.
+#[derive(Debug)]
+pub enum ParseError {
+    /// Help, the version, or a flag or value clap refused; `file` names the settings
+    /// file and `from_file` the settings it gave, so that an error about one says so.
+    Clap {
+        error: clap::Error,
+        file: Option<std::path::PathBuf>,
+        from_file: Vec<String>,
+    },
+    /// The settings file could not be read, or names what is no setting.
+    Config(ConfigError),
+}
+
+/// Parses `args` (the program's name first), with the settings file's values under the
+/// environment's and the command line's.
+pub fn parse(args: Vec<OsString>) -> Result<Parsed, ParseError> {
+    let first = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(&args)
+        .ok();
+    let config = first
+        .as_ref()
+        .and_then(|matches| matches.get_one::<std::path::PathBuf>("config").cloned());
+    let layered = file::layer::<Cli>(args, config.as_deref()).map_err(ParseError::Config)?;
+    let refused = |error| ParseError::Clap {
+        error,
+        file: layered.file.clone(),
+        from_file: layered.from_file.clone(),
+    };
+    let matches = Cli::command()
+        .try_get_matches_from(&layered.args)
+        .map_err(refused)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(refused)?;
+    Ok(Parsed {
+        cli,
+        settings: file::resolved::<Cli>(&matches, &layered),
+    })
 }

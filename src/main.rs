@@ -1,18 +1,35 @@
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, Parser};
-use fulfilld::cli::Cli;
+use fulfilld::cli::{self, Cli, ParseError, Parsed};
 use fulfilld::{commands, telemetry};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error) => return refuse(&error),
+    let parsed = match cli::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Clap {
+            error,
+            file,
+            from_file,
+        }) => {
+            let in_file = |name: &str| {
+                file.as_ref()
+                    .filter(|_| from_file.iter().any(|given| given == name))
+                    .map(|path| format!(" (in {})", path.display()))
+                    .unwrap_or_default()
+            };
+            return refuse(&error, in_file);
+        }
+        Err(ParseError::Config(error)) => {
+            eprintln!("fulfilld: {error}");
+            return ExitCode::FAILURE;
+        }
     };
-    let format = cli.settings.log_format;
-    telemetry::init(format);
-    match actix_web::rt::System::new().block_on(commands::run(cli)) {
+    let Parsed { cli, settings } = parsed;
+    telemetry::init(cli.settings.log_format);
+    let run = commands::run(cli, settings);
+    match actix_web::rt::System::new().block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fulfilld: {error:#}");
@@ -22,8 +39,9 @@ fn main() -> ExitCode {
 }
 
 /// Help and version go out as clap prints them; a setting that does not parse is one
-/// line naming its variable, as every other configuration error is.
-fn refuse(error: &clap::Error) -> ExitCode {
+/// line naming its variable (and the settings file, when it came from there), as every
+/// other configuration error is.
+fn refuse(error: &clap::Error, in_file: impl Fn(&str) -> String) -> ExitCode {
     if !matches!(
         error.kind(),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation
@@ -38,7 +56,10 @@ fn refuse(error: &clap::Error) -> ExitCode {
         .unwrap_or_default()
         .trim_start_matches("error: ");
     match variable(error) {
-        Some(name) => eprintln!("fulfilld: configuration error: {name}: {problem}"),
+        Some(name) => eprintln!(
+            "fulfilld: configuration error: {name}{}: {problem}",
+            in_file(&name)
+        ),
         None => eprintln!("fulfilld: configuration error: {problem}"),
     }
     ExitCode::FAILURE

@@ -6,15 +6,17 @@ mod orders;
 use anyhow::Context;
 
 use crate::bench;
-use crate::cli::{Cli, Command, EffectsCommand, OrdersCommand};
+use crate::cli::{Cli, Command, ConfigCommand, EffectsCommand, OrdersCommand};
 use crate::configuration::Settings;
+use crate::configuration::file::Resolved;
 use crate::db::{self, Database, DatabaseUrl};
 use crate::domain::{EffectStatus, SessionId};
 use crate::fulfillment::{Source, Trigger};
 use crate::startup::{Application, Core, shutdown_signal};
 
-/// Runs the command `cli` names. Must run inside an actix system.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command `cli` names, with `settings` as they were resolved. Must run inside
+/// an actix system.
+pub async fn run(cli: Cli, settings: Vec<Resolved>) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config = cli.settings.validate()?;
@@ -59,6 +61,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     output,
                 },
         } => orders::export(&cli.settings, since, format, output.as_deref()).await?,
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => show_settings(&settings),
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| readiness_url(cli.settings.bind));
             healthcheck(&url).await?;
@@ -140,4 +145,21 @@ async fn healthcheck(url: &str) -> anyhow::Result<()> {
     );
     println!("ready");
     Ok(())
+}
+
+/// `fulfilld config show`: each setting, its value (secrets redacted) and its source.
+fn show_settings(settings: &[Resolved]) {
+    let width = settings.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for setting in settings {
+        let value = match (&setting.value, setting.secret, &setting.source) {
+            (_, true, crate::configuration::file::Source::Unset) => "(unset)".to_owned(),
+            (_, true, _) => "(secret, set)".to_owned(),
+            (Some(value), false, _) => value.clone(),
+            (None, false, _) => "(unset)".to_owned(),
+        };
+        println!(
+            "{:<width$}  {:<40}  {}",
+            setting.name, value, setting.source
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 mod checkout;
 mod effects;
+pub mod file;
 mod secret;
 mod stripe;
 

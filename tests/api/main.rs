@@ -33,6 +33,7 @@ mod release;
 mod replicas;
 mod reservations;
 mod sandbox;
+mod settings_file;
 mod smtp;
 mod warehouse;
 mod webhook;

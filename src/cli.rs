@@ -212,18 +212,21 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, ParseError> {
     let config = first
         .as_ref()
         .and_then(|matches| matches.get_one::<std::path::PathBuf>("config").cloned());
-    let layered = file::layer::<Cli>(args, config.as_deref()).map_err(ParseError::Config)?;
+    let first = first.unwrap_or_default();
+    let layered = file::layer(Cli::command(), config.as_deref()).map_err(ParseError::Config)?;
     let refused = |error| ParseError::Clap {
         error,
         file: layered.file.clone(),
         from_file: layered.from_file.clone(),
     };
-    let matches = Cli::command()
-        .try_get_matches_from(&layered.args)
+    let matches = layered
+        .command
+        .clone()
+        .try_get_matches_from(&args)
         .map_err(refused)?;
     let cli = Cli::from_arg_matches(&matches).map_err(refused)?;
     Ok(Parsed {
         cli,
-        settings: file::resolved::<Cli>(&matches, &layered),
+        settings: file::resolved(&first, &matches, &layered),
     })
 }

@@ -131,6 +131,8 @@ fn readiness_url(bind: std::net::SocketAddr) -> String {
 async fn healthcheck(url: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
+        // A probe asks this machine's server, never through HTTP(S)_PROXY.
+        .no_proxy()
         .build()
         .context("could not build an HTTP client")?;
     let answer = client
@@ -154,12 +156,32 @@ fn show_settings(settings: &[Resolved]) {
         let value = match (&setting.value, setting.secret, &setting.source) {
             (_, true, crate::configuration::file::Source::Unset) => "(unset)".to_owned(),
             (_, true, _) => "(secret, set)".to_owned(),
-            (Some(value), false, _) => value.clone(),
+            (Some(value), false, _) => without_password(value),
             (None, false, _) => "(unset)".to_owned(),
         };
         println!(
             "{:<width$}  {:<40}  {}",
             setting.name, value, setting.source
         );
+    }
+}
+
+/// `value` with the password of a URL in it (`postgres://user:password@host`) hidden.
+fn without_password(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') {
+                ":(hidden)"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}{}", &rest[authority_end..])
+        }
+        None => value.to_owned(),
     }
 }

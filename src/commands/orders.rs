@@ -32,14 +32,32 @@ struct Row<'a> {
     amount: i64,
     currency: &'a str,
     status: &'a str,
-    /// What was refunded of the whole session, in minor units.
+    /// What was refunded of the whole order, in minor units: on its first line only, so
+    /// that the column adds up.
     amount_refunded: i64,
     livemode: bool,
     account: &'a str,
 }
 
+/// The columns, in order: the header of an export with no rows too.
+const COLUMNS: [&str; 12] = [
+    "session_id",
+    "fulfilled_at",
+    "email",
+    "sku",
+    "description",
+    "quantity",
+    "amount",
+    "currency",
+    "status",
+    "amount_refunded",
+    "livemode",
+    "account",
+];
+
 impl<'a> Row<'a> {
-    fn new(line: &'a OrderLine, catalog: &'a Catalog) -> Self {
+    /// `first`: the first line of its order in the export.
+    fn new(line: &'a OrderLine, catalog: &'a Catalog, first: bool) -> Self {
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(line.fulfilled_at).unwrap_or(0));
         let sku = line
             .price_id
@@ -56,7 +74,7 @@ impl<'a> Row<'a> {
             amount: line.amount,
             currency: &line.currency,
             status: &line.status,
-            amount_refunded: line.amount_refunded,
+            amount_refunded: if first { line.amount_refunded } else { 0 },
             livemode: line.livemode,
             account: line.account.as_deref().unwrap_or_default(),
         }
@@ -72,7 +90,31 @@ enum Output {
 impl Output {
     fn write(&mut self, row: &Row<'_>) -> anyhow::Result<()> {
         match self {
-            Self::Csv(writer) => writer.serialize(row)?,
+            Self::Csv(writer) => {
+                // A spreadsheet opening the file must not take a customer's text for a
+                // formula: a cell that starts like one is quoted as text.
+                let cells = [
+                    row.session_id,
+                    &row.fulfilled_at,
+                    row.email,
+                    row.sku,
+                    row.description,
+                    &row.quantity.to_string(),
+                    &row.amount.to_string(),
+                    row.currency,
+                    row.status,
+                    &row.amount_refunded.to_string(),
+                    &row.livemode.to_string(),
+                    row.account,
+                ]
+                .map(|cell| {
+                    match cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                        true if cell.parse::<i64>().is_err() => format!("'{cell}"),
+                        _ => cell.to_owned(),
+                    }
+                });
+                writer.write_record(&cells)?;
+            }
             Self::Jsonl(writer) => {
                 serde_json::to_writer(&mut *writer, row)?;
                 writer.write_all(b"\n")?;
@@ -100,17 +142,32 @@ pub async fn export(
     let catalog = settings.effects.catalog()?;
     let db = Database::connect(&settings.database_url()?).await?;
     let from = now_ms() - millis(since);
-    let sink: Box<dyn Write> = match out {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("could not create {}", path.display()))?,
-        ),
+    // A file is written beside its name, readable by its owner only (it holds customers'
+    // addresses), and takes the name only once whole.
+    let partial = out.map(|path| path.with_extension("partial"));
+    let sink: Box<dyn Write> = match &partial {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+                    .with_context(|| format!("could not create {}", path.display()))?,
+            )
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let sink = std::io::BufWriter::new(sink);
     // Both write through buffers of their own size: nothing accumulates.
     let mut output = match format {
-        OrdersFormat::Csv => Output::Csv(Box::new(csv::Writer::from_writer(sink))),
+        OrdersFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(sink);
+            writer.write_record(COLUMNS)?;
+            Output::Csv(Box::new(writer))
+        }
         OrdersFormat::Jsonl => Output::Jsonl(sink),
     };
     let progress = match std::io::stderr().is_terminal() {
@@ -126,11 +183,14 @@ pub async fn export(
         false => ProgressBar::hidden(),
     };
     let mut cursor = None;
+    let mut previous: Option<String> = None;
     let mut written = 0u64;
     loop {
         let page = db.order_lines(from, cursor.as_ref(), PAGE).await?;
         for line in &page {
-            output.write(&Row::new(line, &catalog))?;
+            let first = previous.as_deref() != Some(line.session_id.as_str());
+            output.write(&Row::new(line, &catalog, first))?;
+            previous = Some(line.session_id.clone());
         }
         written += page.len() as u64;
         progress.set_position(written);
@@ -142,6 +202,11 @@ pub async fn export(
         }
     }
     output.flush().context("could not write the export")?;
+    drop(output);
+    if let (Some(partial), Some(path)) = (&partial, out) {
+        std::fs::rename(partial, path)
+            .with_context(|| format!("could not name the export {}", path.display()))?;
+    }
     progress.finish_and_clear();
     eprintln!("{written} order lines exported");
     Ok(())

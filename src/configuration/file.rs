@@ -4,11 +4,10 @@
 //! environment's and the command line's: a setting given there wins. Values get the same
 //! validation, and the same one-line errors, as anywhere else.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use clap::ArgMatches;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory};
 
 use super::{ConfigError, invalid};
 
@@ -48,80 +47,93 @@ pub struct Resolved {
     pub source: Source,
 }
 
-/// A command line with the settings file's values in it.
+/// The command with the settings file's values as its settings' defaults.
 #[derive(Debug, Clone)]
 pub struct Layered {
-    pub args: Vec<OsString>,
+    pub command: clap::Command,
     /// The file read, if any.
     pub file: Option<PathBuf>,
     /// The settings it gave (environment variable names).
     pub from_file: Vec<String>,
 }
 
-/// The command line `args`, with the settings file's values added as flags for every
-/// setting that neither the environment nor the command line gives. `C` is the command
-/// whose arguments are the settings; `config` the file `--config` named.
-pub fn layer<C: CommandFactory>(
-    args: Vec<OsString>,
-    config: Option<&Path>,
-) -> Result<Layered, ConfigError> {
+/// `command` with each value of the settings file (the one `config` names, or
+/// [`DEFAULT_FILE`] if it exists) as its setting's default: clap then takes it only when
+/// neither the command line nor the environment gives that setting, and checks it with
+/// the setting's own parser.
+pub fn layer(command: clap::Command, config: Option<&Path>) -> Result<Layered, ConfigError> {
     let path = match config {
         Some(path) => Some(path.to_path_buf()),
         None => Some(PathBuf::from(DEFAULT_FILE)).filter(|path| path.exists()),
     };
     let Some(path) = path else {
         return Ok(Layered {
-            args,
+            command,
             file: None,
             from_file: Vec::new(),
         });
     };
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path)
-        .map_err(|error| invalid("FULFILLD_CONFIG", format!("cannot read {shown}: {error}")))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|error| invalid("FULFILLD_CONFIG", format!("{shown}: {}", error.message())))?;
-    let command = C::command();
-    let matches = command
-        .clone()
-        .ignore_errors(true)
-        .try_get_matches_from(&args)
-        .unwrap_or_default();
-    let mut layered = args;
-    let mut from_file = Vec::new();
+    let refuse = |problem: String| invalid("FULFILLD_CONFIG", format!("{shown}: {problem}"));
+    refuse_shared(&path).map_err(refuse)?;
+    let text = std::fs::read_to_string(&path).map_err(|error| refuse(error.to_string()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|error| refuse(error.message().to_owned()))?;
+    let mut command = command;
+    let mut from_file: Vec<String> = Vec::new();
     for (key, value) in table {
         let name = key.to_ascii_uppercase();
-        let argument = command
+        if from_file.contains(&name) {
+            return Err(refuse(format!("{name} is given twice")));
+        }
+        let id = command
             .get_arguments()
             .find(|argument| argument.get_env().is_some_and(|env| env == name.as_str()))
-            .filter(|argument| argument.get_id() != "config")
-            .ok_or_else(|| invalid("FULFILLD_CONFIG", format!("{shown}: unknown setting {key}")))?;
+            .map(|argument| argument.get_id().clone())
+            .filter(|id| id != "config")
+            .ok_or_else(|| refuse(format!("unknown setting {key}")))?;
         let value = scalar(&value).ok_or_else(|| {
-            invalid(
-                "FULFILLD_CONFIG",
-                format!("{shown}: {key}: expected a string, number, boolean or array of them"),
-            )
+            refuse(format!(
+                "{key}: expected a string, number, boolean or array of them"
+            ))
         })?;
-        if given(&matches, argument.get_id().as_str()) {
-            continue;
-        }
-        let long = argument.get_long().unwrap_or(argument.get_id().as_str());
-        layered.push(OsString::from(format!("--{long}={value}")));
+        // Help shows the built-in defaults, never the file's values (secrets among them).
+        command = command.mut_arg(id, |argument| {
+            let takes_value = argument.get_action().takes_values();
+            argument
+                .default_value(value)
+                .hide_default_value(takes_value)
+        });
         from_file.push(name);
     }
     Ok(Layered {
-        args: layered,
+        command,
         file: Some(path),
         from_file,
     })
 }
 
-/// Whether the environment or the command line gives the argument `id`.
-fn given(matches: &ArgMatches, id: &str) -> bool {
-    matches!(
-        matches.value_source(id),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
+/// Refuses a settings file that others than its owner may write: whoever could would
+/// choose where the Stripe key is sent.
+#[cfg(unix)]
+fn refuse_shared(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|error| error.to_string())?
+        .permissions()
+        .mode();
+    match mode & 0o022 {
+        0 => Ok(()),
+        _ => Err(format!(
+            "others may write it (mode {:o}); chmod go-w it",
+            mode & 0o777
+        )),
+    }
+}
+
+#[cfg(not(unix))]
+fn refuse_shared(_: &Path) -> Result<(), String> {
+    Ok(())
 }
 
 /// A TOML value as the environment would spell it: arrays comma-separated.
@@ -143,17 +155,21 @@ fn scalar(value: &toml::Value) -> Option<String> {
     }
 }
 
-/// Every setting of `C` as `matches` resolved it, the file's marked as such.
-pub fn resolved<C: CommandFactory>(matches: &ArgMatches, layered: &Layered) -> Vec<Resolved> {
+/// Every setting as `matches` resolved it. Where each came from is read from `plain`, the
+/// same command line parsed without the file's defaults: a setting the command line or
+/// the environment gives came from there, else the file's came from the file.
+pub fn resolved(plain: &ArgMatches, matches: &ArgMatches, layered: &Layered) -> Vec<Resolved> {
     let (file, from_file) = (layered.file.as_deref(), &layered.from_file);
-    let command = C::command();
-    command
+    layered
+        .command
         .get_arguments()
         .filter_map(|argument| {
             let name = argument.get_env()?.to_string_lossy().into_owned();
             let id = argument.get_id().as_str();
-            let source = match (matches.value_source(id), file) {
-                (Some(_), Some(path)) if from_file.contains(&name) => {
+            let source = match (plain.value_source(id), file) {
+                (Some(ValueSource::DefaultValue) | None, Some(path))
+                    if from_file.contains(&name) =>
+                {
                     Source::File(path.to_path_buf())
                 }
                 (Some(ValueSource::CommandLine), _) => Source::Flag,

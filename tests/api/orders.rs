@@ -105,9 +105,11 @@ async fn each_fulfilled_line_of_the_window_is_one_row_in_csv_and_in_json_lines()
     }
 }
 
-/// Writes `count` fulfilled orders of one line each, behind the engine's back.
-async fn seed_orders(app: &TestApp, count: u32) {
+/// Writes `count` fulfilled orders of `lines` lines each, behind the engine's back, each
+/// a millisecond apart, or all in one when `same_time`.
+async fn seed_orders(app: &TestApp, count: u32, lines: u32, same_time: bool) {
     let now = fulfilld::db::now_ms();
+    let apart = if same_time { 0 } else { 1 };
     let numbers = match app.backend {
         "postgres" => format!("SELECT n FROM generate_series(1, {count}) AS n"),
         _ => format!(
@@ -119,27 +121,36 @@ async fn seed_orders(app: &TestApp, count: u32) {
         "INSERT INTO checkout_sessions (id, status, livemode, currency, amount_total, \
          customer_email, fulfilled_at, created_at, updated_at) \
          SELECT 'cs_test_bulk' || n, 'fulfilled', FALSE, 'usd', 2500, \
-         'buyer' || n || '@example.com', {now} - n, {now}, {now} FROM ({numbers}) AS s"
+         'buyer' || n || '@example.com', {now} - {apart} * n, {now}, {now} \
+         FROM ({numbers}) AS s"
     ))
     .await;
-    app.execute(&format!(
-        "INSERT INTO line_items (session_id, line_number, id, price_id, description, \
-         quantity, currency, unit_amount, amount_subtotal, amount_total) \
-         SELECT 'cs_test_bulk' || n, 0, 'li_bulk' || n, 'price_tee_m', 'T-shirt, medium', \
-         1, 'usd', 2500, 2500, 2500 FROM ({numbers}) AS s"
-    ))
-    .await;
+    for line in 0..lines {
+        app.execute(&format!(
+            "INSERT INTO line_items (session_id, line_number, id, price_id, description, \
+             quantity, currency, unit_amount, amount_subtotal, amount_total) \
+             SELECT 'cs_test_bulk' || n, {line}, 'li_bulk{line}_' || n, 'price_tee_m', \
+             'Line {line}', 1, 'usd', 2500, 2500, 2500 FROM ({numbers}) AS s"
+        ))
+        .await;
+    }
 }
 
 /// Runs the export to a file and returns how many lines it wrote and the most memory
 /// the process held (its VmHWM, read while it ran).
 async fn export_peak(app: &TestApp) -> (usize, u64) {
-    let out = tempfile::NamedTempFile::new().expect("temporary file");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (rows, peak) = export_to(app, &dir.path().join("orders.csv")).await;
+    (rows.len() - 1, peak)
+}
+
+/// Runs the CSV export into `out`; its lines and the process's peak memory.
+async fn export_to(app: &TestApp, out: &std::path::Path) -> (Vec<String>, u64) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
         .args([
             "orders", "export", "--since", "1d", "--format", "csv", "--output",
         ])
-        .arg(out.path())
+        .arg(out)
         .env("DATABASE_URL", app.database_url())
         .env("STRIPE_SECRET_KEY", crate::helpers::STRIPE_SECRET_KEY)
         .env("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET)
@@ -164,20 +175,21 @@ async fn export_peak(app: &TestApp) -> (usize, u64) {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let rows = std::fs::read_to_string(out.path())
+    let rows = std::fs::read_to_string(out)
         .expect("export written")
         .lines()
-        .count();
-    (rows - 1, peak)
+        .map(str::to_owned)
+        .collect();
+    (rows, peak)
 }
 
 #[actix_web::test]
 async fn a_hundred_thousand_orders_export_in_the_memory_of_a_thousand() {
     for backend in backends() {
         let small = spawn_app(&backend).await;
-        seed_orders(&small, 1_000).await;
+        seed_orders(&small, 1_000, 1, false).await;
         let large = spawn_app(&backend).await;
-        seed_orders(&large, 100_000).await;
+        seed_orders(&large, 100_000, 1, false).await;
 
         let (rows, small_peak) = export_peak(&small).await;
         assert_eq!(rows, 1_000);
@@ -193,5 +205,80 @@ async fn a_hundred_thousand_orders_export_in_the_memory_of_a_thousand() {
             "{large_peak} kB for 100,000 against {small_peak} kB for 1,000 on {}",
             large.backend
         );
+    }
+}
+
+#[actix_web::test]
+async fn orders_fulfilled_in_one_millisecond_across_pages_are_each_exported_once() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        // 1,500 lines in one millisecond, two to an order: pages of 1,000 end mid-order.
+        seed_orders(&app, 750, 2, true).await;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = dir.path().join("orders.csv");
+        let (rows, _) = export_to(&app, &out).await;
+
+        let mut lines: Vec<(String, String)> = rows[1..]
+            .iter()
+            .map(|row| {
+                let mut cells = row.split(',');
+                let session = cells.next().unwrap_or_default().to_owned();
+                (session, row.clone())
+            })
+            .collect();
+        assert_eq!(lines.len(), 1_500, "on {}", app.backend);
+        lines.sort();
+        lines.dedup();
+        assert_eq!(
+            lines.len(),
+            1_500,
+            "a line exported twice on {}",
+            app.backend
+        );
+        // Readable by its owner only, and only under its name once whole.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out)
+            .expect("exported")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("orders.partial").exists());
+    }
+}
+
+#[actix_web::test]
+async fn a_formula_is_never_a_cell_refunds_add_up_and_an_empty_export_has_its_header() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (empty, _) = export_to(&app, &dir.path().join("empty.csv")).await;
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].starts_with("session_id,fulfilled_at,email,"));
+
+        let mut spec = order();
+        spec.email = Some("=HYPERLINK(\"http://evil.example\")@example.com".into());
+        let session = app.stripe.add_session(spec);
+        app.deliver(
+            &format!("evt_{session}"),
+            "checkout.session.completed",
+            &session,
+        )
+        .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        app.execute(&format!(
+            "UPDATE checkout_sessions SET amount_refunded = 900 WHERE id = '{session}'"
+        ))
+        .await;
+
+        let csv = app
+            .cli(&["orders", "export", "--since", "1d", "--format", "csv"])
+            .await;
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let rows: Vec<csv::StringRecord> =
+            reader.records().map(|row| row.expect("a row")).collect();
+        assert_eq!(rows.len(), 2, "{csv}");
+        assert!(rows[0][2].starts_with("'="), "{csv}");
+        let refunded: Vec<&str> = rows.iter().map(|row| &row[9]).collect();
+        assert_eq!(refunded, ["900", "0"], "{csv}");
     }
 }

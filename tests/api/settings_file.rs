@@ -38,7 +38,9 @@ async fn the_file_sits_under_the_environment_and_the_command_line() {
         dir.path().join("fulfilld.toml"),
         "stripe_max_rps = 7\nLOG_FORMAT = \"json\"\nTRUSTED_PROXIES = [\"10.0.0.1\", \
          \"10.1.0.0/16\"]\nSTRIPE_SECRET_KEY = \"sk_test_from_the_file\"\n\
-         EFFECT_MAX_ATTEMPTS = 9\n",
+         EFFECT_MAX_ATTEMPTS = 9\nSEND_RECEIPTS = false\nCHECKOUT_UI = \"embedded\"\n\
+         DATABASE_URL = \"postgres://shop:hunter2@db.internal/shop\"\n\
+         ADMIN_TOKEN = \"an-admin-token-of-the-file\"\n",
     )
     .expect("file written");
 
@@ -65,7 +67,34 @@ async fn the_file_sits_under_the_environment_and_the_command_line() {
         ("(secret, set)", "fulfilld.toml")
     );
     assert_eq!(shown(&shown_all, "MAIL_DIR"), ("mail", "default"));
-    assert!(!shown_all.contains("sk_test_from_the_file"), "{shown_all}");
+    // A switch and a choice, checked by their own parsers.
+    assert_eq!(
+        shown(&shown_all, "SEND_RECEIPTS"),
+        ("false", "fulfilld.toml")
+    );
+    assert_eq!(
+        shown(&shown_all, "CHECKOUT_UI"),
+        ("embedded", "fulfilld.toml")
+    );
+    // The database's password is not shown either.
+    assert_eq!(
+        shown(&shown_all, "DATABASE_URL"),
+        ("postgres://shop:(hidden)@db.internal/shop", "fulfilld.toml")
+    );
+    for secret in [
+        "sk_test_from_the_file",
+        "hunter2",
+        "an-admin-token-of-the-file",
+    ] {
+        assert!(!shown_all.contains(secret), "{shown_all}");
+    }
+
+    // Help, with the file there, is help, and shows none of it.
+    let help = fulfilld(dir.path(), &[], &["help"]).await;
+    assert!(help.status.success(), "{help:?}");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Usage: fulfilld"), "{help}");
+    assert!(!help.contains("an-admin-token-of-the-file"), "{help}");
 }
 
 #[actix_web::test]
@@ -123,6 +152,14 @@ async fn a_bad_value_or_an_unknown_key_in_the_file_stops_start_up_with_one_line(
             "STRIPE_MAX_RPS = \n",
             "configuration error: FULFILLD_CONFIG: fulfilld.toml:",
         ),
+        (
+            "stripe_max_rps = 5\nSTRIPE_MAX_RPS = 6\n",
+            "configuration error: FULFILLD_CONFIG: fulfilld.toml: STRIPE_MAX_RPS is given twice",
+        ),
+        (
+            "SEND_RECEIPTS = \"maybe\"\n",
+            "configuration error: SEND_RECEIPTS (in fulfilld.toml): invalid value 'maybe'",
+        ),
     ] {
         std::fs::write(dir.path().join("fulfilld.toml"), file).expect("file written");
         let output = fulfilld(dir.path(), &[], &["config", "show"]).await;
@@ -131,4 +168,21 @@ async fn a_bad_value_or_an_unknown_key_in_the_file_stops_start_up_with_one_line(
         assert_eq!(said.lines().count(), 1, "{file}: {said}");
         assert!(said.contains(expected), "{file}: {said}");
     }
+}
+
+#[actix_web::test]
+async fn a_settings_file_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("fulfilld.toml");
+    std::fs::write(
+        &file,
+        "STRIPE_API_BASE = \"https://stripe.attacker.example\"\n",
+    )
+    .expect("file written");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let output = fulfilld(dir.path(), &[], &["config", "show"]).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("others may write it"), "{said}");
 }

@@ -42,8 +42,10 @@ pub enum Source {
     /// The customer's browser on the landing page: answered first, from the database
     /// when a signed event has already told us the state.
     Customer(Customer),
-    /// The operator (CLI, reconcile): always checks Stripe unless the session is settled.
-    Operator,
+    /// The operator (CLI, reconcile, the holds' sweep): always checks Stripe unless the
+    /// session is settled; on the connected account it names, when the session's record
+    /// or stored events name none (reconcile found it listed on that account).
+    Operator(Option<AccountId>),
     /// Signed refund news about the session, from the connected account it names: checks
     /// Stripe, on that account, unless the session is settled; a settled session is read
     /// again from the database, so the actor's memory shows what the refund changed.
@@ -254,7 +256,9 @@ async fn attempt(
             // news that asks, named.
             let account = match (recorded_account, &source) {
                 (Some(account), _) => account.and_then(|raw| AccountId::parse(&raw).ok()),
-                (None, Source::Refund(Some(account))) => Some(account.clone()),
+                (None, Source::Refund(Some(account)) | Source::Operator(Some(account))) => {
+                    Some(account.clone())
+                }
                 (None, _) => engine
                     .db
                     .event_account(id)

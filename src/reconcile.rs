@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::actors::Sessions;
 use crate::db::Database;
 use crate::db::inbox::Stored;
-use crate::domain::{SessionId, Status};
+use crate::domain::{AccountId, SessionId, Status};
 use crate::fulfillment::{Source, Trigger};
 use crate::inbox;
 use crate::stripe::event;
@@ -53,19 +53,57 @@ pub struct Report {
     pub failures: Vec<(String, String)>,
 }
 
-/// Reconciles the window of `since` before now; `progress` hears of every item looked at.
+/// Reconciles the window of `since` before now, on the platform and on every connected
+/// account: those fulfilld has seen, and `accounts`. `progress` hears of every item
+/// looked at. An account Stripe will not list is a failure in the report, and the others
+/// go on.
 pub async fn run(
     sessions: &Sessions,
     db: &Database,
     stripe: &StripeGateway,
     since: Duration,
+    accounts: &[AccountId],
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<Report> {
     let since_ts = crate::db::now_ms() / 1000 - i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     let mut report = Report::default();
-    events(sessions, db, stripe, since_ts, progress, &mut report).await?;
-    complete_sessions(sessions, db, stripe, since_ts, progress, &mut report).await?;
+    events(sessions, db, stripe, since_ts, None, progress, &mut report).await?;
+    complete_sessions(sessions, db, stripe, since_ts, None, progress, &mut report).await?;
+    let mut connected: Vec<AccountId> = db
+        .connected_accounts()
+        .await?
+        .iter()
+        .filter_map(|raw| AccountId::parse(raw).ok())
+        .collect();
+    connected.extend(accounts.iter().cloned());
+    connected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    connected.dedup();
+    for account in &connected {
+        let listed = async {
+            let mut report = Report::default();
+            let on = Some(account);
+            events(sessions, db, stripe, since_ts, on, progress, &mut report).await?;
+            complete_sessions(sessions, db, stripe, since_ts, on, progress, &mut report).await?;
+            Ok::<_, anyhow::Error>(report)
+        };
+        match listed.await {
+            Ok(found) => report.merge(found),
+            Err(error) => report
+                .failures
+                .push((account.to_string(), format!("{error:#}"))),
+        }
+    }
     Ok(report)
+}
+
+impl Report {
+    fn merge(&mut self, other: Report) {
+        self.events_seen += other.events_seen;
+        self.events_processed += other.events_processed;
+        self.sessions_seen += other.sessions_seen;
+        self.sessions_recorded.extend(other.sessions_recorded);
+        self.failures.extend(other.failures);
+    }
 }
 
 async fn events(
@@ -73,6 +111,7 @@ async fn events(
     db: &Database,
     stripe: &StripeGateway,
     since_ts: i64,
+    account: Option<&AccountId>,
     progress: &(dyn Fn(&str) + Sync),
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -84,7 +123,7 @@ async fn events(
         starting_after: None,
     };
     loop {
-        let page = match stripe.list_page("/events", &query).await {
+        let page = match stripe.list_page("/events", &query, account).await {
             Ok(page) => page,
             // Some keys may not filter on delivery; then every event is looked at.
             Err(GatewayError::Unavailable(_)) if query.delivery_success.is_some() => {
@@ -95,6 +134,14 @@ async fn events(
         };
         for object in &page.data {
             report.events_seen += 1;
+            // Listed on a connected account: stored and carried out on it, as its webhook
+            // would be.
+            let mut object = object.clone();
+            if let Some(account) = account
+                && object["account"].is_null()
+            {
+                object["account"] = serde_json::Value::from(account.as_str());
+            }
             let body = object.to_string();
             let Ok(parsed) = event::parse(body.as_bytes()) else {
                 continue;
@@ -140,6 +187,7 @@ async fn complete_sessions(
     db: &Database,
     stripe: &StripeGateway,
     since_ts: i64,
+    account: Option<&AccountId>,
     progress: &(dyn Fn(&str) + Sync),
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -151,7 +199,7 @@ async fn complete_sessions(
     };
     loop {
         let page = stripe
-            .list_page("/checkout/sessions", &query)
+            .list_page("/checkout/sessions", &query, account)
             .await
             .map_err(|error| anyhow::anyhow!("could not list Checkout Sessions: {error}"))?;
         for object in &page.data {
@@ -171,7 +219,7 @@ async fn complete_sessions(
                 continue;
             }
             match sessions
-                .handle(&id, Trigger::Fulfill(Source::Operator))
+                .handle(&id, Trigger::Fulfill(Source::Operator(account.cloned())))
                 .await
             {
                 Ok(outcome) => report
@@ -187,7 +235,8 @@ async fn complete_sessions(
     }
 }
 
-/// Runs reconcile over [`SCHEDULED_WINDOW`] every `every`, logging results, while this
+/// Runs reconcile over [`SCHEDULED_WINDOW`] (on the platform, the connected accounts seen
+/// and `accounts`) every `every`, logging results, while this
 /// replica leads (`leading`); the first run starts as soon as it does. A run is cut short
 /// if leadership is lost meanwhile, so runs do not overlap across replicas; what it did
 /// so far stands, and the next leader's run does the rest.
@@ -196,6 +245,7 @@ pub fn spawn_schedule(
     db: Database,
     stripe: StripeGateway,
     every: Duration,
+    accounts: Vec<AccountId>,
     mut leading: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -213,7 +263,14 @@ pub fn spawn_schedule(
                 }
             }
             last_run = Some(Instant::now());
-            let run = run(&sessions, &db, &stripe, SCHEDULED_WINDOW, &|_| {});
+            let run = run(
+                &sessions,
+                &db,
+                &stripe,
+                SCHEDULED_WINDOW,
+                &accounts,
+                &|_| {},
+            );
             let lost = leading.wait_for(|leads| !*leads);
             let report = tokio::select! {
                 report = run => report,

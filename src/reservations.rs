@@ -64,7 +64,7 @@ pub async fn sweep(sessions: &Sessions, db: &Database, now: i64) -> anyhow::Resu
         // The session's actor asks Stripe (or answers from the record), and recording
         // the session settles its hold in the same transaction.
         let status = match sessions
-            .handle(&id, Trigger::Fulfill(Source::Operator))
+            .handle(&id, Trigger::Fulfill(Source::Operator(None)))
             .await
         {
             Ok(outcome) => outcome.status,

@@ -217,6 +217,7 @@ impl Application {
                 core.db.clone(),
                 core.stripe.clone(),
                 every,
+                config.stripe.accounts.clone(),
                 replica.leading(),
             );
         }

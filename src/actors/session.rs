@@ -114,7 +114,7 @@ impl Handler<Attempt> for SessionActor {
         if self.unknown
             && matches!(
                 trigger,
-                Trigger::Fulfill(Source::Customer(_) | Source::Operator | Source::Refund(_))
+                Trigger::Fulfill(Source::Customer(_) | Source::Operator(_) | Source::Refund(_))
             )
         {
             return AtomicResponse::new(Box::pin(fut::ready(Err(FulfillError::UnknownSession))));

@@ -36,7 +36,7 @@ pub async fn run(cli: Cli, settings: Vec<Resolved>) -> anyhow::Result<()> {
             let core = Core::start(&config).await?;
             let outcome = core
                 .sessions
-                .handle(&id, Trigger::Fulfill(Source::Operator))
+                .handle(&id, Trigger::Fulfill(Source::Operator(None)))
                 .await
                 .with_context(|| format!("could not fulfil {id}"))?;
             let total = outcome

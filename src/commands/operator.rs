@@ -40,7 +40,16 @@ pub async fn reconcile(settings: &Settings, since: Duration) -> anyhow::Result<(
         spinner.inc(1);
         spinner.set_message(id.to_owned());
     };
-    let report = reconcile::run(&core.sessions, &core.db, &core.stripe, since, &progress).await;
+    let accounts = &config.stripe.accounts;
+    let report = reconcile::run(
+        &core.sessions,
+        &core.db,
+        &core.stripe,
+        since,
+        accounts,
+        &progress,
+    )
+    .await;
     spinner.finish_and_clear();
     let report = report?;
     println!(

@@ -106,6 +106,16 @@ pub struct Settings {
         global = true
     )]
     pub client_lookups_per_min: u32,
+    /// Connected accounts (`acct_…`, comma-separated) that reconcile looks at besides
+    /// those fulfilld has seen events or sessions of.
+    #[arg(
+        long,
+        env = "STRIPE_ACCOUNTS",
+        value_delimiter = ',',
+        value_parser = crate::domain::AccountId::parse,
+        global = true
+    )]
+    pub stripe_accounts: Vec<crate::domain::AccountId>,
     /// Proxies whose X-Forwarded-For names the client: addresses or networks,
     /// comma-separated [default: none; the peer address is the client].
     #[arg(

@@ -24,6 +24,8 @@ pub struct StripeConfig {
     /// simulator under `/sandbox`; other commands reach it there through `PUBLIC_URL`.
     /// `secret_key` is then only a candidate: the key kept in the database is used.
     pub sandbox: Option<Duration>,
+    /// Connected accounts reconcile looks at besides those it has seen (`STRIPE_ACCOUNTS`).
+    pub accounts: Vec<crate::domain::AccountId>,
 }
 
 impl Settings {
@@ -119,6 +121,7 @@ impl Settings {
             interactive_share: self.stripe_interactive_share,
             livemode: live,
             sandbox: None,
+            accounts: self.stripe_accounts.clone(),
         })
     }
 
@@ -132,6 +135,7 @@ impl Settings {
             interactive_share: self.stripe_interactive_share,
             livemode: false,
             sandbox: Some(Duration::from_secs(self.sandbox_payment_delay_secs)),
+            accounts: self.stripe_accounts.clone(),
         })
     }
 }

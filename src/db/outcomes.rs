@@ -217,6 +217,32 @@ impl StoredOutcome {
 }
 
 impl Database {
+    /// The connected accounts fulfilld has seen a session or an event of.
+    pub async fn connected_accounts(&self) -> anyhow::Result<Vec<String>> {
+        let (mut accounts, events) = with_connection!(self, |conn| {
+            let sessions: Vec<Option<String>> = checkout_sessions::table
+                .filter(checkout_sessions::account.is_not_null())
+                .select(checkout_sessions::account)
+                .distinct()
+                .load(conn)
+                .await
+                .context("could not list the connected accounts")?;
+            let events: Vec<Option<String>> = webhook_events::table
+                .filter(webhook_events::account.is_not_null())
+                .select(webhook_events::account)
+                .distinct()
+                .load(conn)
+                .await
+                .context("could not list the connected accounts")?;
+            Ok::<_, anyhow::Error>((sessions, events))
+        })?;
+        accounts.extend(events);
+        let mut accounts: Vec<String> = accounts.into_iter().flatten().collect();
+        accounts.sort();
+        accounts.dedup();
+        Ok(accounts)
+    }
+
     /// The stored outcome of a session, if fulfilld has recorded anything for it.
     pub async fn outcome(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
         let read = self.outcome_and_email(id).await?;

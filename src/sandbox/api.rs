@@ -127,6 +127,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
+/// The connected account a request acts as (`Stripe-Account`); `None` for the platform.
+fn acting_as(request: &HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get("Stripe-Account")
+        .and_then(|value| value.to_str().ok())
+}
+
 /// The session `id`, if the account the request acts as (`Stripe-Account`, or the
 /// platform without it) is the one it belongs to: like Stripe, a connected account's
 /// session does not exist for anyone else.
@@ -135,10 +143,7 @@ fn find(
     shared: &Shared,
     id: &str,
 ) -> Result<(SessionSpec, String), ApiError> {
-    let account = request
-        .headers()
-        .get("Stripe-Account")
-        .and_then(|value| value.to_str().ok());
+    let account = acting_as(request);
     let state = shared.lock();
     state
         .sessions
@@ -248,11 +253,14 @@ pub(super) async fn list_sessions(
     let status = param(&query, "status");
     let since = param(&query, "created[gte]").and_then(|raw| raw.parse::<i64>().ok());
     let payment_intent = param(&query, "payment_intent");
+    let account = acting_as(&request);
     let all = {
         let state = shared.lock();
         let mut sessions: Vec<_> = state
             .sessions
             .iter()
+            // Like Stripe, a connected account's sessions are listed only for it.
+            .filter(|(_, spec)| spec.account.as_deref() == account)
             .filter(|(_, spec)| status.is_none_or(|status| spec.status == status))
             .filter(|(id, spec)| {
                 payment_intent.is_none_or(|wanted| {
@@ -291,11 +299,13 @@ pub(super) async fn list_events(
         .collect();
     let since = param(&query, "created[gte]").and_then(|raw| raw.parse::<i64>().ok());
     let delivered = param(&query, "delivery_success").map(|raw| raw == "true");
+    let account = acting_as(&request);
     let all = shared
         .lock()
         .events
         .iter()
         .rev()
+        .filter(|event| event.account.as_deref() == account)
         .filter(|event| types.is_empty() || types.contains(&event.event_type.as_str()))
         .filter(|event| since.is_none_or(|since| event.created >= since))
         .filter(|event| delivered.is_none_or(|delivered| event.delivered == delivered))

@@ -281,6 +281,9 @@ async fn emit_with(
             id: event_id.clone(),
             event_type: event_type.to_owned(),
             created,
+            account: serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|event| event["account"].as_str().map(str::to_owned)),
             body: body.clone(),
             delivered: false,
         });

@@ -187,6 +187,8 @@ pub struct EventRecord {
     pub event_type: String,
     pub created: i64,
     pub body: String,
+    /// The connected account it happened on (its `account`); `None` for the platform.
+    pub account: Option<String>,
     /// Whether a delivery was answered 2xx.
     pub delivered: bool,
 }

@@ -303,18 +303,20 @@ impl StripeGateway {
         }
     }
 
-    /// One page of a list endpoint (`/events`, `/checkout/sessions`).
+    /// One page of a list endpoint (`/events`, `/checkout/sessions`), of the connected
+    /// `account` when there is one.
     pub async fn list_page<Q: Serialize>(
         &self,
         path: &str,
         query: &Q,
+        account: Option<&AccountId>,
     ) -> Result<Page, GatewayError> {
         let raw = self
             .call(&Priority::Background, || {
-                RequestBuilder::new(StripeMethod::Get, path)
+                let request = RequestBuilder::new(StripeMethod::Get, path)
                     .query(query)
-                    .customize::<miniserde::json::Value>()
-                    .send(&self.client)
+                    .customize::<miniserde::json::Value>();
+                on_account(request, account).send(&self.client)
             })
             .await?;
         let value: Value = serde_json::from_str(&miniserde::json::to_string(&raw))

@@ -138,3 +138,49 @@ async fn a_customer_who_arrives_before_the_connected_accounts_event_sees_the_ord
         assert!(body.contains("USD 25.00"), "{body}");
     }
 }
+
+#[actix_web::test]
+async fn reconcile_finds_what_no_webhook_delivered_on_the_accounts_seen_and_named() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let [seen, named, unknown] = ACCOUNTS;
+        let on = |account: &str| SessionSpec::paid(&[("Print", 1500, 1)]).on_account(account);
+        // A webhook from `seen` makes it an account fulfilld knows.
+        let delivered = app.stripe.add_session(on(seen));
+        app.deliver(
+            &format!("evt_{delivered}"),
+            "checkout.session.completed",
+            &delivered,
+        )
+        .await;
+        app.wait_for(&delivered, Status::Fulfilled).await;
+        // Paid with no webhook: on the account seen, on the one named, on neither.
+        let missed_seen = app.stripe.add_session(on(seen));
+        let missed_named = app.stripe.add_session(on(named));
+        let missed_unknown = app.stripe.add_session(on(unknown));
+
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+            .args(["reconcile", "--since", "1h"])
+            .env("DATABASE_URL", app.database_url())
+            .env("STRIPE_SECRET_KEY", crate::helpers::STRIPE_SECRET_KEY)
+            .env("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET)
+            .env("STRIPE_API_BASE", app.stripe.url())
+            .env("STRIPE_MAX_RPS", "1000")
+            .env("STRIPE_ACCOUNTS", named)
+            .env("RUST_LOG", "off")
+            .output()
+            .await
+            .expect("fulfilld runs");
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+
+        for (session, account) in [(&missed_seen, seen), (&missed_named, named)] {
+            let outcome = app.wait_for(session, Status::Fulfilled).await;
+            assert_eq!(outcome.account.as_deref(), Some(account), "{said}");
+            assert!(said.contains(session.as_str()), "{said}");
+        }
+        // Nothing tells fulfilld of an account it has neither seen nor been given.
+        assert!(app.outcome(&missed_unknown).await.is_none(), "{said}");
+        assert_eq!(app.stripe.calls(&missed_unknown), 0);
+    }
+}

@@ -123,6 +123,7 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         shutdown_grace_secs: 10,
         admin_token: None,
         client_lookups_per_min: 30,
+        stripe_accounts: Vec::new(),
         trusted_proxies: Vec::new(),
         proxy_header: fulfilld::configuration::ProxyHeader::XForwardedFor,
         webhook_workers: 64,

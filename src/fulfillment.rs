@@ -43,8 +43,8 @@ pub enum Source {
     /// when a signed event has already told us the state.
     Customer(Customer),
     /// The operator (CLI, reconcile, the holds' sweep): always checks Stripe unless the
-    /// session is settled; on the connected account it names, when the session's record
-    /// or stored events name none (reconcile found it listed on that account).
+    /// session is settled; on the connected account it names (reconcile found the session
+    /// listed there) unless the session's record names one, else on its stored events'.
     Operator(Option<AccountId>),
     /// Signed refund news about the session, from the connected account it names: checks
     /// Stripe, on that account, unless the session is settled; a settled session is read

@@ -53,10 +53,11 @@ pub struct Report {
     pub failures: Vec<(String, String)>,
 }
 
-/// Reconciles the window of `since` before now, on the platform and on every connected
-/// account: those fulfilld has seen, and `accounts`. `progress` hears of every item
-/// looked at. An account Stripe will not list is a failure in the report, and the others
-/// go on.
+/// Reconciles the window of `since` before now, on the platform and then on every
+/// connected account: those fulfilld has seen a session or event of in the last 30 days
+/// (or `since`, if longer), and `accounts`. `progress` hears of every item looked at. A
+/// connected account Stripe will not list is a failure in the report, and the others go
+/// on; the platform's listing failing fails the run.
 pub async fn run(
     sessions: &Sessions,
     db: &Database,
@@ -69,8 +70,11 @@ pub async fn run(
     let mut report = Report::default();
     events(sessions, db, stripe, since_ts, None, progress, &mut report).await?;
     complete_sessions(sessions, db, stripe, since_ts, None, progress, &mut report).await?;
+    // The accounts active in the time Stripe keeps events, and those named: an account
+    // long quiet costs no calls on every run.
+    let active_since = crate::db::now_ms() - crate::db::millis(STRIPE_KEEPS_EVENTS.max(since));
     let mut connected: Vec<AccountId> = db
-        .connected_accounts()
+        .connected_accounts(active_since)
         .await?
         .iter()
         .filter_map(|raw| AccountId::parse(raw).ok())
@@ -79,31 +83,19 @@ pub async fn run(
     connected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     connected.dedup();
     for account in &connected {
+        let on = Some(account);
+        // What a pass found before it failed stands, in the same report.
         let listed = async {
-            let mut report = Report::default();
-            let on = Some(account);
             events(sessions, db, stripe, since_ts, on, progress, &mut report).await?;
-            complete_sessions(sessions, db, stripe, since_ts, on, progress, &mut report).await?;
-            Ok::<_, anyhow::Error>(report)
+            complete_sessions(sessions, db, stripe, since_ts, on, progress, &mut report).await
         };
-        match listed.await {
-            Ok(found) => report.merge(found),
-            Err(error) => report
+        if let Err(error) = listed.await {
+            report
                 .failures
-                .push((account.to_string(), format!("{error:#}"))),
+                .push((account.to_string(), format!("{error:#}")));
         }
     }
     Ok(report)
-}
-
-impl Report {
-    fn merge(&mut self, other: Report) {
-        self.events_seen += other.events_seen;
-        self.events_processed += other.events_processed;
-        self.sessions_seen += other.sessions_seen;
-        self.sessions_recorded.extend(other.sessions_recorded);
-        self.failures.extend(other.failures);
-    }
 }
 
 async fn events(
@@ -135,12 +127,26 @@ async fn events(
         for object in &page.data {
             report.events_seen += 1;
             // Listed on a connected account: stored and carried out on it, as its webhook
-            // would be.
+            // would be. One that names another account is not taken on this one's word.
             let mut object = object.clone();
-            if let Some(account) = account
-                && object["account"].is_null()
-            {
-                object["account"] = serde_json::Value::from(account.as_str());
+            if let Some(account) = account {
+                let Some(fields) = object.as_object_mut() else {
+                    continue;
+                };
+                match fields.get("account").and_then(serde_json::Value::as_str) {
+                    None => {
+                        fields.insert("account".into(), account.as_str().into());
+                    }
+                    Some(named) if named == account.as_str() => {}
+                    Some(named) => {
+                        let id = fields.get("id").and_then(|id| id.as_str()).unwrap_or("?");
+                        report.failures.push((
+                            id.to_owned(),
+                            format!("listed on {account} but naming {named}; left alone"),
+                        ));
+                        continue;
+                    }
+                }
             }
             let body = object.to_string();
             let Ok(parsed) = event::parse(body.as_bytes()) else {
@@ -279,6 +285,11 @@ pub fn spawn_schedule(
                     continue;
                 }
             };
+            if let Ok(report) = &report {
+                for (item, error) in &report.failures {
+                    tracing::warn!(item = %item, error = %error, "reconcile could not carry out an item or list an account");
+                }
+            }
             match report {
                 Ok(report) if report.events_processed + report.sessions_recorded.len() > 0 => {
                     tracing::warn!(

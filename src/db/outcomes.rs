@@ -217,11 +217,13 @@ impl StoredOutcome {
 }
 
 impl Database {
-    /// The connected accounts fulfilld has seen a session or an event of.
-    pub async fn connected_accounts(&self) -> anyhow::Result<Vec<String>> {
+    /// The connected accounts fulfilld has seen a session or an event of since `since`
+    /// (ms).
+    pub async fn connected_accounts(&self, since: i64) -> anyhow::Result<Vec<String>> {
         let (mut accounts, events) = with_connection!(self, |conn| {
             let sessions: Vec<Option<String>> = checkout_sessions::table
                 .filter(checkout_sessions::account.is_not_null())
+                .filter(checkout_sessions::created_at.ge(since))
                 .select(checkout_sessions::account)
                 .distinct()
                 .load(conn)
@@ -229,6 +231,7 @@ impl Database {
                 .context("could not list the connected accounts")?;
             let events: Vec<Option<String>> = webhook_events::table
                 .filter(webhook_events::account.is_not_null())
+                .filter(webhook_events::received_at.ge(since))
                 .select(webhook_events::account)
                 .distinct()
                 .load(conn)

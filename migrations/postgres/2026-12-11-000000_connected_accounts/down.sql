@@ -1,0 +1,2 @@
+DROP INDEX webhook_events_account;
+DROP INDEX checkout_sessions_account;

@@ -117,12 +117,22 @@ impl Catalog {
         &self.products
     }
 
+    /// The product sold at Stripe Price `price`.
+    pub fn by_price(&self, price: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.price == price)
+    }
+
+    /// The product of SKU `sku`.
+    pub fn by_sku(&self, sku: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.sku == sku)
+    }
+
     /// The product a line item is, by price first, then by product.
     pub fn find(&self, item: &LineItem) -> Option<&Product> {
         let by_price = item
             .price_id
             .as_deref()
-            .and_then(|price| self.products.iter().find(|p| p.price == price));
+            .and_then(|price| self.by_price(price));
         by_price.or_else(|| {
             let product_id = item.product_id.as_deref()?;
             self.products
@@ -188,6 +198,11 @@ impl Catalog {
 }
 
 impl Product {
+    /// What customers call it: its name, or its SKU when it has none.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.sku.clone())
+    }
+
     fn check(&self) -> Result<(), String> {
         // A refund's `items` names it as `SKU:QTY,…`.
         let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::catalog::{Catalog, Kind};
+use crate::catalog::{Catalog, Kind, Product};
 use crate::db::reservations::Reserved;
 use crate::db::{Database, millis};
 use crate::stripe::listing::{CreatedCheckout, NewCheckout};
@@ -59,17 +59,6 @@ pub enum OpenError {
     Database(anyhow::Error),
 }
 
-impl OpenError {
-    /// The error as logs may show it: Stripe's refusal may quote what the customer
-    /// typed, their email address included, so only its kind is kept.
-    pub fn for_logs(&self) -> String {
-        match self {
-            Self::Stripe(GatewayError::Refused(_)) => "Stripe refused the session".to_owned(),
-            other => other.to_string(),
-        }
-    }
-}
-
 /// What opening a checkout needs.
 pub struct Opener<'a> {
     pub db: &'a Database,
@@ -112,9 +101,7 @@ impl Opener<'_> {
         for (index, (price, quantity)) in cart.lines.iter().enumerate() {
             let product = self
                 .catalog
-                .products()
-                .iter()
-                .find(|p| &p.price == price)
+                .by_price(price)
                 .ok_or_else(|| OpenError::UnknownPrice(index, price.clone()))?;
             if !(1..=MAX_QUANTITY).contains(quantity) {
                 return Err(OpenError::Quantity(index));
@@ -162,11 +149,17 @@ impl Opener<'_> {
                         let price = lines
                             .iter()
                             .map(|(price, _)| price)
-                            .find(|price| self.sku_of(price) == Some(sku.as_str()))
+                            .find(|price| {
+                                self.catalog.by_price(price).map(|p| p.sku.as_str())
+                                    == Some(sku.as_str())
+                            })
                             .cloned()
                             .unwrap_or_default();
                         return Err(OpenError::SoldOut {
-                            name: self.name_of(&sku),
+                            name: self
+                                .catalog
+                                .by_sku(&sku)
+                                .map_or_else(|| sku.clone(), Product::display_name),
                             price,
                             available,
                         });
@@ -213,25 +206,6 @@ impl Opener<'_> {
                 Err(OpenError::Stripe(error))
             }
         }
-    }
-
-    /// The SKU a price sells.
-    fn sku_of(&self, price: &str) -> Option<&str> {
-        self.catalog
-            .products()
-            .iter()
-            .find(|p| p.price == price)
-            .map(|p| p.sku.as_str())
-    }
-
-    /// The name customers know a SKU by.
-    fn name_of(&self, sku: &str) -> String {
-        self.catalog
-            .products()
-            .iter()
-            .find(|p| p.sku == sku)
-            .and_then(|p| p.name.clone())
-            .unwrap_or_else(|| sku.to_owned())
     }
 }
 

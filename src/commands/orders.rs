@@ -62,7 +62,7 @@ impl<'a> Row<'a> {
         let sku = line
             .price_id
             .as_deref()
-            .and_then(|price| catalog.products().iter().find(|p| p.price == price))
+            .and_then(|price| catalog.by_price(price))
             .map_or("", |product| product.sku.as_str());
         Self {
             session_id: &line.session_id,

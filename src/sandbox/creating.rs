@@ -27,7 +27,7 @@ pub(super) async fn create_session(
         let quantity = param(&form, &format!("line_items[{index}][quantity]"))
             .and_then(|raw| raw.parse::<u64>().ok())
             .unwrap_or(1);
-        let Some(product) = state.catalog.products().iter().find(|p| p.price == price) else {
+        let Some(product) = state.catalog.by_price(price) else {
             return Err(stripe_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -37,7 +37,7 @@ pub(super) async fn create_session(
         };
         currency.get_or_insert_with(|| product.currency.clone());
         items.push(ItemSpec {
-            description: product.name.clone().unwrap_or_else(|| product.sku.clone()),
+            description: product.display_name(),
             price_id: product.price.clone(),
             unit_amount: product.unit_amount.unwrap_or(0),
             quantity,

@@ -283,16 +283,22 @@ fn is_transient(error: &StripeError) -> bool {
 /// any email address in the message (Stripe quotes the one it refuses) left out.
 fn describe(error: &StripeError) -> String {
     match error {
-        StripeError::Stripe(details, status) => {
-            let message = details.message.as_deref().unwrap_or("no message");
-            let message: Vec<&str> = message
-                .split(' ')
-                .map(|word| if word.contains('@') { "[email]" } else { word })
-                .collect();
-            format!("status {status}: {}", message.join(" "))
-        }
+        StripeError::Stripe(details, status) => format!(
+            "status {status}: {}",
+            without_emails(details.message.as_deref().unwrap_or("no message"))
+        ),
         other => other.to_string(),
     }
+}
+
+/// `message` with every word that holds an `@` replaced: Stripe quotes the address it
+/// refuses, and these messages reach the logs and the callers.
+fn without_emails(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| if word.contains('@') { "[email]" } else { word })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn to_summary(id: &SessionId, session: CheckoutSession) -> SessionSummary {
@@ -351,5 +357,22 @@ fn to_line_item(item: CheckoutSessionItem) -> LineItem {
         unit_amount: price.and_then(|p| p.unit_amount),
         amount_subtotal: item.amount_subtotal,
         amount_total: item.amount_total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_emails;
+
+    #[test]
+    fn a_stripe_message_loses_the_addresses_it_quotes() {
+        assert_eq!(
+            without_emails("Invalid email address: 'jenny.rosen@localhost'"),
+            "Invalid email address: [email]"
+        );
+        assert_eq!(
+            without_emails("No such price: 'price_1'"),
+            "No such price: 'price_1'"
+        );
     }
 }

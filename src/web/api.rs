@@ -148,7 +148,7 @@ pub async fn create(
             "available": available,
         }})),
         Err(error) => {
-            tracing::warn!(error = %error.for_logs(), "could not create a Checkout Session for the API");
+            tracing::warn!(error = %error, "could not create a Checkout Session for the API");
             problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

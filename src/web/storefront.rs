@@ -125,7 +125,7 @@ pub async fn checkout(
             shop_page(&request, &state, StatusCode::CONFLICT, Some(&problem)).await
         }
         Err(error) => {
-            tracing::warn!(error = %error.for_logs(), "could not create a Checkout Session");
+            tracing::warn!(error = %error, "could not create a Checkout Session");
             unreachable_session(&request, &state).await
         }
     }
@@ -163,7 +163,7 @@ async fn shop_page(
         };
         products.push(ProductView {
             price: product.price.clone(),
-            name: product.name.clone().unwrap_or_else(|| product.sku.clone()),
+            name: product.display_name(),
             amount: product
                 .unit_amount
                 .map(|amount| format_amount(amount, &product.currency))

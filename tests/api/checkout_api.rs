@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use fulfilld::configuration::CheckoutUi;
 
-use crate::helpers::{TestApp, backends, spawn_app_with};
+use crate::helpers::{TestApp, backends, no_redirects, spawn_app_with};
 
 const TOKEN: &str = "a-token-of-thirty-two-characters-at-least";
 
@@ -170,15 +170,7 @@ async fn without_the_token_or_the_shops_own_csrf_token_nothing_is_created() {
             .send()
             .await
             .unwrap();
-        let cookie = shop
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .find_map(|value| value.strip_prefix("fulfilld_csrf="))
-            .and_then(|value| value.split(';').next())
-            .expect("CSRF cookie")
-            .to_owned();
+        let cookie = csrf_cookie(&shop);
         let page = shop.text().await.unwrap();
         assert!(page.contains(&format!(r#"<meta name="csrf-token" content="{cookie}">"#)));
         let from = |origin: &str, header: &str| {
@@ -222,6 +214,11 @@ async fn visitor_token(app: &TestApp) -> String {
         .send()
         .await
         .unwrap();
+    csrf_cookie(&shop)
+}
+
+/// The CSRF cookie the shop's page set.
+fn csrf_cookie(shop: &reqwest::Response) -> String {
     shop.headers()
         .get_all("set-cookie")
         .iter()
@@ -408,12 +405,4 @@ fn settings_that_cannot_make_a_checkout_stop_start_up_naming_the_setting() {
 fn stripe_shared_release() -> String {
     let pinned = fulfilld::stripe::pinned_api_version();
     pinned.rsplit('.').next().unwrap().to_owned()
-}
-
-/// A client that shows redirects rather than following them.
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
 }

@@ -6,13 +6,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use fulfilld::domain::Status;
 use fulfilld::sandbox::SessionSpec;
 
 use crate::helpers::{Backend, spawn_app_with};
+use crate::readonly::{assert_intact, fulfilled_before, redeliver_until_stored};
 
 /// A tmpfs of `size` mounted on a temporary directory until dropped.
 struct SmallDisk {
@@ -58,12 +57,6 @@ impl Drop for SmallDisk {
     }
 }
 
-#[derive(QueryableByName)]
-struct Check {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    integrity_check: String,
-}
-
 #[actix_web::test]
 async fn a_full_disk_gets_503s_loses_no_acknowledged_delivery_and_resumes_once_freed() {
     let Some(disk) = SmallDisk::mount("16m") else {
@@ -76,13 +69,7 @@ async fn a_full_disk_gets_503s_loses_no_acknowledged_delivery_and_resumes_once_f
         settings.database_url = Some(url.clone());
     })
     .await;
-    let before = app
-        .stripe
-        .add_session(SessionSpec::paid(&[("Lamp", 4000, 1)]));
-    app.deliver("evt_before", "checkout.session.completed", &before)
-        .await;
-    app.wait_for(&before, Status::Fulfilled).await;
-    app.drained().await;
+    let before = fulfilled_before(&app).await;
 
     let filler = disk.fill();
     // Deliveries until the disk refuses one: those answered 200 must be kept; the
@@ -121,21 +108,7 @@ async fn a_full_disk_gets_503s_loses_no_acknowledged_delivery_and_resumes_once_f
     std::fs::remove_file(filler).expect("space freed");
     // Stripe's retries, once there is room again.
     for (n, session) in &refused {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let retried = app
-                .deliver(
-                    &format!("evt_full_{n}"),
-                    "checkout.session.completed",
-                    session,
-                )
-                .await;
-            if retried.status() == 200 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "still {}", retried.status());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        redeliver_until_stored(&app, &format!("evt_full_{n}"), session).await;
     }
     let every: Vec<_> = kept
         .iter()
@@ -153,9 +126,5 @@ async fn a_full_disk_gets_503s_loses_no_acknowledged_delivery_and_resumes_once_f
             "{session}"
         );
     }
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("opens");
-    let check: Check = diesel::sql_query("PRAGMA integrity_check")
-        .get_result(&mut conn)
-        .expect("checked");
-    assert_eq!(check.integrity_check, "ok");
+    assert_intact(&path);
 }

@@ -204,6 +204,15 @@ pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Setti
     }
 }
 
+/// A client that shows redirects rather than following them, as a test of a page that
+/// sends the browser on needs.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
 /// A free port for a server that binds it itself, outside the kernel's ephemeral range
 /// (32768 and up): no outgoing connection of another test can hold it when the server
 /// binds, as one could a port the kernel handed out.

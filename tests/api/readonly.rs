@@ -11,7 +11,7 @@ use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use fulfilld::domain::Status;
 use fulfilld::sandbox::SessionSpec;
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, TestApp, spawn_app};
 
 /// Files made immutable until dropped.
 struct Immutable(Vec<PathBuf>);
@@ -45,10 +45,8 @@ struct Check {
     integrity_check: String,
 }
 
-#[actix_web::test]
-async fn a_sqlite_file_that_cannot_be_written_gets_503s_then_resumes_uncorrupted() {
-    let app = spawn_app(&Backend::Sqlite).await;
-    let path = PathBuf::from(app.database_url().trim_start_matches("sqlite://"));
+/// A session fulfilled, and everything it caused done, before the fault: its id.
+pub(crate) async fn fulfilled_before(app: &TestApp) -> String {
     let before = app
         .stripe
         .add_session(SessionSpec::paid(&[("Lamp", 4000, 1)]));
@@ -56,6 +54,38 @@ async fn a_sqlite_file_that_cannot_be_written_gets_503s_then_resumes_uncorrupted
         .await;
     app.wait_for(&before, Status::Fulfilled).await;
     app.drained().await;
+    before
+}
+
+/// Delivers `event` about `session` again, as Stripe retries, until it is stored (200).
+pub(crate) async fn redeliver_until_stored(app: &TestApp, event: &str, session: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let retried = app
+            .deliver(event, "checkout.session.completed", session)
+            .await;
+        if retried.status() == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {}", retried.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that the SQLite file at `path` passes its integrity check.
+pub(crate) fn assert_intact(path: &std::path::Path) {
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("opens");
+    let check: Check = diesel::sql_query("PRAGMA integrity_check")
+        .get_result(&mut conn)
+        .expect("checked");
+    assert_eq!(check.integrity_check, "ok");
+}
+
+#[actix_web::test]
+async fn a_sqlite_file_that_cannot_be_written_gets_503s_then_resumes_uncorrupted() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let path = PathBuf::from(app.database_url().trim_start_matches("sqlite://"));
+    let before = fulfilled_before(&app).await;
 
     let files = ["", "-wal", "-shm"]
         .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
@@ -84,17 +114,7 @@ async fn a_sqlite_file_that_cannot_be_written_gets_503s_then_resumes_uncorrupted
 
     drop(immutable);
     // Stripe's retry, once the files can be written again.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let retried = app
-            .deliver("evt_during", "checkout.session.completed", &during)
-            .await;
-        if retried.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {}", retried.status());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    redeliver_until_stored(&app, "evt_during", &during).await;
     app.wait_for(&during, Status::Fulfilled).await;
     app.drained().await;
     for session in [&before, &during] {
@@ -103,9 +123,5 @@ async fn a_sqlite_file_that_cannot_be_written_gets_503s_then_resumes_uncorrupted
             [("receipt".to_owned(), "done".to_owned())]
         );
     }
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("opens");
-    let check: Check = diesel::sql_query("PRAGMA integrity_check")
-        .get_result(&mut conn)
-        .expect("checked");
-    assert_eq!(check.integrity_check, "ok");
+    assert_intact(&path);
 }

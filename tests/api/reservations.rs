@@ -12,17 +12,8 @@ use futures_util::future::join_all;
 
 use crate::helpers::{
     Backend, CATALOG, Process, TestApp, WEBHOOK_SECRET, backends, drained, execute_on,
-    post_webhook, sign, spawn_app_with, wait_for_status,
+    no_redirects, post_webhook, sign, spawn_app_with, wait_for_status,
 };
-
-/// A client that shows redirects instead of following them, as a test of the storefront
-/// needs.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
 
 /// A fulfilld whose storefront lets one address open as many checkouts as a test needs.
 async fn shop(backend: &Backend) -> TestApp {
@@ -54,6 +45,13 @@ async fn checkout(
         .and_then(|url| url.rsplit('/').next())
         .map(str::to_owned);
     (status, session)
+}
+
+/// Buys `quantity` mugs through `app`'s storefront, which must open a session; its id.
+async fn buy_mugs(app: &TestApp, quantity: u32) -> String {
+    let (status, session) = checkout(&no_redirects(), &app.address, "price_mug", quantity).await;
+    assert_eq!(status, 303, "on {}", app.backend);
+    session.expect("the session's id")
 }
 
 /// Marks `session` paid (or `status` otherwise) at the Stripe double, as if the customer
@@ -93,7 +91,7 @@ async fn two_hundred_buyers_for_fifty_mugs_make_fifty_sessions_and_no_oversell()
         let app = shop(&backend).await;
         app.execute("UPDATE inventory SET stock = 50 WHERE sku = 'MUG'")
             .await;
-        let client = browser();
+        let client = no_redirects();
 
         let answers =
             join_all((0..200).map(|_| checkout(&client, &app.address, "price_mug", 1))).await;
@@ -148,7 +146,7 @@ async fn two_replicas_share_one_stock_of_fifty() {
             "UPDATE inventory SET stock = 50 WHERE sku = 'MUG'",
         )
         .await;
-        let client = browser();
+        let client = no_redirects();
 
         let answers = join_all((0..200).map(|n| {
             let address = if n % 2 == 0 {
@@ -214,12 +212,8 @@ async fn two_replicas_share_one_stock_of_fifty() {
 async fn an_expired_session_gives_its_units_back_once_and_a_paid_one_keeps_them() {
     for backend in backends() {
         let app = shop(&backend).await;
-        let client = browser();
-        let (status, expiring) = checkout(&client, &app.address, "price_mug", 3).await;
-        assert_eq!(status, 303);
-        let (status, paid) = checkout(&client, &app.address, "price_mug", 2).await;
-        assert_eq!(status, 303);
-        let (expiring, paid) = (expiring.unwrap(), paid.unwrap());
+        let expiring = buy_mugs(&app, 3).await;
+        let paid = buy_mugs(&app, 2).await;
         assert_eq!(app.db.available("MUG").await.unwrap(), 5);
 
         // The expiry, delivered three times at once: the units come back once.
@@ -257,12 +251,9 @@ async fn an_expired_session_gives_its_units_back_once_and_a_paid_one_keeps_them(
 async fn the_sweep_asks_stripe_and_never_releases_a_paid_session() {
     for backend in backends() {
         let app = shop(&backend).await;
-        let client = browser();
         let mut bought = Vec::new();
         for _ in 0..4 {
-            let (status, session) = checkout(&client, &app.address, "price_mug", 1).await;
-            assert_eq!(status, 303);
-            bought.push(session.unwrap());
+            bought.push(buy_mugs(&app, 1).await);
         }
         let [paid, expired, open, waiting] = <[String; 4]>::try_from(bought).unwrap();
         // Stripe knows what happened; no webhook said so.
@@ -353,9 +344,7 @@ async fn the_sweep_asks_stripe_and_never_releases_a_paid_session() {
 async fn an_abandoned_checkout_expires_at_stripe_and_its_units_come_back() {
     for backend in backends() {
         let app = shop(&backend).await;
-        let (status, session) = checkout(&browser(), &app.address, "price_mug", 4).await;
-        assert_eq!(status, 303);
-        let session = session.unwrap();
+        let session = buy_mugs(&app, 4).await;
         assert_eq!(app.db.available("MUG").await.unwrap(), 6);
 
         // Stripe expires the session at its `expires_at` and says so by webhook.
@@ -377,9 +366,7 @@ async fn an_abandoned_checkout_expires_at_stripe_and_its_units_come_back() {
 async fn a_delayed_payment_keeps_its_hold_until_it_fails_and_then_gives_it_back() {
     for backend in backends() {
         let app = shop(&backend).await;
-        let (status, session) = checkout(&browser(), &app.address, "price_mug", 2).await;
-        assert_eq!(status, 303);
-        let session = session.unwrap();
+        let session = buy_mugs(&app, 2).await;
 
         // Paid by bank debit: complete, not yet paid. The units stay held.
         settle_at_stripe(&app.stripe, &session, "complete", "unpaid");

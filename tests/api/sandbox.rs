@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fulfilld::domain::Status;
 
-use crate::helpers::{Backend, TestApp, backends, free_port, spawn_app_with};
+use crate::helpers::{Backend, TestApp, backends, free_port, no_redirects, spawn_app_with};
 
 /// A fulfilld in sandbox mode: no key, so it mounts the simulator under `/sandbox`.
 async fn spawn_sandbox(backend: &Backend) -> TestApp {
@@ -19,13 +19,6 @@ async fn spawn_sandbox(backend: &Backend) -> TestApp {
     .await
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
-
 fn location(response: &reqwest::Response) -> String {
     assert_eq!(response.status(), 303, "{response:?}");
     response.headers()["location"].to_str().unwrap().to_owned()
@@ -34,7 +27,7 @@ fn location(response: &reqwest::Response) -> String {
 /// Buys `quantity` of `price` through the storefront and pays with `method` on the hosted
 /// page; returns the session id and where the browser was sent.
 async fn buy(app: &TestApp, price: &str, quantity: u32, method: &str) -> (String, String) {
-    let browser = browser();
+    let browser = no_redirects();
     let shop = browser
         .get(format!("{}/", app.address))
         .send()
@@ -81,7 +74,7 @@ async fn landing(app: &TestApp, url: &str) -> String {
         url.starts_with(&format!("{}/after-checkout?session_id=", app.address)),
         "{url}"
     );
-    let page = browser().get(url).send().await.unwrap();
+    let page = no_redirects().get(url).send().await.unwrap();
     assert_eq!(page.status(), 200);
     page.text().await.unwrap()
 }
@@ -121,7 +114,7 @@ async fn a_card_payment_lands_on_the_fulfilled_page_with_a_receipt_and_less_stoc
             "{}",
             app.backend
         );
-        let shop = browser()
+        let shop = no_redirects()
             .get(format!("{}/", app.address))
             .send()
             .await
@@ -177,7 +170,7 @@ async fn a_bank_debit_that_fails_sends_one_notice_and_moves_no_stock() {
 async fn an_abandoned_checkout_expires_and_returns_to_the_shop() {
     for backend in backends() {
         let app = spawn_sandbox(&backend).await;
-        let browser = browser();
+        let browser = no_redirects();
         let created = browser
             .post(format!("{}/checkout", app.address))
             .form(&[("price", "price_ebook"), ("quantity", "1")])
@@ -207,7 +200,7 @@ async fn the_storefront_refuses_unknown_products_and_silly_quantities() {
             ("price_tee_m", "0"),
             ("price_tee_m", "many"),
         ] {
-            let response = browser()
+            let response = no_redirects()
                 .post(format!("{}/checkout", app.address))
                 .form(&[("price", price), ("quantity", quantity)])
                 .send()
@@ -229,7 +222,12 @@ async fn the_simulator_takes_only_its_own_key_and_sends_customers_only_under_pub
         let list = |key: String| {
             let api = api.clone();
             async move {
-                let response = browser().get(&api).bearer_auth(key).send().await.unwrap();
+                let response = no_redirects()
+                    .get(&api)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .unwrap();
                 let status = response.status().as_u16();
                 let sessions = response.json::<serde_json::Value>().await.unwrap()["data"]
                     .as_array()
@@ -249,7 +247,7 @@ async fn the_simulator_takes_only_its_own_key_and_sends_customers_only_under_pub
             format!("{public}@evil.example/after-checkout"),
             format!("{public}.evil.example/"),
         ] {
-            let created = browser()
+            let created = no_redirects()
                 .post(&api)
                 .bearer_auth(&key)
                 .form(&[

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::catalog::{Catalog, Plan};
 use crate::db::Database;
@@ -22,6 +23,7 @@ use crate::effects::Outbox;
 use crate::metrics::{self, METRICS};
 use crate::stripe::event::CheckoutEvent;
 use crate::stripe::{GatewayError, Priority, StripeGateway, Urgency};
+use crate::telemetry;
 
 /// What the engine needs to fulfil a session.
 pub struct Engine {
@@ -306,6 +308,9 @@ async fn attempt(
         Status::Fulfilled => engine.catalog.plan(id, &items),
         _ => Plan::default(),
     };
+    // The record's transaction is a span of its own, and the trace its effects continue.
+    let span = tracing::info_span!("record", session.status = status.as_str());
+    let trace = span.in_scope(telemetry::traceparent);
     let recorded = engine
         .db
         .record(Record {
@@ -315,7 +320,9 @@ async fn attempt(
             plan: &plan,
             tell: engine.tell,
             event,
+            trace: trace.as_deref(),
         })
+        .instrument(span)
         .await?;
     if recorded.effects > 0 {
         engine.outbox.wake();

@@ -27,9 +27,18 @@ fn main() -> ExitCode {
         }
     };
     let Parsed { cli, settings } = parsed;
-    telemetry::init(cli.settings.log_format);
+    let telemetry = match telemetry::init(cli.settings.log_format, &cli.settings.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("fulfilld: configuration error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let run = commands::run(cli, settings);
-    match actix_web::rt::System::new().block_on(run) {
+    let ran = actix_web::rt::System::new().block_on(run);
+    // What is buffered is sent before the process ends.
+    drop(telemetry);
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fulfilld: {error:#}");

@@ -1,29 +1,160 @@
-//! Logging: readable lines by default, JSON with `LOG_FORMAT=json`; `RUST_LOG` filters.
+//! Logging and traces. Logs are readable lines by default, JSON with `LOG_FORMAT=json`;
+//! `RUST_LOG` filters. With `OTEL_EXPORTER_OTLP_ENDPOINT`, spans are exported over
+//! OTLP/HTTP as well, and a caller's `traceparent` is continued: one trace follows a
+//! delivery from `/webhook` through the session's actor, the Stripe call and the record's
+//! transaction to every effect it enqueued, whose row carries the trace on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use tracing::Span;
+use actix_web::http::header::HeaderMap;
+use anyhow::Context as _;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::{Level, Span};
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
-use tracing_subscriber::EnvFilter;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::configuration::LogFormat;
+use crate::configuration::{LogFormat, TelemetrySettings};
 
 /// async-stripe logs every failed attempt as a warning; the gateway logs the ones that
 /// matter, once, with context.
 const DEFAULT_FILTER: &str = "info,stripe=error,actix_server=warn";
 
-/// Installs the global subscriber, writing to standard error.
-pub fn init(format: LogFormat) {
+/// Whether spans are exported: unless they are, no trace context is read, made or stored.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Keeps trace export running; dropping it sends the spans still buffered.
+#[must_use = "dropping it stops trace export"]
+pub struct Telemetry(Option<SdkTracerProvider>);
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            EXPORTING.store(false, Ordering::Relaxed);
+            if let Err(error) = provider.shutdown() {
+                eprintln!("fulfilld: could not send the last traces: {error}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber, writing to standard error, and exporting spans when
+/// `settings` name a collector. Spans wait in a bounded queue (2,048) for a thread of the
+/// exporter's own, which sends them in batches; a collector that is slow or gone costs
+/// dropped spans, never a stalled request.
+pub fn init(format: LogFormat, settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second call (tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let provider = match settings.traces_endpoint() {
+        Some(endpoint) => Some(provider(&endpoint, settings.otel_traces_sampler_arg)?),
+        None => None,
     };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    // Traces hold fulfilld's own spans, whatever `RUST_LOG` keeps of the logs.
+    let export = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+            .with_filter(Targets::new().with_target(env!("CARGO_PKG_NAME"), Level::INFO))
+    });
+    // A second call (tests) keeps the first subscriber.
+    let installed = tracing_subscriber::registry()
+        .with(fmt)
+        .with(export)
+        .try_init()
+        .is_ok();
+    EXPORTING.store(installed && provider.is_some(), Ordering::Relaxed);
+    Ok(Telemetry(provider))
+}
+
+fn provider(endpoint: &str, ratio: f64) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .context("OTEL_EXPORTER_OTLP_ENDPOINT: could not set up trace export")?;
+    let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
+        "service.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(env!("CARGO_PKG_NAME"));
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+        .with_resource(resource.build())
+        .build())
+}
+
+/// Whether spans are exported.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// The current span's trace as a W3C `traceparent`, to be stored with work another task
+/// or process takes up later; `None` when spans are not exported.
+pub fn traceparent() -> Option<String> {
+    if !exporting() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&Span::current().context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The current span's trace, for work this process hands to another task.
+pub fn current() -> Option<opentelemetry::Context> {
+    exporting().then(|| Span::current().context())
+}
+
+/// Makes `span`, not yet entered, continue the trace `parent`.
+pub fn continue_in(span: &Span, parent: Option<opentelemetry::Context>) {
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Makes `span`, not yet entered, continue the stored trace `traceparent`.
+pub fn continue_stored(span: &Span, traceparent: Option<&str>) {
+    if let (true, Some(traceparent)) = (exporting(), traceparent) {
+        let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    }
+}
+
+/// Makes `span`, not yet entered, continue the trace of the request's `traceparent` and
+/// `tracestate` headers, if any.
+fn continue_remote(span: &Span, headers: &HeaderMap) {
+    if !exporting() {
+        return;
+    }
+    let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    if !carrier.is_empty() {
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    }
 }
 
 /// The span of each HTTP request: method, route and path, never the query string, which
@@ -38,7 +169,7 @@ impl RootSpanBuilder for RequestSpan {
             path if path.starts_with("/api/access/") => "/api/access/{token}",
             path => path,
         };
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
             http.route = request.match_pattern().unwrap_or_default(),
@@ -47,7 +178,9 @@ impl RootSpanBuilder for RequestSpan {
             otel.status_code = tracing::field::Empty,
             exception.message = tracing::field::Empty,
             exception.details = tracing::field::Empty,
-        )
+        );
+        continue_remote(&span, request.headers());
+        span
     }
 
     fn on_request_end<B: MessageBody>(

@@ -186,7 +186,14 @@ impl Sessions {
             if matches!(trigger, Trigger::Fulfill(Source::Customer(_))) {
                 urgency.raise();
             }
-            match actor.send(Attempt(trigger.clone(), event.clone())).await {
+            match actor
+                .send(Attempt(
+                    trigger.clone(),
+                    event.clone(),
+                    tracing::Span::current(),
+                ))
+                .await
+            {
                 Ok(result) => return result,
                 // The actor passivated between lookup and delivery: ask again.
                 Err(MailboxError::Closed) => continue,

@@ -10,6 +10,7 @@ use super::registry::{Passivated, SessionRegistry};
 use crate::domain::{Outcome, SessionId};
 use crate::fulfillment::{Engine, FulfillError, Source, Trigger, fulfill_checkout};
 use crate::stripe::Urgency;
+use tracing::Instrument;
 
 /// Messages a session actor holds before senders wait for room. A storm of duplicate
 /// deliveries queues here and each is answered from memory once the first attempt settles.
@@ -27,10 +28,11 @@ const SETTLED_FRESH: Duration = Duration::from_secs(1);
 
 /// Ask the session's actor to act on a trigger, for the stored event it names if any (the
 /// event is marked processed in the transaction that records the session); answers with
-/// the session's outcome.
+/// the session's outcome. The attempt runs in the asker's span, so the asker's trace
+/// follows it into the actor.
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Outcome>, FulfillError>")]
-pub struct Attempt(pub Trigger, pub Option<Arc<str>>);
+pub struct Attempt(pub Trigger, pub Option<Arc<str>>, pub tracing::Span);
 
 pub struct SessionActor {
     id: SessionId,
@@ -98,7 +100,7 @@ impl Handler<Attempt> for SessionActor {
 
     fn handle(
         &mut self,
-        Attempt(trigger, event): Attempt,
+        Attempt(trigger, event, asker): Attempt,
         _ctx: &mut Self::Context,
     ) -> Self::Result {
         self.last_active = Instant::now();
@@ -126,7 +128,8 @@ impl Handler<Attempt> for SessionActor {
             fulfill_checkout(&engine, &id, trigger, &urgency, event.as_deref())
                 .await
                 .map(Arc::new)
-        };
+        }
+        .instrument(asker);
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
             |result, actor, ctx| {
                 actor.last_active = Instant::now();

@@ -6,6 +6,7 @@ mod effects;
 pub mod file;
 mod secret;
 mod stripe;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -19,6 +20,7 @@ pub use checkout::{CheckoutConfig, CheckoutSettings, CheckoutUi};
 pub use effects::{EffectSettings, EffectsConfig, decode_secret};
 pub use secret::Secret;
 pub use stripe::StripeConfig;
+pub use telemetry::TelemetrySettings;
 
 use crate::catalog::Catalog;
 use crate::db::DatabaseUrl;
@@ -212,6 +214,8 @@ pub struct Settings {
     pub effects: EffectSettings,
     #[command(flatten)]
     pub checkout: CheckoutSettings,
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
 }
 
 /// How logs are written.

@@ -41,6 +41,9 @@ pub struct ClaimedEffect {
     /// The session's status when the effect was claimed.
     #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
     pub session_status: Option<String>,
+    /// The trace of the record that enqueued it, when traces were exported.
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub traceparent: Option<String>,
 }
 
 impl ClaimedEffect {
@@ -165,7 +168,7 @@ macro_rules! claim_sql {
             $left_out,
             " ORDER BY next_attempt_at LIMIT $2",
             $lock,
-            ") RETURNING id, session_id, kind, attempts, lease, ",
+            ") RETURNING id, session_id, kind, attempts, lease, traceparent, ",
             "(SELECT status FROM checkout_sessions s WHERE s.id = effects.session_id) ",
             "AS session_status"
         )

@@ -68,6 +68,7 @@ diesel::table! {
         lease -> BigInt,
         subject -> Text,
         body -> Nullable<Text>,
+        traceparent -> Nullable<Text>,
     }
 }
 

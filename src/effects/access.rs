@@ -10,6 +10,7 @@ use super::outbound::Outbound;
 use super::{Attempt, EffectError, Effected, TellAccess};
 use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
+use tracing::Instrument;
 
 /// Sends access notices.
 pub struct AccessActor {
@@ -43,7 +44,10 @@ impl Handler<TellAccess> for AccessActor {
         let db = self.db.clone();
         let outbound = self.outbound.clone();
         let url = self.url.clone();
-        Box::pin(async move { notify(&db, &outbound, url.as_ref(), &attempt).await })
+        let span = attempt.span.clone();
+        Box::pin(
+            async move { notify(&db, &outbound, url.as_ref(), &attempt).await }.instrument(span),
+        )
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Attempt {
     /// Stops the attempt's I/O wherever it is: the end of a shutdown's grace.
     abandon: CancellationToken,
     committed: Arc<AtomicBool>,
+    /// The effect's span, made when the attempt is: the actor that carries it out works
+    /// in it.
+    pub span: tracing::Span,
 }
 
 impl Attempt {
@@ -43,6 +46,7 @@ impl Attempt {
             stop,
             abandon,
             committed: Arc::default(),
+            span: tracing::Span::current(),
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::attempt::{Attempt, hold_lease};
 use super::settle::Completions;
@@ -28,6 +29,7 @@ use crate::db::effects::{Aside, ClaimedEffect, Fence};
 use crate::inbox::Inbox;
 use crate::metrics::{EffectAttempt, METRICS};
 use crate::retry::backoff;
+use crate::telemetry;
 
 /// Attempts running at once in one process.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -147,12 +149,23 @@ impl EffectDispatcher {
                 };
                 let this = Arc::clone(&self);
                 let running = Running::new(Arc::clone(&self), effect.id);
-                attempts.spawn(async move {
-                    this.attempt(effect, claimed_at).await;
-                    drop(running);
-                    drop(permit);
-                    this.outbox.wake();
-                });
+                let span = tracing::info_span!(
+                    "effect",
+                    session.id = %effect.session_id,
+                    effect.id = effect.id,
+                    effect.kind = %effect.kind,
+                    effect.attempt = effect.attempts,
+                );
+                telemetry::continue_stored(&span, effect.traceparent.as_deref());
+                attempts.spawn(
+                    async move {
+                        this.attempt(effect, claimed_at).await;
+                        drop(running);
+                        drop(permit);
+                        this.outbox.wake();
+                    }
+                    .instrument(span),
+                );
             }
             if more {
                 continue;
@@ -171,8 +184,7 @@ impl EffectDispatcher {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// One attempt at one effect, and its bookkeeping.
-    #[tracing::instrument(skip_all, fields(session.id = %effect.session_id, effect.id = effect.id, effect.kind = %effect.kind, effect.attempt = effect.attempts))]
+    /// One attempt at one effect, and its bookkeeping, in the span the loop made for it.
     async fn attempt(&self, effect: ClaimedEffect, claimed_at: Instant) {
         let started = Instant::now();
         let fence = effect.fence();

@@ -16,6 +16,7 @@ use crate::access::AccessSigner;
 use crate::configuration::Config;
 use crate::db::Database;
 use crate::domain::{AccessGrant, EffectKind, ItemLine, Outcome, SessionId};
+use tracing::Instrument;
 
 /// The emails a customer may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +141,10 @@ impl Handler<SendEmail> for EmailActor {
 
     fn handle(&mut self, message: SendEmail, _: &mut Self::Context) -> Self::Result {
         let mailer = Arc::clone(&self.mailer);
-        Box::pin(async move { mailer.deliver(&message.attempt, message.email).await })
+        let span = message.attempt.span.clone();
+        Box::pin(
+            async move { mailer.deliver(&message.attempt, message.email).await }.instrument(span),
+        )
     }
 }
 

@@ -4,6 +4,7 @@ use actix::{Actor, Context, Handler, ResponseFuture};
 
 use super::{EffectError, Effected, MoveStock};
 use crate::db::Database;
+use tracing::Instrument;
 
 /// Applies a session's stock movements. Exactly once, whatever the retries and however
 /// many attempts overlap: the movements are claimed (`applied_at IS NULL`) and the effect
@@ -31,7 +32,8 @@ impl Handler<MoveStock> for InventoryActor {
 
     fn handle(&mut self, MoveStock(attempt): MoveStock, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
-        Box::pin(async move {
+        let span = attempt.span.clone();
+        let moved = async move {
             let session_id = &attempt.effect.session_id;
             // Database work is never cut short (see the module doc of `effects`): the
             // transaction itself gives up waiting for a row lock in time.
@@ -53,6 +55,7 @@ impl Handler<MoveStock> for InventoryActor {
                 }
             }
             Ok(Effected::Recorded)
-        })
+        };
+        Box::pin(moved.instrument(span))
     }
 }

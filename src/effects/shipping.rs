@@ -19,6 +19,7 @@ use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
 use crate::db::effects::CancelNeed;
 use crate::domain::{SessionId, ShipmentStatus};
+use tracing::Instrument;
 
 /// Sends shipments and their cancellations to the warehouse.
 pub struct ShippingActor {
@@ -52,7 +53,8 @@ impl Handler<Ship> for ShippingActor {
         let db = self.db.clone();
         let outbound = self.outbound.clone();
         let url = self.url.clone();
-        Box::pin(async move { ship(&db, &outbound, url.as_ref(), &attempt).await })
+        let span = attempt.span.clone();
+        Box::pin(async move { ship(&db, &outbound, url.as_ref(), &attempt).await }.instrument(span))
     }
 }
 
@@ -67,7 +69,10 @@ impl Handler<CancelShipment> for ShippingActor {
         let db = self.db.clone();
         let outbound = self.outbound.clone();
         let url = self.url.clone();
-        Box::pin(async move { cancel(&db, &outbound, url.as_ref(), &attempt).await })
+        let span = attempt.span.clone();
+        Box::pin(
+            async move { cancel(&db, &outbound, url.as_ref(), &attempt).await }.instrument(span),
+        )
     }
 }
 

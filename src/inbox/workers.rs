@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 
 use super::Inbox;
 use crate::actors::Sessions;
@@ -19,6 +20,7 @@ use crate::db::{Database, millis, now_ms};
 use crate::domain::{AccountId, ReversalNews, SessionId};
 use crate::fulfillment::Trigger;
 use crate::stripe::event::{self, Event};
+use crate::telemetry;
 
 mod attempt;
 mod claims;
@@ -42,6 +44,8 @@ pub struct Work {
     /// For a replayed event: carried out only if, when it is claimed, it is still
     /// waiting and due by then (a page is read long before its last event is queued).
     pub due_by: Option<i64>,
+    /// The trace of the delivery that stored it, when traces are exported.
+    pub trace: Option<opentelemetry::Context>,
 }
 
 /// What a stored event asks for.
@@ -84,6 +88,7 @@ impl Work {
                 event_id: stored.id,
                 job,
                 due_by: None,
+                trace: None,
             }),
             None => {
                 // Only verified events fulfilld acts on are stored; this row predates a
@@ -288,6 +293,8 @@ impl Workers {
                     // wait as well).
                     inbox.give_way().await;
                     let event_id = job.event_id.clone();
+                    let span = tracing::info_span!("event", event.id = %event_id);
+                    telemetry::continue_in(&span, job.trace.clone());
                     // A task of its own, so that a panic ends one attempt, not the pool.
                     let attempt = tokio::spawn({
                         let db = db.clone();
@@ -305,6 +312,7 @@ impl Workers {
                                 }
                             }
                         }
+                        .instrument(span)
                     });
                     match attempt.await {
                         Ok(contended) => {

@@ -12,6 +12,7 @@ use crate::inbox::{self, Job, Work};
 use crate::metrics::{METRICS, seconds};
 use crate::stripe::event::{self, EventError};
 use crate::stripe::signature::{self, SignatureError};
+use crate::telemetry;
 
 /// Why a delivery was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +127,7 @@ async fn accept(
             event_id,
             job,
             due_by: None,
+            trace: telemetry::current(),
         });
     }
     Ok(HttpResponse::Ok().json(json!({ "received": true })))

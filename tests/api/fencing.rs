@@ -116,6 +116,7 @@ async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &Se
         plan: &plan,
         tell: Tell::default(),
         event: None,
+        trace: None,
     })
     .await
     .expect("recorded");

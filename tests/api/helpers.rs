@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fulfilld::actors::Sessions;
-use fulfilld::configuration::{CheckoutSettings, EffectSettings, LogFormat, Settings};
+use fulfilld::configuration::{
+    CheckoutSettings, EffectSettings, LogFormat, Settings, TelemetrySettings,
+};
 use fulfilld::db::Database;
 use fulfilld::db::inbox::EventView;
 use fulfilld::domain::{Outcome, SessionId, Status};
@@ -149,6 +151,10 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
             checkout_ui: fulfilld::configuration::CheckoutUi::Hosted,
             stripe_publishable_key: None,
         },
+        telemetry: TelemetrySettings {
+            otel_exporter_otlp_endpoint: None,
+            otel_traces_sampler_arg: 1.0,
+        },
     }
 }
 
@@ -173,7 +179,11 @@ pub async fn spawn_app(backend: &Backend) -> TestApp {
 pub async fn spawn_app_with(backend: &Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
     // Logs only when asked for: `TEST_LOG=1 cargo test`.
     if std::env::var_os("TEST_LOG").is_some() {
-        fulfilld::telemetry::init(fulfilld::configuration::LogFormat::Text);
+        let export = TelemetrySettings {
+            otel_exporter_otlp_endpoint: None,
+            otel_traces_sampler_arg: 1.0,
+        };
+        let _ = fulfilld::telemetry::init(LogFormat::Text, &export);
     }
     // It prices the sessions the storefront creates from the same catalog.
     let catalog = fulfilld::catalog::Catalog::load(std::path::Path::new(CATALOG)).expect("catalog");

@@ -35,5 +35,6 @@ mod reservations;
 mod sandbox;
 mod settings_file;
 mod smtp;
+mod traces;
 mod warehouse;
 mod webhook;

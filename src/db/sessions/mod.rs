@@ -33,6 +33,8 @@ pub struct Record<'a> {
     /// The stored event this record carries out: marked processed in the same
     /// transaction, so a fulfilment costs one commit.
     pub event: Option<&'a str>,
+    /// The trace the effects it enqueues continue (a W3C `traceparent`).
+    pub trace: Option<&'a str>,
 }
 
 impl Record<'_> {
@@ -174,6 +176,7 @@ impl Database {
                 next_attempt_at: DbNow::now(),
                 created_at: now,
                 updated_at: now,
+                traceparent: record.trace,
             })
             .collect();
         with_connection!(self, |conn| {

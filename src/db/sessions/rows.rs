@@ -47,6 +47,8 @@ pub(super) struct EffectRow<'a> {
     pub next_attempt_at: DbNow,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The record's trace, when traces are exported.
+    pub traceparent: Option<&'a str>,
 }
 
 #[derive(Insertable)]

@@ -7,6 +7,11 @@
 //! dies (even by `kill -9`) gives its share back once its heartbeat is that old. A replica
 //! that stops cleanly removes its row and gives its share back at once.
 //!
+//! A command that calls Stripe (`fulfilld reconcile`, `fulfill`, `events replay`,
+//! `sessions refund`) joins the same way as a [`Role::Command`] for as long as it runs:
+//! it takes an equal share, never leads, and is not counted as a replica. Alone on its
+//! database, it has the whole budget.
+//!
 //! On PostgreSQL the leader is whichever replica holds a session-level advisory lock, on
 //! a connection of its own: the database itself guarantees there is at most one, and
 //! releases the lock when the leader's connection ends, however the leader ended. On
@@ -22,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::replicas::Member;
 use crate::db::{Database, DatabaseUrl};
 use crate::stripe::Pacer;
 
@@ -38,6 +44,15 @@ pub const LEADER_LOCK: i64 = 0x6675_6c66;
 /// The longest a check of the leader's connection may take before leadership is dropped.
 const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a member of the deployment does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `fulfilld serve`: a replica, which may lead.
+    Replica,
+    /// A command that calls Stripe: it shares the budget while it runs, and never leads.
+    Command,
+}
+
 /// What a replica knows of the deployment, as of its latest heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Standing {
@@ -45,6 +60,8 @@ pub struct Standing {
     pub replica: String,
     /// Replicas alive, this one included.
     pub alive: usize,
+    /// Commands sharing the Stripe budget with the replicas now.
+    pub commands: usize,
     /// The replica that runs reconcile, when one does.
     pub leader: Option<String>,
 }
@@ -60,27 +77,26 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Joins the replicas on `db` with one heartbeat now, then one every [`HEARTBEAT`]
-    /// until [`Replica::leave`]. A replica alone takes the whole budget at once; one that
-    /// joins others waits a heartbeat at the slowest pace, until they have seen it and
-    /// made room.
+    /// Joins the replicas on `db` as `role` with one heartbeat now, then one every
+    /// [`HEARTBEAT`] until [`Replica::leave`]. A member alone takes the whole budget at
+    /// once; one that joins others waits a heartbeat at the slowest pace, until they have
+    /// seen it and made room.
     pub async fn join(
         db: &Database,
         url: &DatabaseUrl,
         pacer: Pacer,
         budget: u32,
+        role: Role,
     ) -> anyhow::Result<Self> {
         let name = name();
-        let alive = db.heartbeat(&name, ALIVE_FOR).await?;
+        let alive = db
+            .heartbeat(&name, role == Role::Replica, ALIVE_FOR)
+            .await?;
         pacer.set_rate(match alive.len() {
             1 => share(budget, 1),
             _ => 0.0,
         });
-        let (standing_tx, standing) = watch::channel(Standing {
-            replica: name.clone(),
-            alive: alive.len(),
-            leader: None,
-        });
+        let (standing_tx, standing) = watch::channel(standing(&name, &alive, None));
         let (leading_tx, leading) = watch::channel(false);
         let stop = CancellationToken::new();
         let heart = Heart {
@@ -89,13 +105,14 @@ impl Replica {
             url: url.clone(),
             pacer,
             budget,
+            role,
             lock: None,
             leads: false,
             standing: standing_tx,
             leading: leading_tx,
         };
         let heart = tokio::spawn(heart.beat(stop.clone()));
-        tracing::info!(replica = %name, replicas = alive.len(), "joined the replicas");
+        tracing::info!(replica = %name, ?role, members = alive.len(), "joined the replicas");
         Ok(Self {
             name,
             db: db.clone(),
@@ -158,9 +175,20 @@ fn name() -> String {
     format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
-/// This replica's calls per second: an equal share of the deployment's budget.
+/// This member's calls per second: an equal share of the deployment's budget.
 fn share(budget: u32, alive: usize) -> f64 {
     f64::from(budget) / alive.max(1) as f64
+}
+
+/// What `replica` knows, having heard from the members `alive`.
+fn standing(replica: &str, alive: &[Member], leader: Option<String>) -> Standing {
+    let replicas = alive.iter().filter(|member| member.serves).count();
+    Standing {
+        replica: replica.to_owned(),
+        alive: replicas,
+        commands: alive.len() - replicas,
+        leader,
+    }
 }
 
 /// The heartbeat task's state.
@@ -170,6 +198,7 @@ struct Heart {
     url: DatabaseUrl,
     pacer: Pacer,
     budget: u32,
+    role: Role,
     /// PostgreSQL: this replica's connection for the leader's lock, kept between tries.
     lock: Option<AsyncPgConnection>,
     /// Whether this replica holds the lock on that connection.
@@ -188,7 +217,9 @@ impl Heart {
                 () = stop.cancelled() => break,
                 _ = every.tick() => {}
             }
-            let beat = self.db.heartbeat(&self.name, ALIVE_FOR);
+            let beat = self
+                .db
+                .heartbeat(&self.name, self.role == Role::Replica, ALIVE_FOR);
             let alive = match tokio::time::timeout(HEARTBEAT, beat).await {
                 Ok(Ok(alive)) => alive,
                 failed => {
@@ -208,16 +239,18 @@ impl Heart {
             };
             last_beat = Instant::now();
             self.pacer.set_rate(share(self.budget, alive.len()));
-            let leader = match self.url {
-                DatabaseUrl::Postgres(_) => self.lead_by_lock().await,
-                DatabaseUrl::Sqlite(_) => alive.first().cloned(),
+            let leader = match (self.role, &self.url) {
+                // A command only shares the budget; it never leads.
+                (Role::Command, _) => None,
+                (Role::Replica, DatabaseUrl::Postgres(_)) => self.lead_by_lock().await,
+                (Role::Replica, DatabaseUrl::Sqlite(_)) => alive
+                    .iter()
+                    .find(|member| member.serves)
+                    .map(|member| member.id.clone()),
             };
             self.announce(leader.as_deref());
-            self.standing.send_replace(Standing {
-                replica: self.name.clone(),
-                alive: alive.len(),
-                leader,
-            });
+            self.standing
+                .send_replace(standing(&self.name, &alive, leader));
         }
         self.release();
         self.leading.send_replace(false);

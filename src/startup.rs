@@ -18,7 +18,7 @@ use crate::effects::{EffectActors, EffectDispatcher, Effects, Outbox};
 use crate::fulfillment::Engine;
 use crate::inbox::{Inbox, Workers};
 use crate::reconcile;
-use crate::replicas::Replica;
+use crate::replicas::{Replica, Role};
 use crate::sandbox::Simulator;
 use crate::stripe::{Pacer, StripeGateway};
 use crate::telemetry::RequestSpan;
@@ -117,6 +117,7 @@ impl Application {
             &config.database_url,
             core.stripe.pacer().clone(),
             config.stripe.max_rps,
+            Role::Replica,
         )
         .await?;
         if let Some(simulator) = &simulator {

@@ -7,11 +7,12 @@ use anyhow::Context;
 
 use crate::bench;
 use crate::cli::{Cli, Command, ConfigCommand, EffectsCommand, OrdersCommand};
-use crate::configuration::Settings;
 use crate::configuration::file::Resolved;
+use crate::configuration::{Config, Settings};
 use crate::db::{self, Database, DatabaseUrl};
 use crate::domain::{EffectStatus, SessionId};
 use crate::fulfillment::{Source, Trigger};
+use crate::replicas::{Replica, Role};
 use crate::startup::{Application, Core, shutdown_signal};
 
 /// Runs the command `cli` names, with `settings` as they were resolved. Must run inside
@@ -33,12 +34,13 @@ pub async fn run(cli: Cli, settings: Vec<Resolved>) -> anyhow::Result<()> {
         Command::Fulfill { session_id } => {
             let id = SessionId::parse(&session_id).map_err(anyhow::Error::msg)?;
             let config = cli.settings.validate()?;
-            let core = Core::start(&config).await?;
-            let outcome = core
-                .sessions
-                .handle(&id, Trigger::Fulfill(Source::Operator(None)))
-                .await
-                .with_context(|| format!("could not fulfil {id}"))?;
+            let outcome = with_core(&config, async |core| {
+                core.sessions
+                    .handle(&id, Trigger::Fulfill(Source::Operator(None)))
+                    .await
+                    .with_context(|| format!("could not fulfil {id}"))
+            })
+            .await?;
             let total = outcome
                 .formatted_total()
                 .map(|total| format!(", {total}"))
@@ -71,6 +73,33 @@ pub async fn run(cli: Cli, settings: Vec<Resolved>) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, &database_url(&cli.settings)?).await?,
     }
     Ok(())
+}
+
+/// Runs `work` on the engine, its Stripe calls paced at this command's share of
+/// `STRIPE_MAX_RPS`: while it runs, the command is one of the members sharing the budget
+/// with the replicas serving this database (alone, it has all of it), and it leaves when
+/// `work` ends, fails or is interrupted (Ctrl-C, SIGTERM), so that they take their share
+/// back at once.
+async fn with_core<T>(
+    config: &Config,
+    work: impl AsyncFnOnce(&Core) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let core = Core::start(config).await?;
+    let member = Replica::join(
+        &core.db,
+        &config.database_url,
+        core.stripe.pacer().clone(),
+        config.stripe.max_rps,
+        Role::Command,
+    )
+    .await
+    .context("could not join the replicas sharing the Stripe budget")?;
+    let outcome = tokio::select! {
+        outcome = work(&core) => outcome,
+        () = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
+    member.leave().await;
+    outcome
 }
 
 async fn effects(settings: &Settings, command: EffectsCommand) -> anyhow::Result<()> {

@@ -17,6 +17,8 @@ use crate::refunding::{self, RefundAsk, RefundError, Refunded};
 use crate::startup::Core;
 use crate::stripe::event::{self, Event};
 
+use super::with_core;
+
 /// `fulfilld reconcile --since <DURATION>`.
 pub async fn reconcile(settings: &Settings, since: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -30,7 +32,6 @@ pub async fn reconcile(settings: &Settings, since: Duration) -> anyhow::Result<(
         );
     }
     let config = settings.validate()?;
-    let core = Core::start(&config).await?;
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} looked at, now {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -41,14 +42,17 @@ pub async fn reconcile(settings: &Settings, since: Duration) -> anyhow::Result<(
         spinner.set_message(id.to_owned());
     };
     let accounts = &config.stripe.accounts;
-    let report = reconcile::run(
-        &core.sessions,
-        &core.db,
-        &core.stripe,
-        since,
-        accounts,
-        &progress,
-    )
+    let report = with_core(&config, async |core| {
+        reconcile::run(
+            &core.sessions,
+            &core.db,
+            &core.stripe,
+            since,
+            accounts,
+            &progress,
+        )
+        .await
+    })
     .await;
     spinner.finish_and_clear();
     let report = report?;
@@ -106,11 +110,15 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
         EventsCommand::Replay { event_id } => event_id,
     };
     let config = settings.validate()?;
-    let core = Core::start(&config).await?;
-    if core.db.revive_event(&event_id).await? {
+    with_core(&config, async |core| replay(core, &event_id).await).await
+}
+
+/// `fulfilld events replay <EVENT_ID>`, on the engine.
+async fn replay(core: &Core, event_id: &str) -> anyhow::Result<()> {
+    if core.db.revive_event(event_id).await? {
         println!("{event_id} was dead; trying it again");
     }
-    let stored = core.db.event(&event_id).await?.with_context(|| {
+    let stored = core.db.event(event_id).await?.with_context(|| {
         format!("no stored event {event_id}: only events delivered to this fulfilld are stored (try `fulfilld reconcile`)")
     })?;
     let Ok(Event::Checkout { kind, summary, .. }) = event::parse(stored.payload.as_bytes()) else {
@@ -120,7 +128,7 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
     inbox::process(
         &core.sessions,
         &core.db,
-        &event_id,
+        event_id,
         &id,
         Trigger::from_event(kind, summary),
     )
@@ -164,11 +172,13 @@ async fn refund(
     };
     let ask = RefundAsk::new(amount, items).map_err(flagged)?;
     let config = settings.validate()?;
-    let core = Core::start(&config).await?;
-    let outcome = refunding::recorded(&core.db, &id).await?;
-    let Refunded { refund, currency } = refunding::refund(&core.db, &core.stripe, &outcome, &ask)
-        .await
-        .map_err(flagged)?;
+    let Refunded { refund, currency } = with_core(&config, async |core| {
+        let outcome = refunding::recorded(&core.db, &id).await?;
+        refunding::refund(&core.db, &core.stripe, &outcome, &ask)
+            .await
+            .map_err(flagged)
+    })
+    .await?;
     println!(
         "{id}: refund {} of {}, {}; the reversal follows from Stripe's webhooks",
         refund.id,

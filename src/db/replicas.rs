@@ -1,4 +1,5 @@
-//! The replicas sharing this database: who is alive, and who leads.
+//! The replicas sharing this database, and the commands sharing their Stripe budget: who
+//! is alive, and who leads.
 
 use std::time::Duration;
 
@@ -17,15 +18,25 @@ struct Holder {
     application_name: Option<String>,
 }
 
+/// A process heard from lately: a serving replica, or a command sharing the budget.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct Member {
+    pub id: String,
+    /// A serving replica; a command (`fulfilld reconcile`, …) does not serve.
+    pub serves: bool,
+}
+
 impl Database {
-    /// Records that `replica` is alive now, and returns the replicas seen within
-    /// `alive_for`, the longest-running first. On PostgreSQL this runs on the control
-    /// connection: a pool busy with fulfilments cannot make a replica look gone.
+    /// Records that `replica` (serving or not, as `serves` says) is alive now, and returns
+    /// the members seen within `alive_for`, the longest-running first. On PostgreSQL this
+    /// runs on the control connection: a pool busy with fulfilments cannot make a replica
+    /// look gone.
     pub async fn heartbeat(
         &self,
         replica: &str,
+        serves: bool,
         alive_for: Duration,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<Member>> {
         // One transaction: the beat and the count it reads go together.
         macro_rules! beat {
             ($conn:ident) => {{
@@ -36,6 +47,7 @@ impl Database {
                                 replicas::id.eq(replica),
                                 replicas::started_at.eq(DbNow::now()),
                                 replicas::seen_at.eq(DbNow::now()),
+                                replicas::serves.eq(serves),
                             ))
                             .on_conflict(replicas::id)
                             .do_update()
@@ -46,8 +58,8 @@ impl Database {
                         replicas::table
                             .filter(replicas::seen_at.ge(DbNow::before(alive_for)))
                             .order((replicas::started_at, replicas::id))
-                            .select(replicas::id)
-                            .load::<String>($conn)
+                            .select((replicas::id, replicas::serves))
+                            .load::<Member>($conn)
                             .await
                             .context("could not list the replicas")
                     })

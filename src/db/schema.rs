@@ -179,6 +179,7 @@ diesel::table! {
         id -> Text,
         started_at -> BigInt,
         seen_at -> BigInt,
+        serves -> Bool,
     }
 }
 

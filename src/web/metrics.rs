@@ -26,6 +26,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "Replicas alive on this database, as this one sees them",
         standing.alive,
     );
+    gauge(
+        &mut current,
+        "stripe_budget_commands",
+        "Commands (reconcile, refunds, ...) sharing the Stripe budget with the replicas now",
+        standing.commands,
+    );
     current.register(
         "replica",
         "This replica and the one that leads",

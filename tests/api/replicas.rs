@@ -1,11 +1,15 @@
-//! Replicas on one PostgreSQL act as one engine: one Stripe budget, one reconcile leader.
+//! Replicas on one PostgreSQL act as one engine: one Stripe budget, one reconcile leader;
+//! an operator's command that calls Stripe takes its share of that budget while it runs.
 
 use std::time::{Duration, Instant};
 
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use futures_util::future::join_all;
 
-use crate::helpers::{Process, assert_each_fulfilled_once, post_webhook, postgres, sign};
+use crate::helpers::{
+    CATALOG, Process, STRIPE_SECRET_KEY, WEBHOOK_SECRET, assert_each_fulfilled_once, backends,
+    post_webhook, postgres, sign,
+};
 
 /// The deployment's budget of Stripe calls per second.
 const BUDGET: usize = 30;
@@ -62,6 +66,11 @@ async fn agreed(client: &reqwest::Client, processes: &[&Process], count: usize) 
 
 /// This replica's share of the budget, from its metrics.
 async fn pacer_rate(client: &reqwest::Client, process: &Process) -> f64 {
+    metric(client, process, "fulfilld_stripe_pacer_rate").await
+}
+
+/// The value of the unlabelled metric `name` on `process`.
+async fn metric(client: &reqwest::Client, process: &Process, name: &str) -> f64 {
     let text = client
         .get(format!("{}/metrics", process.address))
         .send()
@@ -71,7 +80,7 @@ async fn pacer_rate(client: &reqwest::Client, process: &Process) -> f64 {
         .await
         .expect("metrics body");
     text.lines()
-        .find_map(|line| line.strip_prefix("fulfilld_stripe_pacer_rate "))
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .and_then(|value| value.parse().ok())
         .unwrap_or(f64::NAN)
 }
@@ -226,5 +235,174 @@ async fn three_replicas_booting_at_once_migrate_an_empty_database_once() {
             }
             assert_each_fulfilled_once(&database.url, &[session]).await;
         }
+    }
+}
+
+/// `fulfilld reconcile --since 1h`, started beside the replicas on `database_url`.
+fn reconcile_command(database_url: &str, stripe: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(["reconcile", "--since", "1h"])
+        .env("DATABASE_URL", database_url)
+        .env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("STRIPE_API_BASE", stripe)
+        .env("STRIPE_MAX_RPS", BUDGET.to_string())
+        .env("CATALOG", CATALOG)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("fulfilld reconcile starts")
+}
+
+/// Waits until `server` counts `commands` commands beside it, one replica (itself), and
+/// has `share` calls per second; fails if `command` ends first.
+async fn sees_commands(
+    client: &reqwest::Client,
+    server: &Process,
+    command: Option<&mut tokio::process::Child>,
+    commands: f64,
+    share: f64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut command = command;
+    loop {
+        let seen = (
+            metric(client, server, "fulfilld_stripe_budget_commands").await,
+            metric(client, server, "fulfilld_replicas").await,
+            pacer_rate(client, server).await,
+        );
+        if seen == (commands, 1.0, share) {
+            return;
+        }
+        if let Some(command) = command.as_mut() {
+            let ended = command.try_wait().expect("command waited on");
+            assert!(
+                ended.is_none(),
+                "the command ended first ({ended:?}); {seen:?}"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "(commands, replicas, rate) {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Commands on `database_url` sharing the budget, as the `replicas` table holds them.
+async fn command_rows(database_url: &str) -> i64 {
+    use diesel::sql_types::BigInt;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let query = diesel::sql_query("SELECT COUNT(*) AS n FROM replicas WHERE NOT serves");
+    let count: Count = if let Some(path) = database_url.strip_prefix("sqlite://") {
+        use diesel::Connection;
+        let mut conn = diesel::SqliteConnection::establish(path).expect("SQLite opens");
+        diesel::RunQueryDsl::get_result(query, &mut conn).expect("replicas read")
+    } else {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let mut conn = AsyncPgConnection::establish(database_url)
+            .await
+            .expect("PostgreSQL answers");
+        query.get_result(&mut conn).await.expect("replicas read")
+    };
+    count.n
+}
+
+#[actix_web::test]
+async fn a_cli_command_beside_a_replica_takes_half_the_stripe_budget_until_it_ends() {
+    for backend in backends() {
+        let stripe = StripeDouble::start().expect("Stripe double starts");
+        let database = backend.fresh_database().await;
+        // No scheduled reconcile: every Stripe call below is the command's.
+        let env = [
+            ("STRIPE_MAX_RPS", BUDGET.to_string()),
+            ("RECONCILE_EVERY", "0".to_owned()),
+        ];
+        let server = Process::start_with(&database.url, stripe.url(), &env).await;
+        let client = reqwest::Client::new();
+        let whole = BUDGET as f64;
+        let half = whole / 2.0;
+        sees_commands(&client, &server, None, 0.0, whole).await;
+
+        // Complete sessions no webhook delivered: reconcile fetches each one's line items.
+        let missed: Vec<String> = (0..2 * BUDGET)
+            .map(|n| stripe.add_session(SessionSpec::paid(&[("Atlas", 1000 + n as i64, 1)])))
+            .collect();
+        let calls_before = stripe.call_times().len();
+        let mut reconcile = reconcile_command(&database.url, stripe.url());
+        sees_commands(&client, &server, Some(&mut reconcile), 1.0, half).await;
+        let finished = reconcile.wait_with_output().await.expect("reconcile ends");
+        assert!(
+            finished.status.success(),
+            "{}",
+            String::from_utf8_lossy(&finished.stderr)
+        );
+        assert_each_fulfilled_once(&database.url, &missed).await;
+
+        // The command's calls kept to its half: at most half the budget in any second,
+        // plus its bucket's quarter second and a tenth for the calls' travel.
+        let mut times = stripe.call_times().split_off(calls_before);
+        times.sort();
+        assert!(times.len() >= missed.len(), "{} calls", times.len());
+        let share = BUDGET / 2;
+        let busiest = (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            busiest <= share + share / 4 + share / 10,
+            "{busiest} calls in one second, over a share of {share}/s on {backend:?}"
+        );
+        let span = times[times.len() - 1]
+            .duration_since(times[0])
+            .as_secs_f64();
+        let sustained = (times.len() - share / 4) as f64 / span;
+        assert!(
+            sustained <= share as f64 * 1.05,
+            "{} calls in {span:.2} s: {sustained:.1}/s over a share of {share}/s",
+            times.len()
+        );
+        // It left as it ended, and the replica has the whole budget again.
+        assert_eq!(command_rows(&database.url).await, 0, "{backend:?}");
+        sees_commands(&client, &server, None, 0.0, whole).await;
+
+        // Interrupted (Ctrl-C) while Stripe hangs, it leaves all the same.
+        stripe.set_delay(Duration::from_secs(60));
+        let mut interrupted = reconcile_command(&database.url, stripe.url());
+        sees_commands(&client, &server, Some(&mut interrupted), 1.0, half).await;
+        let pid = interrupted.id().expect("command runs").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGINT sent");
+        let ended = interrupted
+            .wait_with_output()
+            .await
+            .expect("reconcile ends");
+        assert!(!ended.status.success());
+        let said = String::from_utf8_lossy(&ended.stderr);
+        assert!(said.contains("interrupted"), "{said}");
+        assert_eq!(command_rows(&database.url).await, 0, "{backend:?}");
+        sees_commands(&client, &server, None, 0.0, whole).await;
+
+        // Killed, it cannot say so: its heartbeat runs out, as a replica's would.
+        let mut killed = reconcile_command(&database.url, stripe.url());
+        sees_commands(&client, &server, Some(&mut killed), 1.0, half).await;
+        killed.kill().await.expect("command killed");
+        assert_eq!(command_rows(&database.url).await, 1, "{backend:?}");
+        sees_commands(&client, &server, None, 0.0, whole).await;
+        stripe.set_delay(Duration::ZERO);
     }
 }

@@ -167,6 +167,7 @@ impl Application {
             figures: FiguresCache::start(core.db.clone()),
             standing: replica.standings(),
             checkout: config.checkout.clone(),
+            locale: config.locale,
         });
         let shutdown_grace = config.shutdown_grace;
         let metrics_server = match config.metrics_bind {

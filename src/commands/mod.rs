@@ -10,7 +10,7 @@ use crate::cli::{Cli, Command, ConfigCommand, EffectsCommand, OrdersCommand};
 use crate::configuration::file::Resolved;
 use crate::configuration::{Config, Settings};
 use crate::db::{self, Database, DatabaseUrl};
-use crate::domain::{EffectStatus, SessionId};
+use crate::domain::{EffectStatus, SessionId, format_amount};
 use crate::fulfillment::{Source, Trigger};
 use crate::replicas::{Replica, Role};
 use crate::startup::{Application, Core, shutdown_signal};
@@ -42,7 +42,7 @@ pub async fn run(cli: Cli, settings: Vec<Resolved>) -> anyhow::Result<()> {
             })
             .await?;
             let total = outcome
-                .formatted_total()
+                .formatted_total(format_amount)
                 .map(|total| format!(", {total}"))
                 .unwrap_or_default();
             println!(

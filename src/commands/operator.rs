@@ -204,13 +204,13 @@ async fn show(settings: &Settings, session_id: &str) -> anyhow::Result<()> {
     if let Some(account) = &outcome.account {
         println!("account: {account}");
     }
-    if let Some(total) = outcome.formatted_total() {
+    if let Some(total) = outcome.formatted_total(format_amount) {
         println!("total: {total}");
     }
-    if let Some(refunded) = outcome.formatted_refunded() {
+    if let Some(refunded) = outcome.formatted_refunded(format_amount) {
         println!("refunded: {refunded}");
     }
-    for line in outcome.item_lines() {
+    for line in outcome.item_lines(format_amount) {
         println!(
             "  {} x {}  {}",
             line.quantity, line.description, line.amount

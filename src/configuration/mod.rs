@@ -4,6 +4,7 @@
 mod checkout;
 mod effects;
 pub mod file;
+mod locale;
 mod secret;
 mod stripe;
 mod telemetry;
@@ -18,6 +19,7 @@ use ipnet::IpNet;
 
 pub use checkout::{CheckoutConfig, CheckoutSettings, CheckoutUi};
 pub use effects::{EffectSettings, EffectsConfig, decode_secret};
+pub use locale::LocaleSettings;
 pub use secret::Secret;
 pub use stripe::StripeConfig;
 pub use telemetry::TelemetrySettings;
@@ -216,6 +218,8 @@ pub struct Settings {
     pub checkout: CheckoutSettings,
     #[command(flatten)]
     pub telemetry: TelemetrySettings,
+    #[command(flatten)]
+    pub locale: LocaleSettings,
 }
 
 /// How logs are written.
@@ -254,6 +258,8 @@ pub struct Config {
     pub webhook_workers: usize,
     /// How long processed events are kept; `None`: for ever.
     pub event_retention: Option<Duration>,
+    /// How pages and emails write money.
+    pub locale: crate::domain::Locale,
 }
 
 /// A setting that is missing or malformed; displays as one line naming it.
@@ -299,6 +305,7 @@ impl Settings {
             proxy_header: self.proxy_header,
             webhook_workers: usize::from(self.webhook_workers),
             event_retention: Some(self.event_retention).filter(|keep| !keep.is_zero()),
+            locale: self.locale.locale,
         })
     }
 

@@ -2,6 +2,7 @@
 
 mod account;
 mod delivery;
+mod locale;
 mod money;
 mod outcome;
 mod refund;
@@ -12,7 +13,8 @@ pub use delivery::{
     AccessChange, AccessGrant, EffectKind, EffectStatus, GrantStatus, Shipment, ShipmentItem,
     ShipmentStatus, ShippingAddress, Tell,
 };
-pub use money::{format_amount, parse_amount};
+pub use locale::Locale;
+pub use money::{format_amount, format_money, parse_amount};
 pub use outcome::{
     ItemLine, LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status,
 };

@@ -5,7 +5,6 @@ use serde::Serialize;
 
 use super::{
     AccessGrant, AccountId, GrantStatus, SessionId, Shipment, ShipmentStatus, ShippingAddress,
-    format_amount,
 };
 
 /// What fulfilld has made of a Checkout Session.
@@ -186,28 +185,30 @@ impl Outcome {
             })
     }
 
-    /// The cart as lines for a page or an email, amounts in their currency.
-    pub fn item_lines(&self) -> Vec<ItemLine> {
+    /// The cart as lines for a page, an email or the command line, each amount written by
+    /// `write` from minor units and currency: [`format_money`](super::format_money) for
+    /// people, [`format_amount`](super::format_amount) for the command line.
+    pub fn item_lines(&self, write: impl Fn(i64, &str) -> String) -> Vec<ItemLine> {
         self.line_items
             .iter()
             .map(|item| ItemLine {
                 description: item.description.clone(),
                 quantity: item.quantity,
-                amount: format_amount(item.amount_total, &item.currency),
+                amount: write(item.amount_total, &item.currency),
             })
             .collect()
     }
 
-    /// The session's total in its currency, e.g. `USD 25.00`, when Stripe gave both.
-    pub fn formatted_total(&self) -> Option<String> {
+    /// The session's total, written by `write`, when Stripe gave it and its currency.
+    pub fn formatted_total(&self, write: impl Fn(i64, &str) -> String) -> Option<String> {
         self.amount_total
             .zip(self.currency.as_deref())
-            .map(|(amount, currency)| format_amount(amount, currency))
+            .map(|(amount, currency)| write(amount, currency))
     }
 
-    /// What refunds gave back, formatted, once anything was.
-    pub fn formatted_refunded(&self) -> Option<String> {
+    /// What refunds gave back, written by `write`, once anything was.
+    pub fn formatted_refunded(&self, write: impl Fn(i64, &str) -> String) -> Option<String> {
         let currency = self.currency.as_deref()?;
-        (self.amount_refunded > 0).then(|| format_amount(self.amount_refunded, currency))
+        (self.amount_refunded > 0).then(|| write(self.amount_refunded, currency))
     }
 }

@@ -15,7 +15,7 @@ use super::{Attempt, EffectError, Effected, SendEmail, Transport};
 use crate::access::AccessSigner;
 use crate::configuration::Config;
 use crate::db::Database;
-use crate::domain::{AccessGrant, EffectKind, ItemLine, Outcome, SessionId};
+use crate::domain::{AccessGrant, EffectKind, ItemLine, Locale, Outcome, SessionId, format_money};
 use tracing::Instrument;
 
 /// The emails a customer may get.
@@ -104,6 +104,8 @@ struct Mailer {
     domain: String,
     public_url: String,
     access: AccessSigner,
+    /// How the emails write money.
+    locale: Locale,
 }
 
 /// Sends customers' emails. Stateless between messages, so attempts run concurrently.
@@ -123,6 +125,7 @@ impl EmailActor {
                 from,
                 public_url: config.public_url.clone(),
                 access,
+                locale: config.locale,
             }),
         }
     }
@@ -211,6 +214,7 @@ impl Mailer {
     }
 
     fn view<'a>(&'a self, outcome: &'a Outcome) -> EmailView<'a> {
+        let money = |minor, currency: &str| format_money(minor, currency, self.locale);
         EmailView {
             shop: &self.shop,
             shop_url: &self.public_url,
@@ -219,8 +223,8 @@ impl Mailer {
                 "{}/after-checkout?session_id={}",
                 self.public_url, outcome.session_id
             ),
-            items: outcome.item_lines(),
-            total: outcome.formatted_total(),
+            items: outcome.item_lines(money),
+            total: outcome.formatted_total(money),
             test: !outcome.livemode,
             address: outcome
                 .shipment

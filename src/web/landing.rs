@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::AppState;
 use super::outcome::{LookupError, lookup};
 use crate::access::AccessSigner;
-use crate::domain::{AccessGrant, ItemLine, Outcome, ShipmentStatus, Status};
+use crate::domain::{AccessGrant, ItemLine, Locale, Outcome, ShipmentStatus, Status, format_money};
 use crate::metrics::{METRICS, Route, seconds};
 
 /// Seconds before a page that is still waiting reloads itself.
@@ -58,7 +58,7 @@ pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) ->
     let started = Instant::now();
     let response = match lookup(&state, &request, session_id.as_deref()).await {
         Ok(outcome) => render(
-            landing_page(&outcome, state.sandbox, &state.access),
+            landing_page(&outcome, state.sandbox, state.locale, &state.access),
             actix_web::http::StatusCode::OK,
         ),
         Err(error) => with_retry_after(render(problem_page(&error), error.status()), &error),
@@ -113,8 +113,10 @@ fn with_retry_after(mut response: HttpResponse, error: &LookupError) -> HttpResp
 fn landing_page(
     outcome: &Outcome,
     sandbox: bool,
+    locale: Locale,
     signer: &AccessSigner,
 ) -> Result<String, askama::Error> {
+    let money = |minor, currency: &str| format_money(minor, currency, locale);
     let refundable = matches!(
         outcome.status,
         Status::Fulfilled | Status::PartiallyRefunded | Status::Disputed
@@ -122,10 +124,10 @@ fn landing_page(
     LandingPage {
         status: outcome.status.as_str(),
         refresh: (outcome.status == Status::AwaitingPayment).then_some(REFRESH_SECS),
-        items: outcome.item_lines(),
-        total: outcome.formatted_total(),
+        items: outcome.item_lines(money),
+        total: outcome.formatted_total(money),
         access: signer.links(outcome, outcome.active_access()),
-        refunded: outcome.formatted_refunded(),
+        refunded: outcome.formatted_refunded(money),
         sandbox_order: (sandbox && refundable)
             .then(|| format!("/sandbox/checkout/{}", outcome.session_id)),
         shipment: outcome.shipment.as_ref().map(|shipment| ShipmentView {

@@ -25,6 +25,7 @@ use crate::catalog::Catalog;
 use crate::checkout::Opener;
 use crate::configuration::{CheckoutConfig, Secret};
 use crate::db::Database;
+use crate::domain::Locale;
 use crate::effects::Outbox;
 use crate::inbox::{Inbox, Workers};
 use crate::replicas::Standing;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub figures: FiguresCache,
     /// How the checkouts fulfilld opens are made.
     pub checkout: CheckoutConfig,
+    /// How pages write money.
+    pub locale: Locale,
 }
 
 impl AppState {

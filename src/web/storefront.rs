@@ -11,7 +11,7 @@ use super::api::{csrf_token, from_own_origin};
 use crate::catalog::Kind;
 use crate::checkout::{Cart, MAX_QUANTITY, OpenError};
 use crate::configuration::CheckoutUi;
-use crate::domain::format_amount;
+use crate::domain::format_money;
 use crate::stripe::listing::CreatedCheckout;
 
 struct ProductView {
@@ -166,7 +166,7 @@ async fn shop_page(
             name: product.display_name(),
             amount: product
                 .unit_amount
-                .map(|amount| format_amount(amount, &product.currency))
+                .map(|amount| format_money(amount, &product.currency, state.locale))
                 .unwrap_or_default(),
             digital: product.kind == Kind::Digital,
             stock,

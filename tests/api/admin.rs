@@ -511,7 +511,7 @@ async fn a_sessions_timeline_shows_its_events_effects_stock_shipment_and_access(
         let page = browser.page(&format!("/admin/sessions/{session}")).await;
         for expected in [
             "fulfilled",
-            "USD 59.00",
+            "$59.00",
             "customer@example.com",
             "2 x T-shirt",
             "evt_timeline",
@@ -691,7 +691,7 @@ async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_w
         assert_eq!(asked.status(), StatusCode::OK);
         let asked = asked.text().await.unwrap();
         assert!(
-            asked.contains("Refund USD 9.00 for EBOOK-FULFILL:1 to the customer?"),
+            asked.contains("Refund $9.00 for EBOOK-FULFILL:1 to the customer?"),
             "{asked}"
         );
         assert_eq!(refunds_made(), 0);
@@ -720,7 +720,7 @@ async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_w
             "Refunds and disputes",
             refund_id,
             "EBOOK-FULFILL:1",
-            "USD 9.00",
+            "$9.00",
             "partially_refunded",
         ] {
             assert!(page.contains(expected), "{expected} missing: {page}");
@@ -730,7 +730,7 @@ async fn a_refund_from_the_page_is_checked_confirmed_made_once_and_reversed_by_w
         let rest = [("csrf", csrf.as_str()), ("amount", "")];
         let asked = browser.post(&action, &rest).await.text().await.unwrap();
         assert!(
-            asked.contains("Refund all USD 11.00 left to the customer?"),
+            asked.contains("Refund all $11.00 left to the customer?"),
             "{asked}"
         );
         let nonce = nonce_of(&asked);

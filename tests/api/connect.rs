@@ -135,7 +135,7 @@ async fn a_customer_who_arrives_before_the_connected_accounts_event_sees_the_ord
         let response = app.get(&page).await;
         assert_eq!(response.status(), 200, "{}", app.backend);
         let body = response.text().await.expect("page");
-        assert!(body.contains("USD 25.00"), "{body}");
+        assert!(body.contains("$25.00"), "{body}");
     }
 }
 

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fulfilld::actors::Sessions;
 use fulfilld::configuration::{
-    CheckoutSettings, EffectSettings, LogFormat, Settings, TelemetrySettings,
+    CheckoutSettings, EffectSettings, LocaleSettings, LogFormat, Settings, TelemetrySettings,
 };
 use fulfilld::db::Database;
 use fulfilld::db::inbox::EventView;
-use fulfilld::domain::{Outcome, SessionId, Status};
+use fulfilld::domain::{Locale, Outcome, SessionId, Status};
 use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use fulfilld::startup::Application;
 use fulfilld::stripe::signature::signature_header;
@@ -155,6 +155,9 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
             otel_exporter_otlp_endpoint: None,
             otel_traces_sampler_arg: 1.0,
         },
+        locale: LocaleSettings {
+            locale: Locale::default(),
+        },
     }
 }
 
@@ -233,6 +236,30 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// `raw` with quoted-printable undone: soft line breaks dropped, `=XX` as the byte.
+pub fn quoted_printable(raw: &str) -> String {
+    let raw = raw.replace("=\r\n", "");
+    let (bytes, mut out) = (raw.as_bytes(), Vec::with_capacity(raw.len()));
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn unix_now() -> i64 {

@@ -1,7 +1,7 @@
-use fulfilld::domain::Status;
+use fulfilld::domain::{Locale, Status};
 use fulfilld::sandbox::SessionSpec;
 
-use crate::helpers::{backends, spawn_app};
+use crate::helpers::{backends, quoted_printable, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn missing_and_malformed_session_ids_get_400() {
@@ -69,7 +69,7 @@ async fn the_landing_page_fulfils_and_escapes_product_names() {
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(!html.contains("<b>bold</b>"), "{html}");
         assert!(
-            html.contains("USD 19.99") && html.contains("USD 15.00") && html.contains("USD 34.99"),
+            html.contains("$19.99") && html.contains("$15.00") && html.contains("$34.99"),
             "{html}"
         );
         assert_eq!(
@@ -194,5 +194,40 @@ async fn a_database_outage_gives_503s_and_never_a_false_acknowledgement() {
             "{html}"
         );
         assert_eq!(api.status(), 503);
+    }
+}
+
+#[actix_web::test]
+async fn the_landing_page_and_the_receipt_write_money_as_the_locale_does() {
+    for backend in backends() {
+        let app = spawn_app_with(&backend, |settings| {
+            settings.locale.locale = Locale::parse("de-DE").expect("a known locale");
+        })
+        .await;
+        let spec = SessionSpec::paid(&[("Wanderkarte", 123_456, 1), ("Postkarte", 250, 2)]);
+        let session = app.stripe.add_session(spec.with_currency("eur"));
+
+        let html = app
+            .get(&format!("/after-checkout?session_id={session}"))
+            .await
+            .text()
+            .await
+            .expect("body");
+
+        for shown in ["1.234,56\u{a0}€", "5,00\u{a0}€", "1.239,56\u{a0}€"] {
+            assert!(
+                html.contains(shown),
+                "{shown} missing on {}: {html}",
+                app.backend
+            );
+        }
+        assert!(!html.contains("EUR"), "{html}");
+        app.wait_for_effects(&session).await;
+        let receipt =
+            std::fs::read_to_string(app.mail_dir.path().join(format!("{session}.receipt.eml")))
+                .expect("the receipt is saved");
+        let receipt = quoted_printable(&receipt);
+        assert!(receipt.contains("1.239,56\u{a0}€"), "{receipt}");
+        assert!(!receipt.contains("EUR 1239.56"), "{receipt}");
     }
 }

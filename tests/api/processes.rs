@@ -206,6 +206,8 @@ async fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
         ("SEND_RECEIPTS", "perhaps"),
         ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ("BIND", "localhost"),
+        ("LOCALE", "en_US"),
+        ("LOCALE", "tlh-QO"),
     ] {
         let refused = start(name, value).await.expect("fulfilld runs");
         assert!(!refused.status.success(), "{name}={value} was taken");

@@ -36,6 +36,11 @@ impl Received {
     pub fn text(&self) -> String {
         self.data.replace("=\r\n", "").replace("=3D", "=")
     }
+
+    /// The message with quoted-printable undone, for assertions on text that is not ASCII.
+    pub fn decoded(&self) -> String {
+        crate::helpers::quoted_printable(&self.data)
+    }
 }
 
 /// Where a server that goes silent stops answering.

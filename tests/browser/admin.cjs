@@ -65,7 +65,7 @@ async function main() {
     await page.goto(`${base}/admin/sessions/${session}`);
     await page.getByLabel('Amount').fill('1.00');
     await page.getByRole('button', { name: 'Refund…' }).click();
-    await page.getByText('Refund USD 1.00 to the customer?').waitFor();
+    await page.getByText('Refund $1.00 to the customer?').waitFor();
     await page.getByRole('button', { name: 'Refund now' }).click();
     await page.waitForURL(/notice=refund_made&id=re_/);
     await page.getByRole('status').getByText('Stripe made refund re_').waitFor();

@@ -19,7 +19,7 @@ async function main() {
       await page.waitForTimeout(200);
       await page.reload();
     }
-    await page.getByText('USD 50.00').first().waitFor();
+    await page.getByText('$50.00').first().waitFor();
     await page.getByText('Cancelled: the order was refunded before it shipped.').waitFor();
     if (await page.getByRole('button', { name: 'Refund this order (sandbox)' }).count()) {
       throw new Error('a refunded order still offers a refund');

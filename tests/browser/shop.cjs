@@ -27,7 +27,7 @@ async function main() {
 
     await page.waitForURL(/\/after-checkout\?session_id=cs_test_/);
     await page.getByRole('heading', { name: 'Thank you for your order' }).waitFor();
-    await page.getByText('USD 50.00').first().waitFor();
+    await page.getByText('$50.00').first().waitFor();
     await shoot('landing');
     console.log(new URL(page.url()).searchParams.get('session_id'));
   } finally {

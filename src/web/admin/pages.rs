@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::views::{EffectLine, EventLine, ReversalLine, SessionLine, StockLine, notice, when};
 use super::{AdminError, Operator, field, html};
 use crate::db::figures::Figures;
-use crate::domain::{AccessGrant, EffectStatus, ItemLine, SessionId};
+use crate::domain::{AccessGrant, EffectStatus, ItemLine, SessionId, format_money};
 use crate::replicas::Standing;
 use crate::web::AppState;
 
@@ -68,7 +68,10 @@ async fn sessions_page(
         .await?;
     let page = SessionsPage {
         csrf: Some(operator.csrf()),
-        sessions: found.into_iter().map(SessionLine::from).collect(),
+        sessions: found
+            .into_iter()
+            .map(|row| SessionLine::new(row, state.locale))
+            .collect(),
         dead: state.db.figures().await?,
         standing: state.standing.borrow().clone(),
         search,
@@ -139,11 +142,14 @@ pub async fn timeline(
         }),
         reversals: reversals
             .into_iter()
-            .map(|row| ReversalLine::new(row, &currency))
+            .map(|row| ReversalLine::new(row, &currency, state.locale))
             .collect(),
         typed_amount: String::new(),
         typed_items: String::new(),
-        items: outcome.as_ref().map(|o| o.item_lines()).unwrap_or_default(),
+        items: outcome
+            .as_ref()
+            .map(|o| o.item_lines(|minor, currency| format_money(minor, currency, state.locale)))
+            .unwrap_or_default(),
         access: outcome
             .as_ref()
             .map(|o| o.access.clone())
@@ -162,7 +168,7 @@ pub async fn timeline(
                 .unwrap_or_default(),
         }),
         movements: db.stock_movements_of(id.as_str()).await?,
-        session: session.map(SessionLine::from),
+        session: session.map(|row| SessionLine::new(row, state.locale)),
         events: events.into_iter().map(EventLine::from).collect(),
         effects: effects.into_iter().map(EffectLine::from).collect(),
         id: id.to_string(),

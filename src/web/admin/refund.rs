@@ -10,7 +10,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::{AdminError, Operator, field, html, see_other};
-use crate::domain::{SessionId, format_amount, parse_amount};
+use crate::domain::{SessionId, format_money, parse_amount};
 use crate::refunding::{self, RefundAsk, RefundError};
 use crate::stripe::GatewayError;
 use crate::web::AppState;
@@ -80,10 +80,10 @@ pub async fn refund(
     let (Some("yes"), Some(nonce)) = (field(&form, "confirm").as_deref(), nonce) else {
         page.nonce = format!("{:032x}", fastrand::u128(..));
         let what = match minor {
-            Some(minor) => format_amount(minor, &currency),
+            Some(minor) => format_money(minor, &currency, state.locale),
             None => outcome
                 .amount_total
-                .map(|total| format_amount(total - outcome.amount_refunded, &currency))
+                .map(|total| format_money(total - outcome.amount_refunded, &currency, state.locale))
                 .map_or_else(
                     || "what is left".to_owned(),
                     |left| format!("all {left} left"),

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::db::admin::{ReversalRow, SessionRow, StockRow};
 use crate::db::effects::EffectView;
 use crate::db::inbox::EventView;
-use crate::domain::{EffectStatus, format_amount};
+use crate::domain::{EffectStatus, Locale, format_money};
 
 /// A time stored in milliseconds since the epoch, as `2025-06-01 12:00:00 UTC`.
 pub fn when(ms: i64) -> String {
@@ -29,14 +29,14 @@ pub struct SessionLine {
     pub account: String,
 }
 
-impl From<SessionRow> for SessionLine {
-    fn from(row: SessionRow) -> Self {
+impl SessionLine {
+    pub fn new(row: SessionRow, locale: Locale) -> Self {
         Self {
             status: row.status.as_str(),
             total: row
                 .amount_total
                 .zip(row.currency.as_deref())
-                .map(|(amount, currency)| format_amount(amount, currency))
+                .map(|(amount, currency)| format_money(amount, currency, locale))
                 .unwrap_or_default(),
             email: row.customer_email.unwrap_or_default(),
             created: when(row.created_at),
@@ -112,9 +112,9 @@ pub struct ReversalLine {
 }
 
 impl ReversalLine {
-    pub fn new(row: ReversalRow, currency: &str) -> Self {
+    pub fn new(row: ReversalRow, currency: &str, locale: Locale) -> Self {
         Self {
-            amount: format_amount(row.amount, currency),
+            amount: format_money(row.amount, currency, locale),
             updated: when(row.updated_at),
             items: row.items.unwrap_or_default(),
             id: row.id,

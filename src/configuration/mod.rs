@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use ipnet::IpNet;
 
 pub use checkout::{CheckoutConfig, CheckoutSettings, CheckoutUi};
@@ -22,7 +22,7 @@ pub use effects::{EffectSettings, EffectsConfig, decode_secret};
 pub use locale::LocaleSettings;
 pub use secret::Secret;
 pub use stripe::StripeConfig;
-pub use telemetry::TelemetrySettings;
+pub use telemetry::{LogFormat, TelemetrySettings};
 
 use crate::catalog::Catalog;
 use crate::db::DatabaseUrl;
@@ -220,13 +220,6 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     #[command(flatten)]
     pub locale: LocaleSettings,
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// The validated configuration.

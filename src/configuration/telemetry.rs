@@ -1,7 +1,15 @@
-//! Settings of trace export, under OpenTelemetry's standard names.
+//! How logs are written, and the settings of trace export under OpenTelemetry's standard
+//! names.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use url::Url;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Where traces go, and how many.
 #[derive(Args, Clone, Debug)]

@@ -5,12 +5,15 @@ use diesel::expression::AsExpression;
 use diesel::sql_types::Text;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// Access to a digital product, granted once per (session, SKU).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct AccessGrant {
     pub sku: String,
     pub name: String,
+    /// The download link, while the grant is active.
+    #[schema(required = false)]
     pub url: String,
     pub status: GrantStatus,
 }
@@ -32,7 +35,7 @@ impl Serialize for AccessGrant {
 }
 
 /// Whether a grant still gives access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantStatus {
     Active,
@@ -55,14 +58,21 @@ impl GrantStatus {
 }
 
 /// Where physical goods go, as the customer gave it to Checkout. Never logged.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShippingAddress {
     pub name: String,
+    #[schema(required = true)]
     pub line1: Option<String>,
+    #[schema(required = true)]
     pub line2: Option<String>,
+    #[schema(required = true)]
     pub city: Option<String>,
+    #[schema(required = true)]
     pub state: Option<String>,
+    #[schema(required = true)]
     pub postal_code: Option<String>,
+    /// Two-letter ISO country code.
+    #[schema(required = true)]
     pub country: Option<String>,
 }
 
@@ -112,7 +122,7 @@ impl ShippingAddress {
 }
 
 /// Where a shipment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, AsExpression, FromSqlRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum ShipmentStatus {
@@ -279,60 +289,8 @@ pub struct Tell {
     pub warehouse: bool,
 }
 
-/// What an access notice tells `ACCESS_WEBHOOK_URL`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessChange {
-    Granted,
-    Revoked,
-    Suspended,
-    Restored,
-}
-
-impl AccessChange {
-    /// The notice's `type`.
-    pub fn event_type(self) -> &'static str {
-        match self {
-            Self::Granted => "access.granted",
-            Self::Revoked => "access.revoked",
-            Self::Suspended => "access.suspended",
-            Self::Restored => "access.restored",
-        }
-    }
-
-    /// The notice's `subject` and JSON body, for the grants of `skus`. A session is
-    /// granted access once; every other change is told of once per transaction that made
-    /// it (`now`, in milliseconds, with the SKUs it changed), so a second dispute is a
-    /// second notice.
-    pub fn notice(
-        self,
-        session_id: &str,
-        skus: &[String],
-        customer_email: Option<&str>,
-        now: i64,
-    ) -> (String, String) {
-        let subject = match self {
-            Self::Granted => "granted".to_owned(),
-            _ => format!("{}:{now}:{}", self.event_type(), skus.join(",")),
-        };
-        let items: Vec<_> = skus
-            .iter()
-            .map(|sku| serde_json::json!({ "sku": sku }))
-            .collect();
-        let body = serde_json::json!({
-            "type": self.event_type(),
-            // A session's notices go in order, but an operator may retry a dead one
-            // late: the receiver keeps the newest per grant.
-            "occurred_at": now,
-            "session_id": session_id,
-            "customer_email": customer_email,
-            "items": items,
-        });
-        (subject, body.to_string())
-    }
-}
-
 /// One line of a shipment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShipmentItem {
     pub sku: String,
     pub name: String,
@@ -340,9 +298,10 @@ pub struct ShipmentItem {
 }
 
 /// The physical part of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Shipment {
     pub status: ShipmentStatus,
+    #[schema(required = true)]
     pub address: Option<ShippingAddress>,
     pub items: Vec<ShipmentItem>,
 }

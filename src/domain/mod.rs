@@ -4,17 +4,19 @@ mod account;
 mod delivery;
 mod locale;
 mod money;
+mod notice;
 mod outcome;
 mod refund;
 mod session_id;
 
 pub use account::AccountId;
 pub use delivery::{
-    AccessChange, AccessGrant, EffectKind, EffectStatus, GrantStatus, Shipment, ShipmentItem,
-    ShipmentStatus, ShippingAddress, Tell,
+    AccessGrant, EffectKind, EffectStatus, GrantStatus, Shipment, ShipmentItem, ShipmentStatus,
+    ShippingAddress, Tell,
 };
 pub use locale::Locale;
 pub use money::{format_amount, format_money, parse_amount};
+pub use notice::{AccessChange, AccessItem, AccessNotice, ShipmentNotice, ShipmentRequest};
 pub use outcome::{
     ItemLine, LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status,
 };

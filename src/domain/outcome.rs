@@ -2,13 +2,14 @@ use diesel::deserialize::FromSqlRow;
 use diesel::expression::AsExpression;
 use diesel::sql_types::Text;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{
     AccessGrant, AccountId, GrantStatus, SessionId, Shipment, ShipmentStatus, ShippingAddress,
 };
 
 /// What fulfilld has made of a Checkout Session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, AsExpression, FromSqlRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -120,21 +121,24 @@ pub struct SessionSummary {
 }
 
 /// One line of the cart, as Stripe listed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LineItem {
     pub id: String,
+    #[schema(required = true)]
     pub price_id: Option<String>,
+    #[schema(required = true)]
     pub product_id: Option<String>,
     pub description: String,
     pub quantity: i64,
     pub currency: String,
+    #[schema(required = true)]
     pub unit_amount: Option<i64>,
     pub amount_subtotal: i64,
     pub amount_total: i64,
 }
 
 /// The answer to every request about a session: its status and what was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Outcome {
     pub session_id: String,
     /// The connected account (`acct_…`) the session belongs to, for a Connect platform.
@@ -142,16 +146,21 @@ pub struct Outcome {
     pub account: Option<String>,
     pub status: Status,
     pub livemode: bool,
+    #[schema(required = true)]
     pub currency: Option<String>,
+    /// The session's total, in minor units.
+    #[schema(required = true)]
     pub amount_total: Option<i64>,
     /// What refunds have given back so far, in minor units.
     pub amount_refunded: i64,
     /// Milliseconds since the Unix epoch.
+    #[schema(required = true)]
     pub fulfilled_at: Option<i64>,
     pub line_items: Vec<LineItem>,
     /// Links to the digital goods bought, once fulfilled.
     pub access: Vec<AccessGrant>,
     /// The physical goods bought and where they stand, once fulfilled.
+    #[schema(required = true)]
     pub shipment: Option<Shipment>,
 }
 

@@ -11,14 +11,13 @@
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use reqwest::StatusCode;
-use serde_json::json;
 
 use super::outbound::{Outbound, judge};
 use super::{Attempt, CancelShipment, EffectError, Effected, Ship};
 use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
 use crate::db::effects::CancelNeed;
-use crate::domain::{SessionId, ShipmentStatus};
+use crate::domain::{SessionId, ShipmentNotice, ShipmentRequest, ShipmentStatus};
 use tracing::Instrument;
 
 /// Sends shipments and their cancellations to the warehouse.
@@ -76,9 +75,13 @@ impl Handler<CancelShipment> for ShippingActor {
     }
 }
 
-/// The shipment's JSON, as the warehouse is sent it with `kind`. A warehouse must be able
-/// to tell a test order (nothing was paid) from a real one.
-async fn body(db: &Database, session_id: &str, kind: &str) -> Result<String, EffectError> {
+/// The shipment's JSON, as the warehouse is sent it with `request`. A warehouse must be
+/// able to tell a test order (nothing was paid) from a real one.
+async fn body(
+    db: &Database,
+    session_id: &str,
+    request: ShipmentRequest,
+) -> Result<String, EffectError> {
     let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
     let outcome = db
         .outcome(&id)
@@ -88,14 +91,14 @@ async fn body(db: &Database, session_id: &str, kind: &str) -> Result<String, Eff
     let shipment = outcome
         .shipment
         .ok_or_else(|| EffectError::Permanent("the session has no shipment".into()))?;
-    Ok(json!({
-        "type": kind,
-        "session_id": session_id,
-        "livemode": outcome.livemode,
-        "items": shipment.items,
-        "address": shipment.address,
-    })
-    .to_string())
+    let notice = ShipmentNotice {
+        address: shipment.address,
+        items: shipment.items,
+        livemode: outcome.livemode,
+        session_id: session_id.to_owned(),
+        request,
+    };
+    Ok(notice.to_json())
 }
 
 #[tracing::instrument(skip_all, fields(session.id = %attempt.effect.session_id))]
@@ -118,7 +121,7 @@ async fn ship(
         tracing::info!("shipment recorded for manual handling (no SHIPPING_WEBHOOK_URL)");
         return record(ShipmentStatus::AwaitingManualHandling).await;
     };
-    let body = body(db, session_id, "shipment.requested").await?;
+    let body = body(db, session_id, ShipmentRequest::Requested).await?;
     let id = format!("fulfilld-shipment-{session_id}");
     let status = outbound
         .post(attempt, url.expose(), &id, body, "the warehouse")
@@ -150,7 +153,7 @@ async fn cancel(
             let url = url.ok_or_else(|| {
                 EffectError::Permanent("no SHIPPING_WEBHOOK_URL to ask the warehouse".into())
             })?;
-            let body = body(db, session_id, "shipment.cancel_requested").await?;
+            let body = body(db, session_id, ShipmentRequest::CancelRequested).await?;
             let id = format!("fulfilld-shipment-cancel-{session_id}");
             let status = outbound
                 .answer(attempt, url.expose(), &id, body, "the warehouse")

@@ -3,9 +3,9 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::outcome::{LookupError, lookup};
@@ -50,6 +50,20 @@ struct ProblemPage {
     refresh: Option<u32>,
 }
 
+/// Why there is no outcome to show: `{"error": {"message", "status"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutcomeError {
+    pub error: OutcomeProblem,
+}
+
+/// What went wrong, and the HTTP status it was answered with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutcomeProblem {
+    /// For a person to read.
+    pub message: String,
+    pub status: u16,
+}
+
 /// The customer's landing page after Checkout.
 pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let session_id = web::Query::<LandingQuery>::from_query(request.query_string())
@@ -67,7 +81,24 @@ pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) ->
     response
 }
 
-/// The same outcome as JSON, for embedded checkouts and single-page apps.
+/// What became of a Checkout Session.
+///
+/// The landing page's outcome as JSON, for embedded checkouts and single-page apps: asks
+/// the session's actor to fulfil it, as the landing page does, and answers once it has.
+#[utoipa::path(
+    get,
+    path = "/api/checkout-sessions/{id}",
+    operation_id = "get_outcome",
+    tag = "checkout",
+    params(("id" = String, Path, description = "The Checkout Session's id (`cs_…`)")),
+    responses(
+        (status = 200, description = "The session's outcome", body = Outcome),
+        (status = 400, description = "The id is not a Checkout Session id", body = OutcomeError),
+        (status = 404, description = "No such Checkout Session", body = OutcomeError),
+        (status = 429, description = "Too many lookups from this client; retry after `Retry-After`", body = OutcomeError),
+        (status = 503, description = "Stripe or the database could not be reached in time; retry", body = OutcomeError),
+    )
+)]
 pub async fn outcome_json(
     request: HttpRequest,
     path: web::Path<String>,
@@ -83,9 +114,12 @@ pub async fn outcome_json(
                 .json(&outcome)
         }
         Err(error) => with_retry_after(
-            HttpResponse::build(error.status()).json(json!({
-                "error": { "status": error.status().as_u16(), "message": error.to_string() }
-            })),
+            HttpResponse::build(error.status()).json(OutcomeError {
+                error: OutcomeProblem {
+                    message: error.to_string(),
+                    status: error.status().as_u16(),
+                },
+            }),
             &error,
         ),
     };

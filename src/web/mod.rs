@@ -9,6 +9,7 @@ mod health;
 mod landing;
 mod listener;
 mod metrics;
+mod openapi;
 mod outcome;
 mod storefront;
 mod unknown;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::access::AccessSigner;
 use crate::actors::Sessions;
@@ -34,6 +37,7 @@ pub use admin::Admin;
 pub use clients::{ClientLimits, SWEEP_EVERY};
 pub use listener::listen;
 pub use metrics::{FiguresCache, metrics};
+pub use openapi::ApiDoc;
 pub use unknown::UnknownSessions;
 
 /// Largest webhook body accepted; Stripe's Checkout events are a few KiB.
@@ -45,6 +49,21 @@ pub const REQUEST_HEAD_WITHIN: Duration = Duration::from_secs(5);
 pub const IDLE_KEPT_ALIVE: Duration = Duration::from_secs(5);
 /// Connections one server worker holds at once; past it, new ones wait in the backlog.
 pub const MAX_CONNECTIONS: usize = 2048;
+
+/// The error answer of `POST /webhook` and `GET /api/access/{token}`: `{"error": "…"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorText {
+    /// Why, for a person to read.
+    pub error: String,
+}
+
+impl ErrorText {
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+        }
+    }
+}
 
 /// What every handler shares.
 pub struct AppState {
@@ -119,6 +138,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::get().to(landing::outcome_json),
     )
     .route("/api/access/{token}", web::get().to(access::access))
+    .route("/api/openapi.json", web::get().to(openapi::serve))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .configure(admin::routes);

@@ -2,10 +2,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use serde_json::json;
+use serde::Serialize;
 use std::time::Instant;
+use utoipa::ToSchema;
 
-use super::AppState;
+use super::{AppState, ErrorText};
 use crate::db::inbox::Stored;
 use crate::db::now_ms;
 use crate::inbox::{self, Job, Work};
@@ -51,12 +52,39 @@ impl ResponseError for WebhookError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+        HttpResponse::build(self.status_code()).json(ErrorText::new(self.to_string()))
     }
 }
 
-/// Verifies the raw body, stores the event and answers 200 before any slow work; the
-/// event is then carried out by a worker through its session's actor.
+/// A delivery acknowledged: Stripe stops retrying it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Received {
+    /// Present, and true, for an event of a type fulfilld does not act on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignored: bool,
+    /// Always true.
+    pub received: bool,
+}
+
+/// Receives one of Stripe's events.
+///
+/// Verifies the raw body against `Stripe-Signature`, stores the event and answers 200
+/// before any slow work; the event is then carried out by a worker through its session's
+/// actor.
+#[utoipa::path(
+    post,
+    path = "/webhook",
+    operation_id = "receive_stripe_event",
+    tag = "stripe",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature of the raw body")),
+    request_body(content = serde_json::Value, description = "A Stripe event, exactly as Stripe sent it"),
+    responses(
+        (status = 200, description = "The event is stored, or is of a type fulfilld ignores", body = Received),
+        (status = 400, description = "A missing, invalid or expired signature, or a body that is not an event", body = ErrorText),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorText),
+        (status = 503, description = "The event could not be stored; Stripe retries", body = ErrorText),
+    )
+)]
 pub async fn receive(
     request: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
@@ -106,7 +134,10 @@ async fn accept(
     let Some(to_store) = inbox::to_store(&event, payload) else {
         tracing::debug!(event.id = %event.id(), event.type = %event.type_name(), "event type ignored");
         METRICS.webhook_stored("ignored");
-        return Ok(HttpResponse::Ok().json(json!({ "received": true, "ignored": true })));
+        return Ok(HttpResponse::Ok().json(Received {
+            ignored: true,
+            received: true,
+        }));
     };
     let span = tracing::Span::current();
     span.record("event.id", to_store.id.as_str());
@@ -130,5 +161,8 @@ async fn accept(
             trace: telemetry::current(),
         });
     }
-    Ok(HttpResponse::Ok().json(json!({ "received": true })))
+    Ok(HttpResponse::Ok().json(Received {
+        ignored: false,
+        received: true,
+    }))
 }

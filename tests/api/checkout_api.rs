@@ -7,9 +7,9 @@ use fulfilld::configuration::CheckoutUi;
 
 use crate::helpers::{TestApp, backends, no_redirects, spawn_app_with};
 
-const TOKEN: &str = "a-token-of-thirty-two-characters-at-least";
+pub(crate) const TOKEN: &str = "a-token-of-thirty-two-characters-at-least";
 
-async fn api_app(backend: &crate::helpers::Backend, per_minute: u32) -> TestApp {
+pub(crate) async fn api_app(backend: &crate::helpers::Backend, per_minute: u32) -> TestApp {
     spawn_app_with(backend, |settings| {
         settings.checkout.api_token = Some(TOKEN.into());
         settings.client_lookups_per_min = per_minute;
@@ -17,7 +17,7 @@ async fn api_app(backend: &crate::helpers::Backend, per_minute: u32) -> TestApp 
     .await
 }
 
-async fn post(app: &TestApp, token: Option<&str>, body: &str) -> (u16, Value) {
+pub(crate) async fn post(app: &TestApp, token: Option<&str>, body: &str) -> (u16, Value) {
     let mut request = app
         .client
         .post(format!("{}/api/checkout-sessions", app.address))

@@ -16,7 +16,7 @@ use crate::warehouse::Warehouse;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// An e-book and a T-shirt, shipped to Ada.
-fn ebook_and_tee() -> SessionSpec {
+pub(crate) fn ebook_and_tee() -> SessionSpec {
     SessionSpec::paid(&[("E-book", 900, 1), ("T-shirt", 2500, 1)])
         .with_prices(&["price_ebook", "price_tee_m"])
         .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB")
@@ -30,7 +30,11 @@ fn dispute(app: &TestApp, event_id: &str, kind: &str, session: &str, status: &st
 }
 
 /// Waits until the session shows `status` and no effect of it is pending.
-async fn settled(app: &TestApp, session: &str, status: Status) -> fulfilld::domain::Outcome {
+pub(crate) async fn settled(
+    app: &TestApp,
+    session: &str,
+    status: Status,
+) -> fulfilld::domain::Outcome {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let outcome = app.outcome(session).await;

@@ -19,6 +19,7 @@ mod helpers;
 mod landing;
 mod lanes;
 mod metrics;
+mod openapi;
 mod orders;
 mod outage;
 mod outbox;

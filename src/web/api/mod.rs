@@ -6,16 +6,22 @@
 //! `X-CSRF-Token` header, from the shop's origin: another site can neither read the
 //! cookie nor send the header without a CORS preflight, which fulfilld never answers.
 
+mod answers;
+
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::checkout::{Cart, MAX_LINES, OpenError};
+use crate::checkout::{MAX_LINES, OpenError};
 use crate::configuration::CheckoutUi;
 use crate::stripe::GatewayError;
+use answers::{
+    ApiError, CheckoutCreated, NewCheckout, NewCheckoutLine, ProblemCode, SoldOut, SoldOutError,
+    problem,
+};
 
 /// The largest request body read: twenty lines with room to spare.
 pub const API_BODY_LIMIT: usize = 16 * 1024;
@@ -39,15 +45,31 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// An error answer: `{"error": {"code", "message", "field"?}}`.
-fn problem(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> HttpResponse {
-    let mut error = json!({ "code": code, "message": message });
-    if let Some(field) = field {
-        error["field"] = json!(field);
-    }
-    HttpResponse::build(status).json(json!({ "error": error }))
-}
-
+/// Opens a Checkout Session for a cart.
+///
+/// Checks the cart against the catalog, holds its physical goods for
+/// `RESERVATION_MINUTES` and creates the session at Stripe. For the merchant's back end
+/// with `API_TOKEN`, or for the shop's own pages with their CSRF token.
+#[utoipa::path(
+    post,
+    path = "/api/checkout-sessions",
+    operation_id = "create_checkout_session",
+    tag = "checkout",
+    request_body = NewCheckout,
+    security(("api_token" = []), ("csrf_token" = [], "csrf_cookie" = [])),
+    responses(
+        (status = 201, description = "Created: `url` to send the customer to (hosted), or `client_secret` for the embedded form", body = CheckoutCreated),
+        (status = 400, description = "The request is malformed; `field` names what is wrong", body = ApiError),
+        (status = 401, description = "No `API_TOKEN` bearer token, nor the shop's CSRF token", body = ApiError,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 409, description = "Sold out: fewer of `price` are left than asked for", body = SoldOutError),
+        (status = 413, description = "The body is over 16 KiB"),
+        (status = 422, description = "Stripe refused the session for the email address given", body = ApiError),
+        (status = 429, description = "Too many checkouts from this visitor", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Stripe or the database could not be reached; nothing was created", body = ApiError),
+    )
+)]
 pub async fn create(
     request: HttpRequest,
     body: web::Bytes,
@@ -56,7 +78,7 @@ pub async fn create(
     let Some(caller) = caller(&request, &state) else {
         let mut refused = problem(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ProblemCode::Unauthorized,
             "Send `Authorization: Bearer <API_TOKEN>`, or call from the shop's own pages \
              with their CSRF token.",
             None,
@@ -68,11 +90,11 @@ pub async fn create(
         return refused;
     };
     let cart = match parse(&body) {
-        Ok(cart) => cart,
+        Ok(cart) => cart.into_cart(),
         Err(bad) => {
             return problem(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ProblemCode::InvalidRequest,
                 &bad.message,
                 Some(&bad.field),
             );
@@ -90,7 +112,7 @@ pub async fn create(
             let message = error.to_string();
             return problem(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ProblemCode::InvalidRequest,
                 &message,
                 Some(&field),
             );
@@ -104,7 +126,7 @@ pub async fn create(
     {
         let mut refused = problem(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ProblemCode::RateLimited,
             "Too many checkouts from this client; try again shortly.",
             None,
         );
@@ -118,21 +140,18 @@ pub async fn create(
         .open(cart, state.checkout.ui == CheckoutUi::Embedded)
         .await
     {
-        Ok(created) => {
-            let mut answer = json!({ "id": created.id, "expires_at": created.expires_at });
-            match (created.url, created.client_secret) {
-                (Some(url), _) => answer["url"] = json!(url),
-                (None, Some(secret)) => answer["client_secret"] = json!(secret),
-                (None, None) => {}
-            }
-            HttpResponse::Created().json(answer)
-        }
+        Ok(created) => HttpResponse::Created().json(CheckoutCreated {
+            client_secret: created.client_secret.filter(|_| created.url.is_none()),
+            expires_at: created.expires_at,
+            id: created.id,
+            url: created.url,
+        }),
         // Stripe's lasting no. What the caller typed that Stripe checks beyond the
         // catalog is the email address; anything else is the shop's own configuration,
         // which the caller is not shown (the gateway logged it for the operator).
         Err(OpenError::Stripe(GatewayError::Refused(_))) if has_email => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "stripe_refused",
+            ProblemCode::StripeRefused,
             "Stripe refused to create the session; it may not take this email address.",
             Some("email"),
         ),
@@ -141,17 +160,19 @@ pub async fn create(
             name,
             price,
             available,
-        }) => HttpResponse::Conflict().json(json!({ "error": {
-            "code": "sold_out",
-            "message": format!("{name} has {available} left, fewer than asked for."),
-            "price": price,
-            "available": available,
-        }})),
+        }) => HttpResponse::Conflict().json(SoldOutError {
+            error: SoldOut {
+                available,
+                code: ProblemCode::SoldOut,
+                message: format!("{name} has {available} left, fewer than asked for."),
+                price,
+            },
+        }),
         Err(error) => {
             tracing::warn!(error = %error, "could not create a Checkout Session for the API");
             problem(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ProblemCode::Unavailable,
                 "Checkout is unavailable just now; nothing was created. Try again shortly.",
                 None,
             )
@@ -258,7 +279,7 @@ pub fn csrf_token(request: &HttpRequest, secure: bool) -> (String, Option<Cookie
 
 /// Reads `{"line_items": [{"price", "quantity"}, …], "email"?}`, naming the first field
 /// at fault.
-fn parse(body: &[u8]) -> Result<Cart, Invalid> {
+fn parse(body: &[u8]) -> Result<NewCheckout, Invalid> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|error| invalid("body", format!("expected a JSON object: {error}")))?;
     let object = value
@@ -276,7 +297,7 @@ fn parse(body: &[u8]) -> Result<Cart, Invalid> {
             format!("expected 1 to {MAX_LINES} line items"),
         ));
     }
-    let mut cart = Vec::with_capacity(lines.len());
+    let mut line_items = Vec::with_capacity(lines.len());
     for (index, line) in lines.iter().enumerate() {
         let at = |name: &str| format!("line_items[{index}]{name}");
         let line = line
@@ -294,7 +315,10 @@ fn parse(body: &[u8]) -> Result<Cart, Invalid> {
             .ok_or_else(|| invalid(at(".quantity"), "required"))?
             .as_u64()
             .ok_or_else(|| invalid(at(".quantity"), "expected a whole number"))?;
-        cart.push((price.to_owned(), quantity));
+        line_items.push(NewCheckoutLine {
+            price: price.to_owned(),
+            quantity,
+        });
     }
     let email = match object.get("email") {
         None | Some(Value::Null) => None,
@@ -303,7 +327,7 @@ fn parse(body: &[u8]) -> Result<Cart, Invalid> {
         }
         Some(_) => return Err(invalid("email", "expected an email address")),
     };
-    Ok(Cart { lines: cart, email })
+    Ok(NewCheckout { line_items, email })
 }
 
 /// Refuses a field `object` should not have.

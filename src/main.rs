@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use fulfilld::cli::{self, Cli, ParseError, Parsed};
+use fulfilld::cli::{self, Cli, Command, ParseError, Parsed};
 use fulfilld::{commands, telemetry};
 
 fn main() -> ExitCode {
@@ -27,7 +27,23 @@ fn main() -> ExitCode {
         }
     };
     let Parsed { cli, settings } = parsed;
-    let telemetry = match telemetry::init(cli.settings.log_format, &cli.settings.telemetry) {
+    // Traces of the server and of the commands that carry out work; none of probes,
+    // settings or the bench, whose servers are processes of their own.
+    let mut export = cli.settings.telemetry.clone();
+    if !matches!(
+        cli.command,
+        None | Some(
+            Command::Serve
+                | Command::Fulfill { .. }
+                | Command::Reconcile { .. }
+                | Command::Events { .. }
+                | Command::Sessions { .. }
+                | Command::Effects { .. }
+        )
+    ) {
+        export.otel_exporter_otlp_endpoint = None;
+    }
+    let telemetry = match telemetry::init(cli.settings.log_format, &export) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("fulfilld: configuration error: {error:#}");

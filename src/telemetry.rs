@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::HeaderMap;
+use actix_web::web;
 use anyhow::Context as _;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
@@ -26,6 +26,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::configuration::{LogFormat, TelemetrySettings};
+use crate::web::AppState;
 
 /// async-stripe logs every failed attempt as a warning; the gateway logs the ones that
 /// matter, once, with context.
@@ -56,9 +57,11 @@ impl Drop for Telemetry {
 pub fn init(format: LogFormat, settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // OpenTelemetry's switch for turning export off without unsetting the endpoint.
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|value| value.trim() == "true");
     let provider = match settings.traces_endpoint() {
-        Some(endpoint) => Some(provider(&endpoint, settings.otel_traces_sampler_arg)?),
-        None => None,
+        Some(endpoint) if !disabled => Some(provider(&endpoint, settings.otel_traces_sampler_arg)?),
+        _ => None,
     };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
@@ -71,20 +74,26 @@ pub fn init(format: LogFormat, settings: &TelemetrySettings) -> anyhow::Result<T
             .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
             .with_filter(Targets::new().with_target(env!("CARGO_PKG_NAME"), Level::INFO))
     });
-    // A second call (tests) keeps the first subscriber.
+    // A second call (tests) keeps the first subscriber, and what it exports.
     let installed = tracing_subscriber::registry()
         .with(fmt)
         .with(export)
         .try_init()
         .is_ok();
-    EXPORTING.store(installed && provider.is_some(), Ordering::Relaxed);
+    if !installed {
+        return Ok(Telemetry(None));
+    }
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     Ok(Telemetry(provider))
 }
 
 fn provider(endpoint: &str, ratio: f64) -> anyhow::Result<SdkTracerProvider> {
-    let exporter = SpanExporter::builder()
-        .with_http()
-        .with_endpoint(endpoint)
+    let mut exporter = SpanExporter::builder().with_http();
+    // The standard variable for the traces' own endpoint, as given, goes first.
+    if std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
+        exporter = exporter.with_endpoint(endpoint);
+    }
+    let exporter = exporter
         .build()
         .context("OTEL_EXPORTER_OTLP_ENDPOINT: could not set up trace export")?;
     let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
@@ -124,10 +133,16 @@ pub fn current() -> Option<opentelemetry::Context> {
     exporting().then(|| Span::current().context())
 }
 
-/// Makes `span`, not yet entered, continue the trace `parent`.
-pub fn continue_in(span: &Span, parent: Option<opentelemetry::Context>) {
-    if let Some(parent) = parent {
-        let _ = span.set_parent(parent);
+/// A span `make` makes, continuing the trace `parent` another task handed on; none when
+/// there is no such trace (spans are not exported).
+pub fn child_of(parent: Option<opentelemetry::Context>, make: impl FnOnce() -> Span) -> Span {
+    match parent {
+        Some(parent) => {
+            let span = make();
+            let _ = span.set_parent(parent);
+            span
+        }
+        None => Span::none(),
     }
 }
 
@@ -140,11 +155,23 @@ pub fn continue_stored(span: &Span, traceparent: Option<&str>) {
 }
 
 /// Makes `span`, not yet entered, continue the trace of the request's `traceparent` and
-/// `tracestate` headers, if any.
-fn continue_remote(span: &Span, headers: &HeaderMap) {
+/// `tracestate` headers, if any, when the request comes from one of `TRUSTED_PROXIES`
+/// (the load balancer or ingress where traces begin). Anyone else's trace context is
+/// ignored: it would let any client choose which requests are exported, and how much
+/// state each of their spans carries.
+fn continue_remote(span: &Span, request: &ServiceRequest) {
     if !exporting() {
         return;
     }
+    let trusted = request.peer_addr().is_some_and(|peer| {
+        request
+            .app_data::<web::Data<AppState>>()
+            .is_some_and(|state| state.clients.is_trusted(peer.ip()))
+    });
+    if !trusted {
+        return;
+    }
+    let headers = request.headers();
     let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
         .into_iter()
         .filter_map(|name| {
@@ -179,7 +206,7 @@ impl RootSpanBuilder for RequestSpan {
             exception.message = tracing::field::Empty,
             exception.details = tracing::field::Empty,
         );
-        continue_remote(&span, request.headers());
+        continue_remote(&span, request);
         span
     }
 

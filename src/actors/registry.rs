@@ -10,6 +10,7 @@ use super::session::{Attempt, SessionActor};
 use crate::domain::{Outcome, SessionId};
 use crate::fulfillment::{Engine, FulfillError, Source, Trigger};
 use crate::stripe::Urgency;
+use crate::telemetry;
 
 /// Lookups the registry holds before senders wait for room.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -190,7 +191,7 @@ impl Sessions {
                 .send(Attempt(
                     trigger.clone(),
                     event.clone(),
-                    tracing::Span::current(),
+                    telemetry::current(),
                 ))
                 .await
             {

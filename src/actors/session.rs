@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tracing::Instrument;
 
 use super::registry::{Passivated, SessionRegistry};
 use crate::domain::{Outcome, SessionId};
 use crate::fulfillment::{Engine, FulfillError, Source, Trigger, fulfill_checkout};
 use crate::stripe::Urgency;
-use tracing::Instrument;
+use crate::telemetry;
 
 /// Messages a session actor holds before senders wait for room. A storm of duplicate
 /// deliveries queues here and each is answered from memory once the first attempt settles.
@@ -28,11 +29,15 @@ const SETTLED_FRESH: Duration = Duration::from_secs(1);
 
 /// Ask the session's actor to act on a trigger, for the stored event it names if any (the
 /// event is marked processed in the transaction that records the session); answers with
-/// the session's outcome. The attempt runs in the asker's span, so the asker's trace
-/// follows it into the actor.
+/// the session's outcome; with the asker's trace, when traces are exported, which the
+/// attempt continues.
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Outcome>, FulfillError>")]
-pub struct Attempt(pub Trigger, pub Option<Arc<str>>, pub tracing::Span);
+pub struct Attempt(
+    pub Trigger,
+    pub Option<Arc<str>>,
+    pub Option<opentelemetry::Context>,
+);
 
 pub struct SessionActor {
     id: SessionId,
@@ -100,7 +105,7 @@ impl Handler<Attempt> for SessionActor {
 
     fn handle(
         &mut self,
-        Attempt(trigger, event, asker): Attempt,
+        Attempt(trigger, event, trace): Attempt,
         _ctx: &mut Self::Context,
     ) -> Self::Result {
         self.last_active = Instant::now();
@@ -124,12 +129,13 @@ impl Handler<Attempt> for SessionActor {
         let engine = Arc::clone(&self.engine);
         let id = self.id.clone();
         let urgency = Arc::clone(&self.urgency);
+        let span = telemetry::child_of(trace, || tracing::info_span!("attempt", session.id = %id));
         let attempt = async move {
             fulfill_checkout(&engine, &id, trigger, &urgency, event.as_deref())
                 .await
                 .map(Arc::new)
         }
-        .instrument(asker);
+        .instrument(span);
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
             |result, actor, ctx| {
                 actor.last_active = Instant::now();

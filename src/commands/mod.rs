@@ -96,7 +96,10 @@ async fn with_core<T>(
     .context("could not join the replicas sharing the Stripe budget")?;
     let outcome = tokio::select! {
         outcome = work(&core) => outcome,
-        () = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        () = shutdown_signal() => Err(anyhow::anyhow!(
+            "interrupted: what it had already asked of Stripe may have been done; the same \
+             command run again is safe, its requests keep their idempotency keys"
+        )),
     };
     member.leave().await;
     outcome

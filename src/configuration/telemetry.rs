@@ -48,6 +48,9 @@ impl TelemetrySettings {
 fn parse_endpoint(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
     match url.scheme() {
+        "http" if url.query().is_some() || url.fragment().is_some() => {
+            Err("expected the collector's base URL, without a query or fragment".to_owned())
+        }
         "http" if url.host().is_some() => Ok(url),
         "https" => Err(
             "https is not supported: point it at a collector or agent reached \
@@ -88,6 +91,7 @@ mod tests {
         assert!(parse_endpoint("https://collector:4318").is_err());
         assert!(parse_endpoint("collector:4318").is_err());
         assert!(parse_endpoint("not a url").is_err());
+        assert!(parse_endpoint("http://collector:4318/?tenant=a").is_err());
         for ratio in ["-0.1", "1.5", "NaN", "half"] {
             assert!(parse_ratio(ratio).is_err(), "{ratio}");
         }

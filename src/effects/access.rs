@@ -5,12 +5,12 @@
 //! earlier one is still to be delivered (a dead one no longer holds the others back).
 
 use actix::{Actor, Context, Handler, ResponseFuture};
+use tracing::Instrument;
 
 use super::outbound::Outbound;
 use super::{Attempt, EffectError, Effected, TellAccess};
 use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
-use tracing::Instrument;
 
 /// Sends access notices.
 pub struct AccessActor {

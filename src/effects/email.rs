@@ -10,13 +10,13 @@ use actix::{Actor, Context, Handler, ResponseFuture};
 use askama::Template;
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
+use tracing::Instrument;
 
 use super::{Attempt, EffectError, Effected, SendEmail, Transport};
 use crate::access::AccessSigner;
 use crate::configuration::Config;
 use crate::db::Database;
 use crate::domain::{AccessGrant, EffectKind, ItemLine, Locale, Outcome, SessionId, format_money};
-use tracing::Instrument;
 
 /// The emails a customer may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,10 @@
 //! `InventoryActor`: moves stock once per (session, SKU).
 
 use actix::{Actor, Context, Handler, ResponseFuture};
+use tracing::Instrument;
 
 use super::{EffectError, Effected, MoveStock};
 use crate::db::Database;
-use tracing::Instrument;
 
 /// Applies a session's stock movements. Exactly once, whatever the retries and however
 /// many attempts overlap: the movements are claimed (`applied_at IS NULL`) and the effect

@@ -11,6 +11,7 @@
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use reqwest::StatusCode;
+use tracing::Instrument;
 
 use super::outbound::{Outbound, judge};
 use super::{Attempt, CancelShipment, EffectError, Effected, Ship};
@@ -18,7 +19,6 @@ use crate::configuration::{EffectsConfig, Secret};
 use crate::db::Database;
 use crate::db::effects::CancelNeed;
 use crate::domain::{SessionId, ShipmentNotice, ShipmentRequest, ShipmentStatus};
-use tracing::Instrument;
 
 /// Sends shipments and their cancellations to the warehouse.
 pub struct ShippingActor {

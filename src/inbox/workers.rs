@@ -293,8 +293,10 @@ impl Workers {
                     // wait as well).
                     inbox.give_way().await;
                     let event_id = job.event_id.clone();
-                    let span = tracing::info_span!("event", event.id = %event_id);
-                    telemetry::continue_in(&span, job.trace.clone());
+                    let span = telemetry::child_of(
+                        job.trace.clone(),
+                        || tracing::info_span!("event", event.id = %event_id),
+                    );
                     // A task of its own, so that a panic ends one attempt, not the pool.
                     let attempt = tokio::spawn({
                         let db = db.clone();

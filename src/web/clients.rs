@@ -141,7 +141,8 @@ impl ClientLimits {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn is_trusted(&self, address: IpAddr) -> bool {
+    /// Whether `address` is one of `TRUSTED_PROXIES`.
+    pub fn is_trusted(&self, address: IpAddr) -> bool {
         let address = address.to_canonical();
         self.trusted_proxies
             .iter()

@@ -12,7 +12,7 @@ use fulfilld::sandbox::{SessionSpec, StripeDouble};
 use serde_json::Value;
 
 use crate::faults::connect;
-use crate::helpers::{Process, backends, drained, post_webhook, sign};
+use crate::helpers::{Process, backends, drained, sign};
 use crate::warehouse::Warehouse;
 
 /// One span as the collector received it.
@@ -152,17 +152,38 @@ async fn a_delivery_s_trace_follows_it_through_the_actor_stripe_the_record_and_e
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
             ("OTEL_TRACES_SAMPLER_ARG", "0".to_owned()),
+            // Trace context is continued from the load balancer alone: 127.0.0.1 here.
+            ("TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
         ];
         let process = Process::start_with(&database.url, stripe.url(), &env).await;
         let client = reqwest::Client::new();
         let db = connect(&database.url).await;
 
-        // A delivery without a traceparent: its trace is begun here, and not sampled.
+        // A delivery from an address that is not a trusted proxy, asking to be sampled: its
+        // trace context is ignored, so its trace is begun here, and not sampled.
         let unsampled =
             stripe.add_session(SessionSpec::paid(&[("Mug", 1200, 1)]).with_prices(&["price_mug"]));
         let body = stripe.event_payload("evt_unsampled", "checkout.session.completed", &unsampled);
-        let signature = sign(&body);
-        let answer = post_webhook(&client, &process.address, body, Some(signature)).await;
+        let outsider = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .expect("client");
+        let answer = outsider
+            .post(format!("{}/webhook", process.address))
+            .header("Content-Type", "application/json")
+            .header("Stripe-Signature", sign(&body))
+            .header(
+                "traceparent",
+                format!(
+                    "00-{:032x}-{:016x}-01",
+                    fastrand::u128(1..),
+                    fastrand::u64(1..)
+                ),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("webhook request sent");
         assert_eq!(answer.status(), 200);
         drained(&db).await;
 
@@ -263,8 +284,12 @@ async fn a_delivery_s_trace_follows_it_through_the_actor_stripe_the_record_and_e
             "on {backend:?}"
         );
 
-        // The unsampled delivery ended first; nothing of it was exported.
+        // The outsider's delivery ended first; nothing of it was exported.
         assert_eq!(of_session(&spans, &unsampled).count(), 0, "on {backend:?}");
+        let outsiders = spans.iter().filter(|span| {
+            span.attributes.get("event.id").map(String::as_str) == Some("evt_unsampled")
+        });
+        assert_eq!(outsiders.count(), 0, "on {backend:?}");
         assert!(
             collector
                 .service_names

@@ -48,7 +48,7 @@ impl AccessChange {
         skus: &[String],
         customer_email: Option<&str>,
         now: i64,
-    ) -> (String, String) {
+    ) -> serde_json::Result<(String, String)> {
         let subject = match self {
             Self::Granted => "granted".to_owned(),
             _ => format!("{}:{now}:{}", self.event_type(), skus.join(",")),
@@ -63,7 +63,7 @@ impl AccessChange {
             session_id: session_id.to_owned(),
             change: self,
         };
-        (subject, to_json(&notice))
+        Ok((subject, to_json(&notice)?))
     }
 }
 
@@ -119,15 +119,52 @@ pub struct ShipmentNotice {
 
 impl ShipmentNotice {
     /// The body as it is sent.
-    pub fn to_json(&self) -> String {
+    pub fn to_json(&self) -> serde_json::Result<String> {
         to_json(self)
     }
 }
 
-/// A notice's JSON: strings, numbers and lists, which always serialise.
-fn to_json(notice: &impl Serialize) -> String {
-    match serde_json::to_string(notice) {
-        Ok(json) => json,
-        Err(error) => unreachable!("a notice always serialises: {error}"),
+/// A notice's JSON, its keys in alphabetical order at every level: the bytes a retry
+/// sends under the same `webhook-id` stay the same whatever order the fields are
+/// declared in.
+fn to_json(notice: &impl Serialize) -> serde_json::Result<String> {
+    Ok(serde_json::to_value(notice)?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ShipmentItem, ShippingAddress};
+
+    #[test]
+    fn a_shipment_notice_is_written_with_its_keys_in_order_at_every_level() {
+        let notice = ShipmentNotice {
+            address: Some(ShippingAddress {
+                name: "Ada".into(),
+                line1: Some("1 Main St".into()),
+                line2: None,
+                city: Some("Springfield".into()),
+                state: None,
+                postal_code: Some("12345".into()),
+                country: Some("US".into()),
+            }),
+            items: vec![ShipmentItem {
+                sku: "MUG".into(),
+                name: "Enamel mug".into(),
+                quantity: 2,
+            }],
+            livemode: false,
+            session_id: "cs_test_a".into(),
+            request: ShipmentRequest::Requested,
+        };
+        assert_eq!(
+            notice.to_json().unwrap(),
+            concat!(
+                r#"{"address":{"city":"Springfield","country":"US","line1":"1 Main St","#,
+                r#""line2":null,"name":"Ada","postal_code":"12345","state":null},"#,
+                r#""items":[{"name":"Enamel mug","quantity":2,"sku":"MUG"}],"#,
+                r#""livemode":false,"session_id":"cs_test_a","type":"shipment.requested"}"#
+            )
+        );
     }
 }

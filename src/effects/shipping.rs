@@ -98,7 +98,9 @@ async fn body(
         session_id: session_id.to_owned(),
         request,
     };
-    Ok(notice.to_json())
+    notice
+        .to_json()
+        .map_err(|e| EffectError::Permanent(format!("the shipment could not be written: {e}")))
 }
 
 #[tracing::instrument(skip_all, fields(session.id = %attempt.effect.session_id))]

@@ -38,6 +38,7 @@ impl Document {
             "the document has nothing at {pointer}"
         );
         let mut root = self.0.clone();
+        closed(&mut root);
         root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
         let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
         root["$ref"] = json!(format!("#{fragment}"));
@@ -321,6 +322,16 @@ async fn a_fulfilled_then_refunded_order_and_what_its_warehouse_and_access_syste
         let mut drifted = shipped[0].body.clone();
         drifted["type"] = json!("shipment.lost");
         assert!(!shipping.is_valid(&drifted), "an unknown shipment type");
+        // A field the document does not name is drift too: renamed, or added unsaid.
+        let mut drifted = fulfilled.clone();
+        drifted["amount_paid"] = json!(5000);
+        assert!(!outcome_schema.is_valid(&drifted), "a field not described");
+        let mut drifted = notices[0].body.clone();
+        drifted["items"][0]["url"] = json!("https://example.com");
+        assert!(
+            !document.webhook("access").is_valid(&drifted),
+            "an access item with a field not described"
+        );
     }
 }
 
@@ -383,5 +394,23 @@ async fn the_checkout_apis_answers_match_the_document() {
             !schema(409).is_valid(&drifted),
             "a sold-out answer must name the price"
         );
+    }
+}
+
+/// Closes every object schema of the document: a property it does not describe makes a
+/// body invalid, so a field renamed or added without the document saying so is caught.
+fn closed(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            if object.contains_key("properties")
+                && !object.contains_key("additionalProperties")
+                && !object.contains_key("unevaluatedProperties")
+            {
+                object.insert("unevaluatedProperties".to_owned(), Value::Bool(false));
+            }
+            object.values_mut().for_each(closed);
+        }
+        Value::Array(items) => items.iter_mut().for_each(closed),
+        _ => {}
     }
 }

@@ -309,8 +309,9 @@ macro_rules! apply_reversals {
                 }
                 if tell.access {
                     for (change, skus) in changes.into_iter().filter(|(_, skus)| !skus.is_empty()) {
-                        let (subject, body) =
-                            change.notice(id, &skus, customer_email.as_deref(), now);
+                        let (subject, body) = change
+                            .notice(id, &skus, customer_email.as_deref(), now)
+                            .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
                         enqueued |= $crate::db::refunds::enqueue!(
                             $conn,
                             id,

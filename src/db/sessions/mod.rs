@@ -158,6 +158,7 @@ impl Database {
             let skus: Vec<String> = plan.grants.iter().map(|g| g.sku.clone()).collect();
             AccessChange::Granted.notice(id, &skus, summary.customer_email.as_deref(), now)
         });
+        let granted = granted.transpose()?;
         let effects: Vec<_> = effect_kinds
             .iter()
             .map(|kind| EffectRow {

@@ -22,6 +22,7 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -63,28 +64,43 @@ pub fn init(format: LogFormat, settings: &TelemetrySettings) -> anyhow::Result<T
         Some(endpoint) if !disabled => Some(provider(&endpoint, settings.otel_traces_sampler_arg)?),
         _ => None,
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = match format {
-        LogFormat::Text => fmt.with_filter(filter).boxed(),
-        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
-    };
-    // Traces hold fulfilld's own spans, whatever `RUST_LOG` keeps of the logs.
-    let export = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
-            .with_filter(Targets::new().with_target(env!("CARGO_PKG_NAME"), Level::INFO))
-    });
     // A second call (tests) keeps the first subscriber, and what it exports.
-    let installed = tracing_subscriber::registry()
-        .with(fmt)
-        .with(export)
-        .try_init()
-        .is_ok();
+    let installed = match &provider {
+        // As without export: `RUST_LOG` filters for the whole subscriber, so a disabled
+        // call site costs nothing at all.
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(logs(format))
+            .try_init(),
+        // Traces hold fulfilld's own spans, whatever `RUST_LOG` keeps of the logs.
+        Some(provider) => {
+            let export = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+                .with_filter(Targets::new().with_target(env!("CARGO_PKG_NAME"), Level::INFO));
+            tracing_subscriber::registry()
+                .with(logs(format).with_filter(filter))
+                .with(export)
+                .try_init()
+        }
+    }
+    .is_ok();
     if !installed {
         return Ok(Telemetry(None));
     }
     EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     Ok(Telemetry(provider))
+}
+
+/// The log lines, written to standard error.
+fn logs<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
+    }
 }
 
 fn provider(endpoint: &str, ratio: f64) -> anyhow::Result<SdkTracerProvider> {

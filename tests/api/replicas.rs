@@ -138,35 +138,11 @@ async fn three_replicas_share_one_stripe_budget_and_one_leader() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_each_fulfilled_once(&database.url, &sessions).await;
 
-    // What Stripe saw: never more than the budget a second, plus the quarter-second
-    // burst the replicas' buckets hold between them and a tenth of a second's worth for
-    // the calls' own travel (a call sent late and the next on time land closer together
-    // than they left); and the budget on average.
+    // What Stripe saw: the budget, between the three.
     let mut times = stripe.call_times().split_off(calls_before);
     times.sort();
     assert!(times.len() >= sessions.len(), "{} calls", times.len());
-    let busiest = (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
-    assert!(
-        busiest <= BUDGET + BUDGET / 4 + BUDGET / 10,
-        "{busiest} calls in one second, over a budget of {BUDGET}/s"
-    );
-    let span = times[times.len() - 1]
-        .duration_since(times[0])
-        .as_secs_f64();
-    let sustained = (times.len() - BUDGET / 4) as f64 / span;
-    assert!(
-        sustained <= BUDGET as f64 * 1.05,
-        "{} calls in {span:.2} s: {sustained:.1}/s over a budget of {BUDGET}/s",
-        times.len()
-    );
+    assert_paced(&times, BUDGET, "a budget");
 
     // The leader dies without a word: a survivor leads, and the two share the budget.
     let [first, second, third] = replicas;
@@ -351,28 +327,7 @@ async fn a_cli_command_beside_a_replica_takes_half_the_stripe_budget_until_it_en
         times.sort();
         assert!(times.len() >= missed.len(), "{} calls", times.len());
         let share = BUDGET / 2;
-        let busiest = (0..times.len())
-            .map(|i| {
-                times[i..]
-                    .iter()
-                    .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
-        assert!(
-            busiest <= share + share / 4 + share / 10,
-            "{busiest} calls in one second, over a share of {share}/s on {backend:?}"
-        );
-        let span = times[times.len() - 1]
-            .duration_since(times[0])
-            .as_secs_f64();
-        let sustained = (times.len() - share / 4) as f64 / span;
-        assert!(
-            sustained <= share as f64 * 1.05,
-            "{} calls in {span:.2} s: {sustained:.1}/s over a share of {share}/s",
-            times.len()
-        );
+        assert_paced(&times, share, &format!("a share on {backend:?}"));
         // It left as it ended, and the replica has the whole budget again.
         assert_eq!(command_rows(&database.url).await, 0, "{backend:?}");
         sees_commands(&client, &server, None, 0.0, whole).await;
@@ -405,4 +360,33 @@ async fn a_cli_command_beside_a_replica_takes_half_the_stripe_budget_until_it_en
         sees_commands(&client, &server, None, 0.0, whole).await;
         stripe.set_delay(Duration::ZERO);
     }
+}
+
+/// Asserts that Stripe saw the calls at `times` (sorted) paced at `rate` a second: never
+/// more in one second than the rate, the quarter second's burst the buckets hold between
+/// them and a tenth of a second's worth for the calls' own travel (a call sent late and
+/// the next on time land closer together than they left); and the rate on average.
+fn assert_paced(times: &[Instant], rate: usize, of: &str) {
+    let busiest = (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest <= rate + rate / 4 + rate / 10,
+        "{busiest} calls in one second, over {of} of {rate}/s"
+    );
+    let span = times[times.len() - 1]
+        .duration_since(times[0])
+        .as_secs_f64();
+    let sustained = (times.len() - rate / 4) as f64 / span;
+    assert!(
+        sustained <= rate as f64 * 1.05,
+        "{} calls in {span:.2} s: {sustained:.1}/s over {of} of {rate}/s",
+        times.len()
+    );
 }

@@ -47,7 +47,8 @@ pub enum LinkStatus {
         (status = 200, description = "The grant the link gives, and where it stands", body = LinkAccess),
         (status = 400, description = "The token is not one this shop signed", body = ErrorText),
         (status = 404, description = "No such grant", body = ErrorText),
-        (status = 503, description = "The grant cannot be read right now; retry after `Retry-After`", body = ErrorText),
+        (status = 503, description = "The grant cannot be read right now; retry after `Retry-After`", body = ErrorText,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn access(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {

@@ -95,7 +95,8 @@ pub async fn after_checkout(request: HttpRequest, state: web::Data<AppState>) ->
         (status = 200, description = "The session's outcome", body = Outcome),
         (status = 400, description = "The id is not a Checkout Session id", body = OutcomeError),
         (status = 404, description = "No such Checkout Session", body = OutcomeError),
-        (status = 429, description = "Too many lookups from this client; retry after `Retry-After`", body = OutcomeError),
+        (status = 429, description = "Too many lookups from this client; retry after `Retry-After`", body = OutcomeError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Stripe or the database could not be reached in time; retry", body = OutcomeError),
     )
 )]

@@ -378,6 +378,15 @@ async fn the_checkout_apis_answers_match_the_document() {
         let extra = json!({"line_items": [{"price": "price_mug", "quantity": 1, "colour": "red"}]});
         assert!(!document.request("post", path).is_valid(&extra));
 
+        // A body over the limit gets the same kind of answer, naming what is wrong.
+        let padding = "x".repeat(17 * 1024);
+        let large =
+            json!({"line_items": [{"price": "price_mug", "quantity": 1}], "email": padding});
+        let (status, too_large) = post(&app, Some(TOKEN), &large.to_string()).await;
+        assert_eq!(status, 413, "{too_large}");
+        assert_eq!(too_large["error"]["code"], "too_large");
+        assert_valid(&schema(413), &too_large);
+
         let (status, unauthorized) = post(&app, None, &cart.to_string()).await;
         assert_eq!(status, 401, "{unauthorized}");
         assert_valid(&schema(401), &unauthorized);

@@ -69,6 +69,8 @@ pub enum ProblemCode {
     Unauthorized,
     /// 409: fewer left than asked for.
     SoldOut,
+    /// 413: the body is over 16 KiB.
+    TooLarge,
     /// 422: Stripe refused the session, for the email address given.
     StripeRefused,
     /// 429: a visitor asked for too many sessions; see `Retry-After`.

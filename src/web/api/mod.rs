@@ -63,7 +63,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
         (status = 401, description = "No `API_TOKEN` bearer token, nor the shop's CSRF token", body = ApiError,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 409, description = "Sold out: fewer of `price` are left than asked for", body = SoldOutError),
-        (status = 413, description = "The body is over 16 KiB"),
+        (status = 413, description = "The body is over 16 KiB", body = ApiError),
         (status = 422, description = "Stripe refused the session for the email address given", body = ApiError),
         (status = 429, description = "Too many checkouts from this visitor", body = ApiError,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -72,7 +72,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
 )]
 pub async fn create(
     request: HttpRequest,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let Some(caller) = caller(&request, &state) else {
@@ -88,6 +88,26 @@ pub async fn create(
             header::HeaderValue::from_static("Bearer"),
         );
         return refused;
+    };
+    // A body that is too large, or cut off, is answered like any other problem.
+    let body = match body {
+        Ok(body) => body,
+        Err(error) if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ProblemCode::TooLarge,
+                "The body is over 16 KiB.",
+                None,
+            );
+        }
+        Err(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidRequest,
+                "The body could not be read.",
+                None,
+            );
+        }
     };
     let cart = match parse(&body) {
         Ok(cart) => cart.into_cart(),

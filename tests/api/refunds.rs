@@ -519,14 +519,10 @@ async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_an
             status: "succeeded",
             items: None,
         };
-        deliver_many(
-            &app,
-            &[app
-                .stripe
-                .refund_payload("evt_refund", "refund.created", &refund, unix_now())],
-            1,
-        )
-        .await;
+        let told = app
+            .stripe
+            .refund_payload("evt_refund", "refund.created", &refund, unix_now());
+        deliver_many(&app, std::slice::from_ref(&told), 1).await;
         wait_for_event(&app.db, "evt_refund", |event| {
             event
                 .last_error
@@ -567,14 +563,7 @@ async fn a_full_refund_before_the_payment_clears_ships_nothing_moves_no_stock_an
         assert_eq!(app.db.stock("TEE-M").await.expect("db"), stock);
         // The refund's own event still waits for its retry, minutes away; told again, it
         // is carried out at once and finds the refund applied: nothing more happens.
-        deliver_many(
-            &app,
-            &[app
-                .stripe
-                .refund_payload("evt_refund", "refund.created", &refund, unix_now())],
-            1,
-        )
-        .await;
+        deliver_many(&app, &[told], 1).await;
         app.drained().await;
         assert!(warehouse.requests().is_empty(), "nothing shipped");
         assert_eq!(mails(&smtp, &session, "receipt"), 0, "on {backend:?}");

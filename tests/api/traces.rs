@@ -129,6 +129,21 @@ fn receive(export: &Value, kept: &Mutex<Vec<Span>>, names: &Mutex<HashSet<String
     }
 }
 
+/// POSTs a signed delivery of `body` to `/webhook` from `client`, in the caller's trace
+/// `traceparent`; it must be acknowledged.
+async fn deliver_traced(client: &reqwest::Client, address: &str, body: String, traceparent: &str) {
+    let answer = client
+        .post(format!("{address}/webhook"))
+        .header("Content-Type", "application/json")
+        .header("Stripe-Signature", sign(&body))
+        .header("traceparent", traceparent)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook request sent");
+    assert_eq!(answer.status(), 200);
+}
+
 fn of_session<'a>(spans: &'a [Span], session: &str) -> impl Iterator<Item = &'a Span> {
     spans
         .iter()
@@ -168,23 +183,12 @@ async fn a_delivery_s_trace_follows_it_through_the_actor_stripe_the_record_and_e
             .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
             .build()
             .expect("client");
-        let answer = outsider
-            .post(format!("{}/webhook", process.address))
-            .header("Content-Type", "application/json")
-            .header("Stripe-Signature", sign(&body))
-            .header(
-                "traceparent",
-                format!(
-                    "00-{:032x}-{:016x}-01",
-                    fastrand::u128(1..),
-                    fastrand::u64(1..)
-                ),
-            )
-            .body(body)
-            .send()
-            .await
-            .expect("webhook request sent");
-        assert_eq!(answer.status(), 200);
+        let sampled = format!(
+            "00-{:032x}-{:016x}-01",
+            fastrand::u128(1..),
+            fastrand::u64(1..)
+        );
+        deliver_traced(&outsider, &process.address, body, &sampled).await;
         drained(&db).await;
 
         // Stripe's delivery, in the trace of the caller's span.
@@ -195,16 +199,8 @@ async fn a_delivery_s_trace_follows_it_through_the_actor_stripe_the_record_and_e
         let trace_id = format!("{:032x}", fastrand::u128(1..));
         let caller = format!("{:016x}", fastrand::u64(1..));
         let body = stripe.event_payload("evt_traced", "checkout.session.completed", &session);
-        let answer = client
-            .post(format!("{}/webhook", process.address))
-            .header("Content-Type", "application/json")
-            .header("Stripe-Signature", sign(&body))
-            .header("traceparent", format!("00-{trace_id}-{caller}-01"))
-            .body(body)
-            .send()
-            .await
-            .expect("webhook request sent");
-        assert_eq!(answer.status(), 200);
+        let traceparent = format!("00-{trace_id}-{caller}-01");
+        deliver_traced(&client, &process.address, body, &traceparent).await;
         drained(&db).await;
         let id = SessionId::parse(&session).expect("id");
         let effects = db.effects_of(&id).await.expect("database answers");

@@ -191,7 +191,7 @@ impl EffectDispatcher {
         if effect.set_aside().is_some() {
             let aside = self
                 .db
-                .set_aside(fence, &effect.session_id, effect.kind, effect.attempts > 1)
+                .set_aside(fence, &effect.session_id, effect.kind)
                 .await;
             let outcome = match aside {
                 Ok(Aside::Attempt) => None,
@@ -317,6 +317,7 @@ impl EffectDispatcher {
             // The lease ended: most often the recording itself just ended it.
             () = &mut lease, if leased => record.await,
         };
+        attempt.recorded();
         METRICS
             .effect_attempts
             .get_or_create(&EffectAttempt { kind, outcome })

@@ -224,7 +224,7 @@ async fn an_effect_handed_back_after_a_full_refund_is_cancelled_when_claimed_aga
         let again = db.claim_effects(10, lease, &[]).await.expect("db");
         let aside = again[0].set_aside();
         assert_eq!(aside, Some(EffectStatus::Cancelled), "on {backend:?}");
-        let cancel = db.set_aside(again[0].fence(), id.as_str(), again[0].kind, true);
+        let cancel = db.set_aside(again[0].fence(), id.as_str(), again[0].kind);
         assert_eq!(
             cancel.await.expect("db"),
             Aside::Done(EffectStatus::Cancelled)

@@ -26,14 +26,13 @@ impl Database {
     /// Sets an attempt's effect aside, as its session's status says now, read under the
     /// session's row lock (see [`ClaimedEffect::set_aside`](super::ClaimedEffect::set_aside)
     /// for what it says): a dispute decided at this moment, either way, is never missed.
-    /// A shipment `tried` before may have reached the warehouse: cancelled, it leaves its
-    /// shipment to the cancellation the refund asked for, if any.
+    /// A shipment the warehouse was asked back for, cancelled, leaves its shipment to that
+    /// cancellation.
     pub async fn set_aside(
         &self,
         fence: Fence,
         session_id: &str,
         kind: EffectKind,
-        tried: bool,
     ) -> anyhow::Result<Aside> {
         let now = now_ms();
         with_connection!(self, |conn| {
@@ -59,16 +58,17 @@ impl Database {
                 if !set {
                     return Ok(Aside::Superseded);
                 }
-                // A shipment tried before is left to the cancellation the refund asked
-                // for, if it asked (it could not without SHIPPING_WEBHOOK_URL).
-                let asked = tried
-                    && effects::table
-                        .filter(effects::session_id.eq(session_id))
-                        .filter(effects::kind.eq(EffectKind::ShipmentCancel))
-                        .count()
-                        .get_result::<i64>(conn)
-                        .await?
-                        > 0;
+                // A shipment the refund asked the warehouse back for is left to that
+                // cancellation (it could not ask without SHIPPING_WEBHOOK_URL), whatever
+                // this claim's count says: an operator's revival starts it afresh.
+                let asked = effects::table
+                    .filter(effects::session_id.eq(session_id))
+                    .filter(effects::kind.eq(EffectKind::ShipmentCancel))
+                    .filter(effects::subject.eq(""))
+                    .count()
+                    .get_result::<i64>(conn)
+                    .await?
+                    > 0;
                 let shipment_to = match to {
                     EffectStatus::Held => Some(ShipmentStatus::Held),
                     _ if asked => None,

@@ -105,12 +105,28 @@ macro_rules! apply_reversals {
                         .await?;
                     changes.push((AccessChange::Revoked, revoked));
                     // A shipment tried before may have reached the warehouse: it is never
-                    // sent again, but it is asked back.
+                    // sent again, but it is asked back. An attempt that failed leaves its
+                    // error, which an operator's revival (a fresh count) keeps.
                     let tried = effects::table
                         .filter(effects::session_id.eq(id))
                         .filter(effects::kind.eq(EffectKind::Shipment))
                         .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
-                        .filter(effects::attempts.gt(0))
+                        .filter(
+                            effects::attempts
+                                .gt(0)
+                                .or(effects::last_error.is_not_null()),
+                        )
+                        .count()
+                        .get_result::<i64>($conn)
+                        .await?
+                        > 0;
+                    // Once the warehouse is asked back, the shipment and its stock are its
+                    // answer's: news applied again (a `refund.updated` after the
+                    // `refund.created`) leaves them alone.
+                    let cancel_asked = effects::table
+                        .filter(effects::session_id.eq(id))
+                        .filter(effects::kind.eq(EffectKind::ShipmentCancel))
+                        .filter(effects::subject.eq(""))
                         .count()
                         .get_result::<i64>($conn)
                         .await?
@@ -147,7 +163,7 @@ macro_rules! apply_reversals {
                         .filter(
                             effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]),
                         );
-                    if !(tried && tell.warehouse) {
+                    if !(tried && tell.warehouse) && !cancel_asked {
                         diesel::update(
                             shipments::table
                                 .filter(shipments::session_id.eq(id))
@@ -167,8 +183,8 @@ macro_rules! apply_reversals {
                     }
                     // A shipment the warehouse accepted, or may yet accept from an attempt
                     // already made, is asked back: once, after that attempt ends.
-                    let mut asked = false;
-                    if tell.warehouse {
+                    let mut asked = cancel_asked;
+                    if tell.warehouse && !asked {
                         asked = shipments::table
                             .filter(shipments::session_id.eq(id))
                             .filter(shipments::status.eq_any([

@@ -8,6 +8,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::EffectError;
+use super::smtp::Handed;
 use crate::db::Database;
 use crate::db::effects::{ClaimedEffect, Fence};
 
@@ -24,6 +25,8 @@ pub struct Attempt {
     /// Stops the attempt's I/O wherever it is: the end of a shutdown's grace.
     abandon: CancellationToken,
     committed: Arc<AtomicBool>,
+    /// A message handed to the mail server, kept until the attempt's end is recorded.
+    handed: Arc<std::sync::Mutex<Option<Handed>>>,
     /// The effect's span, made when the attempt is: the actor that carries it out works
     /// in it.
     pub span: tracing::Span,
@@ -46,6 +49,7 @@ impl Attempt {
             stop,
             abandon,
             committed: Arc::default(),
+            handed: Arc::default(),
             span: tracing::Span::current(),
         }
     }
@@ -108,6 +112,23 @@ impl Attempt {
             return false;
         }
         true
+    }
+
+    /// Keeps `handed` until [`Self::recorded`]: no other message of this process enters
+    /// the sync gap before this attempt's end is durable, so a crash repeats one at most.
+    pub fn keep_until_recorded(&self, handed: Handed) {
+        *self.lock_handed() = Some(handed);
+    }
+
+    /// The attempt's end is recorded (or could not be): the next message may go.
+    pub fn recorded(&self) {
+        self.lock_handed().take();
+    }
+
+    fn lock_handed(&self) -> std::sync::MutexGuard<'_, Option<Handed>> {
+        self.handed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Whether the attempt has passed its point of no return.

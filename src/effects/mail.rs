@@ -47,10 +47,13 @@ impl Transport {
                         .send(message.envelope(), &bytes, latest_start, commit)
                         .await
                     {
-                        Ok(()) => Ok(()),
+                        Ok(handed) => {
+                            attempt.keep_until_recorded(handed);
+                            Ok(())
+                        }
                         Err(SmtpFailure::Late) => Err(EffectError::Retry(
-                            "the mail server was not ready for the message within half the \
-                             attempt's time; nothing was sent"
+                            "the mail server, or the record of the message sent before, was \
+                             not ready within half the attempt's time; nothing was sent"
                                 .into(),
                         )),
                         Err(SmtpFailure::Connect(e)) => Err(EffectError::Retry(format!(

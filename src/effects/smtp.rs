@@ -7,8 +7,13 @@
 //! complete, successful transaction: a send dropped at its deadline drops (closes) its
 //! connection. lettre's `timeout` bounds only the TCP connect, so the deadline of every
 //! command comes from the caller ([`super::Attempt::io`]).
+//!
+//! Between a server taking a message and the record that it was sent, a crash sends it
+//! again: the SMTP sync gap. A process lets one message at a time into that gap, so that a
+//! crash repeats one receipt at most. Everything before the message body (connecting,
+//! `MAIL`, `RCPT`, `DATA`) still runs for several messages at once.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lettre::Address;
@@ -18,7 +23,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Connections a process keeps open to the mail server at most.
@@ -188,6 +193,18 @@ pub struct SmtpPool {
     server: SmtpServer,
     idle: Mutex<Vec<Idle>>,
     open: Semaphore,
+    /// One permit: held from just before a message body goes out until that message is
+    /// recorded as sent.
+    gap: Arc<Semaphore>,
+}
+
+/// A message the server has taken and that is not yet recorded as sent. While it is
+/// kept, no other message of this process is handed over; drop it once the record is
+/// durable (or has failed).
+#[derive(Debug)]
+#[must_use = "dropped at once, it lets the next message into the sync gap before this one is recorded"]
+pub struct Handed {
+    _permit: OwnedSemaphorePermit,
 }
 
 impl SmtpPool {
@@ -196,29 +213,36 @@ impl SmtpPool {
             server,
             idle: Mutex::new(Vec::new()),
             open: Semaphore::new(MAX_CONNECTIONS),
+            gap: Arc::new(Semaphore::new(1)),
         }
     }
 
     /// Sends one message. `commit` is asked just before the message body goes out, the
     /// step that cannot be taken back; if it says no, the body is never sent. Waiting for a
-    /// connection ends at `latest_start`. Cancel-safe: dropped at any point, it closes the
-    /// connection it holds. A kept connection that fails before the message is handed over
-    /// (a server that closed it while idle) is replaced once by a fresh one.
+    /// connection, and for the message before to be recorded, ends at `latest_start`.
+    /// Cancel-safe: dropped at any point, it closes the connection it holds. A kept
+    /// connection that fails before the message is handed over (a server that closed it
+    /// while idle) is replaced once by a fresh one.
     pub async fn send(
         &self,
         envelope: &Envelope,
         message: &[u8],
         latest_start: Instant,
         commit: impl Fn() -> bool,
-    ) -> Result<(), SmtpFailure> {
+    ) -> Result<Handed, SmtpFailure> {
         let Ok(Ok(_slot)) = tokio::time::timeout_at(latest_start, self.open.acquire()).await else {
             return Err(SmtpFailure::Late);
         };
+        let hand_over = Handover {
+            gap: &self.gap,
+            latest_start,
+            commit,
+        };
         if let Some(mut conn) = self.take_idle() {
-            match transact(&mut conn, envelope, message, &commit).await {
-                Ok(()) => {
+            match transact(&mut conn, envelope, message, &hand_over).await {
+                Ok(handed) => {
                     self.give_back(conn);
-                    return Ok(());
+                    return Ok(handed);
                 }
                 // Refused before the message went, for good: a fresh connection would be
                 // refused too. Anything else (a closed connection, a 421) is worth one.
@@ -230,9 +254,9 @@ impl SmtpPool {
             }
         }
         let mut conn = self.server.connect().await?;
-        transact(&mut conn, envelope, message, &commit).await?;
+        let handed = transact(&mut conn, envelope, message, &hand_over).await?;
         self.give_back(conn);
-        Ok(())
+        Ok(handed)
     }
 
     fn take_idle(&self) -> Option<AsyncSmtpConnection> {
@@ -260,13 +284,33 @@ impl SmtpPool {
     }
 }
 
+/// What a transaction needs at the point of no return.
+struct Handover<'a, F> {
+    gap: &'a Arc<Semaphore>,
+    latest_start: Instant,
+    commit: F,
+}
+
+impl<F: Fn() -> bool> Handover<'_, F> {
+    /// Waits until no other message of this process is in the sync gap, then asks
+    /// `commit`. `None`: too late, and nothing may be sent.
+    async fn enter(&self) -> Option<Handed> {
+        let permit =
+            tokio::time::timeout_at(self.latest_start, Arc::clone(self.gap).acquire_owned())
+                .await
+                .ok()?
+                .ok()?;
+        (self.commit)().then_some(Handed { _permit: permit })
+    }
+}
+
 /// One mail transaction: MAIL, RCPT for each recipient, DATA, the message.
-async fn transact(
+async fn transact<F: Fn() -> bool>(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
     message: &[u8],
-    commit: &impl Fn() -> bool,
-) -> Result<(), Failed> {
+    hand_over: &Handover<'_, F>,
+) -> Result<Handed, Failed> {
     let mut options = Vec::new();
     let supports = |extension| conn.server_info().supports_feature(extension);
     let non_ascii = |address: &Address| !AsRef::<str>::as_ref(address).is_ascii();
@@ -297,9 +341,9 @@ async fn transact(
             .map_err(Failed::Before)?;
     }
     conn.command(Data).await.map_err(Failed::Before)?;
-    if !commit() {
+    let Some(handed) = hand_over.enter().await else {
         return Err(Failed::Late);
-    }
+    };
     conn.message(message).await.map_err(Failed::After)?;
-    Ok(())
+    Ok(handed)
 }

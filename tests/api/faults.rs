@@ -252,7 +252,10 @@ async fn a_sigterm_mid_send_exits_in_its_grace_and_the_next_process_sends_each_r
             effects.len() == sessions.len()
         })
         .await;
-        smtp.wait_held(8).await;
+        // One message past its point of no return; the next ones wait for its record,
+        // before theirs.
+        smtp.wait_data(8, 1).await;
+        smtp.wait_held(1).await;
 
         let sent = smtp.held();
         let (status, took) = process.terminate(Duration::from_secs(20));
@@ -345,7 +348,10 @@ async fn effects_in_flight_at_a_kill_9_are_leased_for_seconds_only() {
         let process = Process::start_with(&database.url, stripe.url(), &env).await;
         let sessions = paid_sessions(&stripe, "Rug", 9000, 5);
         deliver_each(&stripe, &process, &sessions).await;
-        smtp.wait_held(sessions.len()).await;
+        // Every receipt under way: one message held unanswered, the others waiting for
+        // its record before they go.
+        smtp.wait_data(sessions.len(), 1).await;
+        smtp.wait_held(1).await;
         // Held past the first lease: the attempts' heartbeats keep their leases alive.
         tokio::time::sleep(Duration::from_secs(4)).await;
         let db = connect(&database.url).await;

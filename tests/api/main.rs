@@ -36,6 +36,7 @@ mod reservations;
 mod sandbox;
 mod settings_file;
 mod smtp;
+mod sync_gap;
 mod traces;
 mod warehouse;
 mod webhook;

@@ -73,6 +73,8 @@ struct State {
     releases: Mutex<u64>,
     /// Replies to `RCPT TO`, in order, before it accepts recipients again.
     recipients: Mutex<std::collections::VecDeque<u16>>,
+    /// `DATA` commands answered, and messages whose end arrived, since the start.
+    data: Mutex<(usize, usize)>,
 }
 
 #[derive(Clone)]
@@ -117,6 +119,7 @@ impl Handler for Recorder {
             to: to.to_vec(),
             data: String::new(),
         });
+        self.state.data.lock().unwrap().0 += 1;
         response::OK
     }
 
@@ -129,6 +132,7 @@ impl Handler for Recorder {
 
     fn data_end(&mut self) -> response::Response {
         let message = self.current.take();
+        self.state.data.lock().unwrap().1 += 1;
         self.state.stall_at(Stall::MessageData);
         let mut holding = self.state.holding.lock().unwrap();
         if self.opened_after < *self.state.releases.lock().unwrap() {
@@ -299,6 +303,23 @@ impl SmtpServer {
                 Instant::now() < deadline,
                 "only {} of {count} messages held",
                 self.held()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until at least `started` `DATA` commands were answered and the end of at
+    /// least `ended` messages arrived, whether answered or not.
+    pub async fn wait_data(&self, started: usize, ended: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let data = *self.state.data.lock().unwrap();
+            if data.0 >= started && data.1 >= ended {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{data:?} of ({started}, {ended}) messages started and ended"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -2,9 +2,11 @@
 //!
 //! For a Checkout event only `id`, `type`, `livemode`, `data.object.id` and
 //! `data.object.payment_status` decide anything. For refund and dispute news, the
-//! refund's (or charge's, or dispute's) id, `payment_intent`, amount and status. A handful of optional session fields (currency, total, the customer's email,
-//! the shipping address) are read leniently, as untyped JSON, so a new Stripe API version that reshapes them
-//! costs those details, never the event.
+//! refund's (or charge's, or dispute's) id, `payment_intent`, amount and status, and for
+//! `charge.refunded` the event's `api_version`. A handful of optional session fields
+//! (currency, total, the customer's email, the shipping address) are read leniently, as
+//! untyped JSON, so a new Stripe API version that reshapes them costs those details, never
+//! the event.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -55,7 +57,8 @@ pub enum Event {
         account: Option<AccountId>,
         news: ReversalNews,
     },
-    /// Any other event type: acknowledged and ignored.
+    /// Any other event type, and `charge.refunded` on later API versions: acknowledged
+    /// and ignored.
     Ignored { id: String, type_name: String },
 }
 
@@ -103,6 +106,9 @@ struct Envelope {
     /// Seconds since the epoch.
     #[serde(default)]
     created: i64,
+    /// The API version the object is rendered in (`YYYY-MM-DD.name`); null on events
+    /// older than Stripe's versioning of them.
+    api_version: Option<String>,
     /// Set on events from a connected account (Stripe Connect).
     account: Option<String>,
     data: Data,
@@ -191,12 +197,17 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
     })
 }
 
-/// Reads refund or dispute news, or ignores the event when it is of another type or
-/// concerns a payment no Checkout Session made (one with no payment intent).
+/// Reads refund or dispute news, or ignores the event when it is of another type, is a
+/// `charge.refunded` beside refund events, or concerns a payment no Checkout Session made
+/// (one with no payment intent).
 fn refund_news(envelope: Envelope, account: Option<AccountId>) -> Result<Event, EventError> {
     let kind = match envelope.type_name.as_str() {
         "refund.created" | "refund.updated" | "refund.failed" => NewsKind::Refund,
-        "charge.refunded" => NewsKind::Charge,
+        // Where refund events tell of every refund, the charge's refunded amount only
+        // gets ahead of them: it counts refunds still pending, which may be canceled yet.
+        "charge.refunded" if !super::sends_refund_events(envelope.api_version.as_deref()) => {
+            NewsKind::Charge
+        }
         "charge.dispute.created" | "charge.dispute.closed" | "charge.dispute.funds_reinstated" => {
             NewsKind::Dispute
         }
@@ -339,6 +350,18 @@ mod tests {
         ));
         assert!(matches!(bad, Err(EventError::SessionId(_))));
         assert!(matches!(parse(b"not json"), Err(EventError::Shape(_))));
+    }
+
+    #[test]
+    fn a_charge_refunded_is_news_only_on_api_versions_without_refund_events() {
+        let charge =
+            serde_json::json!({"id": "ch_1", "payment_intent": "pi_1", "amount_refunded": 500});
+        let mut body: Value = serde_json::from_slice(&event("charge.refunded", charge)).unwrap();
+        for (version, news) in [("2024-10-28.acacia", false), ("2024-09-30.acacia", true)] {
+            body["api_version"] = version.into();
+            let parsed = parse(body.to_string().as_bytes()).unwrap();
+            assert_eq!(matches!(parsed, Event::Refund { .. }), news, "{version}");
+        }
     }
 
     #[test]

@@ -242,15 +242,12 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
             wait_for_refunded(&app, &session, 500).await,
             Status::PartiallyRefunded
         );
-        // The same 500 told by the charge is not added again.
-        deliver_many(
-            &app,
-            &[app
-                .stripe
-                .charge_refunded_payload("evt_ch_1", &session, 500)],
-            1,
-        )
-        .await;
+        // The same 500 told by the charge (an older API version's news) is not added
+        // again.
+        let charge = app
+            .stripe
+            .charge_refunded_payload("evt_ch_1", &session, 500);
+        deliver_many(&app, &[on_api_version(&charge, "2024-09-30.acacia")], 1).await;
         wait_for_event(&app.db, "evt_ch_1", |event| event.processed_at.is_some()).await;
         let outcome = app.outcome(&session).await.expect("recorded");
         assert_eq!(outcome.amount_refunded, 500);
@@ -613,7 +610,8 @@ async fn a_full_refund_puts_back_stock_for_goods_that_never_left_once() {
                 }
             );
 
-            // The refund, told three ways, twice each.
+            // The refund, told three ways (the charge on an older API version), twice
+            // each.
             let refund = RefundSpec {
                 id: "re_mugs",
                 session: &session,
@@ -626,8 +624,11 @@ async fn a_full_refund_puts_back_stock_for_goods_that_never_left_once() {
                     .refund_payload("evt_mugs", "refund.created", &refund, unix_now()),
                 app.stripe
                     .refund_payload("evt_mugs_u", "refund.updated", &refund, unix_now()),
-                app.stripe
-                    .charge_refunded_payload("evt_mugs_ch", &session, 2400),
+                on_api_version(
+                    &app.stripe
+                        .charge_refunded_payload("evt_mugs_ch", &session, 2400),
+                    "2024-09-30.acacia",
+                ),
             ];
             deliver_many(app, &[news.clone(), news].concat(), 1).await;
             assert_eq!(
@@ -705,5 +706,158 @@ async fn a_refund_stored_by_an_attempt_that_stopped_applies_with_the_fulfilment(
         app.drained().await;
         assert_eq!(mails(&smtp, &session, "receipt"), 0, "on {backend:?}");
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
+    }
+}
+
+/// `body`, an event, as an account on Stripe API version `version` receives it.
+fn on_api_version(body: &str, version: &str) -> String {
+    let mut event: Value = serde_json::from_str(body).expect("JSON");
+    event["api_version"] = version.into();
+    event.to_string()
+}
+
+/// Delivers `body` once and waits until what was stored of it is carried out: an event
+/// fulfilld answers as ignored is not stored, and nothing is left to wait for.
+async fn carried_out(app: &TestApp, event_id: &str, body: String) {
+    let response = app.post_webhook(body.clone(), Some(sign(&body))).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("JSON");
+    if answer["ignored"] != true {
+        wait_for_event(&app.db, event_id, |event| event.processed_at.is_some()).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_charge_refunded_on_a_current_api_version_reverses_nothing_while_its_refund_is_pending() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp).await;
+        let session = app.stripe.add_session(ebook_and_poster());
+        deliver_many(
+            &app,
+            &[app
+                .stripe
+                .event_payload("evt_paid", "checkout.session.completed", &session)],
+            1,
+        )
+        .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        assert_eq!(app.wait_for_effects(&session).await, ["receipt"]);
+
+        // Since 2024-10-28 Stripe tells of every refund with refund events, and tells of
+        // the charge beside them. Its `amount_refunded` counts a refund still pending,
+        // which may yet be canceled; here its news comes first.
+        let charge = app
+            .stripe
+            .charge_refunded_payload("evt_ch_pending", &session, 2000);
+        carried_out(&app, "evt_ch_pending", charge).await;
+        let refund = RefundSpec {
+            id: "re_pending",
+            session: &session,
+            amount: 2000,
+            status: "pending",
+            items: None,
+        };
+        let now = unix_now();
+        let created = app
+            .stripe
+            .refund_payload("evt_re_pending", "refund.created", &refund, now);
+        carried_out(&app, "evt_re_pending", created).await;
+        let outcome = app.outcome(&session).await.expect("recorded");
+        assert_eq!(
+            (outcome.status, outcome.amount_refunded),
+            (Status::Fulfilled, 0),
+            "on {backend:?}"
+        );
+        assert_eq!(outcome.access[0].status, GrantStatus::Active);
+        assert_eq!(
+            app.effect_kinds(&session).await,
+            ["receipt"],
+            "on {backend:?}"
+        );
+
+        // The refund succeeds: now, and once, the order is refunded.
+        let succeeded = RefundSpec {
+            status: "succeeded",
+            ..refund
+        };
+        let updated =
+            app.stripe
+                .refund_payload("evt_re_succeeded", "refund.updated", &succeeded, now + 1);
+        deliver_many(&app, &[updated], 2).await;
+        assert_eq!(
+            wait_for_refunded(&app, &session, 2000).await,
+            Status::Refunded,
+            "on {backend:?}"
+        );
+        let outcome = app.outcome(&session).await.expect("recorded");
+        assert_eq!(outcome.access[0].status, GrantStatus::Revoked);
+        assert_eq!(
+            app.wait_for_effects(&session).await,
+            ["receipt", "refund_email"]
+        );
+        app.drained().await;
+        assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
+    }
+}
+
+#[actix_web::test]
+async fn on_an_older_api_version_the_charges_refunded_amount_is_a_floor_never_added() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let app = spawn_shop(&backend, &smtp).await;
+        let session = app.stripe.add_session(ebook_and_poster());
+        deliver_many(
+            &app,
+            &[app
+                .stripe
+                .event_payload("evt_paid", "checkout.session.completed", &session)],
+            1,
+        )
+        .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        let now = unix_now();
+        let first = RefundSpec {
+            id: "re_told",
+            session: &session,
+            amount: 500,
+            status: "succeeded",
+            items: None,
+        };
+        let told = app
+            .stripe
+            .refund_payload("evt_re_told", "refund.created", &first, now);
+        deliver_many(&app, &[told], 1).await;
+        wait_for_refunded(&app, &session, 500).await;
+
+        // The charge has 700 refunded: 200 more went back by a refund no event told of.
+        let charge = app
+            .stripe
+            .charge_refunded_payload("evt_ch_older", &session, 700);
+        let charge = on_api_version(&charge, "2024-09-30.acacia");
+        carried_out(&app, "evt_ch_older", charge).await;
+        assert_eq!(
+            wait_for_refunded(&app, &session, 700).await,
+            Status::PartiallyRefunded,
+            "on {backend:?}"
+        );
+
+        // That refund's own news comes later: the charge had counted it already.
+        let second = RefundSpec {
+            id: "re_late",
+            amount: 200,
+            ..first
+        };
+        let late = app
+            .stripe
+            .refund_payload("evt_re_late", "refund.created", &second, now + 1);
+        carried_out(&app, "evt_re_late", late).await;
+        let outcome = app.outcome(&session).await.expect("recorded");
+        assert_eq!(
+            (outcome.status, outcome.amount_refunded),
+            (Status::PartiallyRefunded, 700),
+            "on {backend:?}"
+        );
+        assert_eq!(outcome.access[0].status, GrantStatus::Active);
     }
 }

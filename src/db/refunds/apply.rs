@@ -67,13 +67,10 @@ macro_rules! apply_reversals {
                     .map(|(_, amount, ..)| *amount)
                     .max()
                     .unwrap_or(0);
-                // A charge's refunded amount counts refunds still pending too: it stands
-                // only where no refund news came (API versions before refund events).
-                let refunded = if of_kind(NewsKind::Refund).next().is_some() {
-                    refunds_total
-                } else {
-                    charge_total
-                };
+                // Charge news comes only from API versions before refund events, where a
+                // refund may have no news of its own: the charge's refunded amount is a
+                // floor under the refunds told, never added to them.
+                let refunded = refunds_total.max(charge_total);
                 let disputes = of_kind(NewsKind::Dispute)
                     .filter_map(|(_, _, status, _)| DisputeStatus::parse(status));
                 // A refund fails only after it looked made: it counted once.

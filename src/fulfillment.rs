@@ -25,6 +25,12 @@ use crate::stripe::event::CheckoutEvent;
 use crate::stripe::{GatewayError, Priority, StripeGateway, Urgency};
 use crate::telemetry;
 
+/// How recently Stripe must have created a session fulfilld never recorded for refund or
+/// dispute news to fulfil it: past Stripe's 3 days of webhook retries and reconcile's
+/// window, with room for a delayed payment. An older session was fulfilled elsewhere
+/// (before fulfilld, or by hand), and is recorded without being fulfilled again.
+pub const NEWS_FULFILS_WITHIN: Duration = Duration::from_secs(7 * 86_400);
+
 /// What the engine needs to fulfil a session.
 pub struct Engine {
     pub db: Database,
@@ -50,7 +56,9 @@ pub enum Source {
     Operator(Option<AccountId>),
     /// Signed refund news about the session, from the connected account it names: checks
     /// Stripe, on that account, unless the session is settled; a settled session is read
-    /// again from the database, so the actor's memory shows what the refund changed.
+    /// again from the database, so the actor's memory shows what the refund changed. A
+    /// session never recorded and created more than [`NEWS_FULFILS_WITHIN`] ago is
+    /// recorded without being fulfilled.
     Refund(Option<AccountId>),
 }
 
@@ -226,6 +234,8 @@ async fn attempt(
         stored_items = stored.line_items;
         recorded_account = Some(stored.account);
     }
+    let from_news =
+        recorded_account.is_none() && matches!(trigger, Trigger::Fulfill(Source::Refund(_)));
     let (summary, status, items) = match trigger {
         Trigger::Fulfill(Source::PaidEvent(summary)) => {
             let items = match stored_items {
@@ -304,8 +314,9 @@ async fn attempt(
         Trigger::PaymentFailed(summary) => (summary, Status::PaymentFailed, Vec::new()),
         Trigger::Expired(summary) => (summary, Status::Expired, Vec::new()),
     };
+    let elsewhere = from_news && status == Status::Fulfilled && created_long_ago(&summary);
     let plan = match status {
-        Status::Fulfilled => engine.catalog.plan(id, &items),
+        Status::Fulfilled if !elsewhere => engine.catalog.plan(id, &items),
         _ => Plan::default(),
     };
     // The record's transaction is a span of its own, and the trace its effects continue.
@@ -319,6 +330,7 @@ async fn attempt(
             line_items: &items,
             plan: &plan,
             tell: engine.tell,
+            elsewhere,
             event,
             trace: trace.as_deref(),
         })
@@ -328,7 +340,13 @@ async fn attempt(
         engine.outbox.wake();
     }
     let outcome = recorded.outcome;
-    if recorded.claimed {
+    if recorded.claimed && elsewhere {
+        tracing::info!(
+            status = outcome.status.as_str(),
+            "session recorded without fulfilment: created more than {} days ago, so fulfilled elsewhere",
+            NEWS_FULFILS_WITHIN.as_secs() / 86_400
+        );
+    } else if recorded.claimed {
         METRICS
             .fulfillments
             .get_or_create(&metrics::Outcome {
@@ -345,6 +363,15 @@ async fn attempt(
         tracing::debug!(status = outcome.status.as_str(), "session already recorded");
     }
     Ok(outcome)
+}
+
+/// Whether Stripe created the session more than [`NEWS_FULFILS_WITHIN`] ago.
+fn created_long_ago(summary: &SessionSummary) -> bool {
+    let now = crate::db::now_ms() / 1000;
+    summary.created.is_some_and(|created| {
+        u64::try_from(now.saturating_sub(created))
+            .is_ok_and(|age| age > NEWS_FULFILS_WITHIN.as_secs())
+    })
 }
 
 /// The outcome shown for a session that is still open at Stripe.

@@ -4,8 +4,12 @@
 //! News names a payment intent, not a session. The session is found by the payment intent
 //! it was recorded with, or else by asking Stripe which Checkout Session made it (a session
 //! fulfilled before fulfilld recorded payment intents, or one whose `completed` event has
-//! not arrived yet, which is then fulfilled first). The news is applied once the session
-//! is fulfilled; while its payment is still clearing, the event waits and is tried again.
+//! not arrived yet, which is then fulfilled first; one fulfilld never recorded that Stripe
+//! created more than [`NEWS_FULFILS_WITHIN`] ago was fulfilled elsewhere, and is recorded
+//! without being fulfilled). The news is applied once the session is fulfilled; while its
+//! payment is still clearing, the event waits and is tried again.
+//!
+//! [`NEWS_FULFILS_WITHIN`]: crate::fulfillment::NEWS_FULFILS_WITHIN
 
 use crate::actors::Sessions;
 use crate::db::refunds::Applied;
@@ -95,7 +99,8 @@ pub async fn reverse(
     };
     tracing::Span::current().record("session.id", id.as_str());
     // Recorded already (answered from the database), or fulfilled now: a refund that came
-    // before the session's own `completed` event.
+    // before the session's own `completed` event. Or recorded now without being fulfilled:
+    // news of an old order fulfilled elsewhere.
     let asks = || Trigger::Fulfill(Source::Refund(account.cloned()));
     let outcome = sessions.handle(&id, asks()).await?;
     if outcome.status == Status::AwaitingPayment {

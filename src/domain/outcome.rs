@@ -118,6 +118,8 @@ pub struct SessionSummary {
     /// `collected_information.shipping_details`, or `shipping_details` on older API
     /// versions; boxed to keep summaries small in messages. Never logged.
     pub shipping_address: Option<Box<ShippingAddress>>,
+    /// When Stripe created the session, in seconds since the epoch, if told.
+    pub created: Option<i64>,
 }
 
 /// One line of the cart, as Stripe listed it.
@@ -153,7 +155,8 @@ pub struct Outcome {
     pub amount_total: Option<i64>,
     /// What refunds have given back so far, in minor units.
     pub amount_refunded: i64,
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch; null for a session recorded without being
+    /// fulfilled, as it was fulfilled before fulfilld knew of it.
     #[schema(required = true)]
     pub fulfilled_at: Option<i64>,
     pub line_items: Vec<LineItem>,

@@ -4,9 +4,9 @@
 //! `data.object.payment_status` decide anything. For refund and dispute news, the
 //! refund's (or charge's, or dispute's) id, `payment_intent`, amount and status, and for
 //! `charge.refunded` the event's `api_version`. A handful of optional session fields
-//! (currency, total, the customer's email, the shipping address) are read leniently, as
-//! untyped JSON, so a new Stripe API version that reshapes them costs those details, never
-//! the event.
+//! (currency, total, the customer's email, the shipping address, when it was created) are
+//! read leniently, as untyped JSON, so a new Stripe API version that reshapes them costs
+//! those details, never the event.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -128,6 +128,7 @@ struct Object {
     customer_details: Option<Value>,
     collected_information: Option<Value>,
     shipping_details: Option<Value>,
+    created: Option<Value>,
     // Refunds and charges.
     payment_intent: Option<Value>,
     amount: Option<Value>,
@@ -188,6 +189,7 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
             .or(object.shipping_details.as_ref())
             .and_then(ShippingAddress::from_stripe)
             .map(Box::new),
+        created: object.created.and_then(|v| v.as_i64()),
     };
     Ok(Event::Checkout {
         id: envelope.id,

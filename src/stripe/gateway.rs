@@ -340,6 +340,7 @@ fn to_summary(id: &SessionId, session: CheckoutSession) -> SessionSummary {
                     country: details.address.country,
                 })
             }),
+        created: Some(session.created),
     }
 }
 

@@ -106,6 +106,7 @@ async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &Se
         customer_email: None,
         payment_intent: Some(payment_intent_of(id)),
         shipping_address: None,
+        created: None,
     };
     let items = [item];
     let plan = catalog.plan(id, &items);
@@ -115,6 +116,7 @@ async fn record_physical(db: &fulfilld::db::Database, catalog: &Catalog, id: &Se
         line_items: &items,
         plan: &plan,
         tell: Tell::default(),
+        elsewhere: false,
         event: None,
         trace: None,
     })

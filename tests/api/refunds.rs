@@ -861,3 +861,90 @@ async fn on_an_older_api_version_the_charges_refunded_amount_is_a_floor_never_ad
         assert_eq!(outcome.access[0].status, GrantStatus::Active);
     }
 }
+
+#[actix_web::test]
+async fn news_of_an_order_fulfilled_before_fulfilld_knew_it_is_recorded_without_fulfilling_it() {
+    for backend in backends() {
+        let smtp = SmtpServer::start();
+        let warehouse = Warehouse::start(&[]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.smtp_url = Some(smtp.url());
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        })
+        .await;
+        let created_ago = |seconds: i64| {
+            let mut spec = SessionSpec::paid(&[("Mug", 1200, 1), ("E-book", 900, 1)])
+                .with_prices(&["price_mug", "price_ebook"])
+                .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB");
+            spec.created = unix_now() - seconds;
+            spec
+        };
+        let stock = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+        // Paid a month ago and fulfilled then, before fulfilld or by hand: fulfilld never
+        // recorded it. A partial refund of it, naming no items, is made now.
+        let old = app.stripe.add_session(created_ago(30 * 86_400));
+        let refund = RefundSpec {
+            id: "re_old",
+            session: &old,
+            amount: 500,
+            status: "succeeded",
+            items: None,
+        };
+        let told = app
+            .stripe
+            .refund_payload("evt_re_old", "refund.created", &refund, unix_now());
+        deliver_many(&app, &[told], 1).await;
+        let event =
+            wait_for_event(&app.db, "evt_re_old", |event| event.processed_at.is_some()).await;
+        assert!(event.last_error.is_none(), "{event:?}");
+        let json = json_once(&app, &old, "partially_refunded").await;
+        assert_eq!(json["amount_refunded"], 500, "{json}");
+        assert!(
+            json["fulfilled_at"].is_null(),
+            "not fulfilled by fulfilld: {json}"
+        );
+        assert_eq!(json["access"], Value::Array(Vec::new()), "{json}");
+        assert!(json.get("shipment").is_none_or(Value::is_null), "{json}");
+        app.drained().await;
+        let effects = app.effects(&old).await;
+        assert!(effects.is_empty(), "on {backend:?}: {effects:?}");
+        let movements = app.db.stock_movements_of(&old).await.expect("db");
+        assert!(movements.is_empty(), "{movements:?}");
+        assert_eq!(
+            app.db.stock("MUG").await.expect("db").expect("stocked").0,
+            stock
+        );
+        assert_eq!(mails(&smtp, &old, "receipt"), 0, "on {backend:?}");
+        assert!(warehouse.requests().is_empty(), "on {backend:?}");
+
+        // Paid an hour ago, its `completed` event not carried out yet: the refund fulfils
+        // it first, then applies.
+        let recent = app.stripe.add_session(created_ago(3600));
+        let refund = RefundSpec {
+            id: "re_recent",
+            session: &recent,
+            ..refund
+        };
+        let told =
+            app.stripe
+                .refund_payload("evt_re_recent", "refund.created", &refund, unix_now());
+        deliver_many(&app, &[told], 1).await;
+        assert_eq!(
+            wait_for_refunded(&app, &recent, 500).await,
+            Status::PartiallyRefunded,
+            "on {backend:?}"
+        );
+        assert_eq!(
+            app.wait_for_effects(&recent).await,
+            ["receipt", "inventory", "shipment"],
+            "on {backend:?}"
+        );
+        app.drained().await;
+        assert_eq!(
+            app.db.stock("MUG").await.expect("db").expect("stocked").0,
+            stock - 1
+        );
+        assert_eq!(mails(&smtp, &recent, "receipt"), 1, "on {backend:?}");
+        assert_eq!(warehouse.requests().len(), 1, "on {backend:?}");
+    }
+}

@@ -30,6 +30,11 @@ pub struct Record<'a> {
     /// Who is told of a fulfilment: the customer by fulfilld's own receipt
     /// (`SEND_RECEIPTS`), the merchant's access system of its grants.
     pub tell: Tell,
+    /// Recorded `fulfilled` without being fulfilled, as it was fulfilled elsewhere before
+    /// fulfilld knew of it: its line items are written, so refunds and disputes apply to
+    /// it, but nothing of a fulfilment (no `fulfilled_at`, stock movement, grant, shipment,
+    /// receipt or notice).
+    pub elsewhere: bool,
     /// The stored event this record carries out: marked processed in the same
     /// transaction, so a fulfilment costs one commit.
     pub event: Option<&'a str>,
@@ -42,6 +47,7 @@ impl Record<'_> {
     fn effects(&self) -> Vec<EffectKind> {
         let has_email = self.summary.customer_email.is_some();
         match self.status {
+            Status::Fulfilled if self.elsewhere => Vec::new(),
             Status::Fulfilled => {
                 let mut kinds = Vec::new();
                 if self.tell.customer && has_email {
@@ -106,14 +112,19 @@ impl Database {
             amount_total: summary.amount_total,
             customer_email: summary.customer_email.as_deref(),
             shipping_address,
-            fulfilled_at: (status == Status::Fulfilled).then_some(now),
+            fulfilled_at: (status == Status::Fulfilled && !record.elsewhere).then_some(now),
             created_at: now,
             updated_at: now,
             account: summary.account.as_ref().map(AccountId::as_str),
             payment_intent: summary.payment_intent.as_deref(),
         };
         let items = LineItemRow::for_session(id, record.line_items);
-        let plan = record.plan;
+        let nothing = Plan::default();
+        let plan = if record.elsewhere {
+            &nothing
+        } else {
+            record.plan
+        };
         let movements: Vec<_> = plan
             .physical
             .iter()

@@ -44,6 +44,9 @@ pub struct ClaimedEffect {
     /// The trace of the record that enqueued it, when traces were exported.
     #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
     pub traceparent: Option<String>,
+    /// Empty for the one of its kind; a refund's id for what that refund alone asked for.
+    #[diesel(sql_type = Text)]
+    pub subject: String,
 }
 
 impl ClaimedEffect {
@@ -168,7 +171,7 @@ macro_rules! claim_sql {
             $left_out,
             " ORDER BY next_attempt_at LIMIT $2",
             $lock,
-            ") RETURNING id, session_id, kind, attempts, lease, traceparent, ",
+            ") RETURNING id, session_id, kind, attempts, lease, traceparent, subject, ",
             "(SELECT status FROM checkout_sessions s WHERE s.id = effects.session_id) ",
             "AS session_status"
         )

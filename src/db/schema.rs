@@ -168,6 +168,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    item_returns (refund_id, sku) {
+        refund_id -> Text,
+        sku -> Text,
+        session_id -> Text,
+        quantity -> BigInt,
+        asked -> Bool,
+        returned_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     sandbox_keys (id) {
         id -> Integer,
         api_key -> Text,
@@ -188,6 +200,7 @@ diesel::joinable!(effects -> checkout_sessions (session_id));
 diesel::joinable!(stock_movements -> checkout_sessions (session_id));
 diesel::joinable!(access_grants -> checkout_sessions (session_id));
 diesel::joinable!(shipments -> checkout_sessions (session_id));
+diesel::joinable!(item_returns -> checkout_sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(
     checkout_sessions,
     line_items,
@@ -198,6 +211,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     reservations,
     access_grants,
     shipments,
+    item_returns,
     refunds,
     foreign_payment_intents,
     sandbox_keys,

@@ -21,6 +21,7 @@ pub use outcome::{
     ItemLine, LineItem, Outcome, PaymentStatus, SessionState, SessionSummary, Status,
 };
 pub use refund::{
-    DisputeStatus, NewsKind, Progress, RefundStatus, ReversalNews, refunded_skus, status_after,
+    DisputeStatus, NewsKind, Progress, RefundStatus, ReversalNews, refunded_items, refunded_skus,
+    status_after,
 };
 pub use session_id::SessionId;

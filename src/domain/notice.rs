@@ -98,7 +98,8 @@ pub enum ShipmentRequest {
     /// Ship these goods to this address.
     #[serde(rename = "shipment.requested")]
     Requested,
-    /// The order was refunded in full: do not ship it, if it has not left yet.
+    /// The order was refunded in full, or a refund named these items of it: do not ship
+    /// them, if they have not left yet.
     #[serde(rename = "shipment.cancel_requested")]
     CancelRequested,
 }

@@ -201,15 +201,31 @@ pub struct ReversalNews {
 /// The SKUs a refund's `metadata.items` names ("TEE-M:1,EBOOK:1"): what it reverses.
 /// Entries that are not `SKU:QTY` with a positive quantity are left out.
 pub fn refunded_skus(items: &str) -> Vec<&str> {
-    items
-        .split(',')
-        .filter_map(|entry| {
-            let (sku, quantity) = entry.trim().split_once(':')?;
-            let quantity: u32 = quantity.trim().parse().ok()?;
-            let sku = sku.trim();
-            (quantity > 0 && !sku.is_empty()).then_some(sku)
-        })
-        .collect()
+    named_items(items).map(|(sku, _)| sku).collect()
+}
+
+/// Each `SKU:QTY` entry of `items` with a positive quantity, as written.
+fn named_items(items: &str) -> impl Iterator<Item = (&str, i64)> {
+    items.split(',').filter_map(|entry| {
+        let (sku, quantity) = entry.trim().split_once(':')?;
+        let quantity: u32 = quantity.trim().parse().ok()?;
+        let sku = sku.trim();
+        (quantity > 0 && !sku.is_empty()).then_some((sku, i64::from(quantity)))
+    })
+}
+
+/// The SKUs a refund's `metadata.items` names with their quantities, in the order it names
+/// them: a SKU named twice is named with the sum. Entries that are not `SKU:QTY` with a
+/// positive quantity are left out.
+pub fn refunded_items(items: &str) -> Vec<(&str, i64)> {
+    let mut named: Vec<(&str, i64)> = Vec::new();
+    for (sku, quantity) in named_items(items) {
+        match named.iter_mut().find(|(named, _)| *named == sku) {
+            Some((_, sum)) => *sum += quantity,
+            None => named.push((sku, quantity)),
+        }
+    }
+    named
 }
 
 /// The status a session of `total` that has `status` now takes from refunds of `refunded`
@@ -335,5 +351,9 @@ mod tests {
         assert_eq!(refunded_skus("TEE-M:1, EBOOK:2"), ["TEE-M", "EBOOK"]);
         assert_eq!(refunded_skus("TEE-M:0,:1,EBOOK,X:y,MUG:1"), ["MUG"]);
         assert!(refunded_skus("").is_empty());
+        assert_eq!(
+            refunded_items("TEE-M:1, EBOOK:2,TEE-M:2"),
+            [("TEE-M", 3), ("EBOOK", 2)]
+        );
     }
 }

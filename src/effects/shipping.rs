@@ -1,13 +1,14 @@
 //! `ShippingActor`: tells the warehouse what to ship, once, and asks it to cancel a
-//! shipment of an order refunded in full.
+//! shipment of an order refunded in full, or the units a partial refund names.
 //!
 //! A shipment is `POST`ed as JSON (`"type": "shipment.requested"`) to
 //! `SHIPPING_WEBHOOK_URL` with an `Idempotency-Key` and `webhook-id` derived from the
 //! session, the same on every retry, so a warehouse that honours it ships once however
-//! often it is asked; a cancellation (`"shipment.cancel_requested"`) has a key of its own,
-//! and a 404 or 410 to it, about a shipment the warehouse never said it accepted, means it
-//! never had it, so nothing is left to cancel. Both are signed as [`super::outbound`] says. Without a URL the shipment waits for an
-//! operator.
+//! often it is asked; the units refunds gave back before it was asked are left out. A
+//! cancellation (`"shipment.cancel_requested"`) has a key of its own (one per refund, for
+//! a refund's units), and a 404 or 410 to it, about a shipment the warehouse never said it
+//! accepted, means it never had it, so nothing is left to cancel. Both are signed as
+//! [`super::outbound`] says. Without a URL the shipment waits for an operator.
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use reqwest::StatusCode;
@@ -75,25 +76,61 @@ impl Handler<CancelShipment> for ShippingActor {
     }
 }
 
-/// The shipment's JSON, as the warehouse is sent it with `request`. A warehouse must be
-/// able to tell a test order (nothing was paid) from a real one.
+/// What a notice to the warehouse lists of the shipment's items.
+enum Listed<'a> {
+    /// Every item, as bought: the shipment to cancel.
+    All,
+    /// What is left to ship: the units refunds kept from it left out.
+    Left,
+    /// Only these units (SKU, quantity): those a refund asks to cancel.
+    Only(&'a [(String, i64)]),
+}
+
+/// The shipment's JSON, as the warehouse is sent it with `request`, listing `listed`. A
+/// warehouse must be able to tell a test order (nothing was paid) from a real one.
 async fn body(
     db: &Database,
     session_id: &str,
     request: ShipmentRequest,
+    listed: Listed<'_>,
 ) -> Result<String, EffectError> {
+    let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
     let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
     let outcome = db
         .outcome(&id)
         .await
-        .map_err(|e| EffectError::Retry(format!("{e:#}")))?
+        .map_err(retry)?
         .ok_or_else(|| EffectError::Permanent("the session is not recorded".into()))?;
     let shipment = outcome
         .shipment
         .ok_or_else(|| EffectError::Permanent("the session has no shipment".into()))?;
+    let mut items = shipment.items;
+    let units = match listed {
+        Listed::All => None,
+        Listed::Left => Some((
+            db.kept_from_shipment(session_id).await.map_err(retry)?,
+            true,
+        )),
+        Listed::Only(units) => Some((units.to_vec(), false)),
+    };
+    if let Some((units, left_out)) = units {
+        for item in &mut items {
+            let named: i64 = units
+                .iter()
+                .filter(|(sku, _)| *sku == item.sku)
+                .map(|(_, quantity)| quantity)
+                .sum();
+            item.quantity = if left_out {
+                item.quantity - named
+            } else {
+                named.min(item.quantity)
+            };
+        }
+        items.retain(|item| item.quantity > 0);
+    }
     let notice = ShipmentNotice {
         address: shipment.address,
-        items: shipment.items,
+        items,
         livemode: outcome.livemode,
         session_id: session_id.to_owned(),
         request,
@@ -123,7 +160,7 @@ async fn ship(
         tracing::info!("shipment recorded for manual handling (no SHIPPING_WEBHOOK_URL)");
         return record(ShipmentStatus::AwaitingManualHandling).await;
     };
-    let body = body(db, session_id, ShipmentRequest::Requested).await?;
+    let body = body(db, session_id, ShipmentRequest::Requested, Listed::Left).await?;
     let id = format!("fulfilld-shipment-{session_id}");
     let status = outbound
         .post(attempt, url.expose(), &id, body, "the warehouse")
@@ -132,7 +169,8 @@ async fn ship(
     record(ShipmentStatus::Submitted).await
 }
 
-/// Asks the warehouse to cancel the shipment of a session refunded in full, once the
+/// Asks the warehouse to cancel the shipment of a session refunded in full, or the units a
+/// refund gave back by item (the effect's subject is then the refund's id), once the
 /// request itself has ended: its answer puts the stock back.
 #[tracing::instrument(skip_all, fields(session.id = %attempt.effect.session_id))]
 async fn cancel(
@@ -142,7 +180,16 @@ async fn cancel(
     attempt: &Attempt,
 ) -> Result<Effected, EffectError> {
     let session_id = attempt.effect.session_id.as_str();
+    let refund = attempt.effect.subject.as_str();
     let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
+    let units = match refund {
+        "" => None,
+        refund => Some(
+            db.returned_by_refund(session_id, refund)
+                .await
+                .map_err(retry)?,
+        ),
+    };
     let asked = match db.shipment_cancel_need(session_id).await.map_err(retry)? {
         CancelNeed::InFlight { due } => {
             return Err(EffectError::Wait(
@@ -155,8 +202,17 @@ async fn cancel(
             let url = url.ok_or_else(|| {
                 EffectError::Permanent("no SHIPPING_WEBHOOK_URL to ask the warehouse".into())
             })?;
-            let body = body(db, session_id, ShipmentRequest::CancelRequested).await?;
-            let id = format!("fulfilld-shipment-cancel-{session_id}");
+            let (listed, id) = match &units {
+                None => (
+                    Listed::All,
+                    format!("fulfilld-shipment-cancel-{session_id}"),
+                ),
+                Some(units) => (
+                    Listed::Only(units),
+                    format!("fulfilld-shipment-cancel-{session_id}-{refund}"),
+                ),
+            };
+            let body = body(db, session_id, ShipmentRequest::CancelRequested, listed).await?;
             let status = outbound
                 .answer(attempt, url.expose(), &id, body, "the warehouse")
                 .await?;
@@ -174,10 +230,17 @@ async fn cancel(
             true
         }
     };
-    match db
-        .complete_shipment_cancel(attempt.fence(), session_id, asked)
-        .await
-    {
+    let completed = match units {
+        None => {
+            db.complete_shipment_cancel(attempt.fence(), session_id, asked)
+                .await
+        }
+        Some(_) => {
+            db.complete_items_cancel(attempt.fence(), session_id, refund)
+                .await
+        }
+    };
+    match completed {
         Ok(true) => Ok(Effected::Recorded),
         Ok(false) => Err(EffectError::Superseded),
         Err(error) => Err(retry(error)),

@@ -10,7 +10,8 @@
 ///   yet of the fulfilment (receipt, stock, the shipment) cancelled; stock taken for goods
 ///   that never left put back; the warehouse asked to cancel a shipment it may have
 ///   accepted, from an attempt made or under way; the refund email enqueued, once.
-/// - Before it: the grants of the items refunds name revoked; while a dispute is open,
+/// - Before it: the grants of the items refunds name revoked, and the physical units they
+///   name given back (see [`return_items!`]); while a dispute is open,
 ///   the other grants suspended and a shipment not sent yet held; once none is open, both
 ///   given back.
 ///
@@ -20,6 +21,7 @@
 /// text serves both backends and any open transaction.
 ///
 /// [`status_after`]: crate::domain::status_after
+/// [`return_items!`]: crate::db::refunds::return_items
 macro_rules! apply_reversals {
     ($conn:ident, $id:expr, $payment_intent:expr, $tell:expr, $now:expr) => {{
         use std::collections::HashSet;
@@ -235,6 +237,14 @@ macro_rules! apply_reversals {
                                 .await?;
                         changes.push((AccessChange::Revoked, revoked));
                     }
+                    enqueued |= $crate::db::refunds::return_items!(
+                        $conn,
+                        id,
+                        payment_intent,
+                        tell,
+                        tell.customer && customer_email.is_some(),
+                        now
+                    );
                     let holding = after == Status::Disputed;
                     let (effect_from, effect_to) = if holding {
                         (EffectStatus::Pending, EffectStatus::Held)

@@ -13,10 +13,13 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::schema::{checkout_sessions, foreign_payment_intents, refunds};
 
 mod apply;
+mod items;
+mod returns;
 mod steps;
 use super::{Database, now_ms, with_connection};
 use crate::domain::{NewsKind, Progress, ReversalNews, SessionId, Status, Tell};
 pub(crate) use apply::apply_reversals;
+pub(crate) use items::return_items;
 pub(crate) use steps::{enqueue, return_stock};
 
 /// How long Stripe's answer that no Checkout Session made a payment is kept.

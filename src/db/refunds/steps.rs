@@ -3,11 +3,12 @@
 //! either backend.
 
 /// Puts back, once, the stock session `$id` took for goods that never left: unless the
-/// warehouse accepted its shipment (and has not cancelled it). Inside the caller's
+/// warehouse accepted its shipment (and has not cancelled it). Units that refunds gave
+/// back by item are left out: they have their own way back. Inside the caller's
 /// transaction, on either backend; evaluates to `()` or returns the error.
 macro_rules! return_stock {
     ($conn:ident, $id:expr, $now:expr) => {{
-        use $crate::db::schema::{inventory, shipments, stock_movements};
+        use $crate::db::schema::{inventory, item_returns, shipments, stock_movements};
         use $crate::domain::ShipmentStatus;
         let (id, now): (&str, i64) = ($id, $now);
         let shipped = shipments::table
@@ -24,6 +25,20 @@ macro_rules! return_stock {
         .returning((stock_movements::sku, stock_movements::quantity))
         .get_results::<(String, i64)>($conn)
         .await?;
+        // Units refunds gave back by item went back, or go back, their own way.
+        let by_item = item_returns::table
+            .filter(item_returns::session_id.eq(id))
+            .select((item_returns::sku, item_returns::quantity))
+            .load::<(String, i64)>($conn)
+            .await?;
+        for (sku, quantity) in &mut back {
+            *quantity -= by_item
+                .iter()
+                .filter(|(returned, _)| returned == sku)
+                .map(|(_, units)| units)
+                .sum::<i64>();
+        }
+        back.retain(|(_, quantity)| *quantity > 0);
         // SKU order, as the stock is taken: concurrent sessions never deadlock.
         back.sort();
         for (sku, quantity) in back {

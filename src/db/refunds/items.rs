@@ -1,0 +1,210 @@
+//! Physical goods a partial refund names in `metadata.items`: their units given back once
+//! per (refund, SKU), inside the transaction that applies the session's refunds.
+
+/// Gives back, once per (refund, SKU), the units of physical goods that the succeeded
+/// refunds of `$payment_intent` name in their items, for session `$id` on `$conn`, inside
+/// the caller's transaction, which holds the session's row. Evaluates to whether effects
+/// were enqueued, or returns the error.
+///
+/// A refund's units are capped at what the session bought of each SKU, less what earlier
+/// refunds (by when they were stored) gave back; a SKU the session has no stock movement
+/// for (digital, or not bought) is passed over. Where they go depends on the shipment:
+///
+/// - Not requested yet (its request never attempted, none under way), or no
+///   `SHIPPING_WEBHOOK_URL` (`$tell.warehouse` false): the units go back into stock at
+///   once and the shipment request, when sent, leaves them out. A shipment with no units
+///   left is cancelled.
+/// - Requested (an attempt made or under way, or the warehouse's answer recorded): the
+///   warehouse is asked to cancel those units, by a `shipment_cancel` effect whose subject
+///   is the refund's id; its yes puts them back into stock.
+///
+/// The customer is mailed once per refund that gave units back (the `refund_email`
+/// effect whose subject is the refund's id), when `$mail` is true.
+macro_rules! return_items {
+    ($conn:ident, $id:expr, $payment_intent:expr, $tell:expr, $mail:expr, $now:expr) => {{
+        use std::collections::HashMap;
+        use $crate::db::schema::{
+            effects, inventory, item_returns, refunds, shipments, stock_movements,
+        };
+        use $crate::db::types::DbNow;
+        use $crate::domain::{
+            EffectKind, EffectStatus, NewsKind, RefundStatus, ShipmentStatus, Tell, refunded_items,
+        };
+        let (id, payment_intent, tell, mail, now): (&str, &str, Tell, bool, i64) =
+            ($id, $payment_intent, $tell, $mail, $now);
+        let mut enqueued = false;
+        let naming = refunds::table
+            .filter(refunds::payment_intent.eq(payment_intent))
+            .filter(refunds::kind.eq(NewsKind::Refund.as_str()))
+            .filter(refunds::status.eq(RefundStatus::Succeeded.as_str()))
+            .filter(refunds::items.is_not_null())
+            .order((refunds::created_at, refunds::id))
+            .select((refunds::id, refunds::items))
+            .load::<(String, Option<String>)>($conn)
+            .await?;
+        let bought: HashMap<String, i64> = if naming.is_empty() {
+            HashMap::new()
+        } else {
+            stock_movements::table
+                .filter(stock_movements::session_id.eq(id))
+                .select((stock_movements::sku, stock_movements::quantity))
+                .load::<(String, i64)>($conn)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        if !bought.is_empty() {
+            let given: Vec<(String, String, i64)> = item_returns::table
+                .filter(item_returns::session_id.eq(id))
+                .select((
+                    item_returns::refund_id,
+                    item_returns::sku,
+                    item_returns::quantity,
+                ))
+                .load($conn)
+                .await?;
+            let mut left = bought.clone();
+            for (_, sku, quantity) in &given {
+                if let Some(units) = left.get_mut(sku) {
+                    *units -= quantity;
+                }
+            }
+            // A claim of the shipment's request at this moment either committed first and
+            // is seen below, or waits for this transaction and then sends what it left.
+            diesel::update(
+                effects::table
+                    .filter(effects::session_id.eq(id))
+                    .filter(effects::kind.eq(EffectKind::Shipment)),
+            )
+            .set(effects::updated_at.eq(effects::updated_at))
+            .execute($conn)
+            .await?;
+            let tried = effects::table
+                .filter(effects::session_id.eq(id))
+                .filter(effects::kind.eq(EffectKind::Shipment))
+                .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
+                .filter(effects::attempts.gt(0))
+                .count()
+                .get_result::<i64>($conn)
+                .await?
+                > 0;
+            let answered = shipments::table
+                .filter(shipments::session_id.eq(id))
+                .filter(
+                    shipments::status.eq_any([ShipmentStatus::Submitted, ShipmentStatus::Failed]),
+                )
+                .count()
+                .get_result::<i64>($conn)
+                .await?
+                > 0;
+            let asked = tell.warehouse && (tried || answered);
+            for (refund_id, items) in &naming {
+                if given.iter().any(|(given, ..)| given == refund_id) {
+                    continue;
+                }
+                let mut units: Vec<(String, i64)> = Vec::new();
+                for (sku, quantity) in refunded_items(items.as_deref().unwrap_or_default()) {
+                    if let Some(left) = left.get_mut(sku) {
+                        let quantity = quantity.min(*left);
+                        if quantity > 0 {
+                            *left -= quantity;
+                            units.push((sku.to_owned(), quantity));
+                        }
+                    }
+                }
+                // SKU order, as the stock is taken: concurrent sessions never deadlock.
+                units.sort();
+                for (sku, quantity) in &units {
+                    let inserted = diesel::insert_into(item_returns::table)
+                        .values((
+                            item_returns::refund_id.eq(refund_id),
+                            item_returns::sku.eq(sku),
+                            item_returns::session_id.eq(id),
+                            item_returns::quantity.eq(quantity),
+                            item_returns::asked.eq(asked),
+                            item_returns::returned_at.eq((!asked).then_some(now)),
+                            item_returns::created_at.eq(now),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute($conn)
+                        .await?;
+                    if inserted == 1 && !asked {
+                        diesel::update(inventory::table.find(sku))
+                            .set((
+                                inventory::stock.eq(inventory::stock + quantity),
+                                inventory::updated_at.eq(now),
+                            ))
+                            .execute($conn)
+                            .await?;
+                    }
+                }
+                if units.is_empty() {
+                    continue;
+                }
+                if asked {
+                    enqueued |= $crate::db::refunds::enqueue!(
+                        $conn,
+                        id,
+                        EffectKind::ShipmentCancel,
+                        refund_id,
+                        None,
+                        now
+                    );
+                }
+                if mail {
+                    enqueued |= $crate::db::refunds::enqueue!(
+                        $conn,
+                        id,
+                        EffectKind::RefundEmail,
+                        refund_id,
+                        None,
+                        now
+                    );
+                }
+            }
+            // Nothing left to ship, and the warehouse never had it: no shipment at all.
+            if !asked && left.values().all(|units| *units <= 0) {
+                diesel::update(
+                    effects::table
+                        .filter(effects::session_id.eq(id))
+                        .filter(effects::kind.eq(EffectKind::Shipment))
+                        .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
+                        .filter(
+                            effects::lease_until
+                                .is_null()
+                                .or(effects::lease_until.le(DbNow::now().nullable())),
+                        ),
+                )
+                .set((
+                    effects::status.eq(EffectStatus::Cancelled),
+                    effects::lease_until.eq(None::<i64>),
+                    effects::updated_at.eq(now),
+                ))
+                .execute($conn)
+                .await?;
+                let shipping = effects::table
+                    .filter(effects::session_id.eq(id))
+                    .filter(effects::kind.eq(EffectKind::Shipment))
+                    .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]));
+                diesel::update(
+                    shipments::table
+                        .filter(shipments::session_id.eq(id))
+                        .filter(shipments::status.eq_any([
+                            ShipmentStatus::Pending,
+                            ShipmentStatus::AwaitingManualHandling,
+                            ShipmentStatus::Held,
+                        ]))
+                        .filter(diesel::dsl::not(diesel::dsl::exists(shipping))),
+                )
+                .set((
+                    shipments::status.eq(ShipmentStatus::Cancelled),
+                    shipments::updated_at.eq(now),
+                ))
+                .execute($conn)
+                .await?;
+            }
+        }
+        enqueued
+    }};
+}
+pub(crate) use return_items;

@@ -1,0 +1,122 @@
+//! Units of physical goods that refunds gave back by item: what a shipment leaves out,
+//! what a refund asks the warehouse to cancel, and the stock its yes puts back.
+
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use crate::db::effects::{Fence, mark_done};
+use crate::db::schema::{effects, inventory, item_returns, refunds};
+use crate::db::{Database, now_ms, with_connection};
+use crate::domain::EffectStatus;
+
+impl Database {
+    /// The units of each SKU that refunds kept from session `session_id`'s shipment before
+    /// it was requested: the request leaves them out.
+    pub async fn kept_from_shipment(&self, session_id: &str) -> anyhow::Result<Vec<(String, i64)>> {
+        self.item_returns(session_id, None, false).await
+    }
+
+    /// The units of each SKU that refund `refund_id` gave back of session `session_id`,
+    /// whichever way.
+    pub async fn returned_by_refund(
+        &self,
+        session_id: &str,
+        refund_id: &str,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
+        let kept = self
+            .item_returns(session_id, Some(refund_id), false)
+            .await?;
+        let asked = self.item_returns(session_id, Some(refund_id), true).await?;
+        let mut units = [kept, asked].concat();
+        units.sort();
+        Ok(units)
+    }
+
+    async fn item_returns(
+        &self,
+        session_id: &str,
+        refund_id: Option<&str>,
+        asked: bool,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = with_connection!(self, |conn| {
+            let mut query = item_returns::table
+                .filter(item_returns::session_id.eq(session_id))
+                .filter(item_returns::asked.eq(asked))
+                .select((item_returns::sku, item_returns::quantity))
+                .into_boxed();
+            if let Some(refund_id) = refund_id {
+                query = query.filter(item_returns::refund_id.eq(refund_id));
+            }
+            query
+                .load::<(String, i64)>(conn)
+                .await
+                .context("could not read the units refunded by item")
+        })?;
+        let mut units: Vec<(String, i64)> = Vec::new();
+        for (sku, quantity) in rows {
+            match units.iter_mut().find(|(named, _)| *named == sku) {
+                Some((_, sum)) => *sum += quantity,
+                None => units.push((sku, quantity)),
+            }
+        }
+        Ok(units)
+    }
+
+    /// The amount of refund `refund_id`, in minor units, if it is stored.
+    pub async fn refund_amount(&self, refund_id: &str) -> anyhow::Result<Option<i64>> {
+        with_connection!(self, |conn| {
+            refunds::table
+                .find(refund_id)
+                .select(refunds::amount)
+                .first::<i64>(conn)
+                .await
+                .optional()
+                .context("could not read the refund")
+        })
+    }
+
+    /// Records that the warehouse cancelled the units refund `refund_id` asked it to cancel
+    /// of session `session_id`'s shipment (or never had the shipment), with the attempt's
+    /// effect done, in one transaction: those units go back into stock, once. False when
+    /// the lease is no longer the attempt's.
+    pub async fn complete_items_cancel(
+        &self,
+        fence: Fence,
+        session_id: &str,
+        refund_id: &str,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        with_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                if mark_done!(fence, now).execute(conn).await? != 1 {
+                    return Ok(false);
+                }
+                let mut back = diesel::update(
+                    item_returns::table
+                        .filter(item_returns::refund_id.eq(refund_id))
+                        .filter(item_returns::session_id.eq(session_id))
+                        .filter(item_returns::returned_at.is_null()),
+                )
+                .set(item_returns::returned_at.eq(now))
+                .returning((item_returns::sku, item_returns::quantity))
+                .get_results::<(String, i64)>(conn)
+                .await?;
+                // SKU order, as the stock is taken: concurrent sessions never deadlock.
+                back.sort();
+                for (sku, quantity) in back {
+                    diesel::update(inventory::table.find(sku))
+                        .set((
+                            inventory::stock.eq(inventory::stock + quantity),
+                            inventory::updated_at.eq(now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(true)
+            })
+            .await
+            .context("could not record the cancellation of the refunded units")
+        })
+    }
+}

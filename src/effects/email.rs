@@ -25,7 +25,8 @@ pub enum Email {
     Receipt,
     /// The notice that a delayed payment failed.
     PaymentFailed,
-    /// The notice that the order was refunded in full.
+    /// The notice that the order was refunded in full, or, for a refund's own effect (its
+    /// subject the refund's id), that the items the refund names were.
     Refunded,
 }
 
@@ -56,6 +57,15 @@ struct EmailView<'a> {
     access: Vec<AccessGrant>,
     /// Whether the order came with any access, given or since taken back.
     had_access: bool,
+    /// A refund of some items only: what it gave back.
+    refund: Option<RefundView>,
+}
+
+/// What a refund of some items gave back, as its email shows it.
+struct RefundView {
+    amount: Option<String>,
+    /// Quantity and name of each item.
+    items: Vec<(i64, String)>,
 }
 
 #[derive(Template)]
@@ -168,7 +178,20 @@ impl Mailer {
             .map_err(|_| {
                 EffectError::Permanent("the customer's email address is invalid".into())
             })?;
-        let view = self.view(&outcome);
+        let mut view = self.view(&outcome);
+        // A refund's own email: its id, kept to what a Message-ID and a file name may hold.
+        let refund: String = match email {
+            Email::Refunded => attempt
+                .effect
+                .subject
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .collect(),
+            _ => String::new(),
+        };
+        if !refund.is_empty() {
+            view.refund = Some(self.refund_view(&outcome, &refund).await?);
+        }
         let rendered = match email {
             Email::Receipt => (
                 format!(
@@ -186,8 +209,13 @@ impl Mailer {
             ),
             Email::Refunded => (
                 format!(
-                    "{}Your order from {} was refunded",
+                    "{}{} from {} was refunded",
                     if view.test { "[Test order] " } else { "" },
+                    if view.refund.is_some() {
+                        "Part of your order"
+                    } else {
+                        "Your order"
+                    },
                     self.shop
                 ),
                 RefundedText { r: &view }.render(),
@@ -197,18 +225,17 @@ impl Mailer {
         let (subject, Ok(text), Ok(html)) = rendered else {
             return Err(EffectError::Permanent("could not render the email".into()));
         };
+        let name = match refund.as_str() {
+            "" => format!("{session_id}.{}", email.name()),
+            refund => format!("{session_id}.{}.{refund}", email.name()),
+        };
         let message = Message::builder()
-            .message_id(Some(format!(
-                "<{session_id}.{}@{}>",
-                email.name(),
-                self.domain
-            )))
+            .message_id(Some(format!("<{name}@{}>", self.domain)))
             .from(self.from.clone())
             .to(to)
             .subject(subject)
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| EffectError::Permanent(format!("could not build the email: {e}")))?;
-        let name = format!("{session_id}.{}", email.name());
         self.transport.send(message, &name, attempt).await?;
         Ok(Effected::Done)
     }
@@ -234,6 +261,36 @@ impl Mailer {
                 .unwrap_or_default(),
             access: self.access.links(outcome, outcome.active_access()),
             had_access: !outcome.access.is_empty(),
+            refund: None,
         }
+    }
+
+    /// What refund `refund_id` of `outcome`'s session gave back by item, for its email.
+    async fn refund_view(
+        &self,
+        outcome: &Outcome,
+        refund_id: &str,
+    ) -> Result<RefundView, EffectError> {
+        let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
+        let amount = self.db.refund_amount(refund_id).await.map_err(retry)?;
+        let units = self
+            .db
+            .returned_by_refund(&outcome.session_id, refund_id)
+            .await
+            .map_err(retry)?;
+        let shipped = outcome.shipment.iter().flat_map(|s| s.items.iter());
+        let items = units
+            .into_iter()
+            .map(|(sku, quantity)| {
+                let name = shipped.clone().find(|item| item.sku == sku);
+                (quantity, name.map_or(sku, |item| item.name.clone()))
+            })
+            .collect();
+        Ok(RefundView {
+            amount: amount
+                .zip(outcome.currency.as_deref())
+                .map(|(amount, currency)| format_money(amount, currency, self.locale)),
+            items,
+        })
     }
 }

@@ -11,12 +11,13 @@
 /// for (digital, or not bought) is passed over. Where they go depends on the shipment:
 ///
 /// - Not requested yet (its request never attempted, none under way), or no
-///   `SHIPPING_WEBHOOK_URL` (`$tell.warehouse` false): the units go back into stock at
-///   once and the shipment request, when sent, leaves them out. A shipment with no units
-///   left is cancelled.
+///   `SHIPPING_WEBHOOK_URL` (`$tell.warehouse` false) and a shipment the warehouse never
+///   accepted: the units go back into stock at once and the shipment request, when sent,
+///   leaves them out. A shipment with no units left is cancelled.
 /// - Requested (an attempt made or under way, or the warehouse's answer recorded): the
 ///   warehouse is asked to cancel those units, by a `shipment_cancel` effect whose subject
-///   is the refund's id; its yes puts them back into stock.
+///   is the refund's id; its yes puts them back into stock. A shipment the warehouse
+///   accepted, with no URL to ask it now, keeps its units out of stock for an operator.
 ///
 /// The customer is mailed once per refund that gave units back (the `refund_email`
 /// effect whose subject is the refund's id), when `$mail` is true.
@@ -93,11 +94,15 @@ macro_rules! return_items {
                 .filter(
                     shipments::status.eq_any([ShipmentStatus::Submitted, ShipmentStatus::Failed]),
                 )
-                .count()
-                .get_result::<i64>($conn)
-                .await?
-                > 0;
-            let asked = tell.warehouse && (tried || answered);
+                .select(shipments::status)
+                .first::<ShipmentStatus>($conn)
+                .await
+                .optional()?;
+            // A shipment the warehouse accepted is never taken to have left nothing: with no
+            // SHIPPING_WEBHOOK_URL to ask it now, its units wait for an operator, as at a
+            // full refund.
+            let asked = (tell.warehouse && (tried || answered.is_some()))
+                || answered == Some(ShipmentStatus::Submitted);
             for (refund_id, items) in &naming {
                 if given.iter().any(|(given, ..)| given == refund_id) {
                     continue;
@@ -141,7 +146,7 @@ macro_rules! return_items {
                 if units.is_empty() {
                     continue;
                 }
-                if asked {
+                if asked && tell.warehouse {
                     enqueued |= $crate::db::refunds::enqueue!(
                         $conn,
                         id,

@@ -217,3 +217,57 @@ async fn a_refund_of_one_unit_the_warehouse_accepted_asks_it_back_once_and_resto
         assert_eq!(mails(&smtp, &session, "refund_email.re_tee"), 1);
     }
 }
+
+#[actix_web::test]
+async fn a_refund_of_every_unit_before_the_shipment_was_requested_cancels_it_and_keeps_the_ebook() {
+    for backend in backends() {
+        let warehouse = Warehouse::start(&[]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        })
+        .await;
+        let stock = tee_stock(&app).await;
+        let spec = tees_and_ebook().with_payment_status("unpaid");
+        let session = app.stripe.add_session(spec);
+        app.deliver("evt_pending", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::AwaitingPayment).await;
+        // Three T-shirts named of the two bought: two come back.
+        let refund = RefundSpec {
+            id: "re_tees",
+            session: &session,
+            amount: 5000,
+            status: "succeeded",
+            items: Some("TEE-M:3"),
+        };
+        let told = app
+            .stripe
+            .refund_payload("evt_re_tees", "refund.created", &refund, unix_now());
+        deliver_many(&app, std::slice::from_ref(&told), 1).await;
+        wait_for_event(&app.db, "evt_re_tees", |event| event.last_error.is_some()).await;
+        app.stripe.set_payment_status(&session, "paid");
+        app.deliver(
+            "evt_cleared",
+            "checkout.session.async_payment_succeeded",
+            &session,
+        )
+        .await;
+        assert_eq!(
+            wait_for_refunded(&app, &session, 5000).await,
+            Status::PartiallyRefunded
+        );
+        let effects = settled_effects(&app, &session).await;
+        assert!(
+            effects.contains(&("shipment".into(), "cancelled".into())),
+            "{effects:?} on {backend:?}"
+        );
+        deliver_many(&app, &[told], 2).await;
+        app.drained().await;
+        assert!(warehouse.requests().is_empty(), "nothing shipped");
+        assert_eq!(tee_stock(&app).await, stock, "on {backend:?}");
+        let outcome = app.outcome(&session).await.expect("recorded");
+        assert_eq!(outcome.access[0].status, GrantStatus::Active);
+        let shipment = outcome.shipment.expect("a shipment");
+        assert_eq!(shipment.status, ShipmentStatus::Cancelled, "on {backend:?}");
+    }
+}

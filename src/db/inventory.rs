@@ -8,7 +8,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::effects::{Fence, lock_session_status, mark_done};
 use super::refunds::return_stock;
-use super::schema::{effects, inventory, stock_movements};
+use super::schema::{effects, inventory, item_returns, stock_movements};
 use super::{Database, now_ms, with_connection};
 use crate::catalog::{Catalog, Kind};
 use crate::domain::{EffectStatus, Status};
@@ -55,7 +55,8 @@ impl Database {
     /// names done, in one transaction: a crash leaves both undone, never one. Returns the
     /// new levels of the SKUs moved, or `None` (and changes nothing) when the effect is no
     /// longer leased to the attempt. Stock may go negative (the customer has paid); the
-    /// SKU is then flagged as oversold.
+    /// SKU is then flagged as oversold. Units a refund kept from the shipment before now
+    /// are not taken.
     ///
     /// Each movement is taken by `UPDATE … WHERE applied_at IS NULL RETURNING`, so stock
     /// moves once even if two attempts ever ran this at once. On PostgreSQL the wait for a
@@ -97,6 +98,23 @@ impl Database {
                 .returning((stock_movements::sku, stock_movements::quantity))
                 .get_results::<(String, i64)>(conn)
                 .await?;
+                // Units refunds kept from the shipment before the stock moved never leave:
+                // they are not taken.
+                let kept = diesel::update(
+                    item_returns::table
+                        .filter(item_returns::session_id.eq(session_id))
+                        .filter(item_returns::asked.eq(false))
+                        .filter(item_returns::returned_at.is_null()),
+                )
+                .set(item_returns::returned_at.eq(now))
+                .returning((item_returns::sku, item_returns::quantity))
+                .get_results::<(String, i64)>(conn)
+                .await?;
+                for (sku, quantity) in &mut pending {
+                    let named = kept.iter().filter(|(kept, _)| kept == sku);
+                    *quantity -= named.map(|(_, units)| units).sum::<i64>();
+                }
+                pending.retain(|(_, quantity)| *quantity > 0);
                 // SKU order: concurrent sessions lock stock rows in one order, so replicas
                 // never deadlock.
                 pending.sort();

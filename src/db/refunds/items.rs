@@ -43,17 +43,27 @@ macro_rules! return_items {
             .select((refunds::id, refunds::items))
             .load::<(String, Option<String>)>($conn)
             .await?;
-        let bought: HashMap<String, i64> = if naming.is_empty() {
+        // What the session bought of each SKU, and whether that stock was taken yet.
+        let movements: HashMap<String, (i64, bool)> = if naming.is_empty() {
             HashMap::new()
         } else {
             stock_movements::table
                 .filter(stock_movements::session_id.eq(id))
-                .select((stock_movements::sku, stock_movements::quantity))
-                .load::<(String, i64)>($conn)
+                .select((
+                    stock_movements::sku,
+                    stock_movements::quantity,
+                    stock_movements::applied_at.is_not_null(),
+                ))
+                .load::<(String, i64, bool)>($conn)
                 .await?
                 .into_iter()
+                .map(|(sku, quantity, taken)| (sku, (quantity, taken)))
                 .collect()
         };
+        let bought: HashMap<&str, i64> = movements
+            .iter()
+            .map(|(sku, (quantity, _))| (sku.as_str(), *quantity))
+            .collect();
         if !bought.is_empty() {
             let given: Vec<(String, String, i64)> = item_returns::table
                 .filter(item_returns::session_id.eq(id))
@@ -66,7 +76,7 @@ macro_rules! return_items {
                 .await?;
             let mut left = bought.clone();
             for (_, sku, quantity) in &given {
-                if let Some(units) = left.get_mut(sku) {
+                if let Some(units) = left.get_mut(sku.as_str()) {
                     *units -= quantity;
                 }
             }
@@ -120,6 +130,10 @@ macro_rules! return_items {
                 // SKU order, as the stock is taken: concurrent sessions never deadlock.
                 units.sort();
                 for (sku, quantity) in &units {
+                    // Stock not taken yet is taken less, when it is (see
+                    // `apply_stock_movements`), rather than put back now.
+                    let taken = movements.get(sku).is_some_and(|(_, taken)| *taken);
+                    let back = !asked && taken;
                     let inserted = diesel::insert_into(item_returns::table)
                         .values((
                             item_returns::refund_id.eq(refund_id),
@@ -127,13 +141,13 @@ macro_rules! return_items {
                             item_returns::session_id.eq(id),
                             item_returns::quantity.eq(quantity),
                             item_returns::asked.eq(asked),
-                            item_returns::returned_at.eq((!asked).then_some(now)),
+                            item_returns::returned_at.eq(back.then_some(now)),
                             item_returns::created_at.eq(now),
                         ))
                         .on_conflict_do_nothing()
                         .execute($conn)
                         .await?;
-                    if inserted == 1 && !asked {
+                    if inserted == 1 && back {
                         diesel::update(inventory::table.find(sku))
                             .set((
                                 inventory::stock.eq(inventory::stock + quantity),

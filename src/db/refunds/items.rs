@@ -108,9 +108,8 @@ macro_rules! return_items {
                 .first::<ShipmentStatus>($conn)
                 .await
                 .optional()?;
-            // A shipment the warehouse accepted is never taken to have left nothing: with no
-            // SHIPPING_WEBHOOK_URL to ask it now, its units wait for an operator, as at a
-            // full refund.
+            // Goods the warehouse accepted may have left: with no SHIPPING_WEBHOOK_URL to ask
+            // it now, their units wait for an operator, as at a full refund.
             let asked = (tell.warehouse && (tried || answered.is_some()))
                 || answered == Some(ShipmentStatus::Submitted);
             for (refund_id, items) in &naming {

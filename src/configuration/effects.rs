@@ -19,6 +19,17 @@ pub struct EffectSettings {
     /// `smtp://…` or `smtps://…`, with credentials [default: .eml files under MAIL_DIR].
     #[arg(long, env = "SMTP_URL", hide_env_values = true, global = true)]
     pub smtp_url: Option<String>,
+    /// Messages a process may have handed to the mail server and not yet recorded as sent
+    /// (the SMTP sync gap): a crash repeats at most this many receipts. Raise it for a
+    /// mail server slow to answer, up to the 8 connections a process keeps.
+    #[arg(
+        long,
+        env = "SMTP_SYNC_GAP",
+        default_value = "1",
+        value_parser = clap::value_parser!(u8).range(1..=8),
+        global = true
+    )]
+    pub smtp_sync_gap: u8,
     /// Where mail is saved as `.eml` files when SMTP_URL is unset.
     #[arg(long, env = "MAIL_DIR", default_value = "mail", global = true)]
     pub mail_dir: String,
@@ -115,6 +126,8 @@ pub struct EffectSettings {
 #[derive(Debug, Clone)]
 pub struct EffectsConfig {
     pub smtp_url: Option<Secret>,
+    /// Messages let into the SMTP sync gap at once.
+    pub smtp_sync_gap: usize,
     pub mail_dir: PathBuf,
     pub mail_from: Mailbox,
     pub send_receipts: bool,
@@ -180,6 +193,7 @@ impl EffectSettings {
         }
         Ok(EffectsConfig {
             smtp_url: smtp_url.map(Secret::new),
+            smtp_sync_gap: usize::from(self.smtp_sync_gap),
             mail_dir: PathBuf::from(&self.mail_dir),
             mail_from,
             send_receipts: self.send_receipts,

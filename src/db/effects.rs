@@ -178,11 +178,12 @@ macro_rules! claim_sql {
     };
 }
 
-/// [`Database::complete_effects`] on PostgreSQL: `$1` now, `$2` and `$3` the fences' ids
-/// and leases.
+/// [`Database::complete_effects`] on PostgreSQL (`$1` now, `$2`, `$3` ids and leases), not
+/// waiting for the disk: a mark lost to a server crash only does the effect again.
 const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until = NULL, \
      last_error = NULL, updated_at = $1 \
-     FROM unnest($2::bigint[], $3::bigint[]) AS settled(id, lease) \
+     FROM unnest($2::bigint[], $3::bigint[]) AS settled(id, lease), \
+     (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
      WHERE effects.id = settled.id AND effects.lease = settled.lease \
      AND effects.status = 'pending' RETURNING effects.id, effects.lease";
 
@@ -262,9 +263,8 @@ impl Database {
         Ok(done.into_iter().next().unwrap_or(false))
     }
 
-    /// Marks effects done, all in one transaction: one statement on PostgreSQL, one turn
-    /// on SQLite. For each fence in order, false when its lease is no longer the
-    /// attempt's; on an error, none is done.
+    /// Marks effects done in one transaction (a statement on PostgreSQL, a turn on SQLite):
+    /// for each fence, false when its lease is no longer the attempt's; on an error, none.
     pub async fn complete_effects(&self, fences: &[Fence]) -> anyhow::Result<Vec<bool>> {
         let now = now_ms();
         match self {

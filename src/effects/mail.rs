@@ -24,7 +24,7 @@ impl Transport {
             Some(url) => {
                 let server = SmtpServer::parse(url.expose())
                     .map_err(|problem| anyhow::anyhow!("SMTP_URL: {problem}"))?;
-                Ok(Self::Smtp(SmtpPool::new(server)))
+                Ok(Self::Smtp(SmtpPool::new(server, config.smtp_sync_gap)))
             }
             None => Ok(Self::Files(config.mail_dir.clone())),
         }

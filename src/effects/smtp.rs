@@ -9,9 +9,10 @@
 //! command comes from the caller ([`super::Attempt::io`]).
 //!
 //! Between a server taking a message and the record that it was sent, a crash sends it
-//! again: the SMTP sync gap. A process lets one message at a time into that gap, so that a
-//! crash repeats one receipt at most. Everything before the message body (connecting,
-//! `MAIL`, `RCPT`, `DATA`) still runs for several messages at once.
+//! again: the SMTP sync gap. A process lets `SMTP_SYNC_GAP` messages (one by default) at a
+//! time into that gap, so that a crash repeats that many receipts at most. Everything
+//! before the message body (connecting, `MAIL`, `RCPT`, `DATA`) runs for several messages
+//! at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,8 +194,8 @@ pub struct SmtpPool {
     server: SmtpServer,
     idle: Mutex<Vec<Idle>>,
     open: Semaphore,
-    /// One permit: held from just before a message body goes out until that message is
-    /// recorded as sent.
+    /// A permit a message, `SMTP_SYNC_GAP` of them: held from just before a message body
+    /// goes out until that message is recorded as sent.
     gap: Arc<Semaphore>,
 }
 
@@ -208,12 +209,13 @@ pub struct Handed {
 }
 
 impl SmtpPool {
-    pub fn new(server: SmtpServer) -> Self {
+    /// A pool that lets `gap` messages at a time into the sync gap (at least one).
+    pub fn new(server: SmtpServer, gap: usize) -> Self {
         Self {
             server,
             idle: Mutex::new(Vec::new()),
             open: Semaphore::new(MAX_CONNECTIONS),
-            gap: Arc::new(Semaphore::new(1)),
+            gap: Arc::new(Semaphore::new(gap.clamp(1, MAX_CONNECTIONS))),
         }
     }
 

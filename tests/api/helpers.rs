@@ -133,6 +133,7 @@ pub fn settings(database_url: &str, stripe: &str) -> Settings {
         effects: EffectSettings {
             catalog: Some(CATALOG.into()),
             smtp_url: None,
+            smtp_sync_gap: 1,
             mail_dir: "mail".into(),
             mail_from: "Test Shop <shop@shop.test>".into(),
             send_receipts: true,

@@ -25,7 +25,8 @@ pub struct Attempt {
     /// Stops the attempt's I/O wherever it is: the end of a shutdown's grace.
     abandon: CancellationToken,
     committed: Arc<AtomicBool>,
-    /// A message handed to the mail server, kept until the attempt's end is recorded.
+    /// The place in the SMTP sync gap of a message handed to the mail server, kept until
+    /// the attempt's end is recorded.
     handed: Arc<std::sync::Mutex<Option<Handed>>>,
     /// The effect's span, made when the attempt is: the actor that carries it out works
     /// in it.

@@ -42,15 +42,18 @@ impl Transport {
             Self::Smtp(pool) => {
                 let send = async {
                     let bytes = message.formatted();
-                    let (latest_start, commit) = (attempt.latest_start(), || attempt.commit());
+                    let commit = |handed| {
+                        let committed = attempt.commit();
+                        if committed {
+                            attempt.keep_until_recorded(handed);
+                        }
+                        committed
+                    };
                     match pool
-                        .send(message.envelope(), &bytes, latest_start, commit)
+                        .send(message.envelope(), &bytes, attempt.latest_start(), commit)
                         .await
                     {
-                        Ok(handed) => {
-                            attempt.keep_until_recorded(handed);
-                            Ok(())
-                        }
+                        Ok(()) => Ok(()),
                         Err(SmtpFailure::Late) => Err(EffectError::Retry(
                             "the mail server, or the record of the message sent before, was \
                              not ready within half the attempt's time; nothing was sent"

@@ -199,9 +199,9 @@ pub struct SmtpPool {
     gap: Arc<Semaphore>,
 }
 
-/// A message the server has taken and that is not yet recorded as sent. While it is
-/// kept, no other message of this process is handed over; drop it once the record is
-/// durable (or has failed).
+/// A message's place in the sync gap: from just before its body goes out until its end
+/// (sent, or failed after the body went) is recorded. While it is kept, no other message
+/// of this process takes it; drop it once the record is durable (or has failed).
 #[derive(Debug)]
 #[must_use = "dropped at once, it lets the next message into the sync gap before this one is recorded"]
 pub struct Handed {
@@ -220,8 +220,9 @@ impl SmtpPool {
     }
 
     /// Sends one message. `commit` is asked just before the message body goes out, the
-    /// step that cannot be taken back; if it says no, the body is never sent. Waiting for a
-    /// connection, and for the message before to be recorded, ends at `latest_start`.
+    /// step that cannot be taken back, and given the message's place in the sync gap to
+    /// keep until the attempt's end is recorded; if it says no, the body is never sent.
+    /// Waiting for a connection, and for a place in the gap, ends at `latest_start`.
     /// Cancel-safe: dropped at any point, it closes the connection it holds. A kept
     /// connection that fails before the message is handed over (a server that closed it
     /// while idle) is replaced once by a fresh one.
@@ -230,8 +231,8 @@ impl SmtpPool {
         envelope: &Envelope,
         message: &[u8],
         latest_start: Instant,
-        commit: impl Fn() -> bool,
-    ) -> Result<Handed, SmtpFailure> {
+        commit: impl Fn(Handed) -> bool,
+    ) -> Result<(), SmtpFailure> {
         let Ok(Ok(_slot)) = tokio::time::timeout_at(latest_start, self.open.acquire()).await else {
             return Err(SmtpFailure::Late);
         };
@@ -242,9 +243,9 @@ impl SmtpPool {
         };
         if let Some(mut conn) = self.take_idle() {
             match transact(&mut conn, envelope, message, &hand_over).await {
-                Ok(handed) => {
+                Ok(()) => {
                     self.give_back(conn);
-                    return Ok(handed);
+                    return Ok(());
                 }
                 // Refused before the message went, for good: a fresh connection would be
                 // refused too. Anything else (a closed connection, a 421) is worth one.
@@ -256,9 +257,9 @@ impl SmtpPool {
             }
         }
         let mut conn = self.server.connect().await?;
-        let handed = transact(&mut conn, envelope, message, &hand_over).await?;
+        transact(&mut conn, envelope, message, &hand_over).await?;
         self.give_back(conn);
-        Ok(handed)
+        Ok(())
     }
 
     fn take_idle(&self) -> Option<AsyncSmtpConnection> {
@@ -293,26 +294,26 @@ struct Handover<'a, F> {
     commit: F,
 }
 
-impl<F: Fn() -> bool> Handover<'_, F> {
-    /// Waits until no other message of this process is in the sync gap, then asks
-    /// `commit`. `None`: too late, and nothing may be sent.
-    async fn enter(&self) -> Option<Handed> {
-        let permit =
-            tokio::time::timeout_at(self.latest_start, Arc::clone(self.gap).acquire_owned())
-                .await
-                .ok()?
-                .ok()?;
-        (self.commit)().then_some(Handed { _permit: permit })
+impl<F: Fn(Handed) -> bool> Handover<'_, F> {
+    /// Waits for a place in the sync gap, then asks `commit`, which keeps it. False: too
+    /// late, and nothing may be sent.
+    async fn enter(&self) -> bool {
+        let place =
+            tokio::time::timeout_at(self.latest_start, Arc::clone(self.gap).acquire_owned());
+        match place.await {
+            Ok(Ok(permit)) => (self.commit)(Handed { _permit: permit }),
+            _ => false,
+        }
     }
 }
 
 /// One mail transaction: MAIL, RCPT for each recipient, DATA, the message.
-async fn transact<F: Fn() -> bool>(
+async fn transact<F: Fn(Handed) -> bool>(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
     message: &[u8],
     hand_over: &Handover<'_, F>,
-) -> Result<Handed, Failed> {
+) -> Result<(), Failed> {
     let mut options = Vec::new();
     let supports = |extension| conn.server_info().supports_feature(extension);
     let non_ascii = |address: &Address| !AsRef::<str>::as_ref(address).is_ascii();
@@ -343,9 +344,11 @@ async fn transact<F: Fn() -> bool>(
             .map_err(Failed::Before)?;
     }
     conn.command(Data).await.map_err(Failed::Before)?;
-    let Some(handed) = hand_over.enter().await else {
+    if !hand_over.enter().await {
         return Err(Failed::Late);
-    };
+    }
+    // From here, whatever becomes of the answer, the message keeps its place in the gap
+    // until the attempt's end is recorded: the server may have it.
     conn.message(message).await.map_err(Failed::After)?;
-    Ok(handed)
+    Ok(())
 }

@@ -54,13 +54,16 @@ pub fn settled_state(status: Status) -> Option<&'static str> {
 
 /// Units of a SKU available: one statement, so that under READ COMMITTED its three
 /// terms are read at one moment (a fulfilment turning a hold into a movement between
-/// two separate reads would be counted in neither).
+/// two separate reads would be counted in neither). A movement whose effect a full refund
+/// cancelled is never applied, and holds nothing back.
 macro_rules! available_sql {
     ($param:literal) => {
         concat!(
             "SELECT CAST(i.stock",
             " - COALESCE((SELECT SUM(m.quantity) FROM stock_movements m",
-            " WHERE m.sku = i.sku AND m.applied_at IS NULL), 0)",
+            " WHERE m.sku = i.sku AND m.applied_at IS NULL AND NOT EXISTS (SELECT 1",
+            " FROM effects e WHERE e.session_id = m.session_id AND e.kind = 'inventory'",
+            " AND e.status = 'cancelled')), 0)",
             " - COALESCE((SELECT SUM(r.quantity) FROM reservations r",
             " WHERE r.sku = i.sku AND r.state = 'held'), 0) AS BIGINT) AS available",
             " FROM inventory i WHERE i.sku = ",

@@ -265,3 +265,31 @@ async fn stock_moved_by_an_attempt_that_a_full_refund_overtook_goes_back() {
         );
     }
 }
+
+/// A full refund that cancels a stock movement no attempt had made gives its units back to
+/// what checkouts may hold: the movement will never be applied.
+#[actix_web::test]
+async fn a_stock_movement_a_full_refund_cancelled_holds_no_units_back() {
+    for backend in backends() {
+        let database = backend.fresh_database().await;
+        let (db, catalog) = stocked(&database.url).await;
+        let id = SessionId::parse("cs_test_refundedunmoved").expect("id");
+        record_physical(&db, &catalog, &id).await;
+        assert_eq!(
+            db.available("TEE-M").await.expect("db"),
+            23,
+            "on {backend:?}"
+        );
+
+        refund_in_full(&db, &id, "re_unmoved").await;
+
+        let cancelled = (EffectKind::Inventory, EffectStatus::Cancelled);
+        assert_eq!(db.effects_of(&id).await.expect("db"), [cancelled]);
+        assert_eq!(db.stock("TEE-M").await.expect("db"), Some((25, false)));
+        assert_eq!(
+            db.available("TEE-M").await.expect("db"),
+            25,
+            "on {backend:?}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use fulfilld::domain::{EffectKind, EffectStatus, SessionId, ShipmentStatus, Status};
 use fulfilld::sandbox::{RefundSpec, SessionSpec};
 
-use crate::helpers::{TestApp, backends, sign, spawn_app_with, unix_now, wait_for_event};
+use crate::helpers::{Backend, TestApp, backends, sign, spawn_app_with, unix_now, wait_for_event};
 use crate::refunds::{settled_effects, wait_for_refunded};
 use crate::warehouse::Warehouse;
 
@@ -32,27 +32,35 @@ async fn wait_for_failed_shipment(app: &TestApp, session: &str) {
     }
 }
 
+/// An app whose warehouse is `warehouse`, with retries a minute apart, and a session of two
+/// mugs fulfilled whose shipment request failed once (the warehouse's first answer); with
+/// the mugs' stock before it.
+async fn two_mugs_tried_once(backend: &Backend, warehouse: &Warehouse) -> (TestApp, String, i64) {
+    let app = spawn_app_with(backend, |settings| {
+        settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        settings.effects.effect_backoff_ms = 60_000;
+    })
+    .await;
+    let stock = app.db.stock("MUG").await.expect("db").expect("stocked").0;
+    let session = app.stripe.add_session(
+        SessionSpec::paid(&[("Mug", 1200, 2)])
+            .with_prices(&["price_mug"])
+            .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB"),
+    );
+    app.deliver("evt_mugs", "checkout.session.completed", &session)
+        .await;
+    app.wait_for(&session, Status::Fulfilled).await;
+    wait_for_failed_shipment(&app, &session).await;
+    (app, session, stock)
+}
+
 #[actix_web::test]
 async fn a_refunded_orders_shipment_tried_once_is_never_sent_again_and_asked_back_once() {
     for backend in backends() {
         // The first request times out at the warehouse's end (503); its retry is a minute
         // away. The cancellation finds no such shipment (404).
         let warehouse = Warehouse::start(&[503, 404]);
-        let app = spawn_app_with(&backend, |settings| {
-            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
-            settings.effects.effect_backoff_ms = 60_000;
-        })
-        .await;
-        let stock = app.db.stock("MUG").await.expect("db").expect("stocked").0;
-        let session = app.stripe.add_session(
-            SessionSpec::paid(&[("Mug", 1200, 2)])
-                .with_prices(&["price_mug"])
-                .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB"),
-        );
-        app.deliver("evt_mugs", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
-        wait_for_failed_shipment(&app, &session).await;
+        let (app, session, stock) = two_mugs_tried_once(&backend, &warehouse).await;
 
         let refund = RefundSpec {
             id: "re_mugs",
@@ -103,21 +111,7 @@ async fn a_refund_told_again_after_the_warehouse_was_asked_back_leaves_the_stock
         // The request times out at the warehouse's end (503), and so does the first
         // cancellation; the next one is agreed to.
         let warehouse = Warehouse::start(&[503, 503, 200]);
-        let app = spawn_app_with(&backend, |settings| {
-            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
-            settings.effects.effect_backoff_ms = 60_000;
-        })
-        .await;
-        let stock = app.db.stock("MUG").await.expect("db").expect("stocked").0;
-        let session = app.stripe.add_session(
-            SessionSpec::paid(&[("Mug", 1200, 2)])
-                .with_prices(&["price_mug"])
-                .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB"),
-        );
-        app.deliver("evt_mugs", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
-        wait_for_failed_shipment(&app, &session).await;
+        let (app, session, stock) = two_mugs_tried_once(&backend, &warehouse).await;
 
         let refund = RefundSpec {
             id: "re_mugs",

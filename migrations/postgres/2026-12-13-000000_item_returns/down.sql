@@ -1,1 +1,1 @@
-DROP TABLE item_returns;
+DROP TABLE IF EXISTS item_returns;

@@ -94,7 +94,11 @@ macro_rules! return_items {
                 .filter(effects::session_id.eq(id))
                 .filter(effects::kind.eq(EffectKind::Shipment))
                 .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
-                .filter(effects::attempts.gt(0))
+                .filter(
+                    effects::attempts
+                        .gt(0)
+                        .or(effects::last_error.is_not_null()),
+                )
                 .count()
                 .get_result::<i64>($conn)
                 .await?

@@ -4,8 +4,11 @@
 
 /// Puts back, once, the stock session `$id` took for goods that never left: unless the
 /// warehouse accepted its shipment (and has not cancelled it). Units that refunds gave
-/// back by item are left out: they have their own way back. Inside the caller's
-/// transaction, on either backend; evaluates to `()` or returns the error.
+/// back by item and that came back already, or were kept from the shipment, are left out.
+/// Units a refund asked the warehouse for and still waits on come back with the rest, and
+/// are marked returned here, so the warehouse's later yes to them puts nothing back again.
+/// Inside the caller's transaction, on either backend; evaluates to `()` or returns the
+/// error.
 macro_rules! return_stock {
     ($conn:ident, $id:expr, $now:expr) => {{
         use $crate::db::schema::{inventory, item_returns, shipments, stock_movements};
@@ -25,18 +28,39 @@ macro_rules! return_stock {
         .returning((stock_movements::sku, stock_movements::quantity))
         .get_results::<(String, i64)>($conn)
         .await?;
-        // Units refunds gave back by item went back, or go back, their own way.
+        let skus: Vec<&str> = back.iter().map(|(sku, _)| sku.as_str()).collect();
+        // Units still waiting for the warehouse's answer to a refund come back with the
+        // rest: stamped now, the answer finds nothing left to put back.
+        let covered = diesel::update(
+            item_returns::table
+                .filter(item_returns::session_id.eq(id))
+                .filter(item_returns::sku.eq_any(&skus))
+                .filter(item_returns::asked.eq(true))
+                .filter(item_returns::returned_at.is_null()),
+        )
+        .set(item_returns::returned_at.eq(now))
+        .returning((item_returns::sku, item_returns::quantity))
+        .get_results::<(String, i64)>($conn)
+        .await?;
+        // Units that came back, or were kept, by item went back their own way.
         let by_item = item_returns::table
             .filter(item_returns::session_id.eq(id))
+            .filter(
+                item_returns::returned_at
+                    .is_not_null()
+                    .or(item_returns::asked.eq(false)),
+            )
             .select((item_returns::sku, item_returns::quantity))
             .load::<(String, i64)>($conn)
             .await?;
-        for (sku, quantity) in &mut back {
-            *quantity -= by_item
-                .iter()
-                .filter(|(returned, _)| returned == sku)
+        let units = |rows: &[(String, i64)], sku: &str| -> i64 {
+            rows.iter()
+                .filter(|(named, _)| named == sku)
                 .map(|(_, units)| units)
-                .sum::<i64>();
+                .sum()
+        };
+        for (sku, quantity) in &mut back {
+            *quantity -= units(&by_item, sku) - units(&covered, sku);
         }
         back.retain(|(_, quantity)| *quantity > 0);
         // SKU order, as the stock is taken: concurrent sessions never deadlock.

@@ -193,13 +193,14 @@ async fn show(settings: &Settings, session_id: &str) -> anyhow::Result<()> {
     let id = SessionId::parse(session_id).map_err(anyhow::Error::msg)?;
     let db = Database::connect(&settings.database_url()?).await?;
     let events = db.events_of(id.as_str()).await?;
-    let Some(outcome) = db.outcome(&id).await? else {
+    let Some(mut outcome) = db.outcome(&id).await? else {
         println!("{id}: nothing recorded (`fulfilld fulfill {id}` asks Stripe)");
         for event in &events {
             print_session_event(event);
         }
         return Ok(());
     };
+    db.leave_off_shipment(&mut outcome).await?;
     println!("{id}: {}", outcome.status.as_str());
     if let Some(account) = &outcome.account {
         println!("account: {account}");

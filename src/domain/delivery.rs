@@ -306,6 +306,21 @@ pub struct Shipment {
     pub items: Vec<ShipmentItem>,
 }
 
+impl Shipment {
+    /// Takes `units` (SKU, quantity) off the shipment's items: a line with none left goes.
+    pub fn leave_out(&mut self, units: &[(String, i64)]) {
+        for item in &mut self.items {
+            let named: i64 = units
+                .iter()
+                .filter(|(sku, _)| *sku == item.sku)
+                .map(|(_, quantity)| quantity)
+                .sum();
+            item.quantity -= named;
+        }
+        self.items.retain(|item| item.quantity > 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

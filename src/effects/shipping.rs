@@ -80,7 +80,8 @@ impl Handler<CancelShipment> for ShippingActor {
 enum Listed<'a> {
     /// Every item, as bought: the shipment to cancel.
     All,
-    /// What is left to ship: the units refunds kept from it left out.
+    /// What is left to ship: the units refunds kept from it or put back in stock left
+    /// out.
     Left,
     /// Only these units (SKU, quantity): those a refund asks to cancel.
     Only(&'a [(String, i64)]),
@@ -96,35 +97,26 @@ async fn body(
 ) -> Result<String, EffectError> {
     let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
     let id = SessionId::parse(session_id).map_err(EffectError::Permanent)?;
-    let outcome = db
+    let mut outcome = db
         .outcome(&id)
         .await
         .map_err(retry)?
         .ok_or_else(|| EffectError::Permanent("the session is not recorded".into()))?;
+    if let Listed::Left = listed {
+        db.leave_off_shipment(&mut outcome).await.map_err(retry)?;
+    }
     let shipment = outcome
         .shipment
         .ok_or_else(|| EffectError::Permanent("the session has no shipment".into()))?;
     let mut items = shipment.items;
-    let units = match listed {
-        Listed::All => None,
-        Listed::Left => Some((
-            db.kept_from_shipment(session_id).await.map_err(retry)?,
-            true,
-        )),
-        Listed::Only(units) => Some((units.to_vec(), false)),
-    };
-    if let Some((units, left_out)) = units {
+    if let Listed::Only(units) = listed {
         for item in &mut items {
             let named: i64 = units
                 .iter()
                 .filter(|(sku, _)| *sku == item.sku)
                 .map(|(_, quantity)| quantity)
                 .sum();
-            item.quantity = if left_out {
-                item.quantity - named
-            } else {
-                named.min(item.quantity)
-            };
+            item.quantity = named.min(item.quantity);
         }
         items.retain(|item| item.quantity > 0);
     }

@@ -106,10 +106,8 @@ pub async fn outcome_json(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let response = match lookup(&state, &request, Some(path.as_str())).await {
+    let response = match shown(&state, &request, path.as_str()).await {
         Ok(outcome) => {
-            let mut outcome = Outcome::clone(&outcome);
-            outcome.access = state.access.links(&outcome, &outcome.access);
             HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(&outcome)
@@ -126,6 +124,23 @@ pub async fn outcome_json(
     };
     observe("json", started);
     response
+}
+
+/// The session's outcome as the customer is shown it: its access links, and its shipment
+/// listing what is left to ship.
+async fn shown(
+    state: &AppState,
+    request: &HttpRequest,
+    id: &str,
+) -> Result<Outcome, LookupError> {
+    let outcome = lookup(state, request, Some(id)).await?;
+    let mut outcome = Outcome::clone(&outcome);
+    outcome.access = state.access.links(&outcome, &outcome.access);
+    if let Err(error) = state.db.leave_off_shipment(&mut outcome).await {
+        tracing::warn!(session.id = %outcome.session_id, error = %format!("{error:#}"), "could not read a customer's session");
+        return Err(LookupError::Unavailable);
+    }
+    Ok(outcome)
 }
 
 fn observe(route: &'static str, started: Instant) {

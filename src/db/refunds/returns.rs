@@ -8,13 +8,32 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use crate::db::effects::{Fence, mark_done};
 use crate::db::schema::{effects, inventory, item_returns, refunds};
 use crate::db::{Database, now_ms, with_connection};
-use crate::domain::EffectStatus;
+use crate::domain::{EffectStatus, Outcome};
 
 impl Database {
-    /// The units of each SKU that refunds kept from session `session_id`'s shipment before
-    /// it was requested: the request leaves them out.
-    pub async fn kept_from_shipment(&self, session_id: &str) -> anyhow::Result<Vec<(String, i64)>> {
-        self.item_returns(session_id, None, false).await
+    /// Takes off `outcome`'s shipment the units refunds gave back by item: those kept from
+    /// it and those back in stock. Its items are then what is left to ship, as a shipment
+    /// request sends them and as an operator or the customer is shown them.
+    pub async fn leave_off_shipment(&self, outcome: &mut Outcome) -> anyhow::Result<()> {
+        let Some(shipment) = outcome.shipment.as_mut() else {
+            return Ok(());
+        };
+        let session_id = outcome.session_id.as_str();
+        let rows = with_connection!(self, |conn| {
+            item_returns::table
+                .filter(item_returns::session_id.eq(session_id))
+                .filter(
+                    item_returns::asked
+                        .eq(false)
+                        .or(item_returns::returned_at.is_not_null()),
+                )
+                .select((item_returns::sku, item_returns::quantity))
+                .load::<(String, i64)>(conn)
+                .await
+                .context("could not read the units refunded by item")
+        })?;
+        shipment.leave_out(&rows);
+        Ok(())
     }
 
     /// The units of each SKU that refund `refund_id` gave back of session `session_id`,

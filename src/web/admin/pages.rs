@@ -122,7 +122,11 @@ pub async fn timeline(
     if session.is_none() && events.is_empty() && effects.is_empty() {
         return Err(AdminError::UnknownSession);
     }
-    let outcome = db.outcome(&id).await?;
+    let mut outcome = db.outcome(&id).await?;
+    if let Some(outcome) = outcome.as_mut() {
+        // What is left to ship: units refunds gave back are not the operator's to send.
+        db.leave_off_shipment(outcome).await?;
+    }
     let shipment = outcome
         .as_ref()
         .and_then(|outcome| outcome.shipment.as_ref());

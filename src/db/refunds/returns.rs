@@ -5,8 +5,8 @@ use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::effects::{Fence, mark_done};
-use crate::db::schema::{effects, inventory, item_returns, refunds};
+use crate::db::effects::{Fence, lock_session_status, mark_done};
+use crate::db::schema::{effects, inventory, item_returns, refunds, stock_movements};
 use crate::db::{Database, now_ms, with_connection};
 use crate::domain::{EffectStatus, Outcome};
 
@@ -97,8 +97,10 @@ impl Database {
 
     /// Records that the warehouse cancelled the units refund `refund_id` asked it to cancel
     /// of session `session_id`'s shipment (or never had the shipment), with the attempt's
-    /// effect done, in one transaction: those units go back into stock, once. False when
-    /// the lease is no longer the attempt's.
+    /// effect done, in one transaction: those units go back into stock, once, where the
+    /// session's stock of their SKU was taken. Where it was not taken yet they are kept
+    /// from it instead, so it is taken less when it is taken (and never, if a full refund
+    /// cancels the taking). False when the lease is no longer the attempt's.
     pub async fn complete_items_cancel(
         &self,
         fence: Fence,
@@ -108,14 +110,31 @@ impl Database {
         let now = now_ms();
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
+                // The session's row first, as the stock's taking locks it: whether the
+                // stock was taken cannot change before this commits.
+                lock_session_status!(conn, session_id);
                 if mark_done!(fence, now).execute(conn).await? != 1 {
                     return Ok(false);
                 }
+                let waiting = item_returns::table
+                    .filter(item_returns::refund_id.eq(refund_id))
+                    .filter(item_returns::session_id.eq(session_id))
+                    .filter(item_returns::returned_at.is_null());
+                let taken = stock_movements::table
+                    .filter(stock_movements::session_id.eq(session_id))
+                    .filter(stock_movements::applied_at.is_not_null())
+                    .select(stock_movements::sku);
+                // Units whose stock was never taken are kept: taken less, if it ever is.
+                diesel::update(
+                    waiting.filter(diesel::dsl::not(item_returns::sku.eq_any(taken))),
+                )
+                .set(item_returns::asked.eq(false))
+                .execute(conn)
+                .await?;
                 let mut back = diesel::update(
-                    item_returns::table
-                        .filter(item_returns::refund_id.eq(refund_id))
-                        .filter(item_returns::session_id.eq(session_id))
-                        .filter(item_returns::returned_at.is_null()),
+                    waiting
+                        .filter(item_returns::asked.eq(true))
+                        .filter(item_returns::sku.eq_any(taken)),
                 )
                 .set(item_returns::returned_at.eq(now))
                 .returning((item_returns::sku, item_returns::quantity))

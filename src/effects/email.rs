@@ -16,7 +16,9 @@ use super::{Attempt, EffectError, Effected, SendEmail, Transport};
 use crate::access::AccessSigner;
 use crate::configuration::Config;
 use crate::db::Database;
-use crate::domain::{AccessGrant, EffectKind, ItemLine, Locale, Outcome, SessionId, format_money};
+use crate::domain::{
+    AccessGrant, EffectKind, ItemLine, Locale, Outcome, SessionId, format_money, refunded_items,
+};
 
 /// The emails a customer may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,27 +267,39 @@ impl Mailer {
         }
     }
 
-    /// What refund `refund_id` of `outcome`'s session gave back by item, for its email.
+    /// What refund `refund_id` of `outcome`'s session gave back by item, for its email:
+    /// the units of physical goods, then the digital items it names.
     async fn refund_view(
         &self,
         outcome: &Outcome,
         refund_id: &str,
     ) -> Result<RefundView, EffectError> {
         let retry = |e: anyhow::Error| EffectError::Retry(format!("{e:#}"));
-        let amount = self.db.refund_amount(refund_id).await.map_err(retry)?;
+        let (amount, named) = self
+            .db
+            .refund_amount_and_items(refund_id)
+            .await
+            .map_err(retry)?
+            .unzip();
         let units = self
             .db
             .returned_by_refund(&outcome.session_id, refund_id)
             .await
             .map_err(retry)?;
         let shipped = outcome.shipment.iter().flat_map(|s| s.items.iter());
-        let items = units
+        let mut items: Vec<(i64, String)> = units
             .into_iter()
             .map(|(sku, quantity)| {
                 let name = shipped.clone().find(|item| item.sku == sku);
                 (quantity, name.map_or(sku, |item| item.name.clone()))
             })
             .collect();
+        let named = named.flatten().unwrap_or_default();
+        for (sku, quantity) in refunded_items(&named) {
+            if let Some(grant) = outcome.access.iter().find(|grant| grant.sku == sku) {
+                items.push((quantity.min(1), grant.name.clone()));
+            }
+        }
         Ok(RefundView {
             amount: amount
                 .zip(outcome.currency.as_deref())

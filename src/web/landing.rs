@@ -107,11 +107,9 @@ pub async fn outcome_json(
 ) -> HttpResponse {
     let started = Instant::now();
     let response = match shown(&state, &request, path.as_str()).await {
-        Ok(outcome) => {
-            HttpResponse::Ok()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(&outcome)
-        }
+        Ok(outcome) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(&outcome),
         Err(error) => with_retry_after(
             HttpResponse::build(error.status()).json(OutcomeError {
                 error: OutcomeProblem {
@@ -128,11 +126,7 @@ pub async fn outcome_json(
 
 /// The session's outcome as the customer is shown it: its access links, and its shipment
 /// listing what is left to ship.
-async fn shown(
-    state: &AppState,
-    request: &HttpRequest,
-    id: &str,
-) -> Result<Outcome, LookupError> {
+async fn shown(state: &AppState, request: &HttpRequest, id: &str) -> Result<Outcome, LookupError> {
     let outcome = lookup(state, request, Some(id)).await?;
     let mut outcome = Outcome::clone(&outcome);
     outcome.access = state.access.links(&outcome, &outcome.access);

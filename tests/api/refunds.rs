@@ -253,7 +253,8 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
         assert_eq!(outcome.amount_refunded, 500);
         assert_eq!(outcome.access[0].status, GrantStatus::Active);
 
-        // 900 for the e-book, named: its access goes.
+        // 900 for the e-book, named: its access goes, and the customer is mailed once
+        // what was refunded.
         let ebook = refund("re_2", 900, "succeeded", Some("EBOOK-FULFILL:1"));
         deliver_many(
             &app,
@@ -267,6 +268,28 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
         let outcome = app.outcome(&session).await.expect("recorded");
         assert_eq!(outcome.status, Status::PartiallyRefunded);
         assert_eq!(outcome.access[0].status, GrantStatus::Revoked);
+        assert_eq!(
+            app.wait_for_effects(&session).await,
+            ["receipt", "refund_email"],
+            "on {backend:?}"
+        );
+        app.drained().await;
+        assert_eq!(
+            mails(&smtp, &session, "refund_email.re_2"),
+            1,
+            "on {backend:?}"
+        );
+        let item_mail = smtp
+            .accepted()
+            .into_iter()
+            .find(|mail| mail.message_id().contains("refund_email.re_2"))
+            .expect("the item refund's email");
+        assert!(item_mail.text().contains("Part of your order"));
+        assert!(
+            item_mail.text().contains(&outcome.access[0].name),
+            "{}",
+            item_mail.text()
+        );
 
         // That refund fails later: recorded, and the access stays revoked. The older
         // `refund.created` delivered again after it changes nothing.
@@ -293,7 +316,10 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
         assert_eq!(outcome.amount_refunded, 500, "on {backend:?}");
         assert_eq!(outcome.status, Status::PartiallyRefunded);
         assert_eq!(outcome.access[0].status, GrantStatus::Revoked);
-        assert_eq!(app.effect_kinds(&session).await, ["receipt"]);
+        assert_eq!(
+            app.effect_kinds(&session).await,
+            ["receipt", "refund_email"]
+        );
 
         // The rest comes back: a full refund, mailed once.
         let rest = refund("re_3", 1500, "succeeded", None);
@@ -311,10 +337,11 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
         );
         assert_eq!(
             app.wait_for_effects(&session).await,
-            ["receipt", "refund_email"]
+            ["receipt", "refund_email", "refund_email"]
         );
         app.drained().await;
         assert_eq!(mails(&smtp, &session, "refund_email"), 1, "on {backend:?}");
+        assert_eq!(mails(&smtp, &session, "refund_email.re_2"), 1);
     }
 }
 

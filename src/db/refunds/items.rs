@@ -19,17 +19,19 @@
 ///   is the refund's id; its yes puts them back into stock. A shipment the warehouse
 ///   accepted, with no URL to ask it now, keeps its units out of stock for an operator.
 ///
-/// The customer is mailed once per refund that gave units back (the `refund_email`
-/// effect whose subject is the refund's id), when `$mail` is true.
+/// The customer is mailed once per refund that names items the session bought, digital
+/// or physical (the `refund_email` effect whose subject is the refund's id), when `$mail`
+/// is true.
 macro_rules! return_items {
     ($conn:ident, $id:expr, $payment_intent:expr, $tell:expr, $mail:expr, $now:expr) => {{
         use std::collections::HashMap;
         use $crate::db::schema::{
-            effects, inventory, item_returns, refunds, shipments, stock_movements,
+            access_grants, effects, inventory, item_returns, refunds, shipments, stock_movements,
         };
         use $crate::db::types::DbNow;
         use $crate::domain::{
             EffectKind, EffectStatus, NewsKind, RefundStatus, ShipmentStatus, Tell, refunded_items,
+            refunded_skus,
         };
         let (id, payment_intent, tell, mail, now): (&str, &str, Tell, bool, i64) =
             ($id, $payment_intent, $tell, $mail, $now);
@@ -173,16 +175,6 @@ macro_rules! return_items {
                         now
                     );
                 }
-                if mail {
-                    enqueued |= $crate::db::refunds::enqueue!(
-                        $conn,
-                        id,
-                        EffectKind::RefundEmail,
-                        refund_id,
-                        None,
-                        now
-                    );
-                }
             }
             // Nothing left to ship, and the warehouse never had it: no shipment at all.
             if !asked && left.values().all(|units| *units <= 0) {
@@ -224,6 +216,31 @@ macro_rules! return_items {
                 ))
                 .execute($conn)
                 .await?;
+            }
+        }
+        // One email per refund naming items the session bought, digital or physical;
+        // enqueued once, however often the refund is applied.
+        if mail && !naming.is_empty() {
+            let granted = access_grants::table
+                .filter(access_grants::session_id.eq(id))
+                .select(access_grants::sku)
+                .load::<String>($conn)
+                .await?;
+            for (refund_id, items) in &naming {
+                let named = refunded_skus(items.as_deref().unwrap_or_default());
+                let bought = |sku: &&str| {
+                    movements.contains_key(*sku) || granted.iter().any(|granted| granted == sku)
+                };
+                if named.iter().any(bought) {
+                    enqueued |= $crate::db::refunds::enqueue!(
+                        $conn,
+                        id,
+                        EffectKind::RefundEmail,
+                        refund_id,
+                        None,
+                        now
+                    );
+                }
             }
         }
         enqueued

@@ -82,13 +82,17 @@ impl Database {
         Ok(units)
     }
 
-    /// The amount of refund `refund_id`, in minor units, if it is stored.
-    pub async fn refund_amount(&self, refund_id: &str) -> anyhow::Result<Option<i64>> {
+    /// The amount of refund `refund_id`, in minor units, and the items it names
+    /// (`metadata.items`), if it is stored.
+    pub async fn refund_amount_and_items(
+        &self,
+        refund_id: &str,
+    ) -> anyhow::Result<Option<(i64, Option<String>)>> {
         with_connection!(self, |conn| {
             refunds::table
                 .find(refund_id)
-                .select(refunds::amount)
-                .first::<i64>(conn)
+                .select((refunds::amount, refunds::items))
+                .first::<(i64, Option<String>)>(conn)
                 .await
                 .optional()
                 .context("could not read the refund")
@@ -125,12 +129,10 @@ impl Database {
                     .filter(stock_movements::applied_at.is_not_null())
                     .select(stock_movements::sku);
                 // Units whose stock was never taken are kept: taken less, if it ever is.
-                diesel::update(
-                    waiting.filter(diesel::dsl::not(item_returns::sku.eq_any(taken))),
-                )
-                .set(item_returns::asked.eq(false))
-                .execute(conn)
-                .await?;
+                diesel::update(waiting.filter(diesel::dsl::not(item_returns::sku.eq_any(taken))))
+                    .set(item_returns::asked.eq(false))
+                    .execute(conn)
+                    .await?;
                 let mut back = diesel::update(
                     waiting
                         .filter(item_returns::asked.eq(true))

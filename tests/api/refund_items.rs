@@ -271,3 +271,85 @@ async fn a_refund_of_every_unit_before_the_shipment_was_requested_cancels_it_and
         assert_eq!(shipment.status, ShipmentStatus::Cancelled, "on {backend:?}");
     }
 }
+
+#[actix_web::test]
+async fn a_full_refund_puts_back_units_whose_cancellation_the_warehouse_refused() {
+    for backend in backends() {
+        // The shipment is accepted; the cancellation of one unit is refused (422), the
+        // cancellation of the whole shipment accepted.
+        let warehouse = Warehouse::start(&[200, 422, 200]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        })
+        .await;
+        let stock = tee_stock(&app).await;
+        let session = app.stripe.add_session(tees_and_ebook());
+        app.deliver("evt_paid", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        settled_effects(&app, &session).await;
+        assert_eq!(tee_stock(&app).await, stock - 2);
+
+        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
+        wait_for_refunded(&app, &session, 2500).await;
+        let requests = warehouse.wait_for(2).await;
+        assert_eq!(requests[1].status, 422);
+        settled_effects(&app, &session).await;
+        assert_eq!(tee_stock(&app).await, stock - 2, "on {backend:?}");
+
+        let rest = RefundSpec {
+            id: "re_rest",
+            session: &session,
+            amount: 3400,
+            status: "succeeded",
+            items: None,
+        };
+        let told = app
+            .stripe
+            .refund_payload("evt_re_rest", "refund.created", &rest, unix_now());
+        deliver_many(&app, &[told], 1).await;
+        wait_for_refunded(&app, &session, 5900).await;
+        let requests = warehouse.wait_for(3).await;
+        assert_eq!(requests[2].status, 200);
+        settled_effects(&app, &session).await;
+        app.drained().await;
+        assert_eq!(
+            tee_stock(&app).await,
+            stock,
+            "both T-shirts back, on {backend:?}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_shipment_awaiting_an_operator_shows_only_what_is_left_to_ship_after_a_refund_of_a_unit()
+{
+    for backend in backends() {
+        let app = spawn_app_with(&backend, |_| {}).await;
+        let stock = tee_stock(&app).await;
+        let session = app.stripe.add_session(tees_and_ebook());
+        app.deliver("evt_paid", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        settled_effects(&app, &session).await;
+        let shipment = app.outcome(&session).await.and_then(|o| o.shipment);
+        assert_eq!(
+            shipment.map(|s| s.status),
+            Some(ShipmentStatus::AwaitingManualHandling)
+        );
+
+        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
+        wait_for_refunded(&app, &session, 2500).await;
+        settled_effects(&app, &session).await;
+        assert_eq!(tee_stock(&app).await, stock - 1, "on {backend:?}");
+
+        let response = app.get(&format!("/api/checkout-sessions/{session}")).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(
+            body["shipment"]["items"],
+            json!([{ "sku": "TEE-M", "name": "T-shirt, medium", "quantity": 1 }]),
+            "on {backend:?}"
+        );
+    }
+}

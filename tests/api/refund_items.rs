@@ -5,7 +5,7 @@ use fulfilld::domain::{GrantStatus, ShipmentStatus, Status};
 use fulfilld::sandbox::{RefundSpec, SessionSpec};
 use serde_json::json;
 
-use crate::helpers::{TestApp, backends, spawn_app_with, unix_now, wait_for_event};
+use crate::helpers::{TestApp, backends, execute_on, spawn_app_with, unix_now, wait_for_event};
 use crate::refunds::{deliver_many, mails, settled_effects, wait_for_refunded};
 use crate::smtp::SmtpServer;
 use crate::warehouse::Warehouse;
@@ -350,6 +350,60 @@ async fn a_shipment_awaiting_an_operator_shows_only_what_is_left_to_ship_after_a
             body["shipment"]["items"],
             json!([{ "sku": "TEE-M", "name": "T-shirt, medium", "quantity": 1 }]),
             "on {backend:?}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_refund_of_a_unit_of_a_revived_shipment_whose_attempt_failed_asks_the_warehouse_for_it() {
+    for backend in backends() {
+        // The shipment request is refused (422): it dies, its error kept.
+        let warehouse = Warehouse::start(&[422]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        })
+        .await;
+        let stock = tee_stock(&app).await;
+        let session = app.stripe.add_session(tees_and_ebook());
+        app.deliver("evt_paid", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        let effects = settled_effects(&app, &session).await;
+        assert!(
+            effects.contains(&("shipment".into(), "dead".into())),
+            "{effects:?}"
+        );
+        // An operator revives it, a fresh count of attempts; its next attempt is not made
+        // yet when the refund comes.
+        let far = (unix_now() + 3_600) * 1_000;
+        execute_on(
+            app.database_url(),
+            &format!(
+                "UPDATE effects SET status = 'pending', attempts = 0, next_attempt_at = {far} \
+                 WHERE session_id = '{session}' AND kind = 'shipment'"
+            ),
+        )
+        .await;
+        execute_on(
+            app.database_url(),
+            &format!("UPDATE shipments SET status = 'pending' WHERE session_id = '{session}'"),
+        )
+        .await;
+
+        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
+        wait_for_refunded(&app, &session, 2500).await;
+        for event in ["evt_re_tee", "evt_re_tee_u"] {
+            wait_for_event(&app.db, event, |event| event.processed_at.is_some()).await;
+        }
+        assert_eq!(
+            tee_stock(&app).await,
+            stock - 2,
+            "no stock back before the warehouse agrees, on {backend:?}"
+        );
+        let kinds = app.effect_kinds(&session).await;
+        assert!(
+            kinds.contains(&"shipment_cancel".to_owned()),
+            "{kinds:?} on {backend:?}"
         );
     }
 }

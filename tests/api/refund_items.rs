@@ -407,3 +407,72 @@ async fn a_refund_of_a_unit_of_a_revived_shipment_whose_attempt_failed_asks_the_
         );
     }
 }
+
+#[actix_web::test]
+async fn the_warehouse_cancelling_a_unit_before_the_stock_was_taken_leaves_the_stock_as_it_was() {
+    for backend in backends() {
+        let warehouse = Warehouse::start(&[]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+        })
+        .await;
+        let stock = tee_stock(&app).await;
+        let session = app.stripe.add_session(tees_and_ebook());
+        app.deliver("evt_paid", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        settled_effects(&app, &session).await;
+        // The shipment was accepted before the session's stock was taken: its movement
+        // waits, its attempt an hour away.
+        let far = (unix_now() + 3_600) * 1_000;
+        for statement in [
+            format!("UPDATE stock_movements SET applied_at = NULL WHERE session_id = '{session}'"),
+            "UPDATE inventory SET stock = stock + 2 WHERE sku = 'TEE-M'".to_owned(),
+            format!(
+                "UPDATE effects SET status = 'pending', next_attempt_at = {far} \
+                 WHERE session_id = '{session}' AND kind = 'inventory'"
+            ),
+        ] {
+            execute_on(app.database_url(), &statement).await;
+        }
+        assert_eq!(tee_stock(&app).await, stock);
+
+        // The warehouse cancels one T-shirt: its stock was never taken, so none goes back.
+        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
+        wait_for_refunded(&app, &session, 2500).await;
+        let requests = warehouse.wait_for(2).await;
+        assert_eq!(requests[1].body["type"], "shipment.cancel_requested");
+        wait_for_done_cancel(&app, &session).await;
+        assert_eq!(tee_stock(&app).await, stock, "on {backend:?}");
+
+        // The rest is refunded: the stock movement is never made, and the stock stays.
+        let rest = RefundSpec {
+            id: "re_rest",
+            session: &session,
+            amount: 3400,
+            status: "succeeded",
+            items: None,
+        };
+        let told = app
+            .stripe
+            .refund_payload("evt_re_rest", "refund.created", &rest, unix_now());
+        deliver_many(&app, &[told], 1).await;
+        wait_for_refunded(&app, &session, 5900).await;
+        settled_effects(&app, &session).await;
+        app.drained().await;
+        assert_eq!(tee_stock(&app).await, stock, "on {backend:?}");
+    }
+}
+
+/// Waits until the cancellation of a refund's units is done.
+async fn wait_for_done_cancel(app: &TestApp, session: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let effects = app.effects(session).await;
+        if effects.contains(&("shipment_cancel".into(), "done".into())) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{effects:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

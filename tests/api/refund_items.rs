@@ -5,13 +5,13 @@ use fulfilld::domain::{GrantStatus, ShipmentStatus, Status};
 use fulfilld::sandbox::{RefundSpec, SessionSpec};
 use serde_json::json;
 
-use crate::helpers::{TestApp, backends, execute_on, spawn_app_with, unix_now, wait_for_event};
+use crate::helpers::{TestApp, backends, spawn_app_with, unix_now, wait_for_event};
 use crate::refunds::{deliver_many, mails, settled_effects, wait_for_refunded};
 use crate::smtp::SmtpServer;
 use crate::warehouse::Warehouse;
 
 /// Two T-shirts (2,500 each) and the e-book (900), shipped to Ada.
-fn tees_and_ebook() -> SessionSpec {
+pub(crate) fn tees_and_ebook() -> SessionSpec {
     SessionSpec::paid(&[("T-shirt", 2500, 2), ("E-book", 900, 1)])
         .with_prices(&["price_tee_m", "price_ebook"])
         .with_shipping("Ada Lovelace", "1 Analytical Way", "London", "N1 1AA", "GB")
@@ -19,7 +19,7 @@ fn tees_and_ebook() -> SessionSpec {
 
 /// The refund of one T-shirt, told by `refund.created` three times at once and by
 /// `refund.updated`, all together.
-fn one_tee_refunded(app: &TestApp, session: &str) -> Vec<String> {
+pub(crate) fn one_tee_refunded(app: &TestApp, session: &str) -> Vec<String> {
     let refund = RefundSpec {
         id: "re_tee",
         session,
@@ -37,7 +37,7 @@ fn one_tee_refunded(app: &TestApp, session: &str) -> Vec<String> {
     vec![created.clone(), created.clone(), created, updated]
 }
 
-async fn tee_stock(app: &TestApp) -> i64 {
+pub(crate) async fn tee_stock(app: &TestApp) -> i64 {
     app.db.stock("TEE-M").await.expect("db").expect("stocked").0
 }
 
@@ -269,210 +269,5 @@ async fn a_refund_of_every_unit_before_the_shipment_was_requested_cancels_it_and
         assert_eq!(outcome.access[0].status, GrantStatus::Active);
         let shipment = outcome.shipment.expect("a shipment");
         assert_eq!(shipment.status, ShipmentStatus::Cancelled, "on {backend:?}");
-    }
-}
-
-#[actix_web::test]
-async fn a_full_refund_puts_back_units_whose_cancellation_the_warehouse_refused() {
-    for backend in backends() {
-        // The shipment is accepted; the cancellation of one unit is refused (422), the
-        // cancellation of the whole shipment accepted.
-        let warehouse = Warehouse::start(&[200, 422, 200]);
-        let app = spawn_app_with(&backend, |settings| {
-            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
-        })
-        .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
-        settled_effects(&app, &session).await;
-        assert_eq!(tee_stock(&app).await, stock - 2);
-
-        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
-        wait_for_refunded(&app, &session, 2500).await;
-        let requests = warehouse.wait_for(2).await;
-        assert_eq!(requests[1].status, 422);
-        settled_effects(&app, &session).await;
-        assert_eq!(tee_stock(&app).await, stock - 2, "on {backend:?}");
-
-        let rest = RefundSpec {
-            id: "re_rest",
-            session: &session,
-            amount: 3400,
-            status: "succeeded",
-            items: None,
-        };
-        let told = app
-            .stripe
-            .refund_payload("evt_re_rest", "refund.created", &rest, unix_now());
-        deliver_many(&app, &[told], 1).await;
-        wait_for_refunded(&app, &session, 5900).await;
-        let requests = warehouse.wait_for(3).await;
-        assert_eq!(requests[2].status, 200);
-        settled_effects(&app, &session).await;
-        app.drained().await;
-        assert_eq!(
-            tee_stock(&app).await,
-            stock,
-            "both T-shirts back, on {backend:?}"
-        );
-    }
-}
-
-#[actix_web::test]
-async fn a_shipment_awaiting_an_operator_shows_only_what_is_left_to_ship_after_a_refund_of_a_unit()
-{
-    for backend in backends() {
-        let app = spawn_app_with(&backend, |_| {}).await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
-        settled_effects(&app, &session).await;
-        let shipment = app.outcome(&session).await.and_then(|o| o.shipment);
-        assert_eq!(
-            shipment.map(|s| s.status),
-            Some(ShipmentStatus::AwaitingManualHandling)
-        );
-
-        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
-        wait_for_refunded(&app, &session, 2500).await;
-        settled_effects(&app, &session).await;
-        assert_eq!(tee_stock(&app).await, stock - 1, "on {backend:?}");
-
-        let response = app.get(&format!("/api/checkout-sessions/{session}")).await;
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.expect("JSON");
-        assert_eq!(
-            body["shipment"]["items"],
-            json!([{ "sku": "TEE-M", "name": "T-shirt, medium", "quantity": 1 }]),
-            "on {backend:?}"
-        );
-    }
-}
-
-#[actix_web::test]
-async fn a_refund_of_a_unit_of_a_revived_shipment_whose_attempt_failed_asks_the_warehouse_for_it() {
-    for backend in backends() {
-        // The shipment request is refused (422): it dies, its error kept.
-        let warehouse = Warehouse::start(&[422]);
-        let app = spawn_app_with(&backend, |settings| {
-            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
-        })
-        .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
-        let effects = settled_effects(&app, &session).await;
-        assert!(
-            effects.contains(&("shipment".into(), "dead".into())),
-            "{effects:?}"
-        );
-        // An operator revives it, a fresh count of attempts; its next attempt is not made
-        // yet when the refund comes.
-        let far = (unix_now() + 3_600) * 1_000;
-        execute_on(
-            app.database_url(),
-            &format!(
-                "UPDATE effects SET status = 'pending', attempts = 0, next_attempt_at = {far} \
-                 WHERE session_id = '{session}' AND kind = 'shipment'"
-            ),
-        )
-        .await;
-        execute_on(
-            app.database_url(),
-            &format!("UPDATE shipments SET status = 'pending' WHERE session_id = '{session}'"),
-        )
-        .await;
-
-        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
-        wait_for_refunded(&app, &session, 2500).await;
-        for event in ["evt_re_tee", "evt_re_tee_u"] {
-            wait_for_event(&app.db, event, |event| event.processed_at.is_some()).await;
-        }
-        assert_eq!(
-            tee_stock(&app).await,
-            stock - 2,
-            "no stock back before the warehouse agrees, on {backend:?}"
-        );
-        let kinds = app.effect_kinds(&session).await;
-        assert!(
-            kinds.contains(&"shipment_cancel".to_owned()),
-            "{kinds:?} on {backend:?}"
-        );
-    }
-}
-
-#[actix_web::test]
-async fn the_warehouse_cancelling_a_unit_before_the_stock_was_taken_leaves_the_stock_as_it_was() {
-    for backend in backends() {
-        let warehouse = Warehouse::start(&[]);
-        let app = spawn_app_with(&backend, |settings| {
-            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
-        })
-        .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
-        settled_effects(&app, &session).await;
-        // The shipment was accepted before the session's stock was taken: its movement
-        // waits, its attempt an hour away.
-        let far = (unix_now() + 3_600) * 1_000;
-        for statement in [
-            format!("UPDATE stock_movements SET applied_at = NULL WHERE session_id = '{session}'"),
-            "UPDATE inventory SET stock = stock + 2 WHERE sku = 'TEE-M'".to_owned(),
-            format!(
-                "UPDATE effects SET status = 'pending', next_attempt_at = {far} \
-                 WHERE session_id = '{session}' AND kind = 'inventory'"
-            ),
-        ] {
-            execute_on(app.database_url(), &statement).await;
-        }
-        assert_eq!(tee_stock(&app).await, stock);
-
-        // The warehouse cancels one T-shirt: its stock was never taken, so none goes back.
-        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
-        wait_for_refunded(&app, &session, 2500).await;
-        let requests = warehouse.wait_for(2).await;
-        assert_eq!(requests[1].body["type"], "shipment.cancel_requested");
-        wait_for_done_cancel(&app, &session).await;
-        assert_eq!(tee_stock(&app).await, stock, "on {backend:?}");
-
-        // The rest is refunded: the stock movement is never made, and the stock stays.
-        let rest = RefundSpec {
-            id: "re_rest",
-            session: &session,
-            amount: 3400,
-            status: "succeeded",
-            items: None,
-        };
-        let told = app
-            .stripe
-            .refund_payload("evt_re_rest", "refund.created", &rest, unix_now());
-        deliver_many(&app, &[told], 1).await;
-        wait_for_refunded(&app, &session, 5900).await;
-        settled_effects(&app, &session).await;
-        app.drained().await;
-        assert_eq!(tee_stock(&app).await, stock, "on {backend:?}");
-    }
-}
-
-/// Waits until the cancellation of a refund's units is done.
-async fn wait_for_done_cancel(app: &TestApp, session: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let effects = app.effects(session).await;
-        if effects.contains(&("shipment_cancel".into(), "done".into())) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{effects:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }

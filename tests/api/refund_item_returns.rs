@@ -2,7 +2,7 @@
 //! was not where the refund found them: a cancellation refused, a shipment awaiting an
 //! operator or revived by one, stock not taken yet.
 
-use fulfilld::domain::{ShipmentStatus, Status};
+use fulfilld::domain::{EffectKind, SessionId, ShipmentStatus, Status};
 use fulfilld::sandbox::RefundSpec;
 use serde_json::json;
 
@@ -213,5 +213,54 @@ async fn wait_for_done_cancel(app: &TestApp, session: &str) {
         }
         assert!(std::time::Instant::now() < deadline, "{effects:?}");
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_revived_shipment_is_requested_without_the_units_a_refund_got_back() {
+    for backend in backends() {
+        // The shipment request times out at the warehouse's end (503) and dies; the
+        // cancellation of one T-shirt finds no such shipment (404); the revived request
+        // is accepted.
+        let warehouse = Warehouse::start(&[503, 404, 200]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+            settings.effects.effect_max_attempts = 1;
+        })
+        .await;
+        let stock = tee_stock(&app).await;
+        let session = app.stripe.add_session(tees_and_ebook());
+        app.deliver("evt_paid", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        let effects = settled_effects(&app, &session).await;
+        assert!(
+            effects.contains(&("shipment".into(), "dead".into())),
+            "{effects:?}"
+        );
+
+        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
+        wait_for_refunded(&app, &session, 2500).await;
+        let requests = warehouse.wait_for(2).await;
+        assert_eq!(requests[1].status, 404);
+        wait_for_done_cancel(&app, &session).await;
+        assert_eq!(tee_stock(&app).await, stock - 1, "on {backend:?}");
+
+        let id = SessionId::parse(&session).expect("id");
+        let effects = app.db.list_effects_of(&id).await.expect("db");
+        let shipment = effects
+            .iter()
+            .find(|effect| effect.kind == EffectKind::Shipment)
+            .expect("the shipment's effect");
+        assert!(app.db.revive_effect(shipment.id).await.expect("db"));
+        let requests = warehouse.wait_for(3).await;
+        assert_eq!(requests[2].body["type"], "shipment.requested");
+        assert_eq!(
+            requests[2].body["items"],
+            json!([{ "sku": "TEE-M", "name": "T-shirt, medium", "quantity": 1 }]),
+            "on {backend:?}"
+        );
+        settled_effects(&app, &session).await;
+        assert_eq!(tee_stock(&app).await, stock - 1, "on {backend:?}");
     }
 }

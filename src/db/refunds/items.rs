@@ -14,8 +14,8 @@
 ///   `SHIPPING_WEBHOOK_URL` (`$tell.warehouse` false) and a shipment the warehouse never
 ///   accepted: the units go back into stock at once and the shipment request, when sent,
 ///   leaves them out. A shipment with no units left is cancelled.
-/// - Requested (an attempt made or under way, or the warehouse's answer recorded): the
-///   warehouse is asked to cancel those units, by a `shipment_cancel` effect whose subject
+/// - Requested (an attempt made or under way, one that failed before an operator's
+///   revival, or the warehouse's answer recorded): the warehouse is asked to cancel those units, by a `shipment_cancel` effect whose subject
 ///   is the refund's id; its yes puts them back into stock. A shipment the warehouse
 ///   accepted, with no URL to ask it now, keeps its units out of stock for an operator.
 ///

@@ -4,7 +4,7 @@
 //! A shipment is `POST`ed as JSON (`"type": "shipment.requested"`) to
 //! `SHIPPING_WEBHOOK_URL` with an `Idempotency-Key` and `webhook-id` derived from the
 //! session, the same on every retry, so a warehouse that honours it ships once however
-//! often it is asked; the units refunds gave back before it was asked are left out. A
+//! often it is asked; the units refunds kept from it or put back in stock are left out. A
 //! cancellation (`"shipment.cancel_requested"`) has a key of its own (one per refund, for
 //! a refund's units), and a 404 or 410 to it, about a shipment the warehouse never said it
 //! accepted, means it never had it, so nothing is left to cancel. Both are signed as

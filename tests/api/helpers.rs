@@ -675,6 +675,12 @@ pub async fn execute_on(url: &str, statement: &str) {
             use diesel::Connection;
             let path = url.trim_start_matches("sqlite://");
             let mut conn = diesel::SqliteConnection::establish(path).expect("SQLite opens");
+            // The engine's writer may hold the write lock for a group's few milliseconds.
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query("PRAGMA busy_timeout = 5000"),
+                &mut conn,
+            )
+            .expect("busy timeout set");
             diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
                 .expect("statement runs");
         }

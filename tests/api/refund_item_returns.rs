@@ -264,3 +264,73 @@ async fn a_revived_shipment_is_requested_without_the_units_a_refund_got_back() {
         assert_eq!(tee_stock(&app).await, stock - 1, "on {backend:?}");
     }
 }
+
+/// A refund's units of a shipment held by an open dispute, whose request was tried once:
+/// the warehouse is not asked for them while the request may yet go out, and once the
+/// dispute is won and the request has gone, they are asked back and their stock returns
+/// once.
+#[actix_web::test]
+async fn units_of_a_shipment_held_by_a_dispute_are_asked_back_only_once_its_request_went() {
+    for backend in backends() {
+        // The request meets a 503 (its retry a minute away), then is accepted once the
+        // dispute is won; the cancellation is agreed to.
+        let warehouse = Warehouse::start(&[503, 200, 200]);
+        let app = spawn_app_with(&backend, |settings| {
+            settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
+            settings.effects.effect_backoff_ms = 60_000;
+        })
+        .await;
+        let stock = tee_stock(&app).await;
+        let session = app.stripe.add_session(tees_and_ebook());
+        app.deliver("evt_paid", "checkout.session.completed", &session)
+            .await;
+        app.wait_for(&session, Status::Fulfilled).await;
+        warehouse.wait_for(1).await;
+        let id = SessionId::parse(&session).expect("id");
+        let dispute = |event: &str, kind: &str, status: &str| {
+            app.stripe
+                .dispute_payload(event, kind, &session, "dp_held", status, unix_now())
+        };
+        let opened = dispute("evt_dp_open", "charge.dispute.created", "needs_response");
+        deliver_many(&app, &[opened], 1).await;
+        app.wait_for(&session, Status::Disputed).await;
+
+        deliver_many(&app, &one_tee_refunded(&app, &session), 1).await;
+        // The cancellation was tried and put off, uncounted, while the request is held.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let effects = app.db.list_effects_of(&id).await.expect("db");
+            let put_off = effects.iter().any(|effect| {
+                effect.kind == EffectKind::ShipmentCancel
+                    && effect.attempts == 0
+                    && effect.next_attempt_at > fulfilld::db::now_ms() + 600_000
+            });
+            if put_off {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{effects:?} on {backend:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            warehouse.requests().len(),
+            1,
+            "asked while held, on {backend:?}"
+        );
+        assert_eq!(tee_stock(&app).await, stock - 2, "on {backend:?}");
+
+        // Won: the request goes out; then the warehouse is asked for the refunded unit.
+        let won = dispute("evt_dp_won", "charge.dispute.closed", "won");
+        deliver_many(&app, &[won], 1).await;
+        let requests = warehouse.wait_for(2).await;
+        assert_eq!(requests[1].body["type"], "shipment.requested");
+        app.execute("UPDATE effects SET next_attempt_at = 0 WHERE kind = 'shipment_cancel'")
+            .await;
+        let requests = warehouse.wait_for(3).await;
+        assert_eq!(requests[2].body["type"], "shipment.cancel_requested");
+        settled_effects(&app, &session).await;
+        assert_eq!(tee_stock(&app).await, stock - 1, "on {backend:?}");
+    }
+}

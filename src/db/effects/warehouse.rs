@@ -96,6 +96,9 @@ impl Database {
             (_, Some((EffectStatus::Pending, next, lease))) => CancelNeed::InFlight {
                 due: next.max(lease.unwrap_or(0)),
             },
+            // Held while a dispute is open: the request may yet go out when the dispute is
+            // won, so the warehouse is asked once it has (looked at again within the hour).
+            (_, Some((EffectStatus::Held, ..))) => CancelNeed::InFlight { due: i64::MAX },
             (Some(ShipmentStatus::Submitted), _) => CancelNeed::Ask { accepted: true },
             // An attempt that timed out, or a request that died of timeouts, may have
             // reached it.

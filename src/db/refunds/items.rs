@@ -118,6 +118,9 @@ macro_rules! return_items {
             // it now, their units wait for an operator, as at a full refund.
             let asked = (tell.warehouse && (tried || answered.is_some()))
                 || answered == Some(ShipmentStatus::Submitted);
+            // Stock put back, by SKU, written after every refund in SKU order, as the stock
+            // is taken: concurrent sessions never deadlock.
+            let mut restock: std::collections::BTreeMap<String, i64> = Default::default();
             for (refund_id, items) in &naming {
                 if given.iter().any(|(given, ..)| given == refund_id) {
                     continue;
@@ -132,8 +135,6 @@ macro_rules! return_items {
                         }
                     }
                 }
-                // SKU order, as the stock is taken: concurrent sessions never deadlock.
-                units.sort();
                 for (sku, quantity) in &units {
                     // Stock not taken yet is taken less, when it is (see
                     // `apply_stock_movements`), rather than put back now.
@@ -153,13 +154,7 @@ macro_rules! return_items {
                         .execute($conn)
                         .await?;
                     if inserted == 1 && back {
-                        diesel::update(inventory::table.find(sku))
-                            .set((
-                                inventory::stock.eq(inventory::stock + quantity),
-                                inventory::updated_at.eq(now),
-                            ))
-                            .execute($conn)
-                            .await?;
+                        *restock.entry(sku.clone()).or_default() += quantity;
                     }
                 }
                 if units.is_empty() {
@@ -175,6 +170,15 @@ macro_rules! return_items {
                         now
                     );
                 }
+            }
+            for (sku, quantity) in restock {
+                diesel::update(inventory::table.find(sku))
+                    .set((
+                        inventory::stock.eq(inventory::stock + quantity),
+                        inventory::updated_at.eq(now),
+                    ))
+                    .execute($conn)
+                    .await?;
             }
             // Nothing left to ship, and the warehouse never had it: no shipment at all.
             if !asked && left.values().all(|units| *units <= 0) {

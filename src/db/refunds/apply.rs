@@ -106,19 +106,7 @@ macro_rules! apply_reversals {
                     // A shipment tried before may have reached the warehouse: it is never
                     // sent again, but it is asked back. An attempt that failed leaves its
                     // error, which an operator's revival (a fresh count) keeps.
-                    let tried = effects::table
-                        .filter(effects::session_id.eq(id))
-                        .filter(effects::kind.eq(EffectKind::Shipment))
-                        .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
-                        .filter(
-                            effects::attempts
-                                .gt(0)
-                                .or(effects::last_error.is_not_null()),
-                        )
-                        .count()
-                        .get_result::<i64>($conn)
-                        .await?
-                        > 0;
+                    let tried = $crate::db::refunds::shipment_tried!($conn, id);
                     // Once the warehouse is asked back, the shipment and its stock are its
                     // answer's: news applied again (a `refund.updated` after the
                     // `refund.created`) leaves them alone.
@@ -132,53 +120,18 @@ macro_rules! apply_reversals {
                         > 0;
                     // What no attempt holds now is never carried out; one under way
                     // finishes.
-                    diesel::update(
-                        effects::table
-                            .filter(effects::session_id.eq(id))
-                            .filter(effects::kind.eq_any([
-                                EffectKind::Receipt,
-                                EffectKind::Inventory,
-                                EffectKind::Shipment,
-                            ]))
-                            .filter(
-                                effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]),
-                            )
-                            .filter(
-                                effects::lease_until
-                                    .is_null()
-                                    .or(effects::lease_until.le(DbNow::now().nullable())),
-                            ),
-                    )
-                    .set((
-                        effects::status.eq(EffectStatus::Cancelled),
-                        effects::lease_until.eq(None::<i64>),
-                        effects::updated_at.eq(now),
-                    ))
-                    .execute($conn)
-                    .await?;
-                    let shipping = effects::table
-                        .filter(effects::session_id.eq(id))
-                        .filter(effects::kind.eq(EffectKind::Shipment))
-                        .filter(
-                            effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]),
-                        );
+                    $crate::db::refunds::cancel_unheld!(
+                        $conn,
+                        id,
+                        [
+                            EffectKind::Receipt,
+                            EffectKind::Inventory,
+                            EffectKind::Shipment
+                        ],
+                        now
+                    );
                     if !(tried && tell.warehouse) && !cancel_asked {
-                        diesel::update(
-                            shipments::table
-                                .filter(shipments::session_id.eq(id))
-                                .filter(shipments::status.eq_any([
-                                    ShipmentStatus::Pending,
-                                    ShipmentStatus::AwaitingManualHandling,
-                                    ShipmentStatus::Held,
-                                ]))
-                                .filter(diesel::dsl::not(diesel::dsl::exists(shipping))),
-                        )
-                        .set((
-                            shipments::status.eq(ShipmentStatus::Cancelled),
-                            shipments::updated_at.eq(now),
-                        ))
-                        .execute($conn)
-                        .await?;
+                        $crate::db::refunds::cancel_shipment!($conn, id, now);
                     }
                     // A shipment the warehouse accepted, or may yet accept from an attempt
                     // already made, is asked back: once, after that attempt ends.

@@ -28,10 +28,8 @@ macro_rules! return_items {
         use $crate::db::schema::{
             access_grants, effects, inventory, item_returns, refunds, shipments, stock_movements,
         };
-        use $crate::db::types::DbNow;
         use $crate::domain::{
-            EffectKind, EffectStatus, NewsKind, RefundStatus, ShipmentStatus, Tell, refunded_items,
-            refunded_skus,
+            EffectKind, NewsKind, RefundStatus, ShipmentStatus, Tell, refunded_items, refunded_skus,
         };
         let (id, payment_intent, tell, mail, now): (&str, &str, Tell, bool, i64) =
             ($id, $payment_intent, $tell, $mail, $now);
@@ -92,19 +90,7 @@ macro_rules! return_items {
             .set(effects::updated_at.eq(effects::updated_at))
             .execute($conn)
             .await?;
-            let tried = effects::table
-                .filter(effects::session_id.eq(id))
-                .filter(effects::kind.eq(EffectKind::Shipment))
-                .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
-                .filter(
-                    effects::attempts
-                        .gt(0)
-                        .or(effects::last_error.is_not_null()),
-                )
-                .count()
-                .get_result::<i64>($conn)
-                .await?
-                > 0;
+            let tried = $crate::db::refunds::shipment_tried!($conn, id);
             let answered = shipments::table
                 .filter(shipments::session_id.eq(id))
                 .filter(
@@ -182,44 +168,8 @@ macro_rules! return_items {
             }
             // Nothing left to ship, and the warehouse never had it: no shipment at all.
             if !asked && left.values().all(|units| *units <= 0) {
-                diesel::update(
-                    effects::table
-                        .filter(effects::session_id.eq(id))
-                        .filter(effects::kind.eq(EffectKind::Shipment))
-                        .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
-                        .filter(
-                            effects::lease_until
-                                .is_null()
-                                .or(effects::lease_until.le(DbNow::now().nullable())),
-                        ),
-                )
-                .set((
-                    effects::status.eq(EffectStatus::Cancelled),
-                    effects::lease_until.eq(None::<i64>),
-                    effects::updated_at.eq(now),
-                ))
-                .execute($conn)
-                .await?;
-                let shipping = effects::table
-                    .filter(effects::session_id.eq(id))
-                    .filter(effects::kind.eq(EffectKind::Shipment))
-                    .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]));
-                diesel::update(
-                    shipments::table
-                        .filter(shipments::session_id.eq(id))
-                        .filter(shipments::status.eq_any([
-                            ShipmentStatus::Pending,
-                            ShipmentStatus::AwaitingManualHandling,
-                            ShipmentStatus::Held,
-                        ]))
-                        .filter(diesel::dsl::not(diesel::dsl::exists(shipping))),
-                )
-                .set((
-                    shipments::status.eq(ShipmentStatus::Cancelled),
-                    shipments::updated_at.eq(now),
-                ))
-                .execute($conn)
-                .await?;
+                $crate::db::refunds::cancel_unheld!($conn, id, [EffectKind::Shipment], now);
+                $crate::db::refunds::cancel_shipment!($conn, id, now);
             }
         }
         // One email per refund naming items the session bought, digital or physical;

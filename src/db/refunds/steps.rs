@@ -106,3 +106,89 @@ macro_rules! enqueue {
     }};
 }
 pub(crate) use enqueue;
+
+/// Whether session `$id`'s shipment request was tried and may have reached the warehouse:
+/// a request still to be done that has had an attempt, or one that failed (its error
+/// stays through an operator's revival, which starts a fresh count). Evaluates to the
+/// answer, or returns the error.
+macro_rules! shipment_tried {
+    ($conn:ident, $id:expr) => {{
+        use $crate::db::schema::effects;
+        use $crate::domain::{EffectKind, EffectStatus};
+        effects::table
+            .filter(effects::session_id.eq($id))
+            .filter(effects::kind.eq(EffectKind::Shipment))
+            .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
+            .filter(
+                effects::attempts
+                    .gt(0)
+                    .or(effects::last_error.is_not_null()),
+            )
+            .count()
+            .get_result::<i64>($conn)
+            .await?
+            > 0
+    }};
+}
+pub(crate) use shipment_tried;
+
+/// Cancels session `$id`'s effects of the kinds `$kinds` that are still to be done and
+/// that no attempt holds: they are never carried out; one under way finishes. Returns the
+/// error, if any.
+macro_rules! cancel_unheld {
+    ($conn:ident, $id:expr, $kinds:expr, $now:expr) => {{
+        use $crate::db::schema::effects;
+        use $crate::db::types::DbNow;
+        use $crate::domain::EffectStatus;
+        diesel::update(
+            effects::table
+                .filter(effects::session_id.eq($id))
+                .filter(effects::kind.eq_any($kinds))
+                .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]))
+                .filter(
+                    effects::lease_until
+                        .is_null()
+                        .or(effects::lease_until.le(DbNow::now().nullable())),
+                ),
+        )
+        .set((
+            effects::status.eq(EffectStatus::Cancelled),
+            effects::lease_until.eq(None::<i64>),
+            effects::updated_at.eq($now),
+        ))
+        .execute($conn)
+        .await?;
+    }};
+}
+pub(crate) use cancel_unheld;
+
+/// Marks session `$id`'s shipment `cancelled` while it is still to be sent (pending,
+/// awaiting an operator or held) and no request of it is still to be done: one under way
+/// records its own end. Returns the error, if any.
+macro_rules! cancel_shipment {
+    ($conn:ident, $id:expr, $now:expr) => {{
+        use $crate::db::schema::{effects, shipments};
+        use $crate::domain::{EffectKind, EffectStatus, ShipmentStatus};
+        let requesting = effects::table
+            .filter(effects::session_id.eq($id))
+            .filter(effects::kind.eq(EffectKind::Shipment))
+            .filter(effects::status.eq_any([EffectStatus::Pending, EffectStatus::Held]));
+        diesel::update(
+            shipments::table
+                .filter(shipments::session_id.eq($id))
+                .filter(shipments::status.eq_any([
+                    ShipmentStatus::Pending,
+                    ShipmentStatus::AwaitingManualHandling,
+                    ShipmentStatus::Held,
+                ]))
+                .filter(diesel::dsl::not(diesel::dsl::exists(requesting))),
+        )
+        .set((
+            shipments::status.eq(ShipmentStatus::Cancelled),
+            shipments::updated_at.eq($now),
+        ))
+        .execute($conn)
+        .await?;
+    }};
+}
+pub(crate) use cancel_shipment;

@@ -7,7 +7,7 @@ use fulfilld::sandbox::RefundSpec;
 use serde_json::json;
 
 use crate::helpers::{TestApp, backends, execute_on, spawn_app_with, unix_now, wait_for_event};
-use crate::refund_items::{one_tee_refunded, tee_stock, tees_and_ebook};
+use crate::refund_items::{one_tee_refunded, tee_stock, tees_and_ebook_fulfilled};
 use crate::refunds::{deliver_many, settled_effects, wait_for_refunded};
 use crate::warehouse::Warehouse;
 
@@ -21,11 +21,7 @@ async fn a_full_refund_puts_back_units_whose_cancellation_the_warehouse_refused(
             settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
         })
         .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, stock) = tees_and_ebook_fulfilled(&app).await;
         settled_effects(&app, &session).await;
         assert_eq!(tee_stock(&app).await, stock - 2);
 
@@ -65,11 +61,7 @@ async fn a_shipment_awaiting_an_operator_shows_only_what_is_left_to_ship_after_a
 {
     for backend in backends() {
         let app = spawn_app_with(&backend, |_| {}).await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, stock) = tees_and_ebook_fulfilled(&app).await;
         settled_effects(&app, &session).await;
         let shipment = app.outcome(&session).await.and_then(|o| o.shipment);
         assert_eq!(
@@ -102,11 +94,7 @@ async fn a_refund_of_a_unit_of_a_revived_shipment_whose_attempt_failed_asks_the_
             settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
         })
         .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, stock) = tees_and_ebook_fulfilled(&app).await;
         let effects = settled_effects(&app, &session).await;
         assert!(
             effects.contains(&("shipment".into(), "dead".into())),
@@ -155,11 +143,7 @@ async fn the_warehouse_cancelling_a_unit_before_the_stock_was_taken_leaves_the_s
             settings.effects.shipping_webhook_url = Some(warehouse.url().to_owned());
         })
         .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, stock) = tees_and_ebook_fulfilled(&app).await;
         settled_effects(&app, &session).await;
         // The shipment was accepted before the session's stock was taken: its movement
         // waits, its attempt an hour away.
@@ -228,11 +212,7 @@ async fn a_revived_shipment_is_requested_without_the_units_a_refund_got_back() {
             settings.effects.effect_max_attempts = 1;
         })
         .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, stock) = tees_and_ebook_fulfilled(&app).await;
         let effects = settled_effects(&app, &session).await;
         assert!(
             effects.contains(&("shipment".into(), "dead".into())),
@@ -280,11 +260,7 @@ async fn units_of_a_shipment_held_by_a_dispute_are_asked_back_only_once_its_requ
             settings.effects.effect_backoff_ms = 60_000;
         })
         .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, stock) = tees_and_ebook_fulfilled(&app).await;
         warehouse.wait_for(1).await;
         let id = SessionId::parse(&session).expect("id");
         let dispute = |event: &str, kind: &str, status: &str| {

@@ -37,6 +37,17 @@ pub(crate) fn one_tee_refunded(app: &TestApp, session: &str) -> Vec<String> {
     vec![created.clone(), created.clone(), created, updated]
 }
 
+/// A session of [`tees_and_ebook`] delivered to `app` and fulfilled; with the T-shirts'
+/// stock before it.
+pub(crate) async fn tees_and_ebook_fulfilled(app: &TestApp) -> (String, i64) {
+    let stock = tee_stock(app).await;
+    let session = app.stripe.add_session(tees_and_ebook());
+    app.deliver("evt_paid", "checkout.session.completed", &session)
+        .await;
+    app.wait_for(&session, Status::Fulfilled).await;
+    (session, stock)
+}
+
 pub(crate) async fn tee_stock(app: &TestApp) -> i64 {
     app.db.stock("TEE-M").await.expect("db").expect("stocked").0
 }
@@ -159,11 +170,7 @@ async fn a_refund_of_one_unit_the_warehouse_accepted_asks_it_back_once_and_resto
             settings.effects.effect_backoff_ms = 2_000;
         })
         .await;
-        let stock = tee_stock(&app).await;
-        let session = app.stripe.add_session(tees_and_ebook());
-        app.deliver("evt_paid", "checkout.session.completed", &session)
-            .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, stock) = tees_and_ebook_fulfilled(&app).await;
         settled_effects(&app, &session).await;
         assert_eq!(warehouse.requests().len(), 1);
         assert_eq!(tee_stock(&app).await, stock - 2);

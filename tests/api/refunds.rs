@@ -98,6 +98,18 @@ pub(crate) async fn settled_effects(app: &TestApp, session: &str) -> Vec<(String
     }
 }
 
+/// A session of [`ebook_and_poster`] delivered to `app` once and fulfilled; with its
+/// outcome then.
+async fn ebook_and_poster_fulfilled(app: &TestApp) -> (String, fulfilld::domain::Outcome) {
+    let session = app.stripe.add_session(ebook_and_poster());
+    let paid = app
+        .stripe
+        .event_payload("evt_paid", "checkout.session.completed", &session);
+    deliver_many(app, &[paid], 1).await;
+    let fulfilled = app.wait_for(&session, Status::Fulfilled).await;
+    (session, fulfilled)
+}
+
 /// How many messages the SMTP server accepted with this `Message-ID` name.
 pub(crate) fn mails(smtp: &SmtpServer, session: &str, kind: &str) -> usize {
     let wanted = format!("<{session}.{kind}@shop.test>");
@@ -112,16 +124,7 @@ async fn a_full_refund_told_many_times_in_every_form_revokes_access_and_mails_on
     for backend in backends() {
         let smtp = SmtpServer::start();
         let app = spawn_shop(&backend, &smtp).await;
-        let session = app.stripe.add_session(ebook_and_poster());
-        deliver_many(
-            &app,
-            &[app
-                .stripe
-                .event_payload("evt_paid", "checkout.session.completed", &session)],
-            1,
-        )
-        .await;
-        let fulfilled = app.wait_for(&session, Status::Fulfilled).await;
+        let (session, fulfilled) = ebook_and_poster_fulfilled(&app).await;
         assert_eq!(fulfilled.access[0].status, GrantStatus::Active);
         // The receipt went before the refund came.
         assert_eq!(app.wait_for_effects(&session).await, ["receipt"]);
@@ -208,16 +211,7 @@ async fn partial_refunds_add_up_items_they_name_are_revoked_and_a_failed_one_und
     for backend in backends() {
         let smtp = SmtpServer::start();
         let app = spawn_shop(&backend, &smtp).await;
-        let session = app.stripe.add_session(ebook_and_poster());
-        deliver_many(
-            &app,
-            &[app
-                .stripe
-                .event_payload("evt_paid", "checkout.session.completed", &session)],
-            1,
-        )
-        .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, _) = ebook_and_poster_fulfilled(&app).await;
         assert_eq!(app.wait_for_effects(&session).await, ["receipt"]);
         let now = unix_now();
         let refund = |id, amount, status, items| RefundSpec {
@@ -759,16 +753,7 @@ async fn a_charge_refunded_on_a_current_api_version_reverses_nothing_while_its_r
     for backend in backends() {
         let smtp = SmtpServer::start();
         let app = spawn_shop(&backend, &smtp).await;
-        let session = app.stripe.add_session(ebook_and_poster());
-        deliver_many(
-            &app,
-            &[app
-                .stripe
-                .event_payload("evt_paid", "checkout.session.completed", &session)],
-            1,
-        )
-        .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, _) = ebook_and_poster_fulfilled(&app).await;
         assert_eq!(app.wait_for_effects(&session).await, ["receipt"]);
 
         // Since 2024-10-28 Stripe tells of every refund with refund events, and tells of
@@ -833,16 +818,7 @@ async fn on_an_older_api_version_the_charges_refunded_amount_is_a_floor_never_ad
     for backend in backends() {
         let smtp = SmtpServer::start();
         let app = spawn_shop(&backend, &smtp).await;
-        let session = app.stripe.add_session(ebook_and_poster());
-        deliver_many(
-            &app,
-            &[app
-                .stripe
-                .event_payload("evt_paid", "checkout.session.completed", &session)],
-            1,
-        )
-        .await;
-        app.wait_for(&session, Status::Fulfilled).await;
+        let (session, _) = ebook_and_poster_fulfilled(&app).await;
         let now = unix_now();
         let first = RefundSpec {
             id: "re_told",

@@ -130,7 +130,7 @@ impl Report {
     /// What is measured, where.
     pub fn heading(&self) -> String {
         let durability = match self.backend {
-            "sqlite" => "SQLite, WAL, synchronous = FULL",
+            "sqlite" => "SQLite, WAL, synchronous = NORMAL, the WAL synced before each answer",
             _ => "PostgreSQL",
         };
         format!(

@@ -20,7 +20,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::prepared::Prepared;
 use super::schema::{effects, shipments};
 use super::types::{DbNow, now_ms_sql};
-use super::{Database, millis, now_ms, with_connection};
+use super::{Commit, Database, Lane, millis, now_ms, with_connection};
 use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
 
 /// An effect claimed for one attempt.
@@ -178,8 +178,7 @@ macro_rules! claim_sql {
     };
 }
 
-/// [`Database::complete_effects`] on PostgreSQL (`$1` now, `$2`, `$3` ids and leases), not
-/// waiting for the disk: a mark lost to a server crash only does the effect again.
+/// [`Database::complete_effects`] on PostgreSQL (`$1` now, `$2`, `$3` ids and leases).
 const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until = NULL, \
      last_error = NULL, updated_at = $1 \
      FROM unnest($2::bigint[], $3::bigint[]) AS settled(id, lease), \
@@ -265,6 +264,7 @@ impl Database {
 
     /// Marks effects done in one transaction (a statement on PostgreSQL, a turn on SQLite):
     /// for each fence, false when its lease is no longer the attempt's; on an error, none.
+    /// Neither backend waits for the disk: a mark a power cut loses does the effect again.
     pub async fn complete_effects(&self, fences: &[Fence]) -> anyhow::Result<Vec<bool>> {
         let now = now_ms();
         match self {
@@ -300,7 +300,7 @@ impl Database {
                     })
                     .collect())
             }
-            Self::Sqlite(_) => with_connection!(self, |conn| {
+            Self::Sqlite(_) => with_connection!(self, Lane::Background, Commit::Written, |conn| {
                 conn.transaction(async |conn| {
                     let mut done = Vec::with_capacity(fences.len());
                     for fence in fences {

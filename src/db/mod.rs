@@ -32,7 +32,7 @@ mod sqlite;
 mod tally;
 pub mod types;
 
-pub use sqlite::Lane;
+pub use sqlite::{Commit, Lane};
 pub use tally::Tally;
 
 use std::sync::Arc;
@@ -94,12 +94,16 @@ pub enum Database {
 }
 
 /// Runs `$body` with `$conn` bound to a connection of whichever backend `$db` holds.
-/// The body is compiled once per backend, so it must type-check against both.
+/// The body is compiled once per backend, so it must type-check against both. On SQLite
+/// the caller waits until its group is durable, or only as far as the [`Commit`] given.
 macro_rules! with_connection {
     ($db:expr, |$conn:ident| $body:expr) => {
         $crate::db::with_connection!($db, $crate::db::Lane::Background, |$conn| $body)
     };
     ($db:expr, $lane:expr, |$conn:ident| $body:expr) => {
+        $crate::db::with_connection!($db, $lane, $crate::db::Commit::Durable, |$conn| $body)
+    };
+    ($db:expr, $lane:expr, $commit:expr, |$conn:ident| $body:expr) => {
         match $db {
             $crate::db::Database::Sqlite(sqlite) => {
                 let waiting = $crate::db::Timing::start();
@@ -107,7 +111,7 @@ macro_rules! with_connection {
                 let _working = waiting.connected();
                 let $conn = turn.connection();
                 let result = $body;
-                turn.durable().await?;
+                turn.ended($commit).await?;
                 result
             }
             $crate::db::Database::Postgres(postgres) => {
@@ -157,7 +161,7 @@ impl Database {
                 let connection = tokio::task::spawn_blocking(move || open_sqlite(&opening))
                     .await
                     .context("SQLite start-up task failed")??;
-                Ok(Self::Sqlite(sqlite::Sqlite::new(connection, path)))
+                Ok(Self::Sqlite(sqlite::Sqlite::new(connection, path)?))
             }
             DatabaseUrl::Postgres(url) => {
                 let database = Self::Postgres(Arc::new(postgres::Postgres::new(url)?));

@@ -38,7 +38,7 @@ impl Completions {
     }
 
     /// Marks an effect done, with whatever other completions are waiting, and returns once
-    /// that is durable. False when the lease is no longer the attempt's. The write is a
+    /// that is committed (a crash of fulfilld cannot undo it; see `complete_effects`). False when the lease is no longer the attempt's. The write is a
     /// task of its own: a caller that goes away does not cut it short.
     pub async fn complete(&self, fence: Fence) -> anyhow::Result<bool> {
         let (reply, done) = oneshot::channel();
@@ -52,7 +52,7 @@ impl Completions {
 }
 
 /// One writer: takes what is waiting, up to [`MAX_BATCH`], writes it at once, and answers
-/// each caller once the batch is durable (or failed).
+/// each caller once the batch is committed (or failed).
 async fn write_batches(db: Database, pending: Queue) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {

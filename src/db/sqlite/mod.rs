@@ -4,14 +4,17 @@
 //! the time (a *group*), its own transactions becoming savepoints, and ends only once its
 //! group is committed: a caller never sees success before its writes are durable. A group
 //! is committed when no caller is waiting for a turn, when it has 256 turns or when it
-//! is 5 ms old (see [`LIMITS`]), so one `fsync` serves every caller that arrived while the
-//! previous group was being written. Under load a fulfillment costs a fraction of one
-//! `fsync`; alone, a caller waits for its own commit, as before.
+//! is 5 ms old (see [`LIMITS`]). Its `COMMIT` only writes the WAL; the WAL is synced off
+//! the connection (see [`wal`]), while the next group runs, and one `fdatasync` serves
+//! every group committed while the one before it ran. Under load a fulfillment costs a
+//! fraction of one sync; alone, a caller waits for its own commit and sync, as before. A
+//! caller may instead wait only until its group is written ([`Commit::Written`]), which
+//! a process killed after it cannot undo but a power cut can.
 //!
 //! Statements run on the calling thread: handing each to Tokio's blocking pool cost more
 //! in thread wake-ups than the statement itself. Only a group's `BEGIN IMMEDIATE` (which
-//! may wait for another process's write lock) and its `COMMIT` (which waits for the disk)
-//! go to the blocking pool; inside a group nothing waits for a lock.
+//! may wait for another process's write lock) and its `COMMIT` (which may checkpoint) go
+//! to the blocking pool; inside a group nothing waits for a lock.
 //!
 //! Acknowledgements go first: a background turn (a fulfilment, an effect) waits at a gate
 //! before it queues for the connection, so at most one background turn is ever queued
@@ -44,6 +47,7 @@ mod inline;
 mod queue;
 #[cfg(test)]
 mod tests;
+mod wal;
 mod writer;
 
 pub use inline::Inline;
@@ -61,12 +65,52 @@ use futures_util::FutureExt;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use queue::{Leaving, Queue, Waiting};
+use wal::{Unsynced, Wal};
 
 /// The connection every query runs on.
 pub type Connection = SyncConnectionWrapper<SqliteConnection, Inline>;
 type Manager = <Connection as AsyncConnection>::TransactionManager;
-/// What a group's commit came to, once it came: `None` while the group is open.
-type Outcome = Option<Result<(), Arc<str>>>;
+/// What a group's commit came to so far.
+#[derive(Debug, Clone, Default)]
+enum Outcome {
+    /// The group is open.
+    #[default]
+    Open,
+    /// Its commit failed: nothing of it is kept.
+    Failed(Arc<str>),
+    /// Committed, and waiting for the WAL's sync.
+    Written,
+    /// Committed, and the WAL's sync failed.
+    Unsynced(Arc<str>),
+    /// Committed and synced.
+    Durable,
+}
+
+impl Outcome {
+    /// What a caller waiting for its group to be `wanted` is told; `None` while it waits.
+    fn answer(&self, wanted: Commit) -> Option<anyhow::Result<()>> {
+        match (self, wanted) {
+            (Self::Open, _) | (Self::Written, Commit::Durable) => None,
+            (Self::Written | Self::Unsynced(_), Commit::Written) | (Self::Durable, _) => {
+                Some(Ok(()))
+            }
+            (Self::Failed(error), _) => Some(Err(anyhow!("could not commit to SQLite: {error}"))),
+            (Self::Unsynced(error), Commit::Durable) => Some(Err(anyhow!(
+                "committed to SQLite, but not known to be on the disk: {error}"
+            ))),
+        }
+    }
+}
+
+/// How far a group's commit has gone, and how far a caller waits for it to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// In the WAL, through the operating system: kept if the process dies, not
+    /// necessarily if the machine loses power.
+    Written,
+    /// On the disk.
+    Durable,
+}
 
 /// How large and how old a group may grow.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +140,8 @@ pub struct Sqlite {
     background: Mutex<()>,
     limits: Limits,
     queue: Queue,
+    /// Set once the WAL could not be synced: no turn is taken after that.
+    unsynced: Unsynced,
 }
 
 /// Which callers a turn may be queued behind.
@@ -116,13 +162,33 @@ pub struct Turn<'a> {
 }
 
 impl Sqlite {
-    /// Takes over `conn`, opened on `path`, and starts its committer on the current
-    /// runtime.
-    pub fn new(conn: SqliteConnection, path: &str) -> Arc<Self> {
+    /// Takes over `conn`, opened on `path`, and starts its committer and the WAL's
+    /// syncer on the current runtime.
+    pub fn new(conn: SqliteConnection, path: &str) -> anyhow::Result<Arc<Self>> {
         Self::with_limits(conn, path, LIMITS)
     }
 
-    fn with_limits(conn: SqliteConnection, path: &str, limits: Limits) -> Arc<Self> {
+    fn with_limits(
+        conn: SqliteConnection,
+        path: &str,
+        limits: Limits,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::with_sync(conn, path, limits, None)
+    }
+
+    /// As [`Sqlite::with_limits`], with `sync` standing in for the WAL's `fdatasync` when
+    /// given.
+    fn with_sync(
+        mut conn: SqliteConnection,
+        path: &str,
+        limits: Limits,
+        sync: Option<wal::Sync>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let unsynced = Unsynced::default();
+        let wal = writer::sync_off_commit(&mut conn)?.map(|file| match sync {
+            Some(sync) => Wal::with_sync(file, sync, Arc::clone(&unsynced)),
+            None => Wal::start(file, Arc::clone(&unsynced)),
+        });
         let inline = Inline::default();
         let sqlite = Arc::new(Self {
             writer: Arc::new(Mutex::new(Writer {
@@ -132,18 +198,23 @@ impl Sqlite {
                 group: None,
                 limits,
                 checked: false,
+                wal,
             })),
             background: Mutex::new(()),
             limits,
             queue: Queue::default(),
+            unsynced,
         });
         tokio::spawn(commit_groups(Arc::downgrade(&sqlite)));
-        sqlite
+        Ok(sqlite)
     }
 
     /// Waits for a turn, inside the open group (or a new one), behind at most one
     /// background turn.
     pub async fn turn(&self, lane: Lane) -> anyhow::Result<Turn<'_>> {
+        if let Some(error) = self.unsynced.get() {
+            anyhow::bail!("SQLite is not in use until fulfilld is restarted: {error}");
+        }
         let (mut writer, leaving) = {
             let waiting = Waiting::on(&self.queue);
             let writer = match lane {
@@ -190,22 +261,24 @@ impl Turn<'_> {
         &mut self.writer.conn
     }
 
-    /// Ends the turn and waits until its group is committed. A turn that left its own
-    /// transaction open is undone and told so, and so is one whose group SQLite ended
-    /// under it: the group's commit would not include it.
-    pub async fn durable(mut self) -> anyhow::Result<()> {
+    /// Ends the turn and waits until its group is committed and on the disk.
+    pub async fn durable(self) -> anyhow::Result<()> {
+        self.ended(Commit::Durable).await
+    }
+
+    /// Ends the turn and waits until its group's commit has gone as far as `wanted`. A
+    /// turn that left its own transaction open is undone and told so, and so is one whose
+    /// group SQLite ended under it: the group's commit would not include it.
+    pub async fn ended(mut self, wanted: Commit) -> anyhow::Result<()> {
         let ended = self.writer.end_turn().await;
         let mut outcome = self.outcome.clone();
         drop(self);
         ended?;
-        let committed = outcome
-            .wait_for(Option::is_some)
+        let answered = outcome
+            .wait_for(|outcome| outcome.answer(wanted).is_some())
             .await
             .map_err(|_| anyhow!("the SQLite committer has stopped"))?;
-        match committed.as_ref() {
-            Some(Err(error)) => Err(anyhow!("could not commit to SQLite: {error}")),
-            _ => Ok(()),
-        }
+        answered.answer(wanted).unwrap_or(Ok(()))
     }
 }
 

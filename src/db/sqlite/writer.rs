@@ -1,17 +1,23 @@
 //! The writer: opens a group's transaction and its marker, lets turns join it, commits
 //! it, and leaves the connection usable whatever a turn or SQLite itself did to it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
+use diesel::connection::SimpleConnection;
 use diesel::connection::{AnsiTransactionManager, TransactionManagerStatus};
 use diesel::result::QueryResult;
+use diesel::sql_types::Text;
+use diesel::sqlite::SqliteConnection;
+use diesel::{QueryableByName, RunQueryDsl};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{SimpleAsyncConnection, TransactionManager};
 use tokio::sync::watch;
 
+use super::wal::Wal;
 use super::{Connection, GROUP_DEPTH, Inline, Limits, Manager, Outcome};
 
 /// Taken under each group's turns, released and taken again as each turn ends (and before
@@ -33,6 +39,9 @@ pub(super) struct Writer {
     /// The group's marker was checked since the last turn joined: that turn ended
     /// through [`Writer::end_turn`], or none has joined yet.
     pub(super) checked: bool,
+    /// Where committed groups go to be synced; `None` when the database has no WAL (in
+    /// memory), and a commit is all there is.
+    pub(super) wal: Option<Wal>,
 }
 
 /// One transaction shared by the turns that joined it.
@@ -85,7 +94,7 @@ impl Writer {
             turns: 0,
             opened: Instant::now(),
             limits: self.limits,
-            outcome: watch::Sender::new(None),
+            outcome: watch::Sender::new(Outcome::Open),
         });
         Ok(())
     }
@@ -133,7 +142,7 @@ impl Writer {
             if let Some(group) = self.group.take() {
                 group
                     .outcome
-                    .send_replace(Some(Err(Arc::from(error.to_string()))));
+                    .send_replace(Outcome::Failed(Arc::from(error.to_string())));
             }
             self.recover().await;
             return Err(error).context("the SQLite transaction was lost");
@@ -182,15 +191,22 @@ impl Writer {
             },
             Err(error) => Err(error),
         };
-        let outcome = match committed {
-            Ok(()) => Ok(()),
-            Err(error) => {
+        match (committed, &self.wal) {
+            (Ok(()), Some(wal)) => {
+                group.outcome.send_replace(Outcome::Written);
+                wal.hand(group.outcome).await;
+            }
+            (Ok(()), None) => {
+                group.outcome.send_replace(Outcome::Durable);
+            }
+            (Err(error), _) => {
                 tracing::error!(error = %error, turns = group.turns, "could not commit to SQLite");
                 self.recover().await;
-                Err(Arc::from(error.to_string()))
+                group
+                    .outcome
+                    .send_replace(Outcome::Failed(Arc::from(error.to_string())));
             }
-        };
-        group.outcome.send_replace(Some(outcome));
+        }
     }
 }
 
@@ -214,7 +230,17 @@ impl Writer {
 
     async fn reopen(&mut self) {
         let path = self.path.clone();
-        match tokio::task::spawn_blocking(move || crate::db::open_sqlite(&path)).await {
+        let wal = self.wal.as_ref().map(|wal| wal.file.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut conn = crate::db::open_sqlite(&path)?;
+            // The syncer keeps syncing the WAL it was given.
+            anyhow::ensure!(
+                sync_off_commit(&mut conn)? == wal,
+                "SQLite opened again with another write-ahead log"
+            );
+            anyhow::Ok(conn)
+        });
+        match opened.await {
             Ok(Ok(conn)) => {
                 self.conn = SyncConnectionWrapper::with_runtime(conn, self.inline.clone());
                 tracing::warn!("SQLite connection opened again after a failed commit");
@@ -225,6 +251,35 @@ impl Writer {
             Err(error) => tracing::error!(%error, "could not open SQLite again"),
         }
     }
+}
+
+/// Leaves syncing the WAL to [`super::wal`]: the connection's commits write the WAL
+/// without waiting for the disk. Returns where SQLite keeps the WAL (beside the database
+/// file, as SQLite resolved its path), or `None` when there is none (a database in
+/// memory), which leaves the connection as it is.
+pub(super) fn sync_off_commit(conn: &mut SqliteConnection) -> anyhow::Result<Option<PathBuf>> {
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    #[derive(QueryableByName)]
+    struct Main {
+        #[diesel(sql_type = Text)]
+        file: String,
+    }
+    let mode = diesel::sql_query("PRAGMA journal_mode")
+        .get_result::<Mode>(conn)
+        .context("could not read SQLite's journal mode")?;
+    let main = diesel::sql_query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        .get_result::<Main>(conn)
+        .context("could not read where SQLite keeps its files")?;
+    if !mode.journal_mode.eq_ignore_ascii_case("wal") || main.file.is_empty() {
+        return Ok(None);
+    }
+    conn.batch_execute("PRAGMA synchronous = NORMAL")
+        .context("could not configure SQLite")?;
+    Ok(Some(PathBuf::from(format!("{}-wal", main.file))))
 }
 
 /// How many transactions deep the connection is (0: none open).

@@ -1,5 +1,7 @@
 //! Group commit when a member of the group goes wrong.
 
+mod wal;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use diesel::sql_types::Integer;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager};
 use tempfile::TempDir;
 
-use super::{Connection, Lane, Limits, Manager, Sqlite};
+use super::{Commit, Connection, Lane, Limits, Manager, Sqlite};
 
 /// Limits under which a group ends only when no caller waits, however slow the machine.
 const ONE_GROUP: Limits = Limits {
@@ -66,7 +68,7 @@ fn database() -> Database {
     ))
     .expect("the table is created");
     Database {
-        sqlite: Sqlite::with_limits(conn, path, ONE_GROUP),
+        sqlite: Sqlite::with_limits(conn, path, ONE_GROUP).expect("SQLite is taken over"),
         _dir: dir,
     }
 }
@@ -106,6 +108,10 @@ async fn run_group(sqlite: &Arc<Sqlite>, members: &[Member]) -> Vec<Result<(), S
 }
 
 async fn take_turn(sqlite: &Sqlite, member: Member) -> anyhow::Result<()> {
+    take_turn_until(sqlite, member, Commit::Durable).await
+}
+
+async fn take_turn_until(sqlite: &Sqlite, member: Member, wanted: Commit) -> anyhow::Result<()> {
     let mut turn = sqlite.turn(Lane::Acknowledgement).await?;
     let conn = turn.connection();
     let worked = match member {
@@ -144,7 +150,7 @@ async fn take_turn(sqlite: &Sqlite, member: Member) -> anyhow::Result<()> {
             insert(conn, n).await
         }
     };
-    turn.durable().await?;
+    turn.ended(wanted).await?;
     Ok(worked?)
 }
 
@@ -166,7 +172,7 @@ async fn marks(sqlite: &Sqlite) -> BTreeSet<i32> {
         .load::<Mark>(turn.connection())
         .await
         .expect("the marks are read");
-    turn.durable().await.expect("the read ends");
+    turn.ended(Commit::Written).await.expect("the read ends");
     rows.into_iter().map(|row| row.n).collect()
 }
 

@@ -86,9 +86,11 @@ async fn a_flood_of_made_up_ids_gets_404s_within_its_share_while_paid_orders_are
             "{fulfilled} paid orders fulfilled in {elapsed:.1} s of flood on {}",
             app.backend
         );
-        // ...and the flood no more than the other half.
+        // ...and the flood no more than the other half, plus what it may take in full
+        // before the paid orders' work is waiting for calls (their deliveries are still
+        // being stored): a second's worth.
         assert!(
-            (flood_calls as f64) <= half + 3.0,
+            (flood_calls as f64) <= half + 10.0 * 0.5 + 3.0,
             "{flood_calls} Stripe calls for made-up ids in {elapsed:.1} s on {}",
             app.backend
         );

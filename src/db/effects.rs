@@ -279,17 +279,16 @@ impl Database {
                 let (ids, leases): (Vec<i64>, Vec<i64>) =
                     fences.iter().map(|fence| (fence.id, fence.lease)).unzip();
                 let waiting = super::Timing::start();
-                let mut conn = postgres.pooled().await?;
-                let _working = waiting.connected();
-                let done = Prepared(
-                    diesel::sql_query(COMPLETE_POSTGRES)
+                let done = postgres.on_settlement(async |conn| {
+                    let _working = waiting.connected();
+                    let marking = diesel::sql_query(COMPLETE_POSTGRES)
                         .bind::<BigInt, _>(now)
                         .bind::<Array<BigInt>, _>(ids)
-                        .bind::<Array<BigInt>, _>(leases),
-                )
-                .load::<Done>(&mut *conn)
-                .await
-                .context("could not mark effects done")?;
+                        .bind::<Array<BigInt>, _>(leases);
+                    let done = Prepared(marking).load::<Done>(conn).await;
+                    done.context("could not mark effects done")
+                });
+                let done = done.await?;
                 Ok(fences
                     .iter()
                     .map(|fence| {
@@ -300,7 +299,7 @@ impl Database {
                     })
                     .collect())
             }
-            Self::Sqlite(_) => with_connection!(self, Lane::Background, Commit::Written, |conn| {
+            Self::Sqlite(_) => with_connection!(self, Lane::Settlement, Commit::Written, |conn| {
                 conn.transaction(async |conn| {
                     let mut done = Vec::with_capacity(fences.len());
                     for fence in fences {

@@ -41,6 +41,9 @@ pub enum Role {
     /// Renewals of effects' leases: one short statement each, which gives up on a row
     /// locked elsewhere at once and is tried again at the next renewal.
     Renewals,
+    /// Effects marked done: the next receipt waits for it (the SMTP sync gap), so it
+    /// never queues behind fulfilments for a pooled connection.
+    Settlement,
 }
 
 impl Role {
@@ -50,6 +53,7 @@ impl Role {
             Self::Inbox => "fulfilld-inbox",
             Self::Control => "fulfilld-control",
             Self::Renewals => "fulfilld-renewals",
+            Self::Settlement => "fulfilld-settlement",
         }
     }
 
@@ -57,7 +61,7 @@ impl Role {
     fn limits(self) -> (Duration, Duration, Duration) {
         let s = Duration::from_secs;
         match self {
-            Self::Pool => (s(30), s(5), s(5)),
+            Self::Pool | Self::Settlement => (s(30), s(5), s(5)),
             Self::Inbox => (s(5), s(1), s(5)),
             Self::Control => (s(2), s(1), s(5)),
             Self::Renewals => (s(2), Duration::from_millis(100), s(5)),
@@ -76,6 +80,8 @@ pub struct Postgres {
     /// connection, so that a renewal waiting on a row its own attempt holds (a stock
     /// movement) never holds up a heartbeat.
     renewals: Mutex<Option<AsyncPgConnection>>,
+    /// The connection that marks effects done, likewise.
+    settlement: Mutex<Option<AsyncPgConnection>>,
     /// Where every connection is opened, so that its driver task lives on this runtime,
     /// which lasts as long as the process. Opened on an HTTP worker's runtime, a pooled
     /// connection died with that worker at shutdown, under whatever used it next.
@@ -107,6 +113,7 @@ impl Postgres {
             url: url.to_owned(),
             control: Mutex::new(None),
             renewals: Mutex::new(None),
+            settlement: Mutex::new(None),
             runtime,
         })
     }
@@ -144,6 +151,15 @@ impl Postgres {
         self.on_own(&self.renewals, Role::Renewals, work).await
     }
 
+    /// Runs `work` on the connection that marks effects done, as [`Postgres::on_control`]
+    /// does.
+    pub async fn on_settlement<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.on_own(&self.settlement, Role::Settlement, work).await
+    }
+
     async fn on_own<T>(
         &self,
         own: &Mutex<Option<AsyncPgConnection>>,
@@ -153,7 +169,12 @@ impl Postgres {
         let mut own = own.lock().await;
         // Taken out while in use: if `work` is cancelled (a caller's timeout) the
         // connection goes with it, and a stuck one is never used again.
-        let mut conn = match own.take() {
+        // One the server closed while it sat idle (a restart, a terminated backend) is
+        // not used: its statement would fail before it reached the server.
+        let open = own
+            .take()
+            .and_then(|mut conn| (!PoolableConnection::is_broken(&mut conn)).then_some(conn));
+        let mut conn = match open {
             Some(conn) => conn,
             None => self.connect(role).await?,
         };

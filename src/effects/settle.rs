@@ -59,11 +59,11 @@ async fn write_batches(db: Database, pending: Queue) {
         let (fences, replies): (Vec<Fence>, Vec<_>) = batch.drain(..).unzip();
         let done = match complete(&db, fences.clone()).await {
             Ok(done) => done.into_iter().map(Ok).collect(),
-            // Not one lost attempt's work for each failure in a batch: what the batch
-            // could not do is tried once more, a fence at a time, before a caller is
-            // told (the fenced update may run again safely).
-            Err(error) if fences.len() > 1 => {
-                tracing::warn!(error = %format!("{error:#}"), effects = fences.len(), "could not mark a batch of effects done; trying each alone");
+            // Not one lost attempt's work for each failure: what the batch could not do
+            // is tried once more, a fence at a time (on a fresh connection if the last
+            // one broke), before a caller is told; the fenced update may run again safely.
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), effects = fences.len(), "could not mark effects done; trying each once more");
                 let mut done = Vec::with_capacity(fences.len());
                 for fence in fences {
                     done.push(match complete(&db, vec![fence]).await {
@@ -73,7 +73,6 @@ async fn write_batches(db: Database, pending: Queue) {
                 }
                 done
             }
-            Err(error) => vec![Err(format!("{error:#}"))],
         };
         for (reply, done) in replies.into_iter().zip(done) {
             let _ = reply.send(done);

@@ -19,7 +19,10 @@
 //! Acknowledgements go first: a background turn (a fulfilment, an effect) waits at a gate
 //! before it queues for the connection, so at most one background turn is ever queued
 //! there, and a delivery waits for the turn on the connection and that one at most,
-//! however deep the backlog of background work.
+//! however deep the backlog of background work. The one exception is marking attempts
+//! done ([`Lane::Settlement`]): the next receipt waits for it, and its four writers'
+//! turns are short, so it queues as deliveries do, and a delivery may wait for those
+//! four as well.
 //!
 //! Opening a group (and committing one that is due) runs as a task of its own, which
 //! a caller that goes away cannot cut short. A turn abandoned half-way (an error returned
@@ -148,8 +151,12 @@ pub struct Sqlite {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Storing deliveries before they are acknowledged: queued behind at most one
-    /// background turn.
+    /// background turn and the settlements' (four at most).
     Acknowledgement,
+    /// Recording attempts that are over (see `effects::settle`): queued as
+    /// acknowledgements are. The next receipt waits for the one before to be recorded
+    /// (the SMTP sync gap), and the writers are few, so these turns are short and few.
+    Settlement,
     /// Everything else.
     Background,
 }
@@ -210,7 +217,7 @@ impl Sqlite {
     }
 
     /// Waits for a turn, inside the open group (or a new one), behind at most one
-    /// background turn.
+    /// background turn and four settlements.
     pub async fn turn(&self, lane: Lane) -> anyhow::Result<Turn<'_>> {
         if let Some(error) = self.unsynced.get() {
             anyhow::bail!("SQLite is not in use until fulfilld is restarted: {error}");
@@ -218,7 +225,9 @@ impl Sqlite {
         let (mut writer, leaving) = {
             let waiting = Waiting::on(&self.queue);
             let writer = match lane {
-                Lane::Acknowledgement => Arc::clone(&self.writer).lock_owned().await,
+                Lane::Acknowledgement | Lane::Settlement => {
+                    Arc::clone(&self.writer).lock_owned().await
+                }
                 Lane::Background => {
                     let _gate = self.background.lock().await;
                     Arc::clone(&self.writer).lock_owned().await

@@ -364,8 +364,9 @@ async fn a_cli_command_beside_a_replica_takes_half_the_stripe_budget_until_it_en
 
 /// Asserts that Stripe saw the calls at `times` (sorted) paced at `rate` a second: never
 /// more in one second than the rate, the quarter second's burst the buckets hold between
-/// them and a tenth of a second's worth for the calls' own travel (a call sent late and
-/// the next on time land closer together than they left); and the rate on average.
+/// them and a fifth of a second's worth for the calls' own travel (a call sent late and
+/// the next on time land closer together than they left: three servers, the test and
+/// the rest of the suite share two cores); and the rate on average.
 fn assert_paced(times: &[Instant], rate: usize, of: &str) {
     let busiest = (0..times.len())
         .map(|i| {
@@ -377,7 +378,7 @@ fn assert_paced(times: &[Instant], rate: usize, of: &str) {
         .max()
         .unwrap_or(0);
     assert!(
-        busiest <= rate + rate / 4 + rate / 10,
+        busiest <= rate + rate / 4 + rate / 5,
         "{busiest} calls in one second, over {of} of {rate}/s"
     );
     let span = times[times.len() - 1]

@@ -26,7 +26,7 @@ macro_rules! return_items {
     ($conn:ident, $id:expr, $payment_intent:expr, $tell:expr, $mail:expr, $now:expr) => {{
         use std::collections::HashMap;
         use $crate::db::schema::{
-            access_grants, effects, inventory, item_returns, refunds, shipments, stock_movements,
+            access_grants, effects, item_returns, refunds, shipments, stock_movements,
         };
         use $crate::domain::{
             EffectKind, NewsKind, RefundStatus, ShipmentStatus, Tell, refunded_items, refunded_skus,
@@ -157,15 +157,7 @@ macro_rules! return_items {
                     );
                 }
             }
-            for (sku, quantity) in restock {
-                diesel::update(inventory::table.find(sku))
-                    .set((
-                        inventory::stock.eq(inventory::stock + quantity),
-                        inventory::updated_at.eq(now),
-                    ))
-                    .execute($conn)
-                    .await?;
-            }
+            $crate::db::refunds::restock!($conn, restock, now);
             // Nothing left to ship, and the warehouse never had it: no shipment at all.
             if !asked && left.values().all(|units| *units <= 0) {
                 $crate::db::refunds::cancel_unheld!($conn, id, [EffectKind::Shipment], now);

@@ -20,7 +20,9 @@ use super::{Database, now_ms, with_connection};
 use crate::domain::{NewsKind, Progress, ReversalNews, SessionId, Status, Tell};
 pub(crate) use apply::apply_reversals;
 pub(crate) use items::return_items;
-pub(crate) use steps::{cancel_shipment, cancel_unheld, enqueue, return_stock, shipment_tried};
+pub(crate) use steps::{
+    cancel_shipment, cancel_unheld, enqueue, restock, return_stock, shipment_tried,
+};
 
 /// How long Stripe's answer that no Checkout Session made a payment is kept.
 const FOREIGN_KEPT_MS: i64 = 86_400_000;

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::effects::{Fence, lock_session_status, mark_done};
-use crate::db::schema::{effects, inventory, item_returns, refunds, stock_movements};
+use crate::db::schema::{effects, item_returns, refunds, stock_movements};
 use crate::db::{Database, now_ms, with_connection};
 use crate::domain::{EffectStatus, Outcome};
 
@@ -144,15 +144,7 @@ impl Database {
                 .await?;
                 // SKU order, as the stock is taken: concurrent sessions never deadlock.
                 back.sort();
-                for (sku, quantity) in back {
-                    diesel::update(inventory::table.find(sku))
-                        .set((
-                            inventory::stock.eq(inventory::stock + quantity),
-                            inventory::updated_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await?;
-                }
+                crate::db::refunds::restock!(conn, back, now);
                 Ok::<_, diesel::result::Error>(true)
             })
             .await

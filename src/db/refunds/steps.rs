@@ -11,7 +11,7 @@
 /// error.
 macro_rules! return_stock {
     ($conn:ident, $id:expr, $now:expr) => {{
-        use $crate::db::schema::{inventory, item_returns, shipments, stock_movements};
+        use $crate::db::schema::{item_returns, shipments, stock_movements};
         use $crate::domain::ShipmentStatus;
         let (id, now): (&str, i64) = ($id, $now);
         let shipped = shipments::table
@@ -65,7 +65,20 @@ macro_rules! return_stock {
         back.retain(|(_, quantity)| *quantity > 0);
         // SKU order, as the stock is taken: concurrent sessions never deadlock.
         back.sort();
-        for (sku, quantity) in back {
+        $crate::db::refunds::restock!($conn, back, now);
+    }};
+}
+pub(crate) use return_stock;
+
+/// Puts `$units`, pairs of SKU and quantity, back into stock in the order given: callers
+/// give SKU order, as the stock is taken, so that concurrent sessions never deadlock.
+/// Inside the caller's transaction, on either backend; evaluates to `()` or returns the
+/// error.
+macro_rules! restock {
+    ($conn:ident, $units:expr, $now:expr) => {{
+        use $crate::db::schema::inventory;
+        let now: i64 = $now;
+        for (sku, quantity) in $units {
             diesel::update(inventory::table.find(sku))
                 .set((
                     inventory::stock.eq(inventory::stock + quantity),
@@ -76,7 +89,7 @@ macro_rules! return_stock {
         }
     }};
 }
-pub(crate) use return_stock;
+pub(crate) use restock;
 
 /// Enqueues session `$id`'s effect of `$kind` with `$subject` and `$body`, due at once,
 /// unless it is enqueued already; evaluates to whether this call enqueued it, or returns

@@ -9,7 +9,8 @@
 //! every group committed while the one before it ran. Under load a fulfillment costs a
 //! fraction of one sync; alone, a caller waits for its own commit and sync, as before. A
 //! caller may instead wait only until its group is written ([`Commit::Written`]), which
-//! a process killed after it cannot undo but a power cut can.
+//! a process killed after it cannot undo but a power cut can; a group whose callers all
+//! do is not synced at all, and the next sync covers it.
 //!
 //! Statements run on the calling thread: handing each to Tokio's blocking pool cost more
 //! in thread wake-ups than the statement itself. Only a group's `BEGIN IMMEDIATE` (which
@@ -270,16 +271,11 @@ impl Turn<'_> {
         &mut self.writer.conn
     }
 
-    /// Ends the turn and waits until its group is committed and on the disk.
-    pub async fn durable(self) -> anyhow::Result<()> {
-        self.ended(Commit::Durable).await
-    }
-
     /// Ends the turn and waits until its group's commit has gone as far as `wanted`. A
     /// turn that left its own transaction open is undone and told so, and so is one whose
     /// group SQLite ended under it: the group's commit would not include it.
     pub async fn ended(mut self, wanted: Commit) -> anyhow::Result<()> {
-        let ended = self.writer.end_turn().await;
+        let ended = self.writer.end_turn(wanted).await;
         let mut outcome = self.outcome.clone();
         drop(self);
         ended?;

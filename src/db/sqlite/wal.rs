@@ -3,9 +3,11 @@
 //! The connection runs with `synchronous = NORMAL`: a `COMMIT` appends the group's frames
 //! to the WAL and returns without waiting for the disk, so the next group can start at
 //! once. What it wrote is then in the operating system's hands: a process killed after
-//! the `COMMIT` loses none of it, a machine that loses power may. Each committed group is
-//! handed here, and its callers are told it is durable only after an `fdatasync` of the
-//! WAL that began after its `COMMIT` returned. One sync serves every group committed
+//! the `COMMIT` loses none of it, a machine that loses power may. Each committed group
+//! that a caller waits to be durable is handed here, and its callers are told it is
+//! durable only after an `fdatasync` of the WAL that began after its `COMMIT` returned. A
+//! group whose callers wait only for the commit (done marks) is not handed: it costs no
+//! sync of its own, and the next one covers it. One sync serves every group committed
 //! while the one before it ran, which is what `synchronous = FULL` did inside each
 //! `COMMIT`, with the connection held. SQLite still syncs the WAL's header when it
 //! starts the log again, and the WAL and the database around each checkpoint.

@@ -18,7 +18,7 @@ use diesel_async::{SimpleAsyncConnection, TransactionManager};
 use tokio::sync::watch;
 
 use super::wal::Wal;
-use super::{Connection, GROUP_DEPTH, Inline, Limits, Manager, Outcome};
+use super::{Commit, Connection, GROUP_DEPTH, Inline, Limits, Manager, Outcome};
 
 /// Taken under each group's turns, released and taken again as each turn ends (and before
 /// a turn joins after one was abandoned), and released at the commit: a name no turn
@@ -47,6 +47,10 @@ pub(super) struct Writer {
 /// One transaction shared by the turns that joined it.
 pub(super) struct Group {
     turns: usize,
+    /// A turn that ended in it waits for the disk: its commit is handed to the syncer.
+    /// A group whose turns all waited only for their commit (done marks) is not: the
+    /// next sync, begun for a group that needs one, covers it too.
+    sync: bool,
     pub(super) opened: Instant,
     limits: Limits,
     outcome: watch::Sender<Outcome>,
@@ -92,6 +96,7 @@ impl Writer {
         self.checked = true;
         self.group = Some(Group {
             turns: 0,
+            sync: false,
             opened: Instant::now(),
             limits: self.limits,
             outcome: watch::Sender::new(Outcome::Open),
@@ -117,9 +122,15 @@ impl Writer {
         Ok(group.outcome.subscribe())
     }
 
-    /// Ends a turn: undoes what it left open and checks that its group's transaction is
-    /// still there. Err when what the turn did is not part of what its group commits.
-    pub(super) async fn end_turn(&mut self) -> anyhow::Result<()> {
+    /// Ends a turn, whose caller waits for its group to be `wanted`: undoes what it left
+    /// open and checks that its group's transaction is still there. Err when what the
+    /// turn did is not part of what its group commits.
+    pub(super) async fn end_turn(&mut self, wanted: Commit) -> anyhow::Result<()> {
+        if wanted == Commit::Durable
+            && let Some(group) = self.group.as_mut()
+        {
+            group.sync = true;
+        }
         self.heal().await;
         let left_open = depth(&mut self.conn).is_ok_and(|depth| depth > GROUP_DEPTH);
         self.check().await?;
@@ -194,7 +205,9 @@ impl Writer {
         match (committed, &self.wal) {
             (Ok(()), Some(wal)) => {
                 group.outcome.send_replace(Outcome::Written);
-                wal.hand(group.outcome).await;
+                if group.sync {
+                    wal.hand(group.outcome).await;
+                }
             }
             (Ok(()), None) => {
                 group.outcome.send_replace(Outcome::Durable);

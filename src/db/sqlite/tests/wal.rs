@@ -107,6 +107,43 @@ async fn a_caller_is_told_its_work_is_durable_only_after_a_wal_sync_begun_after_
     );
 }
 
+/// Done marks wait only for their commit: their groups cost no sync, and the next sync
+/// that work waiting for the disk asks for covers them.
+#[tokio::test]
+async fn groups_that_wait_only_for_their_commit_are_synced_by_the_next_group_that_waits_for_the_disk()
+ {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("group.db");
+    let path = path.to_str().expect("a UTF-8 path");
+    let mut conn = crate::db::open_sqlite(path).expect("SQLite opens");
+    conn.batch_execute("CREATE TABLE marks (n INTEGER PRIMARY KEY NOT NULL)")
+        .expect("the table is created");
+    let (mut syncs, sync) = Syncs::held();
+    let sqlite =
+        Sqlite::with_sync(conn, path, ONE_GROUP, Some(sync)).expect("SQLite is taken over");
+    let turn = |member, wanted| {
+        let sqlite = Arc::clone(&sqlite);
+        tokio::spawn(async move { take_turn_until(&sqlite, member, wanted).await })
+    };
+
+    for n in 1..=3 {
+        let written = answer(turn(Member::Inserts(n), Commit::Written)).await;
+        assert!(written.is_ok(), "{written:?}");
+    }
+    let durable = turn(Member::Inserts(4), Commit::Durable);
+    // Had the groups before it been handed to the syncer, this first sync would be theirs,
+    // and the last group would wait for another.
+    syncs.started().await;
+    syncs.ends(Ok(()));
+    let durable = answer(durable).await;
+    assert!(durable.is_ok(), "{durable:?}");
+    assert!(
+        syncs.started.try_recv().is_err(),
+        "a sync for groups that did not wait for one"
+    );
+    assert_eq!(marks(&sqlite).await, BTreeSet::from([1, 2, 3, 4]));
+}
+
 /// The WAL synced is the one SQLite writes, wherever the path given leads.
 #[tokio::test]
 async fn the_wal_synced_is_the_one_beside_the_database_a_link_points_to() {

@@ -169,7 +169,10 @@ macro_rules! claim_sql {
             now_ms_sql!($backend),
             ") AND ",
             $left_out,
-            " ORDER BY next_attempt_at LIMIT $2",
+            // `+$2`, not `$2`: SQLite reads a bound LIMIT when it prepares the statement,
+            // and so prepares it again whenever the limit is bound anew; an expression it
+            // evaluates at run time instead.
+            " ORDER BY next_attempt_at LIMIT +$2",
             $lock,
             ") RETURNING id, session_id, kind, attempts, lease, traceparent, subject, ",
             "(SELECT status FROM checkout_sessions s WHERE s.id = effects.session_id) ",

@@ -22,6 +22,13 @@ pub const HELD: &str = "held";
 pub const TAKEN: &str = "taken";
 pub const RELEASED: &str = "released";
 
+/// Holds still held: `state = 'held'`, the value written out. Bound, SQLite would weigh it
+/// against the partial indexes on held reservations when it prepared the statement, and
+/// so prepare the statement again each time the value was bound: at every run.
+pub fn held() -> diesel::dsl::Eq<reservations::state, diesel::expression::SqlLiteral<Text>> {
+    reservations::state.eq(diesel::dsl::sql::<Text>("'held'"))
+}
+
 /// What [`Database::reserve`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reserved {
@@ -164,7 +171,7 @@ impl Database {
             diesel::update(
                 reservations::table
                     .filter(reservations::id.eq(id))
-                    .filter(reservations::state.eq(HELD)),
+                    .filter(held()),
             )
             .set((
                 reservations::session_id.eq(session_id),
@@ -207,7 +214,7 @@ impl Database {
             diesel::update(
                 reservations::table
                     .filter(reservations::id.eq(id))
-                    .filter(reservations::state.eq(HELD))
+                    .filter(held())
                     .filter(
                         reservations::session_id
                             .is_null()
@@ -240,7 +247,7 @@ impl Database {
             diesel::update(
                 reservations::table
                     .filter(reservations::session_id.eq(session_id))
-                    .filter(reservations::state.eq(HELD)),
+                    .filter(held()),
             )
             .set((
                 reservations::state.eq(state),
@@ -266,7 +273,7 @@ impl Database {
     ) -> anyhow::Result<Vec<DueReservation>> {
         let rows = with_connection!(self, |conn| {
             reservations::table
-                .filter(reservations::state.eq(HELD))
+                .filter(held())
                 .filter(
                     reservations::expires_at
                         .lt(expired_before)
@@ -342,7 +349,7 @@ impl Database {
         let held: Vec<i64> = with_connection!(self, |conn| {
             reservations::table
                 .filter(reservations::sku.eq(sku))
-                .filter(reservations::state.eq(HELD))
+                .filter(held())
                 .select(reservations::quantity)
                 .load(conn)
                 .await

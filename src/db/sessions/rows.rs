@@ -8,7 +8,7 @@ use futures_util::future::{try_join, try_join_all};
 
 use super::super::outcomes::LineItemRow;
 use super::super::prepared::Prepared;
-use super::super::reservations::HELD;
+use super::super::reservations::held;
 use super::super::schema::{
     access_grants, checkout_sessions, effects, line_items, refunds, reservations, shipments,
     stock_movements, webhook_events,
@@ -129,15 +129,17 @@ macro_rules! statement {
                 session,
                 state,
                 now,
-            } => diesel::update(
-                reservations::table
-                    .filter(reservations::session_id.eq(*session))
-                    .filter(reservations::state.eq(HELD)),
+            } => Prepared(
+                diesel::update(
+                    reservations::table
+                        .filter(reservations::session_id.eq(*session))
+                        .filter(held()),
+                )
+                .set((
+                    reservations::state.eq(*state),
+                    reservations::settled_at.eq(*now),
+                )),
             )
-            .set((
-                reservations::state.eq(*state),
-                reservations::settled_at.eq(*now),
-            ))
             .execute($conn),
             Write::Processed { event, now } => Prepared(
                 diesel::update(

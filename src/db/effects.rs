@@ -156,7 +156,8 @@ pub use operator::EffectView;
 
 /// The claim, with the database's clock and the row-locking clause only PostgreSQL has.
 /// `$1` is the lease in milliseconds, `$2` how many to claim, `$3` the ids to leave out.
-/// The status is written out, as in [`is_pending`]. A constant, so it is prepared once.
+/// The status is written out, as in [`is_pending`]. A constant, so it is prepared once;
+/// `LIMIT +$2`, because SQLite plans by a bound `LIMIT` and would prepare it at each run.
 macro_rules! claim_sql {
     ($backend:ident, $left_out:literal, $lock:literal) => {
         concat!(
@@ -169,9 +170,6 @@ macro_rules! claim_sql {
             now_ms_sql!($backend),
             ") AND ",
             $left_out,
-            // `+$2`, not `$2`: SQLite reads a bound LIMIT when it prepares the statement,
-            // and so prepares it again whenever the limit is bound anew; an expression it
-            // evaluates at run time instead.
             " ORDER BY next_attempt_at LIMIT +$2",
             $lock,
             ") RETURNING id, session_id, kind, attempts, lease, traceparent, subject, ",

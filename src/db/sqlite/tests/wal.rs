@@ -49,17 +49,23 @@ async fn answer<T>(task: tokio::task::JoinHandle<T>) -> T {
         .expect("the caller returns")
 }
 
-#[tokio::test]
-async fn a_caller_is_told_its_work_is_durable_only_after_a_wal_sync_begun_after_its_commit() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
+/// A database in `dir`, with a table of marks, whose WAL syncs are held by the test.
+fn with_held_syncs(dir: &tempfile::TempDir) -> (Syncs, Arc<Sqlite>) {
     let path = dir.path().join("group.db");
     let path = path.to_str().expect("a UTF-8 path");
     let mut conn = crate::db::open_sqlite(path).expect("SQLite opens");
     conn.batch_execute("CREATE TABLE marks (n INTEGER PRIMARY KEY NOT NULL)")
         .expect("the table is created");
-    let (mut syncs, sync) = Syncs::held();
+    let (syncs, sync) = Syncs::held();
     let sqlite =
         Sqlite::with_sync(conn, path, ONE_GROUP, Some(sync)).expect("SQLite is taken over");
+    (syncs, sqlite)
+}
+
+#[tokio::test]
+async fn a_caller_is_told_its_work_is_durable_only_after_a_wal_sync_begun_after_its_commit() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut syncs, sqlite) = with_held_syncs(&dir);
     let turn = |member, wanted| {
         let sqlite = Arc::clone(&sqlite);
         tokio::spawn(async move { take_turn_until(&sqlite, member, wanted).await })
@@ -113,14 +119,7 @@ async fn a_caller_is_told_its_work_is_durable_only_after_a_wal_sync_begun_after_
 async fn groups_that_wait_only_for_their_commit_are_synced_by_the_next_group_that_waits_for_the_disk()
  {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("group.db");
-    let path = path.to_str().expect("a UTF-8 path");
-    let mut conn = crate::db::open_sqlite(path).expect("SQLite opens");
-    conn.batch_execute("CREATE TABLE marks (n INTEGER PRIMARY KEY NOT NULL)")
-        .expect("the table is created");
-    let (mut syncs, sync) = Syncs::held();
-    let sqlite =
-        Sqlite::with_sync(conn, path, ONE_GROUP, Some(sync)).expect("SQLite is taken over");
+    let (mut syncs, sqlite) = with_held_syncs(&dir);
     let turn = |member, wanted| {
         let sqlite = Arc::clone(&sqlite);
         tokio::spawn(async move { take_turn_until(&sqlite, member, wanted).await })

@@ -61,7 +61,8 @@ pub enum Stored {
 /// whether it was processed. Run on its own, it is its own transaction: one commit.
 ///
 /// The ids already stored are looked up one by one in the primary key (`LATERAL … LIMIT
-/// 1`, which the planner cannot turn into a join). Written as a join, the plan PostgreSQL
+/// 1`: a subquery with a limit is never merged into the outer query, so it stays a probe
+/// of the key for each id). Written as a join, the plan PostgreSQL
 /// caches after a few runs on a new, empty table hashed the batch against a scan of the
 /// whole table, and kept doing so as the table grew: on a fresh database the cost of every
 /// acknowledgement grew with the number of events stored, until the next `ANALYZE`.

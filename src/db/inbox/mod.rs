@@ -62,10 +62,10 @@ pub enum Stored {
 ///
 /// The ids already stored are looked up one by one in the primary key (`LATERAL … LIMIT
 /// 1`: a subquery with a limit is never merged into the outer query, so it stays a probe
-/// of the key for each id). Written as a join, the plan PostgreSQL
-/// caches after a few runs on a new, empty table hashed the batch against a scan of the
-/// whole table, and kept doing so as the table grew: on a fresh database the cost of every
-/// acknowledgement grew with the number of events stored, until the next `ANALYZE`.
+/// of the key for each id). Written as a join, the plan PostgreSQL caches after a few runs
+/// on a new, empty table hashed the batch against a scan of the whole table, and kept
+/// doing so as the table grew: on a fresh database the cost of every acknowledgement grew
+/// with the number of events stored, until the next `ANALYZE`.
 const STORE_POSTGRES: &str = "\
     WITH incoming AS ( \
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], \

@@ -30,6 +30,8 @@ pub mod schema;
 pub mod sessions;
 mod sqlite;
 mod tally;
+#[cfg(test)]
+mod test_server;
 pub mod types;
 
 pub use sqlite::{Commit, Lane};

@@ -1,11 +1,8 @@
 //! The acknowledgement lane's statement on PostgreSQL, on a database of its own on the
 //! server `TEST_DATABASE_URL` names; skipped when it names none.
 
-use diesel::sql_types::BigInt;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-
 use super::{Stored, StoredEvent, store_events_postgres};
-use crate::db::{DatabaseUrl, migrate};
+use crate::db::test_server::{TestDatabase, reads, run};
 
 fn event(id: &str) -> StoredEvent {
     StoredEvent {
@@ -20,96 +17,47 @@ fn event(id: &str) -> StoredEvent {
     }
 }
 
-#[derive(diesel::QueryableByName)]
-struct Reads {
-    /// Rows read by scans of the whole table.
-    #[diesel(sql_type = BigInt)]
-    scanned: i64,
-    /// Lookups through an index: the control, which shows the counts are kept.
-    #[diesel(sql_type = BigInt)]
-    looked_up: i64,
-}
-
 /// The plan PostgreSQL caches for the lane's statement is made while the table is new and
 /// empty; thousands of events later, storing a batch must still look up only its own ids,
 /// not read the table.
 #[tokio::test]
 async fn the_lane_stores_a_batch_without_reading_the_events_stored_before() {
-    let Some(server) = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        eprintln!("skipped: it needs PostgreSQL (TEST_DATABASE_URL)");
+    let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let name = format!("fulfilld_test_{:016x}", fastrand::u64(..));
-    let mut admin = AsyncPgConnection::establish(&server)
-        .await
-        .expect("TEST_DATABASE_URL accepts connections");
-    diesel::sql_query(format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("test database created");
-    let (base, query) = server.split_once('?').unwrap_or((&server, ""));
-    let (prefix, _) = base.rsplit_once('/').expect("URL has a path");
-    let url = match query {
-        "" => format!("{prefix}/{name}"),
-        query => format!("{prefix}/{name}?{query}"),
-    };
-    migrate(&DatabaseUrl::Postgres(url.clone()))
-        .await
-        .expect("migrations apply");
-    let mut conn = AsyncPgConnection::establish(&url)
-        .await
-        .expect("test database accepts connections");
-
-    // The plan PostgreSQL settles on after five runs, made while the table is empty.
-    diesel::sql_query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut conn)
-        .await
-        .expect("plan cache mode set");
-    for run in 0..3 {
-        let stored = store_events_postgres(&mut conn, &[event(&format!("evt_early_{run}"))])
+    let mut conn = database.connect_generic().await;
+    // No ANALYZE replaces the plan the test is about.
+    run(
+        &mut conn,
+        "ALTER TABLE webhook_events SET (autovacuum_enabled = off)",
+    )
+    .await;
+    for early in 0..3 {
+        let stored = store_events_postgres(&mut conn, &[event(&format!("evt_early_{early}"))])
             .await
             .expect("event stored");
         assert_eq!(stored, [Stored::New]);
     }
     // Every other one processed.
-    diesel::sql_query(
+    run(
+        &mut conn,
         "INSERT INTO webhook_events \
          (id, event_type, session_id, livemode, payload, received_at, processed_at) \
          SELECT 'evt_stored_' || g, 'checkout.session.completed', 'cs_' || g, false, '{}', 0, \
          CASE WHEN g % 2 = 0 THEN 1 END FROM generate_series(1, 20000) g",
     )
-    .execute(&mut conn)
-    .await
-    .expect("events stored in bulk");
+    .await;
 
-    // The rows read by scans, counted for this transaction alone.
-    diesel::sql_query("BEGIN")
-        .execute(&mut conn)
-        .await
-        .expect("transaction begins");
+    // The rows read, counted for this transaction alone.
+    run(&mut conn, "BEGIN").await;
     let batch = ["evt_late", "evt_stored_7", "evt_stored_8", "evt_late"].map(event);
     let stored = store_events_postgres(&mut conn, &batch)
         .await
         .expect("events stored");
-    let reads = diesel::sql_query(
-        "SELECT COALESCE(seq_tup_read, 0) AS scanned, COALESCE(idx_scan, 0) AS looked_up \
-         FROM pg_stat_xact_user_tables WHERE relname = 'webhook_events'",
-    )
-    .get_result::<Reads>(&mut conn)
-    .await
-    .expect("statistics read");
-    diesel::sql_query("ROLLBACK")
-        .execute(&mut conn)
-        .await
-        .expect("transaction rolled back");
+    let reads = reads(&mut conn, "webhook_events").await;
+    run(&mut conn, "ROLLBACK").await;
     drop(conn);
-    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("test database dropped");
+    database.remove().await;
 
     assert_eq!(
         stored,

@@ -13,60 +13,78 @@ use std::time::Duration;
 
 use anyhow::Context;
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Text};
-use diesel_async::RunQueryDsl;
+use diesel::sql_types::{Array, BigInt, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::inbox::StoredEvent;
 use super::prepared::Prepared;
 use super::types::{DbNow, now_ms_sql};
 use super::{Database, millis, with_connection};
 
-/// The claim, for each backend: `$1` the ids (a JSON array on SQLite, an array on
-/// PostgreSQL), `$2` the lease in ms, `$3` the replica, `$4` due by (ms).
-macro_rules! claim_events_sql {
-    ($backend:ident, $ids:literal, $lock:literal) => {
+/// Whether a stored event may be claimed by `$3`, due by `$4` (ms): waiting (neither
+/// processed nor dead), due, and not claimed by another replica whose lease holds.
+macro_rules! claimable_sql {
+    ($backend:ident) => {
         concat!(
-            "UPDATE webhook_events SET lease_until = ",
-            now_ms_sql!($backend),
-            " + $2, claimed_by = $3 WHERE id IN (SELECT id FROM webhook_events WHERE id IN (",
-            $ids,
-            ") AND processed_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $4 AND (",
+            "processed_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $4 AND (",
             "lease_until IS NULL OR claimed_by IS NULL OR claimed_by = $3 OR lease_until <= ",
             now_ms_sql!($backend),
-            ")",
-            $lock,
-            ") RETURNING id"
+            ")"
         )
     };
 }
 
-/// SQLite numbers `$N` parameters in the order they first appear; `?N` is the N-th bind.
+/// The claim: `$1` the ids (a JSON array), `$2` the lease in ms, `$3` the replica, `$4`
+/// due by (ms). SQLite numbers `$N` parameters in the order they first appear; `?N` is
+/// the N-th bind.
 static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| {
-    claim_events_sql!(sqlite, "SELECT value FROM json_each($1)", "").replace('$', "?")
+    concat!(
+        "UPDATE webhook_events SET lease_until = ",
+        now_ms_sql!(sqlite),
+        " + $2, claimed_by = $3 WHERE id IN (SELECT value FROM json_each($1)) AND ",
+        claimable_sql!(sqlite),
+        " RETURNING id"
+    )
+    .replace('$', "?")
 });
-const CLAIM_POSTGRES: &str = claim_events_sql!(
-    postgres,
-    "SELECT unnest($1::text[])",
-    " FOR UPDATE SKIP LOCKED"
+
+/// The claim on PostgreSQL, `$1` an array. Each id is looked up in the key on its own
+/// (a subquery with a limit is never merged into the query around it), and the rows
+/// claimed are updated through the key. So a claim reads its own events, whichever plan
+/// PostgreSQL cached: a plan made while the table was empty otherwise walks every
+/// waiting event for the few it was asked for.
+const CLAIM_POSTGRES: &str = concat!(
+    "UPDATE webhook_events SET lease_until = ",
+    now_ms_sql!(postgres),
+    " + $2, claimed_by = $3 FROM unnest($1::text[]) AS asked(id), ",
+    "LATERAL (SELECT id FROM webhook_events e WHERE e.id = asked.id AND ",
+    claimable_sql!(postgres),
+    " LIMIT 1 FOR UPDATE SKIP LOCKED) AS claimable ",
+    "WHERE webhook_events.id = claimable.id RETURNING webhook_events.id"
 );
 
 /// Renews `$3`'s claims on the ids `$1` for `$2` ms.
-macro_rules! renew_claims_sql {
-    ($backend:ident, $ids:literal) => {
-        concat!(
-            "UPDATE webhook_events SET lease_until = ",
-            now_ms_sql!($backend),
-            " + $2 WHERE id IN (",
-            $ids,
-            ") AND claimed_by = $3 AND processed_at IS NULL"
-        )
-    };
-}
-
 static RENEW_SQLITE: LazyLock<String> = LazyLock::new(|| {
-    renew_claims_sql!(sqlite, "SELECT value FROM json_each($1)").replace('$', "?")
+    concat!(
+        "UPDATE webhook_events SET lease_until = ",
+        now_ms_sql!(sqlite),
+        " + $2 WHERE id IN (SELECT value FROM json_each($1)) ",
+        "AND claimed_by = $3 AND processed_at IS NULL AND dead_at IS NULL"
+    )
+    .replace('$', "?")
 });
-const RENEW_POSTGRES: &str = renew_claims_sql!(postgres, "SELECT unnest($1::text[])");
+
+/// The renewal on PostgreSQL, in the claim's shape for the claim's reason. It skips a
+/// row another session holds, which is being marked processed or taken over (it is then
+/// not this replica's to renew), so that it never waits on the control connection.
+const RENEW_POSTGRES: &str = concat!(
+    "UPDATE webhook_events SET lease_until = ",
+    now_ms_sql!(postgres),
+    " + $2 FROM unnest($1::text[]) AS asked(id), ",
+    "LATERAL (SELECT id FROM webhook_events e WHERE e.id = asked.id AND claimed_by = $3 ",
+    "AND processed_at IS NULL AND dead_at IS NULL LIMIT 1 FOR UPDATE SKIP LOCKED) AS renewable ",
+    "WHERE webhook_events.id = renewable.id"
+);
 
 #[derive(QueryableByName)]
 struct Claimed {
@@ -88,22 +106,14 @@ impl Database {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let claimed = match self {
+        match self {
             Self::Postgres(postgres) => {
                 let mut conn = postgres.pooled().await?;
-                Prepared(
-                    diesel::sql_query(CLAIM_POSTGRES)
-                        .bind::<diesel::sql_types::Array<Text>, _>(ids)
-                        .bind::<BigInt, _>(millis(lease))
-                        .bind::<Text, _>(replica)
-                        .bind::<BigInt, _>(due_by),
-                )
-                .load::<Claimed>(&mut *conn)
-                .await
+                claim_events_postgres(&mut conn, ids, replica, due_by, lease).await
             }
             Self::Sqlite(_) => {
                 let ids = serde_json::to_string(ids)?;
-                with_connection!(self, |conn| {
+                let claimed = with_connection!(self, |conn| {
                     Prepared(
                         diesel::sql_query(CLAIM_SQLITE.as_str())
                             .bind::<Text, _>(&ids)
@@ -113,14 +123,11 @@ impl Database {
                     )
                     .load::<Claimed>(conn)
                     .await
-                })
+                });
+                let claimed = claimed.context("could not claim events")?;
+                Ok(claimed.into_iter().map(|claimed| claimed.id).collect())
             }
-        };
-        Ok(claimed
-            .context("could not claim events")?
-            .into_iter()
-            .map(|claimed| claimed.id)
-            .collect())
+        }
     }
 
     /// Extends `replica`'s claims on the events `ids` still waiting to `lease` from now.
@@ -139,15 +146,7 @@ impl Database {
             Self::Postgres(postgres) => {
                 postgres
                     .on_control(async |conn| {
-                        Prepared(
-                            diesel::sql_query(RENEW_POSTGRES)
-                                .bind::<diesel::sql_types::Array<Text>, _>(ids)
-                                .bind::<BigInt, _>(millis(lease))
-                                .bind::<Text, _>(replica),
-                        )
-                        .execute(conn)
-                        .await
-                        .context("could not renew the claims on events")
+                        renew_event_claims_postgres(conn, ids, replica, lease).await
                     })
                     .await?;
             }
@@ -220,3 +219,45 @@ impl Database {
         })
     }
 }
+
+/// [`Database::claim_events`] on `conn`.
+pub(super) async fn claim_events_postgres(
+    conn: &mut AsyncPgConnection,
+    ids: &[String],
+    replica: &str,
+    due_by: i64,
+    lease: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let claimed = Prepared(
+        diesel::sql_query(CLAIM_POSTGRES)
+            .bind::<Array<Text>, _>(ids)
+            .bind::<BigInt, _>(millis(lease))
+            .bind::<Text, _>(replica)
+            .bind::<BigInt, _>(due_by),
+    )
+    .load::<Claimed>(conn)
+    .await
+    .context("could not claim events")?;
+    Ok(claimed.into_iter().map(|claimed| claimed.id).collect())
+}
+
+/// [`Database::renew_event_claims`] on `conn`; returns how many claims it renewed.
+pub(super) async fn renew_event_claims_postgres(
+    conn: &mut AsyncPgConnection,
+    ids: &[String],
+    replica: &str,
+    lease: Duration,
+) -> anyhow::Result<usize> {
+    Prepared(
+        diesel::sql_query(RENEW_POSTGRES)
+            .bind::<Array<Text>, _>(ids)
+            .bind::<BigInt, _>(millis(lease))
+            .bind::<Text, _>(replica),
+    )
+    .execute(conn)
+    .await
+    .context("could not renew the claims on events")
+}
+
+#[cfg(test)]
+mod tests;

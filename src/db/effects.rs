@@ -9,7 +9,6 @@
 //! while the row still carries the attempt's token ([`Fence`]): an attempt whose lease
 //! passed to another changes nothing, and is told so.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,8 +18,8 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::prepared::Prepared;
 use super::schema::{effects, shipments};
-use super::types::{DbNow, now_ms_sql};
-use super::{Commit, Database, Lane, millis, now_ms, with_connection};
+use super::types::DbNow;
+use super::{Commit, Database, Lane, now_ms, with_connection};
 use crate::domain::{EffectKind, EffectStatus, ShipmentStatus, Status};
 
 /// An effect claimed for one attempt.
@@ -151,33 +150,11 @@ mod notices;
 mod warehouse;
 pub use aside::Aside;
 pub use warehouse::CancelNeed;
+mod claim;
+#[cfg(test)]
+pub(crate) use claim::claim_effects_postgres;
 mod operator;
 pub use operator::EffectView;
-
-/// The claim, with the database's clock and the row-locking clause only PostgreSQL has.
-/// `$1` is the lease in milliseconds, `$2` how many to claim, `$3` the ids to leave out.
-/// The status is written out, as in [`is_pending`]. A constant, so it is prepared once;
-/// `LIMIT +$2`, because SQLite plans by a bound `LIMIT` and would prepare it at each run.
-macro_rules! claim_sql {
-    ($backend:ident, $left_out:literal, $lock:literal) => {
-        concat!(
-            "UPDATE effects SET lease_until = ",
-            now_ms_sql!($backend),
-            " + $1, lease = lease + 1, attempts = attempts + 1 ",
-            "WHERE id IN (SELECT id FROM effects WHERE status = 'pending' AND next_attempt_at <= ",
-            now_ms_sql!($backend),
-            " AND (lease_until IS NULL OR lease_until <= ",
-            now_ms_sql!($backend),
-            ") AND ",
-            $left_out,
-            " ORDER BY next_attempt_at LIMIT +$2",
-            $lock,
-            ") RETURNING id, session_id, kind, attempts, lease, traceparent, subject, ",
-            "(SELECT status FROM checkout_sessions s WHERE s.id = effects.session_id) ",
-            "AS session_status"
-        )
-    };
-}
 
 /// [`Database::complete_effects`] on PostgreSQL (`$1` now, `$2`, `$3` ids and leases).
 const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until = NULL, \
@@ -187,52 +164,7 @@ const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until
      WHERE effects.id = settled.id AND effects.lease = settled.lease \
      AND effects.status = 'pending' RETURNING effects.id, effects.lease";
 
-/// `?N`, which SQLite numbers by N (it numbers `$N` in the order they first appear).
-static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| {
-    claim_sql!(sqlite, "id NOT IN (SELECT value FROM json_each($3))", "").replace('$', "?")
-});
-const CLAIM_POSTGRES: &str = claim_sql!(postgres, "id <> ALL($3)", " FOR UPDATE SKIP LOCKED");
-
 impl Database {
-    /// Claims up to `limit` due effects for one attempt each, leased for `lease` from the
-    /// moment the database runs the claim; never one of `running`, which this process is
-    /// still attempting.
-    pub async fn claim_effects(
-        &self,
-        limit: usize,
-        lease: Duration,
-        running: &[i64],
-    ) -> anyhow::Result<Vec<ClaimedEffect>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let claimed = match self {
-            Self::Postgres(postgres) => {
-                let mut conn = postgres.pooled().await?;
-                Prepared(
-                    diesel::sql_query(CLAIM_POSTGRES)
-                        .bind::<BigInt, _>(millis(lease))
-                        .bind::<BigInt, _>(limit)
-                        .bind::<Array<BigInt>, _>(running),
-                )
-                .load::<ClaimedEffect>(&mut *conn)
-                .await
-            }
-            Self::Sqlite(_) => {
-                let running = serde_json::to_string(running)?;
-                with_connection!(self, |conn| {
-                    Prepared(
-                        diesel::sql_query(CLAIM_SQLITE.as_str())
-                            .bind::<BigInt, _>(millis(lease))
-                            .bind::<BigInt, _>(limit)
-                            .bind::<Text, _>(&running),
-                    )
-                    .load::<ClaimedEffect>(conn)
-                    .await
-                })
-            }
-        };
-        claimed.context("could not claim due effects")
-    }
-
     /// Extends an attempt's lease to `lease` from now. False when the lease is no longer
     /// the attempt's, or the attempt has already recorded its end (a renewal that arrives
     /// late must not lease the effect again). On PostgreSQL this runs on a connection of

@@ -3,20 +3,22 @@
 //! pool of workers through the session actors ([`workers`]), one replica at a time; and
 //! replayed if a crash, an outage or a full queue left them undone.
 
+mod pressure;
 mod workers;
 
+pub use pressure::{Arrival, Turn};
 pub use workers::{Job, Work, Workers, process, reverse};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::db::Database;
 use crate::db::inbox::{Stored, StoredEvent, store_events_postgres};
 use crate::db::postgres::Role;
 use crate::stripe::event::Event;
+use pressure::Pressure;
 
 /// Events written in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -27,15 +29,6 @@ const QUEUE_DEPTH: usize = 8192;
 /// Connections of the acknowledgement lane's own on PostgreSQL: while one batch waits
 /// for its commit, the next is written on the other.
 const POSTGRES_LANES: usize = 2;
-/// Deliveries in flight (received and not answered yet) beyond which background work
-/// gives way (see [`Inbox::give_way`]). At 1,000 deliveries/s answered in 5 ms, 5 are in
-/// flight; 32 means they are coming faster than they are answered, or are being answered
-/// slowly.
-const BUSY_AT: usize = 32;
-/// The longest background work gives way before it takes its next job all the same, so
-/// that a sale lasting longer than this still sees fulfilments go on.
-const GIVE_WAY_AT_MOST: Duration = Duration::from_millis(250);
-
 /// What a verified delivery of `payload` is stored as, received now: under its session,
 /// or for refund news under the payment intent it names (its session may not be known
 /// yet). `None` for an event fulfilld does not act on, which is not stored.
@@ -76,31 +69,6 @@ pub struct Inbox {
     pressure: Arc<Pressure>,
 }
 
-/// How busy the acknowledgements are, for background work to give way.
-#[derive(Default)]
-struct Pressure {
-    /// Deliveries received and not answered yet.
-    in_flight: AtomicUsize,
-    /// Told when `in_flight` falls to [`BUSY_AT`] or below.
-    calm: Notify,
-}
-
-/// A delivery counted in flight for as long as its handler holds it (see
-/// [`Inbox::arriving`]), however the handler ends.
-pub struct Arrival {
-    pressure: Arc<Pressure>,
-}
-
-impl Drop for Arrival {
-    fn drop(&mut self) {
-        if self.pressure.in_flight.fetch_sub(1, Ordering::SeqCst) == BUSY_AT + 1 {
-            // One waiter at a time: each passes the calm on as it goes (see `give_way`),
-            // so background work resumes gradually, not all at once.
-            self.pressure.calm.notify_one();
-        }
-    }
-}
-
 impl Inbox {
     /// Starts the lane's writers on the current runtime: on SQLite one, whose turns go
     /// ahead of every background turn; on PostgreSQL [`POSTGRES_LANES`], each on a
@@ -135,29 +103,18 @@ impl Inbox {
     /// handler holds it from the moment the delivery's signature is verified to its
     /// answer.
     pub fn arriving(&self) -> Arrival {
-        self.pressure.in_flight.fetch_add(1, Ordering::SeqCst);
-        Arrival {
-            pressure: Arc::clone(&self.pressure),
-        }
+        Pressure::arriving(&self.pressure)
     }
 
-    /// Waits, [`GIVE_WAY_AT_MOST`] at most, while more than [`BUSY_AT`] deliveries are
-    /// in flight: background work gives way to acknowledgements, never the reverse.
+    /// Waits, a while at most, while the acknowledgements are busy (see
+    /// [`Pressure::give_way`]).
     pub async fn give_way(&self) {
-        let busy = || self.pressure.in_flight.load(Ordering::SeqCst) > BUSY_AT;
-        if !busy() {
-            return;
-        }
-        let until = tokio::time::Instant::now() + GIVE_WAY_AT_MOST;
-        // A calm told while nobody waited is kept (`notify_one`) and may be stale by
-        // now: each wake-up is checked against the count.
-        while busy() {
-            let calm = self.pressure.calm.notified();
-            if tokio::time::timeout_at(until, calm).await.is_err() {
-                return;
-            }
-        }
-        self.pressure.calm.notify_one();
+        self.pressure.give_way().await;
+    }
+
+    /// A background job's turn, to hold until it ends (see [`Pressure::turn`]).
+    pub async fn turn(&self) -> Option<Turn> {
+        self.pressure.turn().await
     }
 }
 

@@ -289,9 +289,9 @@ impl Workers {
                 let (sessions, db, inbox) = (sessions.clone(), db.clone(), inbox.clone());
                 let this = self.clone();
                 async move {
-                    // Acknowledgements first, once per job (its batch's claim does not
-                    // wait as well).
-                    inbox.give_way().await;
+                    // Acknowledgements first: while they are busy, a few jobs at a time
+                    // (its batch's claim does not wait as well).
+                    let _turn = inbox.turn().await;
                     let event_id = job.event_id.clone();
                     let span = telemetry::child_of(
                         job.trace.clone(),

@@ -46,15 +46,20 @@ impl TestDatabase {
 
     /// A connection whose prepared statements keep the plan made at their first run, as
     /// PostgreSQL's own choice does after five: run them on an empty table first, and a
-    /// later test sees the plan a new deployment caches.
-    pub async fn connect_generic(&self) -> AsyncPgConnection {
+    /// later test sees the plan a new deployment caches. Autovacuum is off for `tables`,
+    /// so that no `ANALYZE` replaces that plan during the test.
+    pub async fn connect_generic(&self, tables: &[&str]) -> AsyncPgConnection {
         let mut conn = AsyncPgConnection::establish(&self.url)
             .await
             .expect("test database accepts connections");
-        diesel::sql_query("SET plan_cache_mode = force_generic_plan")
-            .execute(&mut conn)
-            .await
-            .expect("plan cache mode set");
+        run(&mut conn, "SET plan_cache_mode = force_generic_plan").await;
+        for table in tables {
+            run(
+                &mut conn,
+                &format!("ALTER TABLE {table} SET (autovacuum_enabled = off)"),
+            )
+            .await;
+        }
         conn
     }
 

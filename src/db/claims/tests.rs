@@ -22,13 +22,7 @@ async fn a_claim_reads_its_own_events_however_many_wait() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let mut conn = database.connect_generic().await;
-    // No ANALYZE replaces the plan the test is about.
-    run(
-        &mut conn,
-        "ALTER TABLE webhook_events SET (autovacuum_enabled = off)",
-    )
-    .await;
+    let mut conn = database.connect_generic(&["webhook_events"]).await;
     for _ in 0..3 {
         let claimed = claim_events_postgres(&mut conn, &ids(&["evt_none"]), "r1", 0, LEASE)
             .await
@@ -93,12 +87,7 @@ async fn an_effect_claim_reads_what_is_due_however_many_wait_for_later() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let mut conn = database.connect_generic().await;
-    run(
-        &mut conn,
-        "ALTER TABLE effects SET (autovacuum_enabled = off)",
-    )
-    .await;
+    let mut conn = database.connect_generic(&["effects"]).await;
     for _ in 0..3 {
         let claimed = claim_effects_postgres(&mut conn, 16, LEASE, &[])
             .await

@@ -9,11 +9,13 @@
 //! one connection, and a customer waits on Stripe's page.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::db::millis;
 
 /// Deliveries in flight (received and not answered yet) beyond which the lane is busy.
 /// At 1,000 deliveries/s answered in 5 ms, 5 are in flight; 32 means they are coming
@@ -37,7 +39,7 @@ pub struct Pressure {
     /// Told when `in_flight` falls to [`BUSY_AT`] or below.
     calm: Notify,
     /// When `in_flight` was last above [`BUSY_AT`], in ms since `started`.
-    busy_at: AtomicU64,
+    busy_at: AtomicI64,
     started: Instant,
     /// The turns event jobs take while the lane is busy.
     turns: Arc<Semaphore>,
@@ -48,7 +50,7 @@ impl Default for Pressure {
         Self {
             in_flight: AtomicUsize::new(0),
             calm: Notify::new(),
-            busy_at: AtomicU64::new(0),
+            busy_at: AtomicI64::new(0),
             started: Instant::now(),
             turns: Arc::new(Semaphore::new(busy_turns())),
         }
@@ -149,7 +151,7 @@ impl Pressure {
     }
 
     /// Milliseconds since `started`, at least 1, so that 0 means never busy.
-    fn now(&self) -> u64 {
+    fn now(&self) -> i64 {
         millis(self.started.elapsed()).max(1)
     }
 }
@@ -157,10 +159,6 @@ impl Pressure {
 /// One turn a core, [`BUSY_TURNS`] at least.
 fn busy_turns() -> usize {
     std::thread::available_parallelism().map_or(BUSY_TURNS, |cores| cores.get().max(BUSY_TURNS))
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use clap::{Args, ValueEnum};
 use crate::configuration::parse_duration;
 use crate::db::DatabaseUrl;
 use load::progress;
+use postgres::backend_cpu_spent;
 pub use report::Report;
 use rig::{Place, Rig};
 
@@ -238,6 +239,7 @@ async fn e2e(
     };
     let rig = Rig::start(place, name, count).await?;
     let before = rig.server.usage()?;
+    let database_before = rig.database_cpu().await;
     let bar = progress("delivered", count);
     let started = Instant::now();
     rig.deliverer
@@ -250,6 +252,9 @@ async fn e2e(
         sessions: count,
         per_second: per_second(count, elapsed),
         cpu_per_fulfillment: drained.usage.cpu.saturating_sub(before.cpu) / to_u32(count),
+        database_cpu_per_fulfillment: database_before
+            .zip(drained.database_cpu.as_ref())
+            .map(|(before, after)| backend_cpu_spent(&before, after) / to_u32(count)),
         syncs_per_fulfillment: drained.syncs.map(|syncs| syncs as f64 / count as f64),
         stripe_calls_per_session: drained.stripe_calls as f64 / count as f64,
         connections_per_call: drained.stripe_connections as f64

@@ -35,6 +35,8 @@ pub struct Fulfillments {
     pub sessions: usize,
     pub per_second: f64,
     pub cpu_per_fulfillment: Duration,
+    /// PostgreSQL's backends, when the server runs on this machine.
+    pub database_cpu_per_fulfillment: Option<Duration>,
     pub syncs_per_fulfillment: Option<f64>,
     pub stripe_calls_per_session: f64,
     pub connections_per_call: f64,
@@ -157,6 +159,13 @@ impl Report {
                 format!("{:.3} ms", e2e.cpu_per_fulfillment.as_secs_f64() * 1e3),
                 self.goal(("≤ 0.35 ms", "≤ 0.6 ms")),
             ));
+            if let Some(cpu) = e2e.database_cpu_per_fulfillment {
+                rows.push((
+                    "PostgreSQL backends' CPU per fulfillment (fulfilld's connections)".to_owned(),
+                    format!("{:.3} ms", cpu.as_secs_f64() * 1e3),
+                    "—",
+                ));
+            }
             rows.push((
                 "end-to-end fulfillments/s (first delivery → last receipt accepted)".to_owned(),
                 format!("{:.0}", e2e.per_second),

@@ -2,6 +2,7 @@
 //! sessions, a mail server, and fulfilld serving them; and the exactly-once checks once
 //! the load is over.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 use super::load::{Deliverer, progress, wait_until};
-use super::postgres::{drop_postgres, fresh_postgres, wal_syncs};
+use super::postgres::{backend_cpu, drop_postgres, fresh_postgres, wal_syncs};
 use super::server::{Server, Usage, can_count_syncs, live_actors};
 use super::smtp::MailSink;
 use super::warehouse::WarehouseSink;
@@ -111,6 +112,9 @@ pub struct Drained {
     pub stripe_calls: usize,
     pub stripe_connections: usize,
     pub live_actors: Option<usize>,
+    /// On PostgreSQL, the CPU time of each backend serving the database (see
+    /// [`Rig::database_cpu`]).
+    pub database_cpu: Option<HashMap<i32, Duration>>,
 }
 
 impl Rig {
@@ -303,6 +307,7 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let last_receipt = self.sink.last_at().context("no receipt arrived")?;
+        let database_cpu = self.database_cpu().await;
         let mut usage = self.server.usage()?;
         for replica in &self.replicas {
             usage.cpu += replica.usage()?.cpu;
@@ -328,8 +333,20 @@ impl Rig {
             stripe_calls,
             stripe_connections,
             live_actors,
+            database_cpu,
         };
         Ok((drained, twice))
+    }
+
+    /// On PostgreSQL on this machine, the CPU time of each backend connected to the
+    /// scenario's database so far, by process id.
+    pub async fn database_cpu(&self) -> Option<HashMap<i32, Duration>> {
+        self.postgres_syncs_before?;
+        let servers: Vec<u32> = std::iter::once(&self.server)
+            .chain(&self.replicas)
+            .map(Server::pid)
+            .collect();
+        backend_cpu(&self.database, &servers).await.ok().flatten()
     }
 
     /// Checks every figure of exactly once, allowing `duplicates` receipts sent twice;

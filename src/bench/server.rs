@@ -108,27 +108,14 @@ impl Server {
         bail!("fulfilld did not become ready at {}", self.address)
     }
 
+    /// The fulfilld process's id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// CPU time and resident memory so far.
     pub fn usage(&self) -> anyhow::Result<Usage> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .context("cannot read the server's /proc/PID/stat")?;
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |index: usize| -> u64 {
-            fields
-                .get(index)
-                .and_then(|field| field.parse().ok())
-                .unwrap_or(0)
-        };
-        // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name.
-        let cpu_ticks = ticks(11) + ticks(12);
-        // SAFETY: sysconf has no preconditions.
-        let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-            .unwrap_or(100)
-            .max(1);
+        let cpu = process_cpu(self.pid).context("cannot read the server's /proc/PID/stat")?;
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .context("cannot read the server's /proc/PID/status")?;
         let rss_kib = status
@@ -144,7 +131,7 @@ impl Server {
             })
             .unwrap_or(0);
         Ok(Usage {
-            cpu: Duration::from_micros(cpu_ticks * 1_000_000 / per_second),
+            cpu,
             rss_bytes: rss_kib * 1024,
         })
     }
@@ -260,6 +247,29 @@ pub fn live_actors(log: &std::path::Path) -> Option<usize> {
     let (_, after) = log.split_once("\"live_session_actors\":")?;
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
+}
+
+/// User plus system CPU time of every thread of process `pid` so far.
+pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> u64 {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name.
+    let cpu_ticks = ticks(11) + ticks(12);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    Ok(Duration::from_micros(cpu_ticks * 1_000_000 / per_second))
 }
 
 #[cfg(test)]

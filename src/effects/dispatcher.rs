@@ -35,6 +35,12 @@ use crate::telemetry;
 pub const MAX_IN_FLIGHT: usize = 32;
 /// How often the outbox is read when nothing wakes the dispatcher.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// While the outbox holds more than the attempts in flight can take, a claim waits until
+/// this many can start, or for [`BATCH_WAIT`]: a claim is a statement and a commit, and
+/// claiming each effect as the one before it ends would spend one on every effect.
+const CLAIM_BATCH: usize = 8;
+/// The longest a freed place waits for others to claim with.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// How long a shutdown waits for abandoned attempts to record how they ended.
 const RECORD_AFTER_ABANDON: Duration = Duration::from_secs(3);
 /// The longest wait between two attempts at an effect.
@@ -122,12 +128,28 @@ impl EffectDispatcher {
 
     async fn run(self: Arc<Self>, stop: CancellationToken, attempts: TaskTracker) {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        // The last claim took all it asked for: more may be due than can start.
+        let mut behind = false;
+        // When a place first came free while behind, for the batch it waits for.
+        let mut freed_at: Option<Instant> = None;
         while !stop.is_cancelled() {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = self.inbox.give_way() => {}
             }
             let free = in_flight.available_permits();
+            if behind && free > 0 && free < CLAIM_BATCH.min(MAX_IN_FLIGHT) {
+                let batch_at = *freed_at.get_or_insert_with(Instant::now) + BATCH_WAIT;
+                if Instant::now() < batch_at {
+                    tokio::select! {
+                        () = self.outbox.woken() => {}
+                        () = tokio::time::sleep_until(batch_at) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    continue;
+                }
+            }
+            freed_at = None;
             let claimed_at = Instant::now();
             let claimed = if free == 0 {
                 Vec::new()
@@ -142,6 +164,9 @@ impl EffectDispatcher {
                     })
             };
             let more = free > 0 && claimed.len() == free;
+            if free > 0 {
+                behind = more;
+            }
             for effect in claimed {
                 // Only this loop takes permits, and it claimed no more than were free.
                 let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::try_join4;
+use futures_util::future::{try_join3, try_join4};
 
 use super::schema::{access_grants, checkout_sessions, line_items, shipments, webhook_events};
 use super::sqlite::Connection as SqliteConnection;
@@ -16,20 +16,20 @@ use crate::domain::{
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = checkout_sessions)]
 pub(super) struct StoredSession {
-    id: String,
-    status: Status,
-    livemode: bool,
-    currency: Option<String>,
-    amount_total: Option<i64>,
-    shipping_address: Option<String>,
-    fulfilled_at: Option<i64>,
-    account: Option<String>,
-    amount_refunded: i64,
+    pub id: String,
+    pub status: Status,
+    pub livemode: bool,
+    pub currency: Option<String>,
+    pub amount_total: Option<i64>,
+    pub shipping_address: Option<String>,
+    pub fulfilled_at: Option<i64>,
+    pub account: Option<String>,
+    pub amount_refunded: i64,
     /// Kept out of the [`Outcome`]: only the emails read it.
-    customer_email: Option<String>,
+    pub customer_email: Option<String>,
 }
 
-#[derive(Insertable, Queryable)]
+#[derive(Clone, Insertable, Queryable)]
 #[diesel(table_name = line_items, treat_none_as_default_value = false)]
 pub(super) struct LineItemRow {
     session_id: String,
@@ -82,7 +82,14 @@ impl LineItemRow {
 }
 
 /// A grant as read: SKU, name, link, when it was revoked and when suspended.
-type GrantRow = (String, String, String, Option<i64>, Option<i64>);
+pub(super) type GrantRow = (String, String, String, Option<i64>, Option<i64>);
+
+/// Grants in the order of their SKUs' bytes, whatever the database's collation: a record
+/// that builds its outcome from its own writes sorts them the same way.
+fn grants_by_sku(mut grants: Vec<GrantRow>) -> Vec<GrantRow> {
+    grants.sort_by(|a, b| a.0.cmp(&b.0));
+    grants
+}
 
 /// Everything stored about one session, read on any connection.
 pub(super) struct StoredOutcome {
@@ -130,10 +137,20 @@ macro_rules! outcome_query {
 
 /// Reads everything stored about a session on a connection, inside any open transaction.
 pub(super) trait ReadOutcome {
+    /// For a session that is most likely recorded.
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>>;
+
+    /// For a session that may well not be recorded yet: the session's row first, the rest
+    /// only if it is there.
+    async fn read_outcome_if_recorded(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>>;
 }
 
 impl ReadOutcome for SqliteConnection {
+    async fn read_outcome_if_recorded(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
+        self.read_outcome(id).await
+    }
+
+    /// One statement after another, each skipped when the session is not recorded.
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
         let Some(session) = outcome_query!(session, self, id).await?.pop() else {
             return Ok(None);
@@ -159,6 +176,27 @@ impl ReadOutcome for AsyncPgConnection {
         )
         .await?;
         Ok(session.pop().map(|session| StoredOutcome {
+            session,
+            items,
+            grants,
+            shipment: shipment.pop(),
+        }))
+    }
+
+    /// The session's row, then the other three pipelined: one statement when it is not
+    /// recorded (every fulfilment looks before it asks Stripe), two round trips when it is.
+    async fn read_outcome_if_recorded(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
+        let Some(session) = outcome_query!(session, &mut *self, id).await?.pop() else {
+            return Ok(None);
+        };
+        let mut conn: &AsyncPgConnection = self;
+        let (items, grants, mut shipment) = try_join3(
+            outcome_query!(items, &mut conn, id),
+            outcome_query!(grants, &mut conn, id),
+            outcome_query!(shipment, &mut conn, id),
+        )
+        .await?;
+        Ok(Some(StoredOutcome {
             session,
             items,
             grants,
@@ -201,8 +239,7 @@ impl StoredOutcome {
                 .into_iter()
                 .map(LineItemRow::into_line_item)
                 .collect(),
-            access: self
-                .grants
+            access: grants_by_sku(self.grants)
                 .into_iter()
                 .map(|(sku, name, url, revoked_at, suspended_at)| AccessGrant {
                     sku,
@@ -250,6 +287,21 @@ impl Database {
     pub async fn outcome(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
         let read = self.outcome_and_email(id).await?;
         Ok(read.map(|(outcome, _)| outcome))
+    }
+
+    /// [`Database::outcome`] for a session most likely not recorded yet, as a fulfilment
+    /// asks before it calls Stripe: on PostgreSQL one statement when it is not, and one
+    /// round trip more when it is. Like every read of an outcome outside a transaction,
+    /// the row and the rest come from separate snapshots: the rest may be newer than the
+    /// row (a refund that committed in between), never older.
+    pub async fn outcome_if_recorded(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
+        with_connection!(self, |conn| {
+            conn.read_outcome_if_recorded(id.as_str())
+                .await
+                .context("could not read the session")?
+                .map(StoredOutcome::into_outcome)
+                .transpose()
+        })
     }
 
     /// The connected account (Stripe Connect) a stored event of the session names, if

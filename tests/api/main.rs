@@ -27,6 +27,7 @@ mod processes;
 mod properties;
 mod readonly;
 mod reconcile;
+mod records;
 mod refund_item_returns;
 mod refund_items;
 mod refund_operator;

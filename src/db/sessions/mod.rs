@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 mod rows;
 
 use self::rows::{EffectRow, GrantRow, MovementRow, SendWrites, SessionRow, ShipmentRow, Write};
-use super::outcomes::{LineItemRow, ReadOutcome};
+use super::outcomes::{LineItemRow, ReadOutcome, StoredOutcome, StoredSession};
 use super::refunds::apply_reversals;
 use super::reservations::settled_state;
 use super::schema::checkout_sessions;
@@ -193,12 +193,13 @@ impl Database {
             .collect();
         with_connection!(self, |conn| {
             conn.transaction(async |conn| {
-                let mut claimed = diesel::insert_into(checkout_sessions::table)
+                let inserted = diesel::insert_into(checkout_sessions::table)
                     .values(&row)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?
                     == 1;
+                let mut claimed = inserted;
                 if !claimed && status != Status::AwaitingPayment {
                     claimed = diesel::update(
                         checkout_sessions::table
@@ -255,11 +256,16 @@ impl Database {
                     let applied = apply_reversals!(conn, id, payment_intent, record.tell, now)?;
                     reversed = applied.is_some_and(|applied| applied.enqueued);
                 }
-                let outcome = conn
-                    .read_outcome(id)
-                    .await?
-                    .context("the session vanished inside its own transaction")?
-                    .into_outcome()?;
+                // A session whose row this record made holds only what it wrote, unless
+                // stored refunds were applied to it: no need to read that back.
+                let stored = if inserted && !refunds_stored {
+                    written(&row, &items, &grants, shipment.as_ref())
+                } else {
+                    conn.read_outcome(id)
+                        .await?
+                        .context("the session vanished inside its own transaction")?
+                };
+                let outcome = stored.into_outcome()?;
                 Ok::<_, anyhow::Error>(Recorded {
                     outcome,
                     claimed,
@@ -269,5 +275,50 @@ impl Database {
             .await
             .context("could not record the session")
         })
+    }
+}
+
+/// What reading a session back right after the record that made its row finds: the row,
+/// and the line items, grants and shipment written with it.
+fn written(
+    row: &SessionRow<'_>,
+    items: &[LineItemRow],
+    grants: &[GrantRow<'_>],
+    shipment: Option<&ShipmentRow<'_>>,
+) -> StoredOutcome {
+    let fulfilled = row.status == Status::Fulfilled;
+    let with_items = matches!(row.status, Status::Fulfilled | Status::AwaitingPayment);
+    StoredOutcome {
+        session: StoredSession {
+            id: row.id.to_owned(),
+            status: row.status,
+            livemode: row.livemode,
+            currency: row.currency.map(str::to_owned),
+            amount_total: row.amount_total,
+            shipping_address: row.shipping_address.clone(),
+            fulfilled_at: row.fulfilled_at,
+            account: row.account.map(str::to_owned),
+            amount_refunded: 0,
+            customer_email: row.customer_email.map(str::to_owned),
+        },
+        items: if with_items {
+            items.to_vec()
+        } else {
+            Vec::new()
+        },
+        grants: if fulfilled {
+            grants
+                .iter()
+                .map(|grant| {
+                    let (sku, name, url) = (grant.sku, grant.name, grant.url);
+                    (sku.to_owned(), name.to_owned(), url.to_owned(), None, None)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        shipment: shipment
+            .filter(|_| fulfilled)
+            .map(|shipment| (shipment.status, shipment.items.clone())),
     }
 }

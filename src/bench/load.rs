@@ -12,14 +12,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::sandbox::Simulator;
 use crate::stripe::signature::signature_header;
 
-/// Connections the open loop holds at once, and the idle ones its client keeps: equal, so
-/// that the client never closes a connection it opened. Each one it closed would hold its
-/// ephemeral port for a minute (`TIME_WAIT`), and a flash sale whose answers slowed
-/// would soon have every port of the 28,000 taken; then every new connection costs a
-/// search of the whole port range in the kernel, which took the load generator's cores
-/// while fulfilld sat idle. A delivery that waits for a connection still counts from its
-/// appointed time.
-const OPEN_CONNECTIONS: usize = 1024;
+/// Deliveries the open loop has in flight at once. Its client keeps every idle connection
+/// (the server closes them after 5 s idle), so with this bound it opens about this many
+/// and closes none of its own. Each one it closed would hold its ephemeral port for a
+/// minute (`TIME_WAIT`); a flash sale whose answers slowed soon had all 28,000 taken, and
+/// then every new connection cost a search of the whole port range in the kernel, which
+/// took the load generator's cores while fulfilld sat idle. A delivery that waits here
+/// still counts from its appointed time.
+const IN_FLIGHT: usize = 1024;
 /// How often [`Deliverer::at_random`] sends a delivery again before it gives up: a
 /// minute of a fleet that does not answer.
 const RETRIES: usize = 600;
@@ -38,7 +38,6 @@ impl Deliverer {
     /// A deliverer that spreads its deliveries over `servers`.
     pub fn spread(servers: &[&str], secret: &str, simulator: Simulator) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(OPEN_CONNECTIONS)
             .tcp_nodelay(true)
             .build()
             .context("cannot build the HTTP client")?;
@@ -98,7 +97,13 @@ impl Deliverer {
             .send()
             .await
             .context("a webhook delivery failed")?;
-        Ok(response.status().as_u16())
+        let status = response.status().as_u16();
+        // Read to its end, so that the connection goes back to the pool, never closed.
+        response
+            .bytes()
+            .await
+            .context("a webhook answer was cut off")?;
+        Ok(status)
     }
 
     /// A GET of `url`, answered whatever its status.
@@ -241,16 +246,16 @@ impl Deliverer {
     ) -> anyhow::Result<Vec<(u16, Duration)>> {
         let interval = Duration::from_secs(1) / rate.max(1);
         let start = tokio::time::Instant::now();
-        let connections = Arc::new(tokio::sync::Semaphore::new(OPEN_CONNECTIONS));
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let mut deliveries = tokio::task::JoinSet::new();
         for (index, session) in sessions.iter().enumerate() {
             let due = start + interval * u32::try_from(index).unwrap_or(u32::MAX);
             tokio::time::sleep_until(due).await;
             let (body, signature) = self.completed(&format!("evt_bench_{index}"), session);
             let (this, progress) = (self.clone(), progress.clone());
-            let connections = Arc::clone(&connections);
+            let in_flight = Arc::clone(&in_flight);
             deliveries.spawn(async move {
-                let _connection = connections.acquire().await;
+                let _in_flight = in_flight.acquire().await;
                 // A connection that fails counts as an answer of its own (status 0).
                 let status = this.post(index, body, signature).await.unwrap_or(0);
                 progress.inc(1);

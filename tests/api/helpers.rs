@@ -673,16 +673,23 @@ pub async fn execute_on(url: &str, statement: &str) {
     match url {
         url if url.starts_with("sqlite://") => {
             use diesel::Connection;
-            let path = url.trim_start_matches("sqlite://");
-            let mut conn = diesel::SqliteConnection::establish(path).expect("SQLite opens");
-            // The engine's writer may hold the write lock for a group's few milliseconds.
-            diesel::RunQueryDsl::execute(
-                diesel::sql_query("PRAGMA busy_timeout = 5000"),
-                &mut conn,
-            )
-            .expect("busy timeout set");
-            diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
-                .expect("statement runs");
+            let path = url.trim_start_matches("sqlite://").to_owned();
+            let statement = statement.to_owned();
+            // The engine's writer may hold the write lock for a group's few milliseconds,
+            // and it commits that group on this thread: waiting for the lock here, rather
+            // than on the blocking pool, would keep it from ever letting go.
+            tokio::task::spawn_blocking(move || {
+                let mut conn = diesel::SqliteConnection::establish(&path).expect("SQLite opens");
+                diesel::RunQueryDsl::execute(
+                    diesel::sql_query("PRAGMA busy_timeout = 5000"),
+                    &mut conn,
+                )
+                .expect("busy timeout set");
+                diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
+                    .expect("statement runs");
+            })
+            .await
+            .expect("the statement's thread ends");
         }
         url => {
             let mut conn = AsyncPgConnection::establish(url)

@@ -2,12 +2,14 @@
 //! sessions, a mail server, and fulfilld serving them; and the exactly-once checks once
 //! the load is over.
 
+mod checks;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 
 use super::load::{Deliverer, progress, wait_until};
 use super::postgres::{backend_cpu, drop_postgres, fresh_postgres, wal_syncs};
@@ -347,68 +349,5 @@ impl Rig {
             .map(Server::pid)
             .collect();
         backend_cpu(&self.database, &servers).await.ok().flatten()
-    }
-
-    /// Checks every figure of exactly once, allowing `duplicates` receipts sent twice;
-    /// returns how many were.
-    async fn check_exactly_once(&self, duplicates: usize, db: &Database) -> anyhow::Result<usize> {
-        let expected = i64::try_from(self.sessions.len()).unwrap_or(i64::MAX);
-        let counts = self.sink.counts();
-        let mut twice = 0;
-        for session in &self.sessions {
-            let id = format!("{session}.receipt@{MAIL_DOMAIN}");
-            match counts.get(&id) {
-                Some(1) => {}
-                Some(2) => twice += 1,
-                Some(times) => bail!("{session}'s receipt was sent {times} times"),
-                None => bail!("{session}'s receipt never arrived"),
-            }
-        }
-        ensure!(
-            twice <= duplicates,
-            "{twice} receipts were sent twice; at most {duplicates} may be"
-        );
-        ensure!(
-            counts.len() == self.sessions.len(),
-            "{} messages arrived for {} sessions",
-            counts.len(),
-            self.sessions.len()
-        );
-        let tally = db.tally().await?;
-        ensure!(
-            tally.fulfilled == expected && tally.sessions == expected,
-            "{} of {expected} sessions fulfilled ({} recorded)",
-            tally.fulfilled,
-            tally.sessions
-        );
-        ensure!(
-            tally.access_grants == 2 * expected,
-            "{} access grants for {expected} sessions of two products",
-            tally.access_grants
-        );
-        // A receipt each; with the mug, its stock movement and its shipment too.
-        let effects = if self.warehouse.is_some() { 3 } else { 1 } * expected;
-        ensure!(
-            tally.effects == effects && tally.effects_done == effects,
-            "{} effects ({} done) for {expected} sessions",
-            tally.effects,
-            tally.effects_done
-        );
-        if let Some(warehouse) = &self.warehouse {
-            warehouse.check(&self.sessions)?;
-            let (stock, _) = db.stock("BENCH-MUG").await?.context("no stock of mugs")?;
-            ensure!(
-                stock == 1_000_000 - expected,
-                "{} mugs left after {expected} sold, of 1,000,000",
-                stock
-            );
-        }
-        ensure!(
-            tally.events_processed == tally.events,
-            "{} of {} events processed",
-            tally.events_processed,
-            tally.events
-        );
-        Ok(twice)
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{try_join3, try_join4};
+use futures_util::future::{try_join, try_join3};
 
 use super::schema::{access_grants, checkout_sessions, line_items, shipments, webhook_events};
 use super::sqlite::Connection as SqliteConnection;
@@ -168,19 +168,12 @@ impl ReadOutcome for AsyncPgConnection {
     /// The four reads pipelined: one round trip.
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
         let mut conn: &AsyncPgConnection = self;
-        let (mut session, items, grants, mut shipment) = try_join4(
+        let (mut session, rest) = try_join(
             outcome_query!(session, &mut conn, id),
-            outcome_query!(items, &mut conn, id),
-            outcome_query!(grants, &mut conn, id),
-            outcome_query!(shipment, &mut conn, id),
+            rest_of_outcome(self, id),
         )
         .await?;
-        Ok(session.pop().map(|session| StoredOutcome {
-            session,
-            items,
-            grants,
-            shipment: shipment.pop(),
-        }))
+        Ok(session.pop().map(|session| rest.with(session)))
     }
 
     /// The session's row, then the other three pipelined: one statement when it is not
@@ -189,20 +182,42 @@ impl ReadOutcome for AsyncPgConnection {
         let Some(session) = outcome_query!(session, &mut *self, id).await?.pop() else {
             return Ok(None);
         };
-        let mut conn: &AsyncPgConnection = self;
-        let (items, grants, mut shipment) = try_join3(
-            outcome_query!(items, &mut conn, id),
-            outcome_query!(grants, &mut conn, id),
-            outcome_query!(shipment, &mut conn, id),
-        )
-        .await?;
-        Ok(Some(StoredOutcome {
-            session,
-            items,
-            grants,
-            shipment: shipment.pop(),
-        }))
+        Ok(Some(rest_of_outcome(self, id).await?.with(session)))
     }
+}
+
+/// What is stored about a session beside its own row.
+struct RestOfOutcome {
+    items: Vec<LineItemRow>,
+    grants: Vec<GrantRow>,
+    shipment: Option<(ShipmentStatus, String)>,
+}
+
+impl RestOfOutcome {
+    fn with(self, session: StoredSession) -> StoredOutcome {
+        StoredOutcome {
+            session,
+            items: self.items,
+            grants: self.grants,
+            shipment: self.shipment,
+        }
+    }
+}
+
+/// A session's items, grants and shipment, pipelined on `conn`: sent at the first poll,
+/// together with whatever else is polled beside it.
+async fn rest_of_outcome(mut conn: &AsyncPgConnection, id: &str) -> QueryResult<RestOfOutcome> {
+    let (items, grants, mut shipment) = try_join3(
+        outcome_query!(items, &mut conn, id),
+        outcome_query!(grants, &mut conn, id),
+        outcome_query!(shipment, &mut conn, id),
+    )
+    .await?;
+    Ok(RestOfOutcome {
+        items,
+        grants,
+        shipment: shipment.pop(),
+    })
 }
 
 impl StoredOutcome {

@@ -689,7 +689,7 @@ pub async fn execute_on(url: &str, statement: &str) {
                     .expect("statement runs");
             })
             .await
-            .expect("the statement's thread ends");
+            .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()));
         }
         url => {
             let mut conn = AsyncPgConnection::establish(url)

@@ -5,6 +5,12 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use fulfilld::cli::{self, Cli, Command, ParseError, Parsed};
 use fulfilld::{commands, telemetry};
 
+/// mimalloc rather than glibc's malloc: a fulfilment allocates on one thread and frees on
+/// another (a webhook's worker, a session's arbiter, a connection's driver), and glibc's
+/// allocator took a fifth of the server's samples in `bench e2e` (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let parsed = match cli::parse(std::env::args_os().collect()) {
         Ok(parsed) => parsed,

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -109,6 +110,32 @@ impl fmt::Debug for Customer {
     }
 }
 
+/// A stored event an attempt carries out. The attempt's record marks it processed in its
+/// own transaction and says so here, so that the event's worker need not mark it again.
+#[derive(Debug)]
+pub struct CarriedEvent {
+    id: String,
+    marked: AtomicBool,
+}
+
+impl CarriedEvent {
+    pub fn new(id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            id: id.to_owned(),
+            marked: AtomicBool::new(false),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether a record marked the event processed.
+    pub fn marked(&self) -> bool {
+        self.marked.load(Ordering::Acquire)
+    }
+}
+
 /// Why a session is being looked at.
 #[derive(Debug, Clone)]
 pub enum Trigger {
@@ -193,7 +220,7 @@ pub async fn fulfill_checkout(
     id: &SessionId,
     trigger: Trigger,
     urgency: &Arc<Urgency>,
-    event: Option<&str>,
+    event: Option<&CarriedEvent>,
 ) -> Result<Outcome, FulfillError> {
     let result = attempt(engine, id, trigger, urgency, event).await;
     let result_label = match &result {
@@ -214,7 +241,7 @@ async fn attempt(
     id: &SessionId,
     trigger: Trigger,
     urgency: &Arc<Urgency>,
-    event: Option<&str>,
+    event: Option<&CarriedEvent>,
 ) -> Result<Outcome, FulfillError> {
     let background = Priority::Raisable(Arc::clone(urgency));
     let mut stored_items = Vec::new();
@@ -331,11 +358,14 @@ async fn attempt(
             plan: &plan,
             tell: engine.tell,
             elsewhere,
-            event,
+            event: event.map(CarriedEvent::id),
             trace: trace.as_deref(),
         })
         .instrument(span)
         .await?;
+    if let Some(event) = event {
+        event.marked.store(true, Ordering::Release);
+    }
     if recorded.effects > 0 {
         engine.outbox.wake();
     }

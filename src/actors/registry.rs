@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use super::session::{Attempt, SessionActor};
 use crate::domain::{Outcome, SessionId};
-use crate::fulfillment::{Engine, FulfillError, Source, Trigger};
+use crate::fulfillment::{CarriedEvent, Engine, FulfillError, Source, Trigger};
 use crate::stripe::Urgency;
 use crate::telemetry;
 
@@ -169,14 +169,13 @@ impl Sessions {
     }
 
     /// Like [`Self::handle`], for stored event `event`: the transaction that records the
-    /// session marks the event processed too.
+    /// session marks the event processed too, and says so on `event`.
     pub async fn handle_event(
         &self,
         id: &SessionId,
         trigger: Trigger,
-        event: Option<&str>,
+        event: Option<&Arc<CarriedEvent>>,
     ) -> Result<Arc<Outcome>, FulfillError> {
-        let event: Option<Arc<str>> = event.map(Arc::from);
         for _ in 0..MAX_ROUTING_TRIES {
             let (actor, urgency) = self
                 .registry(id)
@@ -190,7 +189,7 @@ impl Sessions {
             match actor
                 .send(Attempt(
                     trigger.clone(),
-                    event.clone(),
+                    event.map(Arc::clone),
                     telemetry::current(),
                 ))
                 .await

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use super::registry::{Passivated, SessionRegistry};
 use crate::domain::{Outcome, SessionId};
-use crate::fulfillment::{Engine, FulfillError, Source, Trigger, fulfill_checkout};
+use crate::fulfillment::{CarriedEvent, Engine, FulfillError, Source, Trigger, fulfill_checkout};
 use crate::stripe::Urgency;
 use crate::telemetry;
 
@@ -35,7 +35,7 @@ const SETTLED_FRESH: Duration = Duration::from_secs(1);
 #[rtype(result = "Result<Arc<Outcome>, FulfillError>")]
 pub struct Attempt(
     pub Trigger,
-    pub Option<Arc<str>>,
+    pub Option<Arc<CarriedEvent>>,
     pub Option<opentelemetry::Context>,
 );
 

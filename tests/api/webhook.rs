@@ -39,6 +39,35 @@ async fn a_signed_paid_event_is_fulfilled_with_one_stripe_call() {
 }
 
 #[actix_web::test]
+async fn every_event_about_a_session_ends_processed_whether_it_recorded_it_or_found_it_recorded() {
+    for backend in backends() {
+        let app = spawn_app(&backend).await;
+        let session = app
+            .stripe
+            .add_session(SessionSpec::paid(&[("Mug", 1200, 1)]));
+
+        // The first records the session, and its record marks it processed.
+        let first = app
+            .deliver("evt_records", "checkout.session.completed", &session)
+            .await;
+        assert_eq!(first.status(), 200, "{}", app.backend);
+        app.wait_for(&session, Status::Fulfilled).await;
+        // A second event about the session (another type, or a replay) finds it recorded:
+        // its worker marks it.
+        let second = app
+            .deliver("evt_finds", "checkout.session.completed", &session)
+            .await;
+        assert_eq!(second.status(), 200, "{}", app.backend);
+
+        for id in ["evt_records", "evt_finds"] {
+            let event = wait_for_event(&app.db, id, |event| event.processed_at.is_some()).await;
+            assert_eq!(event.dead_at, None, "{id} on {}", app.backend);
+        }
+        assert_eq!(app.stripe.calls(&session), 1, "{}", app.backend);
+    }
+}
+
+#[actix_web::test]
 async fn badly_signed_deliveries_are_refused_and_change_nothing() {
     for backend in backends() {
         let app = spawn_app(&backend).await;

@@ -7,7 +7,7 @@ use crate::actors::Sessions;
 use crate::db::Database;
 use crate::db::inbox::EventFate;
 use crate::domain::{AccountId, ReversalNews, SessionId};
-use crate::fulfillment::{FulfillError, Trigger};
+use crate::fulfillment::{CarriedEvent, FulfillError, Trigger};
 use crate::retry::backoff;
 use crate::reversal::{self, ReversalError};
 
@@ -33,12 +33,14 @@ pub async fn process(
     session_id: &SessionId,
     trigger: Trigger,
 ) -> bool {
+    let event = CarriedEvent::new(event_id);
     let ended = match sessions
-        .handle_event(session_id, trigger, Some(event_id))
+        .handle_event(session_id, trigger, Some(&event))
         .await
     {
         // Already marked when this attempt recorded the session; not when the outcome
         // was known before (a duplicate), and then this marks it.
+        Ok(_) if event.marked() => Ended::Marked,
         Ok(_) => Ended::Done,
         // Signed by Stripe yet unknown to it: another account's event, or a deleted
         // session. Kept, dead, for an operator: a wrong key can be fixed and the event
@@ -82,6 +84,9 @@ pub async fn reverse(
 
 /// How an attempt at a stored event ended.
 enum Ended {
+    /// Carried out, and marked processed by the attempt's own record.
+    Marked,
+    /// Carried out; still to be marked processed.
     Done,
     /// It met a lock another database session holds.
     Contended(String),
@@ -110,6 +115,7 @@ impl From<FulfillError> for Ended {
 /// Records on the event how its attempt ended; true when it met another session's lock.
 async fn settle(db: &Database, event_id: &str, ended: Ended) -> bool {
     match ended {
+        Ended::Marked => false,
         Ended::Done => {
             if let Err(error) = db.mark_processed(event_id).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not mark event processed; it will be replayed");

@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,6 +24,9 @@ use crate::metrics::{self, METRICS};
 use crate::stripe::event::CheckoutEvent;
 use crate::stripe::{GatewayError, Priority, StripeGateway, Urgency};
 use crate::telemetry;
+
+mod carried;
+pub use carried::CarriedEvent;
 
 /// How recently Stripe must have created a session fulfilld never recorded for refund or
 /// dispute news to fulfil it: past Stripe's 3 days of webhook retries and reconcile's
@@ -107,32 +109,6 @@ impl fmt::Debug for Customer {
         f.debug_struct("Customer")
             .field("gone_at", &self.gone_at)
             .finish_non_exhaustive()
-    }
-}
-
-/// A stored event an attempt carries out. The attempt's record marks it processed in its
-/// own transaction and says so here, so that the event's worker need not mark it again.
-#[derive(Debug)]
-pub struct CarriedEvent {
-    id: String,
-    marked: AtomicBool,
-}
-
-impl CarriedEvent {
-    pub fn new(id: &str) -> Arc<Self> {
-        Arc::new(Self {
-            id: id.to_owned(),
-            marked: AtomicBool::new(false),
-        })
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Whether a record marked the event processed.
-    pub fn marked(&self) -> bool {
-        self.marked.load(Ordering::Acquire)
     }
 }
 
@@ -364,7 +340,7 @@ async fn attempt(
         .instrument(span)
         .await?;
     if let Some(event) = event {
-        event.marked.store(true, Ordering::Release);
+        event.mark();
     }
     if recorded.effects > 0 {
         engine.outbox.wake();

@@ -32,17 +32,17 @@ pub(super) struct StoredSession {
 #[derive(Clone, Insertable, Queryable)]
 #[diesel(table_name = line_items, treat_none_as_default_value = false)]
 pub(super) struct LineItemRow {
-    session_id: String,
-    line_number: i32,
-    id: String,
-    price_id: Option<String>,
-    product_id: Option<String>,
-    description: String,
-    quantity: i64,
-    currency: String,
-    unit_amount: Option<i64>,
-    amount_subtotal: i64,
-    amount_total: i64,
+    pub(super) session_id: String,
+    pub(super) line_number: i32,
+    pub(super) id: String,
+    pub(super) price_id: Option<String>,
+    pub(super) product_id: Option<String>,
+    pub(super) description: String,
+    pub(super) quantity: i64,
+    pub(super) currency: String,
+    pub(super) unit_amount: Option<i64>,
+    pub(super) amount_subtotal: i64,
+    pub(super) amount_total: i64,
 }
 
 impl LineItemRow {

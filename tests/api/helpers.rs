@@ -702,3 +702,38 @@ pub async fn execute_on(url: &str, statement: &str) {
         }
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    row: String,
+}
+
+/// The rows `query` reads from the database at `url`, behind any engine's back; `query`
+/// reads one text column, `row`.
+pub async fn rows_on(url: &str, query: &str) -> Vec<String> {
+    let rows = match url {
+        url if url.starts_with("sqlite://") => {
+            use diesel::Connection;
+            let path = url.trim_start_matches("sqlite://").to_owned();
+            let query = query.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let mut conn = diesel::SqliteConnection::establish(&path).expect("SQLite opens");
+                diesel::RunQueryDsl::load::<TextRow>(diesel::sql_query(query), &mut conn)
+                    .expect("query runs")
+            })
+            .await
+            .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()))
+        }
+        url => {
+            let mut conn = AsyncPgConnection::establish(url)
+                .await
+                .expect("PostgreSQL answers");
+            diesel::sql_query(query)
+                .load::<TextRow>(&mut conn)
+                .await
+                .expect("query runs")
+        }
+    };
+    rows.into_iter().map(|row| row.row).collect()
+}

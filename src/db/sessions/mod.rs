@@ -5,8 +5,10 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 mod rows;
+mod whole;
 
 use self::rows::{EffectRow, GrantRow, MovementRow, SendWrites, SessionRow, ShipmentRow, Write};
+use self::whole::{RecordWhole, Whole};
 use super::outcomes::{LineItemRow, ReadOutcome, StoredOutcome, StoredSession};
 use super::refunds::apply_reversals;
 use super::reservations::settled_state;
@@ -191,87 +193,110 @@ impl Database {
                 traceparent: record.trace,
             })
             .collect();
+        // What the record writes once it holds its claim, the stored event aside.
+        let mut on_claim = Vec::new();
+        if matches!(status, Status::Fulfilled | Status::AwaitingPayment) {
+            on_claim.extend(items.iter().map(Write::LineItem));
+        }
+        if status == Status::Fulfilled {
+            on_claim.extend(movements.iter().map(Write::Movement));
+            on_claim.extend(grants.iter().map(Write::Grant));
+            on_claim.extend(shipment.iter().map(Write::Shipment));
+        }
+        on_claim.extend(effects.iter().map(Write::Effect));
+        if let Some(state) = settled_state(status) {
+            on_claim.push(Write::Reservations {
+                session: id,
+                state,
+                now,
+            });
+        }
+        // A refund stored already applies now, with the fulfilment it reverses: one stored
+        // while the payment was clearing, or one whose own attempt stopped before it
+        // applied it.
+        let fulfils = (status == Status::Fulfilled)
+            .then_some(row.payment_intent)
+            .flatten();
+        let whole = Whole {
+            row: &row,
+            writes: &on_claim,
+            event: record.event,
+            fulfils,
+        };
         with_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                let inserted = diesel::insert_into(checkout_sessions::table)
-                    .values(&row)
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?
-                    == 1;
-                let mut claimed = inserted;
-                if !claimed && status != Status::AwaitingPayment {
-                    claimed = diesel::update(
-                        checkout_sessions::table
-                            .find(id)
-                            .filter(checkout_sessions::status.eq(Status::AwaitingPayment)),
-                    )
-                    .set((
-                        checkout_sessions::status.eq(row.status),
-                        checkout_sessions::currency.eq(row.currency),
-                        checkout_sessions::amount_total.eq(row.amount_total),
-                        checkout_sessions::customer_email.eq(row.customer_email),
-                        checkout_sessions::shipping_address.eq(&row.shipping_address),
-                        checkout_sessions::fulfilled_at.eq(row.fulfilled_at),
-                        checkout_sessions::updated_at.eq(now),
-                        // A payment intent already known is kept when this summary has none.
-                        row.payment_intent
-                            .map(|known| checkout_sessions::payment_intent.eq(known)),
-                    ))
-                    .execute(conn)
-                    .await?
-                        == 1;
-                }
-                let mut writes = Vec::new();
-                if claimed && matches!(status, Status::Fulfilled | Status::AwaitingPayment) {
-                    writes.extend(items.iter().map(Write::LineItem));
-                }
-                if claimed && status == Status::Fulfilled {
-                    writes.extend(movements.iter().map(Write::Movement));
-                    writes.extend(grants.iter().map(Write::Grant));
-                    writes.extend(shipment.iter().map(Write::Shipment));
-                }
-                if claimed {
-                    writes.extend(effects.iter().map(Write::Effect));
-                }
-                if claimed && let Some(state) = settled_state(status) {
-                    writes.push(Write::Reservations {
-                        session: id,
-                        state,
-                        now,
+            async {
+                if conn.record_whole(&whole).await? {
+                    return Ok(Recorded {
+                        outcome: written(&row, &items, &grants, shipment.as_ref())
+                            .into_outcome()?,
+                        claimed: true,
+                        effects: effects.len(),
                     });
                 }
-                if let Some(event) = record.event {
-                    writes.push(Write::Processed { event, now });
-                }
-                // A refund stored already applies now, with the fulfilment it reverses:
-                // one stored while the payment was clearing, or one whose own attempt
-                // stopped before it applied it.
-                let fulfils = (claimed && status == Status::Fulfilled)
-                    .then_some(row.payment_intent)
-                    .flatten();
-                let refunds_stored = conn.send(&writes, fulfils).await?;
-                let mut reversed = false;
-                if refunds_stored && let Some(payment_intent) = fulfils {
-                    let applied = apply_reversals!(conn, id, payment_intent, record.tell, now)?;
-                    reversed = applied.is_some_and(|applied| applied.enqueued);
-                }
-                // A session whose row this record made holds only what it wrote, unless
-                // stored refunds were applied to it: no need to read that back.
-                let stored = if inserted && !refunds_stored {
-                    written(&row, &items, &grants, shipment.as_ref())
-                } else {
-                    conn.read_outcome(id)
+                conn.transaction(async |conn| {
+                    let inserted = diesel::insert_into(checkout_sessions::table)
+                        .values(&row)
+                        .on_conflict_do_nothing()
+                        .execute(conn)
                         .await?
-                        .context("the session vanished inside its own transaction")?
-                };
-                let outcome = stored.into_outcome()?;
-                Ok::<_, anyhow::Error>(Recorded {
-                    outcome,
-                    claimed,
-                    effects: if claimed { effects.len() } else { 0 } + usize::from(reversed),
+                        == 1;
+                    let mut claimed = inserted;
+                    if !claimed && status != Status::AwaitingPayment {
+                        claimed = diesel::update(
+                            checkout_sessions::table
+                                .find(id)
+                                .filter(checkout_sessions::status.eq(Status::AwaitingPayment)),
+                        )
+                        .set((
+                            checkout_sessions::status.eq(row.status),
+                            checkout_sessions::currency.eq(row.currency),
+                            checkout_sessions::amount_total.eq(row.amount_total),
+                            checkout_sessions::customer_email.eq(row.customer_email),
+                            checkout_sessions::shipping_address.eq(&row.shipping_address),
+                            checkout_sessions::fulfilled_at.eq(row.fulfilled_at),
+                            checkout_sessions::updated_at.eq(now),
+                            // A payment intent already known is kept when this summary has
+                            // none.
+                            row.payment_intent
+                                .map(|known| checkout_sessions::payment_intent.eq(known)),
+                        ))
+                        .execute(conn)
+                        .await?
+                            == 1;
+                    }
+                    let mut writes = if claimed {
+                        on_claim.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    if let Some(event) = record.event {
+                        writes.push(Write::Processed { event, now });
+                    }
+                    let fulfils = fulfils.filter(|_| claimed);
+                    let refunds_stored = conn.send(&writes, fulfils).await?;
+                    let mut reversed = false;
+                    if refunds_stored && let Some(payment_intent) = fulfils {
+                        let applied = apply_reversals!(conn, id, payment_intent, record.tell, now)?;
+                        reversed = applied.is_some_and(|applied| applied.enqueued);
+                    }
+                    // A session whose row this record made holds only what it wrote,
+                    // unless stored refunds were applied to it: no need to read that back.
+                    let stored = if inserted && !refunds_stored {
+                        written(&row, &items, &grants, shipment.as_ref())
+                    } else {
+                        conn.read_outcome(id)
+                            .await?
+                            .context("the session vanished inside its own transaction")?
+                    };
+                    let outcome = stored.into_outcome()?;
+                    Ok::<_, anyhow::Error>(Recorded {
+                        outcome,
+                        claimed,
+                        effects: if claimed { effects.len() } else { 0 } + usize::from(reversed),
+                    })
                 })
-            })
+                .await
+            }
             .await
             .context("could not record the session")
         })

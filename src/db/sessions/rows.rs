@@ -83,6 +83,7 @@ pub(super) struct ShipmentRow<'a> {
 
 /// One statement of a record after its claim. None depends on another's result, so they
 /// may be sent together.
+#[derive(Clone, Copy)]
 pub(super) enum Write<'a> {
     /// Items stored while the payment was pending are kept as they are.
     LineItem(&'a LineItemRow),

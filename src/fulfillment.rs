@@ -224,7 +224,7 @@ async fn attempt(
     // `Some` once recorded: the record's account, which its signed event gave it.
     let mut recorded_account = None;
     let known_at = std::time::Instant::now();
-    if let Some(stored) = engine.db.outcome_if_recorded(id).await? {
+    if let Some(stored) = engine.db.outcome(id).await? {
         let answer_from_store = stored.status.is_terminal()
             || matches!(
                 trigger,
@@ -246,7 +246,7 @@ async fn attempt(
                     let account = summary.account.as_ref();
                     // Asked again if this was learnt long ago: another replica may have
                     // recorded the session meanwhile, and its items need no call.
-                    let needed = async || !matches!(engine.db.outcome_if_recorded(id).await, Ok(Some(stored)) if stored.status.is_terminal());
+                    let needed = async || !matches!(engine.db.outcome(id).await, Ok(Some(stored)) if stored.status.is_terminal());
                     let fetched = engine
                         .stripe
                         .line_items_if_needed(id, account, &background, known_at, needed)

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{try_join, try_join3};
+use serde::Deserialize;
 
 use super::schema::{access_grants, checkout_sessions, line_items, shipments, webhook_events};
 use super::sqlite::Connection as SqliteConnection;
@@ -13,7 +13,7 @@ use crate::domain::{
     ShippingAddress, Status,
 };
 
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = checkout_sessions)]
 pub(super) struct StoredSession {
     pub id: String,
@@ -29,7 +29,7 @@ pub(super) struct StoredSession {
     pub customer_email: Option<String>,
 }
 
-#[derive(Clone, Insertable, Queryable)]
+#[derive(Clone, Insertable, Queryable, Deserialize)]
 #[diesel(table_name = line_items, treat_none_as_default_value = false)]
 pub(super) struct LineItemRow {
     pub(super) session_id: String,
@@ -137,19 +137,10 @@ macro_rules! outcome_query {
 
 /// Reads everything stored about a session on a connection, inside any open transaction.
 pub(super) trait ReadOutcome {
-    /// For a session that is most likely recorded.
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>>;
-
-    /// For a session that may well not be recorded yet: the session's row first, the rest
-    /// only if it is there.
-    async fn read_outcome_if_recorded(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>>;
 }
 
 impl ReadOutcome for SqliteConnection {
-    async fn read_outcome_if_recorded(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
-        self.read_outcome(id).await
-    }
-
     /// One statement after another, each skipped when the session is not recorded.
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
         let Some(session) = outcome_query!(session, self, id).await?.pop() else {
@@ -164,60 +155,60 @@ impl ReadOutcome for SqliteConnection {
     }
 }
 
-impl ReadOutcome for AsyncPgConnection {
-    /// The four reads pipelined: one round trip.
-    async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
-        let mut conn: &AsyncPgConnection = self;
-        let (mut session, rest) = try_join(
-            outcome_query!(session, &mut conn, id),
-            rest_of_outcome(self, id),
-        )
-        .await?;
-        Ok(session.pop().map(|session| rest.with(session)))
-    }
+/// A session's row with its items, grants and shipment, in one statement: the items and
+/// grants aggregated as JSON arrays, null when there are none.
+const OUTCOME_POSTGRES: &str = "SELECT session.id, session.status, session.livemode, \
+     session.currency, session.amount_total, session.shipping_address, session.fulfilled_at, \
+     session.account, session.amount_refunded, session.customer_email, \
+     (SELECT json_agg(item ORDER BY item.line_number)::text FROM line_items item \
+     WHERE item.session_id = session.id) AS items, \
+     (SELECT json_agg(json_build_array(sku, name, url, revoked_at, suspended_at))::text \
+     FROM access_grants WHERE access_grants.session_id = session.id) AS grants, \
+     shipments.status AS shipment_status, shipments.items AS shipment_items \
+     FROM checkout_sessions session LEFT JOIN shipments ON shipments.session_id = session.id \
+     WHERE session.id = $1";
 
-    /// The session's row, then the other three pipelined: one statement when it is not
-    /// recorded (every fulfilment looks before it asks Stripe), two round trips when it is.
-    async fn read_outcome_if_recorded(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
-        let Some(session) = outcome_query!(session, &mut *self, id).await?.pop() else {
-            return Ok(None);
-        };
-        Ok(Some(rest_of_outcome(self, id).await?.with(session)))
-    }
+#[derive(QueryableByName)]
+struct OutcomeRow {
+    #[diesel(embed)]
+    session: StoredSession,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    items: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    grants: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    shipment_status: Option<ShipmentStatus>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    shipment_items: Option<String>,
 }
 
-/// What is stored about a session beside its own row.
-struct RestOfOutcome {
-    items: Vec<LineItemRow>,
-    grants: Vec<GrantRow>,
-    shipment: Option<(ShipmentStatus, String)>,
-}
-
-impl RestOfOutcome {
-    fn with(self, session: StoredSession) -> StoredOutcome {
-        StoredOutcome {
-            session,
-            items: self.items,
-            grants: self.grants,
-            shipment: self.shipment,
+impl OutcomeRow {
+    fn into_stored(self) -> QueryResult<StoredOutcome> {
+        fn parsed<T: serde::de::DeserializeOwned>(json: Option<String>) -> QueryResult<Vec<T>> {
+            json.map_or(Ok(Vec::new()), |json| {
+                serde_json::from_str(&json)
+                    .map_err(|error| diesel::result::Error::DeserializationError(error.into()))
+            })
         }
+        Ok(StoredOutcome {
+            session: self.session,
+            items: parsed(self.items)?,
+            grants: parsed(self.grants)?,
+            shipment: self.shipment_status.zip(self.shipment_items),
+        })
     }
 }
 
-/// A session's items, grants and shipment, pipelined on `conn`: sent at the first poll,
-/// together with whatever else is polled beside it.
-async fn rest_of_outcome(mut conn: &AsyncPgConnection, id: &str) -> QueryResult<RestOfOutcome> {
-    let (items, grants, mut shipment) = try_join3(
-        outcome_query!(items, &mut conn, id),
-        outcome_query!(grants, &mut conn, id),
-        outcome_query!(shipment, &mut conn, id),
-    )
-    .await?;
-    Ok(RestOfOutcome {
-        items,
-        grants,
-        shipment: shipment.pop(),
-    })
+impl ReadOutcome for AsyncPgConnection {
+    /// One statement, whether the session is recorded or not, and one snapshot.
+    async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
+        let row = diesel::sql_query(OUTCOME_POSTGRES)
+            .bind::<diesel::sql_types::Text, _>(id)
+            .get_result::<OutcomeRow>(self)
+            .await
+            .optional()?;
+        row.map(OutcomeRow::into_stored).transpose()
+    }
 }
 
 impl StoredOutcome {
@@ -302,21 +293,6 @@ impl Database {
     pub async fn outcome(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
         let read = self.outcome_and_email(id).await?;
         Ok(read.map(|(outcome, _)| outcome))
-    }
-
-    /// [`Database::outcome`] for a session most likely not recorded yet, as a fulfilment
-    /// asks before it calls Stripe: on PostgreSQL one statement when it is not, and one
-    /// round trip more when it is. Like every read of an outcome outside a transaction,
-    /// the row and the rest come from separate snapshots: the rest may be newer than the
-    /// row (a refund that committed in between), never older.
-    pub async fn outcome_if_recorded(&self, id: &SessionId) -> anyhow::Result<Option<Outcome>> {
-        with_connection!(self, |conn| {
-            conn.read_outcome_if_recorded(id.as_str())
-                .await
-                .context("could not read the session")?
-                .map(StoredOutcome::into_outcome)
-                .transpose()
-        })
     }
 
     /// The connected account (Stripe Connect) a stored event of the session names, if

@@ -6,6 +6,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Deserialize;
 
 use super::schema::{access_grants, checkout_sessions, line_items, shipments, webhook_events};
+use super::prepared::Prepared;
 use super::sqlite::Connection as SqliteConnection;
 use super::{Database, with_connection};
 use crate::domain::{
@@ -202,8 +203,8 @@ impl OutcomeRow {
 impl ReadOutcome for AsyncPgConnection {
     /// One statement, whether the session is recorded or not, and one snapshot.
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
-        let row = diesel::sql_query(OUTCOME_POSTGRES)
-            .bind::<diesel::sql_types::Text, _>(id)
+        let read = diesel::sql_query(OUTCOME_POSTGRES).bind::<diesel::sql_types::Text, _>(id);
+        let row = Prepared(read)
             .get_result::<OutcomeRow>(self)
             .await
             .optional()?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Text};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::prepared::Prepared;
 use super::schema::{effects, shipments};
@@ -157,12 +157,42 @@ mod operator;
 pub use operator::EffectView;
 
 /// [`Database::complete_effects`] on PostgreSQL (`$1` now, `$2`, `$3` ids and leases).
+/// Each effect is looked up by its key alone, and locked there, so that its lease and
+/// status are checked on its latest version. Joined on the ids with the status beside
+/// them, the plan PostgreSQL caches read every pending effect through the partial index
+/// `effects_due` to find the few that ended.
 const COMPLETE_POSTGRES: &str = "UPDATE effects SET status = 'done', lease_until = NULL, \
      last_error = NULL, updated_at = $1 \
      FROM unnest($2::bigint[], $3::bigint[]) AS settled(id, lease), \
+     LATERAL (SELECT id, lease, status FROM effects ended WHERE ended.id = settled.id \
+     LIMIT 1 FOR UPDATE) AS found, \
      (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
-     WHERE effects.id = settled.id AND effects.lease = settled.lease \
-     AND effects.status = 'pending' RETURNING effects.id, effects.lease";
+     WHERE effects.id = found.id AND found.lease = settled.lease \
+     AND found.status = 'pending' RETURNING effects.id, effects.lease";
+
+/// Marks the effects `fences` name done on `conn`, each only while its lease is the
+/// attempt's; returns the ids and leases of those it marked.
+pub(crate) async fn complete_effects_postgres(
+    conn: &mut AsyncPgConnection,
+    now: i64,
+    fences: &[Fence],
+) -> QueryResult<Vec<(i64, i64)>> {
+    #[derive(QueryableByName)]
+    struct Done {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+        #[diesel(sql_type = BigInt)]
+        lease: i64,
+    }
+    let (ids, leases): (Vec<i64>, Vec<i64>) =
+        fences.iter().map(|fence| (fence.id, fence.lease)).unzip();
+    let marking = diesel::sql_query(COMPLETE_POSTGRES)
+        .bind::<BigInt, _>(now)
+        .bind::<Array<BigInt>, _>(ids)
+        .bind::<Array<BigInt>, _>(leases);
+    let done = Prepared(marking).load::<Done>(conn).await?;
+    Ok(done.into_iter().map(|done| (done.id, done.lease)).collect())
+}
 
 impl Database {
     /// Extends an attempt's lease to `lease` from now. False when the lease is no longer
@@ -202,34 +232,16 @@ impl Database {
         let now = now_ms();
         match self {
             Self::Postgres(postgres) => {
-                #[derive(QueryableByName, PartialEq)]
-                struct Done {
-                    #[diesel(sql_type = BigInt)]
-                    id: i64,
-                    #[diesel(sql_type = BigInt)]
-                    lease: i64,
-                }
-                let (ids, leases): (Vec<i64>, Vec<i64>) =
-                    fences.iter().map(|fence| (fence.id, fence.lease)).unzip();
                 let waiting = super::Timing::start();
                 let done = postgres.on_settlement(async |conn| {
                     let _working = waiting.connected();
-                    let marking = diesel::sql_query(COMPLETE_POSTGRES)
-                        .bind::<BigInt, _>(now)
-                        .bind::<Array<BigInt>, _>(ids)
-                        .bind::<Array<BigInt>, _>(leases);
-                    let done = Prepared(marking).load::<Done>(conn).await;
+                    let done = complete_effects_postgres(conn, now, fences).await;
                     done.context("could not mark effects done")
                 });
                 let done = done.await?;
                 Ok(fences
                     .iter()
-                    .map(|fence| {
-                        done.contains(&Done {
-                            id: fence.id,
-                            lease: fence.lease,
-                        })
-                    })
+                    .map(|fence| done.contains(&(fence.id, fence.lease)))
                     .collect())
             }
             Self::Sqlite(_) => with_connection!(self, Lane::Settlement, Commit::Written, |conn| {

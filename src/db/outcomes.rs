@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Deserialize;
 
-use super::schema::{access_grants, checkout_sessions, line_items, shipments, webhook_events};
 use super::prepared::Prepared;
+use super::schema::{access_grants, checkout_sessions, line_items, shipments, webhook_events};
 use super::sqlite::Connection as SqliteConnection;
 use super::{Database, with_connection};
 use crate::domain::{

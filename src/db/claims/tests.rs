@@ -1,12 +1,13 @@
-//! The claims on PostgreSQL, events' and effects', on a database of their own on the
-//! server `TEST_DATABASE_URL` names; skipped when it names none. PostgreSQL caches a
+//! The claims on PostgreSQL, events' and effects', and the marks of effects done, on a
+//! database of their own on the server `TEST_DATABASE_URL` names; skipped when it names none.
+//! PostgreSQL caches a
 //! prepared statement's plan; one made while the tables were empty must still read only
 //! the rows a claim is about, however many others wait.
 
 use std::time::Duration;
 
 use super::{claim_events_postgres, renew_event_claims_postgres};
-use crate::db::effects::claim_effects_postgres;
+use crate::db::effects::{Fence, claim_effects_postgres, complete_effects_postgres};
 use crate::db::test_server::{TestDatabase, reads, run};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -128,6 +129,61 @@ async fn an_effect_claim_reads_what_is_due_however_many_wait_for_later() {
     assert!(
         reads.fetched < 100,
         "claiming 1 due effect fetched {} effects: {reads:?}",
+        reads.fetched
+    );
+}
+
+/// With the outbox behind in a sale, 20,000 receipts are pending; each attempt that ends
+/// marks its own effect done, and must read that one row, not every pending one.
+#[tokio::test]
+async fn an_effect_marked_done_is_read_alone_however_many_are_pending() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut conn = database.connect_generic(&["effects"]).await;
+    let none = Fence { id: 1, lease: 1 };
+    for _ in 0..3 {
+        let done = complete_effects_postgres(&mut conn, 0, &[none])
+            .await
+            .expect("marked");
+        assert!(done.is_empty());
+    }
+    run(
+        &mut conn,
+        "INSERT INTO checkout_sessions (id, status, livemode, created_at, updated_at) \
+         SELECT 'cs_' || g, 'fulfilled', false, 0, 0 FROM generate_series(1, 20000) g",
+    )
+    .await;
+    run(
+        &mut conn,
+        "INSERT INTO effects \
+         (id, session_id, kind, status, next_attempt_at, lease, lease_until, created_at, \
+         updated_at) \
+         SELECT g, 'cs_' || g, 'receipt', 'pending', 0, 1, 9e15, 0, 0 \
+         FROM generate_series(1, 20000) g",
+    )
+    .await;
+
+    run(&mut conn, "BEGIN").await;
+    let fences = [
+        Fence { id: 3, lease: 1 },
+        // A lease that is no longer the attempt's.
+        Fence { id: 4, lease: 2 },
+    ];
+    let done = complete_effects_postgres(&mut conn, 0, &fences)
+        .await
+        .expect("marked");
+    let reads = reads(&mut conn, "effects").await;
+    run(&mut conn, "ROLLBACK").await;
+    drop(conn);
+    database.remove().await;
+
+    assert_eq!(done, [(3, 1)]);
+    assert!(reads.looked_up > 0, "no lookup was counted: {reads:?}");
+    assert_eq!(reads.scanned, 0, "the mark scanned the table: {reads:?}");
+    assert!(
+        reads.fetched < 100,
+        "marking 2 effects fetched {} effects: {reads:?}",
         reads.fetched
     );
 }

@@ -1,8 +1,7 @@
 //! The claims on PostgreSQL, events' and effects', and the marks of effects done, on a
 //! database of their own on the server `TEST_DATABASE_URL` names; skipped when it names none.
-//! PostgreSQL caches a
-//! prepared statement's plan; one made while the tables were empty must still read only
-//! the rows a claim is about, however many others wait.
+//! PostgreSQL caches a prepared statement's plan; one made while the tables were empty must
+//! still read only the rows a claim or a mark is about, however many others wait.
 
 use std::time::Duration;
 

@@ -57,6 +57,17 @@ impl Role {
         }
     }
 
+    /// Whether the connection's statements are planned once, at their first run. PostgreSQL
+    /// otherwise plans a prepared statement again at every run while the plan it would
+    /// cache costs more than one made for the values, which is always so for a statement
+    /// over arrays: it costs the cached plan at ten rows an array. The few statements these
+    /// connections run are each tested with the plan made while the tables were empty
+    /// (`db::claims::tests`, `db::inbox::tests`); the pool runs every other statement, and
+    /// keeps PostgreSQL's choice.
+    fn plans_once(self) -> bool {
+        self != Self::Pool
+    }
+
     /// `(statement_timeout, lock_timeout, idle_in_transaction_session_timeout)`.
     fn limits(self) -> (Duration, Duration, Duration) {
         let s = Duration::from_secs;
@@ -234,12 +245,17 @@ async fn open(url: String, role: Role) -> ConnectionResult<AsyncPgConnection> {
     // session holds what in `pg_stat_activity`.
     conn.batch_execute(&format!(
         "SET application_name = '{}:{}'; SET statement_timeout = {}; SET lock_timeout = {}; \
-         SET idle_in_transaction_session_timeout = {};",
+         SET idle_in_transaction_session_timeout = {};{}",
         role.name(),
         std::process::id(),
         statement.as_millis(),
         lock.as_millis(),
         idle.as_millis(),
+        if role.plans_once() {
+            " SET plan_cache_mode = force_generic_plan;"
+        } else {
+            ""
+        },
     ))
     .await
     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;

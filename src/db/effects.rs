@@ -184,8 +184,10 @@ pub(crate) async fn complete_effects_postgres(
         #[diesel(sql_type = BigInt)]
         lease: i64,
     }
-    let (ids, leases): (Vec<i64>, Vec<i64>) =
-        fences.iter().map(|fence| (fence.id, fence.lease)).unzip();
+    // Locked in the order of their ids, so that two batches never wait for each other.
+    let mut sorted: Vec<(i64, i64)> = fences.iter().map(|fence| (fence.id, fence.lease)).collect();
+    sorted.sort_unstable();
+    let (ids, leases): (Vec<i64>, Vec<i64>) = sorted.into_iter().unzip();
     let marking = diesel::sql_query(COMPLETE_POSTGRES)
         .bind::<BigInt, _>(now)
         .bind::<Array<BigInt>, _>(ids)

@@ -157,12 +157,16 @@ impl ReadOutcome for SqliteConnection {
 }
 
 /// A session's row with its items, grants and shipment, in one statement: the items and
-/// grants aggregated as JSON arrays, null when there are none.
+/// grants aggregated as JSON arrays, null when there are none. The items' keys are named
+/// one by one, as [`LineItemRow`]'s fields are.
 const OUTCOME_POSTGRES: &str = "SELECT session.id, session.status, session.livemode, \
      session.currency, session.amount_total, session.shipping_address, session.fulfilled_at, \
      session.account, session.amount_refunded, session.customer_email, \
-     (SELECT json_agg(item ORDER BY item.line_number)::text FROM line_items item \
-     WHERE item.session_id = session.id) AS items, \
+     (SELECT json_agg(json_build_object('session_id', session_id, 'line_number', line_number, \
+     'id', id, 'price_id', price_id, 'product_id', product_id, 'description', description, \
+     'quantity', quantity, 'currency', currency, 'unit_amount', unit_amount, \
+     'amount_subtotal', amount_subtotal, 'amount_total', amount_total) \
+     ORDER BY line_number)::text FROM line_items WHERE line_items.session_id = session.id) AS items, \
      (SELECT json_agg(json_build_array(sku, name, url, revoked_at, suspended_at))::text \
      FROM access_grants WHERE access_grants.session_id = session.id) AS grants, \
      shipments.status AS shipment_status, shipments.items AS shipment_items \

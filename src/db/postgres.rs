@@ -59,13 +59,15 @@ impl Role {
 
     /// Whether the connection's statements are planned once, at their first run. PostgreSQL
     /// otherwise plans a prepared statement again at every run while the plan it would
-    /// cache costs more than one made for the values, which is always so for a statement
-    /// over arrays: it costs the cached plan at ten rows an array. The few statements these
-    /// connections run are each tested with the plan made while the tables were empty
-    /// (`db::claims::tests`, `db::inbox::tests`); the pool runs every other statement, and
-    /// keeps PostgreSQL's choice.
+    /// cache is costed above one made for the values, as it is for a statement over
+    /// arrays: it costs the cached plan at ten rows an array. Each statement these
+    /// connections run is tested with the plan made while the tables were empty (the
+    /// acknowledgement lane's in `db::inbox::tests`, the event claims' renewal and the
+    /// effects marked done in `db::claims::tests`), or reads the replicas' few rows. The
+    /// renewals of effects' leases keep PostgreSQL's choice: made on an empty table, their
+    /// plan walks the pending effects' partial index instead of the key.
     fn plans_once(self) -> bool {
-        self != Self::Pool
+        matches!(self, Self::Inbox | Self::Control | Self::Settlement)
     }
 
     /// `(statement_timeout, lock_timeout, idle_in_transaction_session_timeout)`.

@@ -347,3 +347,6 @@ fn written(
             .map(|shipment| (shipment.status, shipment.items.clone())),
     }
 }
+
+#[cfg(test)]
+mod tests;

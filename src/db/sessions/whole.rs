@@ -45,6 +45,11 @@ impl RecordWhole for SqliteConnection {
     }
 }
 
+/// The holds and the event are each found by their keys in a subquery the planner keeps
+/// apart (`OFFSET 0`, `LIMIT 1`), and locked there, so that their state is checked on
+/// their latest versions: with the state beside the key, the plan PostgreSQL caches read
+/// every held reservation and every waiting event through the partial indexes on them.
+///
 /// `$1`–`$11` the session's row; `$12` the payment intent whose stored refunds stop the
 /// statement; `$13`–`$22` the line items; `$23`–`$24` the stock movements; `$25`–`$27` the
 /// grants; `$28`–`$29` the shipment, if any; `$30`–`$34` the effects; `$35` the state the
@@ -82,12 +87,16 @@ const RECORD_WHOLE: &str = concat!(
     ", $9, $9, $34 FROM session, unnest($30::text[], $31::text[], $32::text[]) ",
     "AS effect (kind, subject, body) ON CONFLICT DO NOTHING), ",
     "holds AS (",
-    "UPDATE reservations SET state = $35, settled_at = $9 FROM session ",
-    "WHERE reservations.session_id = session.id AND reservations.state = 'held' ",
-    "AND $35::text IS NOT NULL), ",
+    "UPDATE reservations SET state = $35, settled_at = $9 FROM session, ",
+    "LATERAL (SELECT id, sku, state FROM reservations r WHERE r.session_id = session.id ",
+    "OFFSET 0 FOR UPDATE) AS hold ",
+    "WHERE reservations.id = hold.id AND reservations.sku = hold.sku ",
+    "AND hold.state = 'held' AND $35::text IS NOT NULL), ",
     "processed AS (",
-    "UPDATE webhook_events SET processed_at = $9, lease_until = NULL FROM session ",
-    "WHERE webhook_events.id = $36 AND webhook_events.processed_at IS NULL) ",
+    "UPDATE webhook_events SET processed_at = $9, lease_until = NULL FROM session, ",
+    "LATERAL (SELECT id, processed_at FROM webhook_events e WHERE e.id = $36 ",
+    "LIMIT 1 FOR UPDATE) AS event ",
+    "WHERE webhook_events.id = event.id AND event.processed_at IS NULL) ",
     "SELECT EXISTS (SELECT 1 FROM session) AS inserted"
 );
 

@@ -1,0 +1,103 @@
+//! The one-statement record on PostgreSQL, on a database of its own on the server
+//! `TEST_DATABASE_URL` names; skipped when it names none. Its plan, made while the tables
+//! were empty, must still find the session's holds and its event by their keys however
+//! many other holds and events wait.
+
+use super::rows::{SessionRow, Write};
+use super::whole::{RecordWhole, Whole};
+use crate::db::test_server::{TestDatabase, reads, run};
+use crate::domain::Status;
+
+fn row(id: &str) -> SessionRow<'_> {
+    SessionRow {
+        id,
+        status: Status::Fulfilled,
+        livemode: false,
+        currency: Some("usd"),
+        amount_total: Some(1000),
+        customer_email: None,
+        shipping_address: None,
+        fulfilled_at: Some(1),
+        created_at: 1,
+        updated_at: 1,
+        account: None,
+        payment_intent: Some("pi_1"),
+    }
+}
+
+#[tokio::test]
+async fn a_record_in_one_statement_reads_its_own_holds_and_event_however_many_wait() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let tables = ["reservations", "webhook_events", "checkout_sessions"];
+    let mut conn = database.connect_generic(&tables).await;
+    for n in 0..3 {
+        let id = format!("cs_empty{n}");
+        let row = row(&id);
+        let writes = [Write::Reservations {
+            session: &id,
+            state: "taken",
+            now: 1,
+        }];
+        let whole = Whole {
+            row: &row,
+            writes: &writes,
+            event: Some("evt_none"),
+            fulfils: Some("pi_1"),
+        };
+        assert!(conn.record_whole(&whole).await.expect("recorded"));
+    }
+    run(
+        &mut conn,
+        "INSERT INTO reservations (id, sku, quantity, session_id, state, expires_at, created_at) \
+         SELECT 'res_' || g, 'TEE-M', 1, 'cs_' || g, 'held', 9e15, 0 \
+         FROM generate_series(1, 20000) g",
+    )
+    .await;
+    run(
+        &mut conn,
+        "INSERT INTO webhook_events \
+         (id, event_type, session_id, livemode, payload, received_at, next_attempt_at) \
+         SELECT 'evt_' || g, 'checkout.session.completed', 'cs_' || g, false, '{}', 0, 0 \
+         FROM generate_series(1, 20000) g",
+    )
+    .await;
+
+    run(&mut conn, "BEGIN").await;
+    let row = row("cs_7");
+    let writes = [Write::Reservations {
+        session: "cs_7",
+        state: "taken",
+        now: 1,
+    }];
+    let whole = Whole {
+        row: &row,
+        writes: &writes,
+        event: Some("evt_7"),
+        fulfils: Some("pi_1"),
+    };
+    let recorded = conn.record_whole(&whole).await.expect("recorded");
+    let holds = reads(&mut conn, "reservations").await;
+    let events = reads(&mut conn, "webhook_events").await;
+    run(&mut conn, "ROLLBACK").await;
+    drop(conn);
+    database.remove().await;
+
+    assert!(recorded, "the statement made the session's row");
+    for (table, reads) in [("holds", holds), ("events", events)] {
+        assert!(
+            reads.looked_up > 0,
+            "no lookup of {table} was counted: {reads:?}"
+        );
+        assert_eq!(
+            reads.scanned, 0,
+            "the record scanned the {table}: {reads:?}"
+        );
+        assert!(
+            reads.fetched < 100,
+            "the record fetched {} {table}: {reads:?}",
+            reads.fetched
+        );
+    }
+}

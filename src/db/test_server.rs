@@ -80,6 +80,27 @@ pub async fn run(conn: &mut AsyncPgConnection, sql: &str) {
         .unwrap_or_else(|error| panic!("{sql}: {error}"));
 }
 
+/// Stores the sessions `cs_1` to `cs_{count}`, fulfilled.
+pub async fn store_sessions(conn: &mut AsyncPgConnection, count: u32) {
+    let sql = format!(
+        "INSERT INTO checkout_sessions (id, status, livemode, created_at, updated_at) \
+         SELECT 'cs_' || g, 'fulfilled', false, 0, 0 FROM generate_series(1, {count}) g"
+    );
+    run(conn, &sql).await;
+}
+
+/// Stores the events `evt_1` to `evt_{count}`, of the sessions `cs_1` to `cs_{count}`,
+/// waiting and due.
+pub async fn store_events(conn: &mut AsyncPgConnection, count: u32) {
+    let sql = format!(
+        "INSERT INTO webhook_events \
+         (id, event_type, session_id, livemode, payload, received_at, next_attempt_at) \
+         SELECT 'evt_' || g, 'checkout.session.completed', 'cs_' || g, false, '{{}}', 0, 0 \
+         FROM generate_series(1, {count}) g"
+    );
+    run(conn, &sql).await;
+}
+
 /// What the transaction open on `conn` has read of `table` so far.
 #[derive(Debug, diesel::QueryableByName)]
 pub struct Reads {

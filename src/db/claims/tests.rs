@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{claim_events_postgres, renew_event_claims_postgres};
 use crate::db::effects::{Fence, claim_effects_postgres, complete_effects_postgres};
-use crate::db::test_server::{TestDatabase, reads, run};
+use crate::db::test_server::{TestDatabase, reads, run, store_events, store_sessions};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -33,14 +33,7 @@ async fn a_claim_reads_its_own_events_however_many_wait() {
             .expect("renewed");
         assert_eq!(renewed, 0);
     }
-    run(
-        &mut conn,
-        "INSERT INTO webhook_events \
-         (id, event_type, session_id, livemode, payload, received_at, next_attempt_at) \
-         SELECT 'evt_' || g, 'checkout.session.completed', 'cs_' || g, false, '{}', 0, 0 \
-         FROM generate_series(1, 20000) g",
-    )
-    .await;
+    store_events(&mut conn, 20_000).await;
     // One processed, one claimed by a replica whose lease holds, one by a replica whose
     // lease ran out, one not due yet.
     for sql in [
@@ -94,12 +87,7 @@ async fn an_effect_claim_reads_what_is_due_however_many_wait_for_later() {
             .expect("claimed");
         assert!(claimed.is_empty());
     }
-    run(
-        &mut conn,
-        "INSERT INTO checkout_sessions (id, status, livemode, created_at, updated_at) \
-         SELECT 'cs_' || g, 'fulfilled', false, 0, 0 FROM generate_series(1, 20004) g",
-    )
-    .await;
+    store_sessions(&mut conn, 20_004).await;
     // Due: 1 (in flight here), 2 (leased to another attempt), 3 and 4 (done). Then the
     // 20,000 for later.
     run(
@@ -147,12 +135,7 @@ async fn an_effect_marked_done_is_read_alone_however_many_are_pending() {
             .expect("marked");
         assert!(done.is_empty());
     }
-    run(
-        &mut conn,
-        "INSERT INTO checkout_sessions (id, status, livemode, created_at, updated_at) \
-         SELECT 'cs_' || g, 'fulfilled', false, 0, 0 FROM generate_series(1, 20000) g",
-    )
-    .await;
+    store_sessions(&mut conn, 20_000).await;
     run(
         &mut conn,
         "INSERT INTO effects \

@@ -5,7 +5,7 @@
 
 use super::rows::{SessionRow, Write};
 use super::whole::{RecordWhole, Whole};
-use crate::db::test_server::{TestDatabase, reads, run};
+use crate::db::test_server::{TestDatabase, reads, run, store_events};
 use crate::domain::Status;
 
 fn row(id: &str) -> SessionRow<'_> {
@@ -55,14 +55,7 @@ async fn a_record_in_one_statement_reads_its_own_holds_and_event_however_many_wa
          FROM generate_series(1, 20000) g",
     )
     .await;
-    run(
-        &mut conn,
-        "INSERT INTO webhook_events \
-         (id, event_type, session_id, livemode, payload, received_at, next_attempt_at) \
-         SELECT 'evt_' || g, 'checkout.session.completed', 'cs_' || g, false, '{}', 0, 0 \
-         FROM generate_series(1, 20000) g",
-    )
-    .await;
+    store_events(&mut conn, 20_000).await;
 
     run(&mut conn, "BEGIN").await;
     let row = row("cs_7");

@@ -62,12 +62,14 @@ impl Role {
     /// cache is costed above one made for the values, as it is for a statement over
     /// arrays: it costs the cached plan at ten rows an array. Each statement these
     /// connections run is tested with the plan made while the tables were empty (the
-    /// acknowledgement lane's in `db::inbox::tests`, the event claims' renewal and the
-    /// effects marked done in `db::claims::tests`), or reads the replicas' few rows. The
-    /// renewals of effects' leases keep PostgreSQL's choice: made on an empty table, their
-    /// plan walks the pending effects' partial index instead of the key.
+    /// event claims' renewal and the effects marked done in `db::claims::tests`), or reads
+    /// the replicas' few rows. The others keep PostgreSQL's choice: the pool runs every
+    /// other statement; the renewals of effects' leases, planned on an empty table, would
+    /// walk the pending effects' partial index instead of the key; and the acknowledgement
+    /// lane's batches, hundreds of deliveries in a sale, are best joined as PostgreSQL
+    /// plans them for their size.
     fn plans_once(self) -> bool {
-        matches!(self, Self::Inbox | Self::Control | Self::Settlement)
+        matches!(self, Self::Control | Self::Settlement)
     }
 
     /// `(statement_timeout, lock_timeout, idle_in_transaction_session_timeout)`.

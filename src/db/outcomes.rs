@@ -100,42 +100,6 @@ pub(super) struct StoredOutcome {
     pub shipment: Option<(ShipmentStatus, String)>,
 }
 
-/// The query for one part of a session's stored outcome, as a future on `$conn` that
-/// loads its rows. A macro, so that one text serves both backends' connection types.
-macro_rules! outcome_query {
-    (session, $conn:expr, $id:expr) => {
-        checkout_sessions::table
-            .find($id)
-            .select(StoredSession::as_select())
-            .load::<StoredSession>($conn)
-    };
-    (items, $conn:expr, $id:expr) => {
-        line_items::table
-            .filter(line_items::session_id.eq($id))
-            .order(line_items::line_number)
-            .load::<LineItemRow>($conn)
-    };
-    (grants, $conn:expr, $id:expr) => {
-        access_grants::table
-            .filter(access_grants::session_id.eq($id))
-            .order(access_grants::sku)
-            .select((
-                access_grants::sku,
-                access_grants::name,
-                access_grants::url,
-                access_grants::revoked_at,
-                access_grants::suspended_at,
-            ))
-            .load::<GrantRow>($conn)
-    };
-    (shipment, $conn:expr, $id:expr) => {
-        shipments::table
-            .find($id)
-            .select((shipments::status, shipments::items))
-            .load::<(ShipmentStatus, String)>($conn)
-    };
-}
-
 /// Reads everything stored about a session on a connection, inside any open transaction.
 pub(super) trait ReadOutcome {
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>>;
@@ -144,14 +108,43 @@ pub(super) trait ReadOutcome {
 impl ReadOutcome for SqliteConnection {
     /// One statement after another, each skipped when the session is not recorded.
     async fn read_outcome(&mut self, id: &str) -> QueryResult<Option<StoredOutcome>> {
-        let Some(session) = outcome_query!(session, self, id).await?.pop() else {
+        let Some(session) = checkout_sessions::table
+            .find(id)
+            .select(StoredSession::as_select())
+            .load::<StoredSession>(self)
+            .await?
+            .pop()
+        else {
             return Ok(None);
         };
+        let items = line_items::table
+            .filter(line_items::session_id.eq(id))
+            .order(line_items::line_number)
+            .load::<LineItemRow>(self)
+            .await?;
+        let grants = access_grants::table
+            .filter(access_grants::session_id.eq(id))
+            .order(access_grants::sku)
+            .select((
+                access_grants::sku,
+                access_grants::name,
+                access_grants::url,
+                access_grants::revoked_at,
+                access_grants::suspended_at,
+            ))
+            .load::<GrantRow>(self)
+            .await?;
+        let shipment = shipments::table
+            .find(id)
+            .select((shipments::status, shipments::items))
+            .load::<(ShipmentStatus, String)>(self)
+            .await?
+            .pop();
         Ok(Some(StoredOutcome {
             session,
-            items: outcome_query!(items, self, id).await?,
-            grants: outcome_query!(grants, self, id).await?,
-            shipment: outcome_query!(shipment, self, id).await?.pop(),
+            items,
+            grants,
+            shipment,
         }))
     }
 }

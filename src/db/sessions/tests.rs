@@ -3,13 +3,17 @@
 //! were empty, must still find the session's holds and its event by their keys however
 //! many other holds and events wait.
 
+use diesel_async::AsyncPgConnection;
+
 use super::rows::{SessionRow, Write};
 use super::whole::{RecordWhole, Whole};
 use crate::db::test_server::{TestDatabase, reads, run, store_events};
 use crate::domain::Status;
 
-fn row(id: &str) -> SessionRow<'_> {
-    SessionRow {
+/// Records session `id` fulfilled in one statement on `conn`, taking its holds and
+/// marking `event` processed; true when the statement made the session's row.
+async fn record_fulfilled(conn: &mut AsyncPgConnection, id: &str, event: &str) -> bool {
+    let row = SessionRow {
         id,
         status: Status::Fulfilled,
         livemode: false,
@@ -22,7 +26,19 @@ fn row(id: &str) -> SessionRow<'_> {
         updated_at: 1,
         account: None,
         payment_intent: Some("pi_1"),
-    }
+    };
+    let writes = [Write::Reservations {
+        session: id,
+        state: "taken",
+        now: 1,
+    }];
+    let whole = Whole {
+        row: &row,
+        writes: &writes,
+        event: Some(event),
+        fulfils: Some("pi_1"),
+    };
+    conn.record_whole(&whole).await.expect("recorded")
 }
 
 #[tokio::test]
@@ -34,19 +50,7 @@ async fn a_record_in_one_statement_reads_its_own_holds_and_event_however_many_wa
     let mut conn = database.connect_generic(&tables).await;
     for n in 0..3 {
         let id = format!("cs_empty{n}");
-        let row = row(&id);
-        let writes = [Write::Reservations {
-            session: &id,
-            state: "taken",
-            now: 1,
-        }];
-        let whole = Whole {
-            row: &row,
-            writes: &writes,
-            event: Some("evt_none"),
-            fulfils: Some("pi_1"),
-        };
-        assert!(conn.record_whole(&whole).await.expect("recorded"));
+        assert!(record_fulfilled(&mut conn, &id, "evt_none").await);
     }
     run(
         &mut conn,
@@ -58,19 +62,7 @@ async fn a_record_in_one_statement_reads_its_own_holds_and_event_however_many_wa
     store_events(&mut conn, 20_000).await;
 
     run(&mut conn, "BEGIN").await;
-    let row = row("cs_7");
-    let writes = [Write::Reservations {
-        session: "cs_7",
-        state: "taken",
-        now: 1,
-    }];
-    let whole = Whole {
-        row: &row,
-        writes: &writes,
-        event: Some("evt_7"),
-        fulfils: Some("pi_1"),
-    };
-    let recorded = conn.record_whole(&whole).await.expect("recorded");
+    let recorded = record_fulfilled(&mut conn, "cs_7", "evt_7").await;
     let holds = reads(&mut conn, "reservations").await;
     let events = reads(&mut conn, "webhook_events").await;
     run(&mut conn, "ROLLBACK").await;

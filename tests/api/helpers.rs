@@ -668,28 +668,36 @@ pub async fn deliver_each(stripe: &StripeDouble, process: &Process, sessions: &[
     }
 }
 
+/// Runs `work` on a connection of its own to the SQLite database at `url`, on the
+/// blocking pool. The engine's writer may hold the write lock for a group's few
+/// milliseconds, and it commits that group on the test's thread: waiting for the lock
+/// there would keep it from ever letting go.
+async fn on_sqlite<T: Send + 'static>(
+    url: &str,
+    work: impl FnOnce(&mut diesel::SqliteConnection) -> T + Send + 'static,
+) -> T {
+    use diesel::Connection;
+    let path = url.trim_start_matches("sqlite://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = diesel::SqliteConnection::establish(&path).expect("SQLite opens");
+        diesel::RunQueryDsl::execute(diesel::sql_query("PRAGMA busy_timeout = 5000"), &mut conn)
+            .expect("busy timeout set");
+        work(&mut conn)
+    })
+    .await
+    .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()))
+}
+
 /// Runs `statement` on the database at `url`, behind any engine's back.
 pub async fn execute_on(url: &str, statement: &str) {
     match url {
         url if url.starts_with("sqlite://") => {
-            use diesel::Connection;
-            let path = url.trim_start_matches("sqlite://").to_owned();
             let statement = statement.to_owned();
-            // The engine's writer may hold the write lock for a group's few milliseconds,
-            // and it commits that group on this thread: waiting for the lock here, rather
-            // than on the blocking pool, would keep it from ever letting go.
-            tokio::task::spawn_blocking(move || {
-                let mut conn = diesel::SqliteConnection::establish(&path).expect("SQLite opens");
-                diesel::RunQueryDsl::execute(
-                    diesel::sql_query("PRAGMA busy_timeout = 5000"),
-                    &mut conn,
-                )
-                .expect("busy timeout set");
-                diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
+            on_sqlite(url, move |conn| {
+                diesel::RunQueryDsl::execute(diesel::sql_query(statement), conn)
                     .expect("statement runs");
             })
-            .await
-            .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()));
+            .await;
         }
         url => {
             let mut conn = AsyncPgConnection::establish(url)
@@ -714,16 +722,12 @@ struct TextRow {
 pub async fn rows_on(url: &str, query: &str) -> Vec<String> {
     let rows = match url {
         url if url.starts_with("sqlite://") => {
-            use diesel::Connection;
-            let path = url.trim_start_matches("sqlite://").to_owned();
             let query = query.to_owned();
-            tokio::task::spawn_blocking(move || {
-                let mut conn = diesel::SqliteConnection::establish(&path).expect("SQLite opens");
-                diesel::RunQueryDsl::load::<TextRow>(diesel::sql_query(query), &mut conn)
+            on_sqlite(url, move |conn| {
+                diesel::RunQueryDsl::load::<TextRow>(diesel::sql_query(query), conn)
                     .expect("query runs")
             })
             .await
-            .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()))
         }
         url => {
             let mut conn = AsyncPgConnection::establish(url)

@@ -37,12 +37,8 @@ pub struct Deliverer {
 impl Deliverer {
     /// A deliverer that spreads its deliveries over `servers`.
     pub fn spread(servers: &[&str], secret: &str, simulator: Simulator) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .build()
-            .context("cannot build the HTTP client")?;
         Ok(Self {
-            client,
+            client: client()?,
             webhook_urls: servers
                 .iter()
                 .map(|server| format!("{server}/webhook"))
@@ -217,33 +213,61 @@ impl Deliverer {
     }
 
     /// Delivers one event per session at `rate` per second, each at its appointed time
-    /// whether or not earlier ones were answered; returns each delivery's latency from
-    /// its appointed time, so a stall counts against every delivery it delayed.
+    /// whether or not earlier ones were answered; fails unless every one is answered 2xx.
     pub async fn open_loop(
         &self,
         sessions: &[String],
         rate: u32,
         progress: &ProgressBar,
-    ) -> anyhow::Result<Vec<Duration>> {
+    ) -> anyhow::Result<Vec<Answer>> {
         let answers = self.open_loop_answers(sessions, rate, progress).await?;
-        answers
-            .into_iter()
-            .map(|(status, latency)| match status {
-                200..300 => Ok(latency),
+        for answer in &answers {
+            match answer.status {
+                200..300 => {}
                 0 => bail!("a webhook delivery's connection failed"),
                 status => bail!("a webhook delivery was answered {status}"),
-            })
-            .collect()
+            }
+        }
+        Ok(answers)
     }
 
-    /// Like [`Self::open_loop`], whatever the answers: each delivery's status (0 when its
-    /// connection failed) and latency.
+    /// Like [`Self::open_loop`], whatever the answers, in the order they were offered.
+    ///
+    /// The deliveries run on a runtime of their own with a thread a core, and a client of
+    /// their own. On the command's one thread, a load generator that fell behind for a
+    /// moment (its core taken by the server and PostgreSQL) stayed behind: every late
+    /// delivery waited its turn behind the others on that thread at each step of its
+    /// request and its answer, and opened a connection of its own, so a lag of 50 ms came
+    /// out as 300–700 ms answers from a server whose own handler took under 10 ms.
     pub async fn open_loop_answers(
         &self,
         sessions: &[String],
         rate: u32,
         progress: &ProgressBar,
-    ) -> anyhow::Result<Vec<(u16, Duration)>> {
+    ) -> anyhow::Result<Vec<Answer>> {
+        let this = Self {
+            client: client()?,
+            ..self.clone()
+        };
+        let (sessions, progress) = (sessions.to_vec(), progress.clone());
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("bench-load")
+            .enable_all()
+            .build()
+            .context("cannot start the load generator's runtime")?;
+        tokio::task::spawn_blocking(move || runtime.block_on(this.offer(sessions, rate, progress)))
+            .await
+            .context("the load generator panicked")?
+    }
+
+    async fn offer(
+        self,
+        sessions: Vec<String>,
+        rate: u32,
+        progress: ProgressBar,
+    ) -> anyhow::Result<Vec<Answer>> {
         let interval = Duration::from_secs(1) / rate.max(1);
         let start = tokio::time::Instant::now();
         let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
@@ -256,18 +280,44 @@ impl Deliverer {
             let in_flight = Arc::clone(&in_flight);
             deliveries.spawn(async move {
                 let _in_flight = in_flight.acquire().await;
+                let sent_late = due.elapsed();
                 // A connection that fails counts as an answer of its own (status 0).
                 let status = this.post(index, body, signature).await.unwrap_or(0);
                 progress.inc(1);
-                Ok::<_, anyhow::Error>((status, due.elapsed()))
+                let answer = Answer {
+                    status,
+                    latency: due.elapsed(),
+                    sent_late,
+                };
+                Ok::<_, anyhow::Error>((index, answer))
             });
         }
-        let mut latencies = Vec::with_capacity(sessions.len());
+        let mut answers = Vec::with_capacity(sessions.len());
         while let Some(delivery) = deliveries.join_next().await {
-            latencies.push(delivery.context("a delivery panicked")??);
+            answers.push(delivery.context("a delivery panicked")??);
         }
-        Ok(latencies)
+        answers.sort_unstable_by_key(|(index, _)| *index);
+        Ok(answers.into_iter().map(|(_, answer)| answer).collect())
     }
+}
+
+/// One delivery of an open loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// Its status; 0 when its connection failed.
+    pub status: u16,
+    /// From its appointed time to its answer.
+    pub latency: Duration,
+    /// From its appointed time to when the load generator sent it: the generator's own
+    /// lag, which `latency` includes.
+    pub sent_late: Duration,
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .context("cannot build the HTTP client")
 }
 
 /// A progress bar for `len` steps of `what`; hidden when stderr is not a terminal.

@@ -214,14 +214,13 @@ async fn latency(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow
     let count = (f64::from(args.rate) * args.duration.as_secs_f64()).ceil() as usize;
     let rig = Rig::start(place, "latency", count.max(1)).await?;
     let bar = progress("offered", rig.sessions.len());
-    let mut latencies = rig
+    let answers = rig
         .deliverer
         .open_loop(&rig.sessions, args.rate, &bar)
         .await?;
     bar.finish_and_clear();
     rig.drain(place).await?;
-    latencies.sort_unstable();
-    report.ack_latency = Some(report::Latency::of(&latencies));
+    report.ack_latency = Some(report::Answers::of(&answers));
     Ok(())
 }
 
@@ -281,9 +280,9 @@ async fn flash(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::
     // Anything but a 2xx is not an acknowledgement, and Stripe would send it again.
     let refused = answers
         .iter()
-        .filter(|(status, _)| *status != 0 && !(200..300).contains(status))
+        .filter(|answer| answer.status != 0 && !(200..300).contains(&answer.status))
         .count();
-    let dropped = answers.iter().filter(|(status, _)| *status == 0).count();
+    let dropped = answers.iter().filter(|answer| answer.status == 0).count();
     if refused + dropped > 0 {
         // Stripe would retry them; the run's checks need every event stored.
         for (index, session) in rig.sessions.iter().enumerate() {
@@ -294,12 +293,10 @@ async fn flash(args: &BenchArgs, place: &Place, report: &mut Report) -> anyhow::
         }
     }
     rig.drain(place).await?;
-    let mut latencies: Vec<Duration> = answers.into_iter().map(|(_, latency)| latency).collect();
-    latencies.sort_unstable();
     report.flash = Some(report::Flash {
         rate: args.flash_rate,
         seconds: args.flash_for.as_secs_f64(),
-        latency: report::Latency::of(&latencies),
+        answers: report::Answers::of(&answers),
         server_errors: refused,
         dropped,
     });

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::BenchArgs;
+use super::load::Answer;
 
 /// Percentiles of acknowledgement latency.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +30,41 @@ impl Latency {
     }
 }
 
+/// What an open loop of deliveries measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Answers {
+    /// From each delivery's appointed time to its answer.
+    pub latency: Latency,
+    /// The p99 of how late the load generator sent them, which `latency` includes: when
+    /// it is near the p99 of `latency`, the generator is what was measured.
+    pub sent_late_p99: Duration,
+}
+
+impl Answers {
+    pub fn of(answers: &[Answer]) -> Self {
+        let sorted = |of: fn(&Answer) -> Duration| {
+            let mut durations: Vec<Duration> = answers.iter().map(of).collect();
+            durations.sort_unstable();
+            durations
+        };
+        Self {
+            latency: Latency::of(&sorted(|answer| answer.latency)),
+            sent_late_p99: Latency::of(&sorted(|answer| answer.sent_late)).p99,
+        }
+    }
+
+    /// Its p99, p50, max and the generator's lag, as the table shows them.
+    fn shown(&self) -> String {
+        format!(
+            "{} (p50 {}, max {}; sent late: p99 {})",
+            millis(self.latency.p99),
+            millis(self.latency.p50),
+            millis(self.latency.max),
+            millis(self.sent_late_p99),
+        )
+    }
+}
+
 /// What an `e2e` or `soak` run measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Fulfillments {
@@ -49,7 +85,7 @@ pub struct Fulfillments {
 pub struct Flash {
     pub rate: u32,
     pub seconds: f64,
-    pub latency: Latency,
+    pub answers: Answers,
     /// Deliveries answered with anything but a 2xx (a 5xx, or a 408 from a server too
     /// busy to read the request in time).
     pub server_errors: usize,
@@ -90,7 +126,7 @@ pub struct Report {
     settings: String,
     rate: u32,
     pub acks_per_second: Option<f64>,
-    pub ack_latency: Option<Latency>,
+    pub ack_latency: Option<Answers>,
     pub e2e: Option<Fulfillments>,
     pub soak: Option<Fulfillments>,
     pub storm_calls: Option<usize>,
@@ -179,18 +215,13 @@ impl Report {
                 self.goal(("≥ 10,000", "≥ 5,000")),
             ));
         }
-        if let Some(latency) = &self.ack_latency {
+        if let Some(answers) = &self.ack_latency {
             rows.push((
                 format!(
                     "ack p99 at an offered {}/s, fulfillments running",
                     self.rate
                 ),
-                format!(
-                    "{} (p50 {}, max {})",
-                    millis(latency.p99),
-                    millis(latency.p50),
-                    millis(latency.max)
-                ),
+                answers.shown(),
                 self.goal(("≤ 5 ms", "≤ 10 ms")),
             ));
         }
@@ -243,10 +274,8 @@ impl Report {
                     flash.rate, flash.seconds
                 ),
                 format!(
-                    "{} (p50 {}, max {}), {} not answered 2xx, {} connections failed",
-                    millis(flash.latency.p99),
-                    millis(flash.latency.p50),
-                    millis(flash.latency.max),
+                    "{}, {} not answered 2xx, {} connections failed",
+                    flash.answers.shown(),
                     flash.server_errors,
                     flash.dropped
                 ),
